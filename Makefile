@@ -1,0 +1,55 @@
+# op-replicator: patched op-node (+ plugin), op-geth and op-batcher from the pinned optimism module.
+SHELL := bash
+GO ?= go
+BUILD := build
+BIN := $(BUILD)/bin
+WORK := GOWORK=$(CURDIR)/$(BUILD)/go.work
+PATCHES := $(sort $(wildcard patches/*.patch))
+OWN_SRC := $(shell find driverhook plugin -name '*.go' -not -name '*_test.go' 2>/dev/null)
+
+.PHONY: all build apply patches test unit-test upstream-test e2e-test demo bench clean
+
+all: build
+
+# build/optimism: pristine upstream + patches. Redone when a patch, the pin or the script changes.
+$(BUILD)/optimism.applied: scripts/apply.sh go.mod $(PATCHES) internal/tools/superchainstub/main.go
+	./scripts/apply.sh
+
+apply: $(BUILD)/optimism.applied
+
+$(BIN)/op-node: $(BUILD)/optimism.applied $(OWN_SRC) go.mod
+	$(WORK) $(GO) build -o $@ github.com/ethereum-optimism/optimism/op-node/cmd
+
+$(BIN)/op-batcher: $(BUILD)/optimism.applied
+	$(WORK) $(GO) build -o $@ github.com/ethereum-optimism/optimism/op-batcher/cmd
+
+$(BIN)/geth: $(BUILD)/optimism.applied
+	$(WORK) $(GO) build -o $@ github.com/ethereum/go-ethereum/cmd/geth
+
+build: $(BIN)/op-node $(BIN)/op-batcher $(BIN)/geth
+
+# Export commits made on top of the pristine tree in build/optimism back to patches/.
+patches:
+	rm -f patches/*.patch
+	git -C $(BUILD)/optimism format-patch --quiet --zero-commit --no-signature --no-stat -N \
+		-o $(CURDIR)/patches pristine..HEAD
+	@ls patches
+
+unit-test: apply
+	$(WORK) $(GO) test ./driverhook/... ./plugin/...
+
+# op-node's own tests for every package the patches touch.
+UPSTREAM_PKGS := ./op-node/rollup/engine/... ./op-node/node/... ./op-node/flags/... ./op-node/config/... ./op-node ./op-node/cmd/...
+upstream-test: apply
+	cd $(BUILD)/optimism && $(WORK) $(GO) test $(UPSTREAM_PKGS)
+
+e2e-test: build
+	$(WORK) $(GO) test -count=1 -timeout 60m -v ./e2e/...
+
+test: unit-test upstream-test e2e-test
+
+demo: build
+	$(WORK) $(GO) run ./e2e/cmd/demo
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,107 @@
+// Package driverhook is the narrow contract between op-node and the sequencer replicator.
+//
+// The patched op-node imports only this package: it reads the replicator's flags (CLIFlags,
+// ReadCLIConfig, Check, in op-alt-da's idiom), hands the replicator the op-node parts it may use
+// (Deps, each an interface that op-node's own types satisfy), and drives the Service it gets back.
+// The replicator itself (package plugin) registers its constructor here from an init function;
+// nothing heavy lives in this package, and it must not import op-node/config, op-node/flags or
+// op-node/node, which import it.
+package driverhook
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/event"
+)
+
+// Engine is the part of op-node's engine controller (*engine.EngineController) the replicator drives.
+// Every method takes the controller's lock: the replicator never touches unlocked head state.
+type Engine interface {
+	// ProcessPayload inserts a payload at the tip as unsafe: it refuses a payload whose parent is not the
+	// unsafe head (engine.ErrStaleBuild) and requires the engine to report it VALID (engine.ErrPayloadInvalid).
+	ProcessPayload(ctx context.Context, envelope *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, buildStarted time.Time) error
+	// RewindUnsafeToSafe drops every queued unsafe payload and resets the unsafe head to the safe head;
+	// it returns the new unsafe head.
+	RewindUnsafeToSafe(ctx context.Context) eth.L2BlockRef
+	// IsEngineInitialELSyncing reports whether the engine is still in its initial execution-layer sync.
+	IsEngineInitialELSyncing() bool
+}
+
+// SyncStatus gives an atomic snapshot of op-node's view of the L1 and L2 heads (the driver's status tracker).
+type SyncStatus interface {
+	SyncStatus() *eth.SyncStatus
+}
+
+// L1Chain is op-node's own L1 view (the driver's L1 tracker): the canonical L1 block at a height.
+type L1Chain interface {
+	L1BlockRefByNumber(ctx context.Context, num uint64) (eth.L1BlockRef, error)
+}
+
+// L2Chain is the local execution engine, read-only (op-node's *sources.EngineClient).
+type L2Chain interface {
+	L2BlockRefByLabel(ctx context.Context, label eth.BlockLabel) (eth.L2BlockRef, error)
+	L2BlockRefByNumber(ctx context.Context, num uint64) (eth.L2BlockRef, error)
+	InfoByNumber(ctx context.Context, num uint64) (eth.BlockInfo, error)
+}
+
+// UnsafePayloadReceiver is where op-node hands unsafe payloads that arrive by P2P gossip.
+type UnsafePayloadReceiver interface {
+	OnUnsafeL2Payload(ctx context.Context, envelope *eth.ExecutionPayloadEnvelope)
+}
+
+// Deps are the op-node parts handed to the replicator.
+type Deps struct {
+	Log      log.Logger
+	Rollup   *rollup.Config
+	Engine   Engine
+	Status   SyncStatus
+	L1       L1Chain
+	L2       L2Chain
+	Events   event.Registry       // to observe op-node's events (resets, derivation progress)
+	Registry *prometheus.Registry // op-node's metrics registry
+	// L1ConfDepth is the verifier's L1 confirmation depth (--verifier.l1-confs): derivation that is idle this
+	// close to the L1 head has caught up.
+	L1ConfDepth uint64
+}
+
+// Service is the replicator as op-node drives it.
+type Service interface {
+	// Start starts replicating; Stop stops it and waits for its goroutines. Both are called once.
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	// APIs lists the RPC namespaces to serve on op-node's RPC server; the methods that change state
+	// are listed only when admin is true (--rpc.enable-admin).
+	APIs(admin bool) []rpc.API
+	// GateGossip wraps the receiver of gossiped unsafe payloads, so that they are dropped while halted.
+	GateGossip(next UnsafePayloadReceiver) UnsafePayloadReceiver
+}
+
+// Factory builds the replicator service.
+type Factory func(cfg CLIConfig, deps Deps) (Service, error)
+
+var factory Factory
+
+// Register installs the replicator implementation. The plugin calls it from an init function.
+func Register(f Factory) { factory = f }
+
+// ErrNotLinked is returned when the replicator is enabled but no implementation is linked into the binary.
+var ErrNotLinked = errors.New("--replicator.enabled: this op-node binary was built without the replicator plugin")
+
+// New builds the replicator service, or returns nil when it is disabled.
+func New(cfg CLIConfig, deps Deps) (Service, error) {
+	if !cfg.Enabled {
+		return nil, nil
+	}
+	if factory == nil {
+		return nil, ErrNotLinked
+	}
+	return factory(cfg, deps)
+}

@@ -1,0 +1,144 @@
+package plugin
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	opmetrics "github.com/ethereum-optimism/optimism/op-service/metrics"
+)
+
+// Namespace and subsystem of the replicator's metrics on op-node's registry: op_node_default_replicator_*.
+const (
+	metricsNamespace = "op_node_default"
+	metricsSubsystem = "replicator"
+)
+
+// Error kinds, the label values of op_node_default_replicator_errors_total. Disagreements are counted as halts.
+const (
+	ErrKindSource   = "source"   // the source failed or timed out (retried with backoff)
+	ErrKindL1       = "l1"       // our own L1 view could not be read
+	ErrKindEngine   = "engine"   // the local engine failed transiently
+	ErrKindStale    = "stale"    // the unsafe head moved under us; the block was not inserted
+	ErrKindBadInput = "bad-input" // a malformed response from the source
+)
+
+// Metrics is what the replicator records. NoopMetrics is for tests.
+type Metrics interface {
+	RecordReplicated(number uint64)
+	RecordHalt(reason Reason)
+	RecordState(state State)
+	RecordHeadLag(blocks uint64)
+	RecordSourceRequest(method string, d time.Duration)
+	RecordError(kind string)
+	RecordGossipDropped()
+}
+
+type metrics struct {
+	replicated     prometheus.Counter
+	lastReplicated prometheus.Gauge
+	halts          *prometheus.CounterVec
+	state          *prometheus.GaugeVec
+	headLag        prometheus.Gauge
+	sourceRequest  *prometheus.HistogramVec
+	errors         *prometheus.CounterVec
+	gossipDropped  prometheus.Counter
+}
+
+var _ Metrics = (*metrics)(nil)
+
+// NewMetrics registers the replicator's metrics on the given registry (op-node's).
+func NewMetrics(registry prometheus.Registerer) Metrics {
+	f := opmetrics.With(registry)
+	m := &metrics{
+		replicated: f.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "blocks_replicated_total",
+			Help: "Blocks taken from the source, executed locally and inserted as unsafe.",
+		}),
+		lastReplicated: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "last_replicated_block",
+			Help: "Number of the last replicated block.",
+		}),
+		halts: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "halts_total",
+			Help: "Halts (unsafe head rewound to safe), by reason.",
+		}, []string{"reason"}),
+		state: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "state",
+			Help: "1 for the replicator's current state (running or halted), 0 for the other.",
+		}, []string{"state"}),
+		headLag: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "head_lag_blocks",
+			Help: "Blocks between the source's head and the local unsafe head.",
+		}),
+		sourceRequest: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name:    "source_request_seconds",
+			Help:    "Latency of requests to the source, by method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"method"}),
+		errors: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "errors_total",
+			Help: "Errors that did not halt the replicator, by kind.",
+		}, []string{"kind"}),
+		gossipDropped: f.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "gossip_dropped_total",
+			Help: "Gossiped unsafe blocks dropped because the replicator was halted.",
+		}),
+	}
+	for _, r := range Reasons {
+		m.halts.WithLabelValues(string(r))
+	}
+	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput} {
+		m.errors.WithLabelValues(k)
+	}
+	m.RecordState(StateRunning)
+	return m
+}
+
+func (m *metrics) RecordReplicated(number uint64) {
+	m.replicated.Inc()
+	m.lastReplicated.Set(float64(number))
+}
+
+func (m *metrics) RecordHalt(reason Reason) { m.halts.WithLabelValues(string(reason)).Inc() }
+
+func (m *metrics) RecordState(state State) {
+	for _, s := range []State{StateRunning, StateHalted} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.state.WithLabelValues(string(s)).Set(v)
+	}
+}
+
+func (m *metrics) RecordHeadLag(blocks uint64) { m.headLag.Set(float64(blocks)) }
+
+func (m *metrics) RecordSourceRequest(method string, d time.Duration) {
+	m.sourceRequest.WithLabelValues(method).Observe(d.Seconds())
+}
+
+func (m *metrics) RecordError(kind string) { m.errors.WithLabelValues(kind).Inc() }
+
+func (m *metrics) RecordGossipDropped() { m.gossipDropped.Inc() }
+
+// NoopMetrics records nothing.
+type NoopMetrics struct{}
+
+var _ Metrics = NoopMetrics{}
+
+func (NoopMetrics) RecordReplicated(uint64)                     {}
+func (NoopMetrics) RecordHalt(Reason)                           {}
+func (NoopMetrics) RecordState(State)                           {}
+func (NoopMetrics) RecordHeadLag(uint64)                        {}
+func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
+func (NoopMetrics) RecordError(string)                          {}
+func (NoopMetrics) RecordGossipDropped()                        {}

@@ -1,0 +1,181 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/log"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-service/client"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/retry"
+	"github.com/ethereum-optimism/optimism/op-service/sources"
+)
+
+// Source is where the sequencer's blocks come from. Everything it returns is at most unsafe: the replicator
+// never asks it for safe or finalized labels.
+type Source interface {
+	// Name identifies the source in logs and replicator_status (credentials redacted).
+	Name() string
+	// Head returns the source's latest block.
+	Head(ctx context.Context) (eth.BlockID, error)
+	// HashAt returns the hash of the source's block at a height (ethereum.NotFound if it has none).
+	HashAt(ctx context.Context, num uint64) (common.Hash, error)
+	// Payload returns the source's block at a height, its header hash and transactions root verified.
+	Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error)
+	// NewHeads signals that the source has a new head (ws only; never closed).
+	NewHeads() <-chan struct{}
+	Close()
+}
+
+// rpcSource reads the sequencer's execution-engine RPC with op-service's L2 client, trust off: block hashes and
+// transaction roots are recomputed. The state root can only be checked by executing the block locally.
+type rpcSource struct {
+	log     log.Logger
+	name    string
+	rpc     client.RPC
+	l2      *sources.L2Client
+	timeout time.Duration
+	metrics Metrics
+
+	heads  chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ Source = (*rpcSource)(nil)
+
+func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout time.Duration, m Metrics) (*rpcSource, error) {
+	name := redactURL(rawURL)
+	// Lazy dial: a source that is down at start-up is retried like one that goes down later.
+	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, client.WithLazyDial(), client.WithCallTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", name, err)
+	}
+	l2, err := sources.NewL2Client(rpcClient, lgr, nil, sources.L2ClientSimpleConfig(cfg, false, 64, 64))
+	if err != nil {
+		rpcClient.Close()
+		return nil, fmt.Errorf("source %s: %w", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, timeout: timeout, metrics: m,
+		heads: make(chan struct{}, 1), cancel: cancel}
+	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "ws" || u.Scheme == "wss") {
+		s.wg.Add(1)
+		go s.subscribeHeads(ctx)
+	}
+	return s, nil
+}
+
+func (s *rpcSource) Name() string { return s.name }
+
+func (s *rpcSource) NewHeads() <-chan struct{} { return s.heads }
+
+func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
+	ctx, done := s.call(ctx, "head")
+	defer done()
+	info, err := s.l2.InfoByLabel(ctx, eth.Unsafe)
+	if err != nil {
+		return eth.BlockID{}, err
+	}
+	return info.ID(), nil
+}
+
+func (s *rpcSource) HashAt(ctx context.Context, num uint64) (common.Hash, error) {
+	ctx, done := s.call(ctx, "header")
+	defer done()
+	info, err := s.l2.InfoByNumber(ctx, num)
+	if err != nil {
+		return common.Hash{}, err
+	}
+	return info.Hash(), nil
+}
+
+func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	ctx, done := s.call(ctx, "payload")
+	defer done()
+	env, err := s.l2.PayloadByNumber(ctx, num)
+	if err != nil {
+		return nil, err
+	}
+	if got := uint64(env.ExecutionPayload.BlockNumber); got != num {
+		return nil, fmt.Errorf("%w: asked for block %d, got %d", errBadInput, num, got)
+	}
+	return env, nil
+}
+
+// call bounds one request by the request timeout and records its latency.
+func (s *rpcSource) call(ctx context.Context, method string) (context.Context, func()) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	return ctx, func() {
+		cancel()
+		s.metrics.RecordSourceRequest(method, time.Since(start))
+	}
+}
+
+// subscribeHeads keeps a newHeads subscription open, re-subscribing with backoff, and turns each head into a
+// wake-up. Polling stays on regardless: a silent subscription delays blocks by one poll interval at most.
+func (s *rpcSource) subscribeHeads(ctx context.Context) {
+	defer s.wg.Done()
+	backoff := retry.Exponential()
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		ch := make(chan *types.Header, 16)
+		sub, err := s.rpc.Subscribe(ctx, "eth", ch, "newHeads")
+		if err == nil {
+			attempt = 0
+			err = s.forwardHeads(ctx, ch, sub.Err())
+			sub.Unsubscribe()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("Source head subscription failed, polling meanwhile", "source", s.name, "err", err)
+		select {
+		case <-time.After(backoff.Duration(attempt)):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, subErr <-chan error) error {
+	for {
+		select {
+		case <-ch:
+			select {
+			case s.heads <- struct{}{}:
+			default: // a wake-up is already pending
+			}
+		case err := <-subErr:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *rpcSource) Close() {
+	s.cancel()
+	s.wg.Wait()
+	s.rpc.Close()
+}
+
+// redactURL drops credentials and query parameters, which commonly carry API keys.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<invalid url>"
+	}
+	u.User = nil
+	u.RawQuery = ""
+	u.Fragment = ""
+	return strings.TrimSuffix(u.String(), "?")
+}
