@@ -141,3 +141,14 @@ func (h *haltState) ShouldResume(now time.Time, synced func(haltedAt time.Time) 
 		return false
 	}
 }
+
+// IfRunning calls f while holding the state (read-locked) if running, and reports whether it did.
+func (h *haltState) IfRunning(f func()) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.state != StateRunning {
+		return false
+	}
+	f()
+	return true
+}

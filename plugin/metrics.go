@@ -16,10 +16,10 @@ const (
 
 // Error kinds, the label values of op_node_default_replicator_errors_total. Disagreements are counted as halts.
 const (
-	ErrKindSource   = "source"   // the source failed or timed out (retried with backoff)
-	ErrKindL1       = "l1"       // our own L1 view could not be read
-	ErrKindEngine   = "engine"   // the local engine failed transiently
-	ErrKindStale    = "stale"    // the unsafe head moved under us; the block was not inserted
+	ErrKindSource   = "source"    // the source failed or timed out (retried with backoff)
+	ErrKindL1       = "l1"        // our own L1 view could not be read
+	ErrKindEngine   = "engine"    // the local engine failed transiently
+	ErrKindStale    = "stale"     // the unsafe head moved under us; the block was not inserted
 	ErrKindBadInput = "bad-input" // a malformed response from the source
 )
 
@@ -135,10 +135,10 @@ type NoopMetrics struct{}
 
 var _ Metrics = NoopMetrics{}
 
-func (NoopMetrics) RecordReplicated(uint64)                     {}
-func (NoopMetrics) RecordHalt(Reason)                           {}
-func (NoopMetrics) RecordState(State)                           {}
-func (NoopMetrics) RecordHeadLag(uint64)                        {}
+func (NoopMetrics) RecordReplicated(uint64)                   {}
+func (NoopMetrics) RecordHalt(Reason)                         {}
+func (NoopMetrics) RecordState(State)                         {}
+func (NoopMetrics) RecordHeadLag(uint64)                      {}
 func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
-func (NoopMetrics) RecordError(string)                          {}
-func (NoopMetrics) RecordGossipDropped()                        {}
+func (NoopMetrics) RecordError(string)                        {}
+func (NoopMetrics) RecordGossipDropped()                      {}

@@ -85,7 +85,7 @@ func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
 	if err != nil {
 		return eth.BlockID{}, err
 	}
-	return info.ID(), nil
+	return eth.ToBlockID(info), nil
 }
 
 func (s *rpcSource) HashAt(ctx context.Context, num uint64) (common.Hash, error) {

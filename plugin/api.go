@@ -1,0 +1,75 @@
+package plugin
+
+import (
+	"context"
+	"time"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+)
+
+// Status is the result of replicator_status.
+type Status struct {
+	State      State     `json:"state"`
+	HaltReason Reason    `json:"haltReason,omitempty"`
+	HaltDetail string    `json:"haltDetail,omitempty"`
+	Since      time.Time `json:"since"`
+	// ResumeAt is when a timed halt ends.
+	ResumeAt   *time.Time `json:"resumeAt,omitempty"`
+	HaltPolicy string     `json:"haltPolicy"`
+
+	Source           string      `json:"source"`
+	SourceHead       eth.BlockID `json:"sourceHead"`
+	LastReplicated   eth.BlockID `json:"lastReplicated"`
+	LastReplicatedAt *time.Time  `json:"lastReplicatedAt,omitempty"`
+
+	Unsafe    eth.L2BlockRef `json:"unsafe"`
+	Safe      eth.L2BlockRef `json:"safe"`
+	Finalized eth.L2BlockRef `json:"finalized"`
+	// Lag is the number of blocks between the source's head and our unsafe head.
+	Lag uint64 `json:"lag"`
+}
+
+// API is the replicator namespace served to everyone.
+type API struct{ s *Service }
+
+// Status reports the replicator's state and the chain heads it works with.
+func (a *API) Status(_ context.Context) (*Status, error) {
+	r := a.s.rep
+	h := r.halt.Status()
+	snap := r.snapshot()
+	sync := r.status.SyncStatus()
+	st := &Status{
+		State:          h.State,
+		HaltReason:     h.Reason,
+		HaltDetail:     h.Detail,
+		Since:          h.Since,
+		HaltPolicy:     string(r.cfg.HaltPolicy),
+		Source:         r.source.Name(),
+		SourceHead:     snap.sourceHead,
+		LastReplicated: snap.lastReplicated.ID(),
+		Unsafe:         sync.UnsafeL2,
+		Safe:           sync.SafeL2,
+		Finalized:      sync.FinalizedL2,
+		Lag:            lag(snap.sourceHead.Number, sync.UnsafeL2.Number),
+	}
+	if !h.ResumeAt.IsZero() {
+		st.ResumeAt = &h.ResumeAt
+	}
+	if !snap.lastReplicatedAt.IsZero() {
+		st.LastReplicatedAt = &snap.lastReplicatedAt
+	}
+	return st, nil
+}
+
+// AdminAPI holds the methods that change state; op-node serves them only with --rpc.enable-admin.
+type AdminAPI struct{ s *Service }
+
+// Halt rewinds the unsafe head to the safe head and halts, with reason "operator" and the given detail.
+func (a *AdminAPI) Halt(ctx context.Context, detail string) error {
+	return a.s.request(ctx, request{halt: true, detail: detail})
+}
+
+// Resume ends a halt, whatever the halt policy.
+func (a *AdminAPI) Resume(ctx context.Context) error {
+	return a.s.request(ctx, request{})
+}

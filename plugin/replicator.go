@@ -1,0 +1,332 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/log"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/retry"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+// maxBlocksPerRound bounds one round of catching up, so halts, operator requests and events are looked at
+// between batches.
+const maxBlocksPerRound = 256
+
+// Replicator runs the pipeline, one round at a time, on one goroutine that owns every write to the engine:
+// source -> verify -> insert, with watch checks before each round and the halt state machine around it.
+type Replicator struct {
+	log     log.Logger
+	cfg     driverhook.CLIConfig
+	source  Source
+	verify  *verifier
+	insert  *inserter
+	watch   *watcher
+	halt    *haltState
+	engine  driverhook.Engine
+	l2      driverhook.L2Chain
+	status  driverhook.SyncStatus
+	confs   uint64
+	metrics Metrics
+	now     func() time.Time
+	backoff retry.Strategy
+
+	requests chan request
+
+	// Owned by the loop goroutine.
+	failures int // consecutive transient failures, for backoff
+
+	mu   sync.Mutex // guards snap
+	snap snapshot
+}
+
+// snapshot is what the loop publishes for replicator_status.
+type snapshot struct {
+	lastReplicated   eth.L2BlockRef
+	lastReplicatedAt time.Time
+	sourceHead       eth.BlockID
+}
+
+// request is an operator's halt or resume, executed by the loop goroutine.
+type request struct {
+	halt   bool
+	detail string
+	done   chan error
+}
+
+// runRound runs one round and returns how long to wait before the next one.
+func (r *Replicator) runRound(ctx context.Context) time.Duration {
+	err := r.round(ctx)
+	switch {
+	case err == nil:
+		r.failures = 0
+		return r.cfg.PollInterval
+	case ctx.Err() != nil:
+		return r.cfg.PollInterval
+	}
+	var d *Disagreement
+	if errors.As(err, &d) {
+		r.haltNow(ctx, d.Reason, d.Detail)
+		return r.cfg.PollInterval
+	}
+	switch {
+	case errors.Is(err, errWait):
+		r.log.Debug("Waiting", "err", err)
+		return r.cfg.PollInterval
+	case errors.Is(err, errStale):
+		r.metrics.RecordError(ErrKindStale)
+		r.log.Debug("Unsafe head moved, starting over", "err", err)
+		return 0
+	case errors.Is(err, errL1):
+		r.metrics.RecordError(ErrKindL1)
+	case errors.Is(err, errEngine):
+		r.metrics.RecordError(ErrKindEngine)
+	case errors.Is(err, errBadInput):
+		r.metrics.RecordError(ErrKindBadInput)
+	default:
+		r.metrics.RecordError(ErrKindSource)
+	}
+	delay := max(r.backoff.Duration(r.failures), r.cfg.PollInterval)
+	r.failures++
+	r.log.Warn("Replication round failed, retrying", "err", err, "attempt", r.failures, "retry_in", delay)
+	return delay
+}
+
+// round: resume if the halt policy says so; then, while running, check the local chain against op-node's view,
+// our L1 view and the source (watch), and replicate what the source has beyond our unsafe head.
+func (r *Replicator) round(ctx context.Context) error {
+	if r.halt.Halted() {
+		if !r.halt.ShouldResume(r.now(), r.synced) {
+			return nil
+		}
+		r.resume("halt policy " + string(r.cfg.HaltPolicy))
+	}
+	if r.engine.IsEngineInitialELSyncing() {
+		return nil
+	}
+	status := r.status.SyncStatus()
+	if status.UnsafeL2 == (eth.L2BlockRef{}) {
+		return nil // the engine controller has not found its heads yet
+	}
+	head, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
+	if err != nil {
+		return fmt.Errorf("%w: local unsafe head: %v", errEngine, err)
+	}
+	if err := r.checkLocalChain(ctx, head, status); err != nil {
+		return err
+	}
+	srcHead, err := r.source.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("source head: %w", err)
+	}
+	r.publish(func(s *snapshot) { s.sourceHead = srcHead })
+	r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
+	if err := r.checkHead(ctx, head); err != nil {
+		return err
+	}
+	for i := 0; i < maxBlocksPerRound && head.Number < srcHead.Number; i++ {
+		if r.halt.Halted() || ctx.Err() != nil {
+			return nil
+		}
+		next, err := r.replicate(ctx, head)
+		if err != nil {
+			return err
+		}
+		head = next
+		r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
+	}
+	return nil
+}
+
+// replicate takes the source's block after head through verify and insert.
+func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef) (eth.L2BlockRef, error) {
+	env, err := r.source.Payload(ctx, head.Number+1)
+	if errors.Is(err, ethereum.NotFound) {
+		return eth.L2BlockRef{}, fmt.Errorf("%w: source has no block %d yet", errWait, head.Number+1)
+	} else if err != nil {
+		return eth.L2BlockRef{}, fmt.Errorf("source block %d: %w", head.Number+1, err)
+	}
+	// Re-read the safe head and L1 view for every block: derivation moves on while we catch up.
+	status := r.status.SyncStatus()
+	ref, err := r.verify.Check(ctx, env, head, status.SafeL2, status.HeadL1)
+	if err != nil {
+		return eth.L2BlockRef{}, err
+	}
+	if err := r.insert.Insert(ctx, env, ref); err != nil {
+		return eth.L2BlockRef{}, err
+	}
+	r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = ref, r.now() })
+	r.metrics.RecordReplicated(ref.Number)
+	r.log.Debug("Replicated block", "block", ref, "origin", ref.L1Origin, "txs", len(env.ExecutionPayload.Transactions))
+	return ref, nil
+}
+
+// checkHead compares the local unsafe head with the source's block at the same height (the spec's step 1).
+// A source that does not have that block yet is not a disagreement.
+func (r *Replicator) checkHead(ctx context.Context, head eth.L2BlockRef) error {
+	hash, err := r.source.HashAt(ctx, head.Number)
+	if errors.Is(err, ethereum.NotFound) {
+		return fmt.Errorf("%w: source has no block %d (behind us)", errWait, head.Number)
+	} else if err != nil {
+		return fmt.Errorf("source block %d: %w", head.Number, err)
+	}
+	if hash != head.Hash {
+		return disagree(ReasonHeadMismatch, "local unsafe head %s, source has %s at that height", head.ID(), hash)
+	}
+	return nil
+}
+
+// checkLocalChain looks at what op-node did to the unsafe chain since the last round: the last block we
+// replicated must still be in the local chain, and the unsafe head's L1 origin must still be canonical on
+// our L1 view. Derivation replacing an unsafe block, an engine reset dropping replicated blocks, or an L1
+// reorg under them all halt.
+func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, status *eth.SyncStatus) error {
+	seen := r.watch.drain()
+	last := r.lastReplicated()
+	if last != (eth.L2BlockRef{}) {
+		local, err := r.l2.L2BlockRefByNumber(ctx, last.Number)
+		if err != nil && !errors.Is(err, ethereum.NotFound) {
+			return fmt.Errorf("%w: local block %d: %v", errEngine, last.Number, err)
+		}
+		if err != nil || local.Hash != last.Hash {
+			return r.explainLost(ctx, last, local, seen, status)
+		}
+	}
+	if head.Number > status.SafeL2.Number {
+		origin, err := r.verify.originStatus(ctx, head.L1Origin, status.HeadL1)
+		if err != nil {
+			return err
+		}
+		if !origin.unknown && !origin.canonical {
+			return disagree(ReasonL1OriginReorged, "L1 origin %s of unsafe head %s is no longer canonical, our L1 view has %s",
+				head.L1Origin, head.ID(), origin.ours.ID())
+		}
+	}
+	return nil
+}
+
+// explainLost names the reason a replicated block is no longer in the local chain.
+func (r *Replicator) explainLost(ctx context.Context, last, local eth.L2BlockRef, seen observed, status *eth.SyncStatus) error {
+	now := "nothing"
+	if local != (eth.L2BlockRef{}) {
+		now = local.ID().String()
+	}
+	if origin, err := r.verify.originStatus(ctx, last.L1Origin, status.HeadL1); err == nil && !origin.unknown && !origin.canonical {
+		return disagree(ReasonL1OriginReorged, "replicated block %s was dropped (local chain has %s there): its L1 origin %s was reorged out",
+			last.ID(), now, last.L1Origin)
+	}
+	if seen.derivedParent != nil && seen.derivedParent.Number < last.Number {
+		return disagree(ReasonUnsafeReorg, "derivation from L1 replaced replicated block %s with %s (built on %s)",
+			last.ID(), now, seen.derivedParent.ID())
+	}
+	return disagree(ReasonUnsafeReorg, "replicated block %s was dropped by op-node (%d engine resets; local chain has %s there)",
+		last.ID(), seen.resets, now)
+}
+
+// synced is the until-synced policy's condition: initial EL sync done and derivation idle at the L1 head
+// (within the verifier's confirmation depth), observed after the halt.
+func (r *Replicator) synced(haltedAt time.Time) bool {
+	if r.engine.IsEngineInitialELSyncing() {
+		return false
+	}
+	origin, ok := r.watch.idleSince(haltedAt)
+	if !ok {
+		return false
+	}
+	return origin.Number+r.confs >= r.status.SyncStatus().HeadL1.Number
+}
+
+// haltNow halts: the gossip gate closes first, then the unsafe head is rewound to the safe head (dropping every
+// queued unsafe payload), so that the node is a plain L1 verifier until the halt policy resumes it.
+func (r *Replicator) haltNow(ctx context.Context, reason Reason, detail string) {
+	if !r.halt.Halt(reason, detail, r.now()) {
+		return
+	}
+	r.publish(func(s *snapshot) { s.lastReplicated = eth.L2BlockRef{} })
+	head := r.engine.RewindUnsafeToSafe(ctx)
+	r.watch.drain() // our own reset is not news
+	r.metrics.RecordHalt(reason)
+	r.metrics.RecordState(StateHalted)
+	r.log.Error("Replicator halted: unsafe head rewound to the safe head", "reason", reason, "detail", detail,
+		"unsafe", head, "policy", r.cfg.HaltPolicy)
+}
+
+func (r *Replicator) resume(why string) {
+	if !r.halt.Resume(r.now()) {
+		return
+	}
+	r.failures = 0
+	r.metrics.RecordState(StateRunning)
+	r.log.Info("Replicator resumed", "why", why)
+}
+
+func (r *Replicator) handle(ctx context.Context, req request) {
+	if req.halt {
+		if r.halt.Halted() {
+			req.done <- errors.New("already halted")
+			return
+		}
+		r.haltNow(ctx, ReasonOperator, req.detail)
+	} else {
+		if !r.halt.Halted() {
+			req.done <- errors.New("not halted")
+			return
+		}
+		r.resume("operator")
+	}
+	req.done <- nil
+}
+
+// run is the loop goroutine: a round every poll interval, or sooner when the source has a new head, op-node
+// reports something, or an operator asks.
+func (r *Replicator) run(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-r.requests:
+			r.handle(ctx, req)
+		case <-timer.C:
+		case <-r.source.NewHeads():
+		case <-r.watch.Wake():
+		}
+		delay := r.runRound(ctx)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(delay)
+	}
+}
+
+func (r *Replicator) publish(f func(*snapshot)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&r.snap)
+}
+
+func (r *Replicator) snapshot() snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snap
+}
+
+func (r *Replicator) lastReplicated() eth.L2BlockRef { return r.snapshot().lastReplicated }
+
+func lag(source, local uint64) uint64 {
+	if source > local {
+		return source - local
+	}
+	return 0
+}

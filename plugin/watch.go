@@ -1,0 +1,92 @@
+package plugin
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/event"
+)
+
+// watcher observes op-node's own events, as a deriver on op-node's event system: engine resets, derivation
+// building blocks from L1 (which replaces unsafe blocks when they do not match), and derivation going idle at
+// the L1 head. OnEvent only records and wakes the replication loop; the loop draws the conclusions.
+type watcher struct {
+	wake chan struct{}
+
+	mu sync.Mutex
+	// lowest parent of a block built from L1 data since the last drain: a derived block built on a parent below
+	// the unsafe head replaces unsafe blocks.
+	derivedParent *eth.L2BlockRef
+	resets        int
+	// last time derivation went idle, and at which L1 origin.
+	idleAt     time.Time
+	idleOrigin eth.L1BlockRef
+
+	now func() time.Time
+}
+
+var _ event.Deriver = (*watcher)(nil)
+
+func newWatcher(now func() time.Time) *watcher {
+	return &watcher{wake: make(chan struct{}, 1), now: now}
+}
+
+// OnEvent must not block: it runs on op-node's event loop.
+func (w *watcher) OnEvent(_ context.Context, ev event.Event) bool {
+	w.mu.Lock()
+	switch x := ev.(type) {
+	case engine.BuildStartEvent:
+		if x.Attributes == nil || x.Attributes.DerivedFrom == (eth.L1BlockRef{}) {
+			w.mu.Unlock()
+			return false
+		}
+		if w.derivedParent == nil || x.Attributes.Parent.Number < w.derivedParent.Number {
+			parent := x.Attributes.Parent
+			w.derivedParent = &parent
+		}
+	case engine.EngineResetConfirmedEvent:
+		w.resets++
+	case derive.DeriverIdleEvent:
+		w.idleAt, w.idleOrigin = w.now(), x.Origin
+	default:
+		w.mu.Unlock()
+		return false
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return false // observed, not handled: op-node's own derivers handle these events
+}
+
+// Wake signals that something was observed.
+func (w *watcher) Wake() <-chan struct{} { return w.wake }
+
+// observed is what the watcher saw since the last drain.
+type observed struct {
+	derivedParent *eth.L2BlockRef
+	resets        int
+}
+
+func (w *watcher) drain() observed {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o := observed{derivedParent: w.derivedParent, resets: w.resets}
+	w.derivedParent, w.resets = nil, 0
+	return o
+}
+
+// idleSince returns the L1 origin derivation was last idle at, if it went idle after t.
+func (w *watcher) idleSince(t time.Time) (eth.L1BlockRef, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.idleAt.IsZero() || w.idleAt.Before(t) {
+		return eth.L1BlockRef{}, false
+	}
+	return w.idleOrigin, true
+}
