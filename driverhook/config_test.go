@@ -1,0 +1,80 @@
+package driverhook
+
+import (
+	"flag"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
+)
+
+// readFlags parses args with the replicator's flags, as op-node would.
+func readFlags(t *testing.T, args ...string) CLIConfig {
+	t.Helper()
+	set := flag.NewFlagSet("test", flag.ContinueOnError)
+	for _, f := range CLIFlags("OP_NODE", Category) {
+		require.NoError(t, f.Apply(set))
+	}
+	require.NoError(t, set.Parse(args))
+	return ReadCLIConfig(cli.NewContext(cli.NewApp(), set, nil))
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := readFlags(t)
+	require.False(t, cfg.Enabled)
+	require.NoError(t, cfg.Check(), "disabled is always valid")
+	require.Equal(t, HaltTimed, cfg.HaltPolicy)
+	require.Equal(t, DefaultHaltDuration, cfg.HaltDuration)
+	require.Equal(t, DefaultPollInterval, cfg.PollInterval)
+}
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string
+	}{
+		{"http source", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8545"}, ""},
+		{"ws source, manual", []string{"--replicator.enabled", "--replicator.source=wss://seq:8546", "--replicator.halt.policy=manual"}, ""},
+		{"until-synced", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.policy=until-synced"}, ""},
+		{"timed with duration", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.duration=30s"}, ""},
+		{"no source", []string{"--replicator.enabled"}, "--replicator.source is required"},
+		{"bad scheme", []string{"--replicator.enabled", "--replicator.source=ftp://seq"}, "scheme must be"},
+		{"no host", []string{"--replicator.enabled", "--replicator.source=http://"}, "has no host"},
+		{"unknown policy", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.policy=never"}, "is not one of"},
+		{"zero duration", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.duration=0s"}, "must be positive"},
+		{"duration without timed", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.policy=manual", "--replicator.halt.duration=1m"}, "only applies to"},
+		{"zero poll interval", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.poll-interval=0s"}, "must be positive"},
+		{"zero timeout", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.request-timeout=0s"}, "must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := readFlags(t, tc.args...)
+			err := cfg.Check()
+			if tc.err == "" {
+				require.NoError(t, err)
+			} else {
+				require.ErrorContains(t, err, tc.err)
+			}
+		})
+	}
+}
+
+func TestEnvVars(t *testing.T) {
+	t.Setenv("OP_NODE_REPLICATOR_ENABLED", "true")
+	t.Setenv("OP_NODE_REPLICATOR_SOURCE", "ws://seq:8546")
+	t.Setenv("OP_NODE_REPLICATOR_HALT_POLICY", "manual")
+	t.Setenv("OP_NODE_REPLICATOR_POLL_INTERVAL", "250ms")
+	cfg := readFlags(t)
+	require.True(t, cfg.Enabled)
+	require.Equal(t, "ws://seq:8546", cfg.Source)
+	require.Equal(t, HaltManual, cfg.HaltPolicy)
+	require.Equal(t, 250*time.Millisecond, cfg.PollInterval)
+	require.NoError(t, cfg.Check())
+}
+
+func TestNewDisabledIsNil(t *testing.T) {
+	svc, err := New(CLIConfig{}, Deps{})
+	require.NoError(t, err)
+	require.Nil(t, svc)
+}

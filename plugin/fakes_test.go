@@ -1,0 +1,388 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
+	"github.com/ethereum-optimism/optimism/op-service/testutils"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+// The fakes model a chain where L2 block n has L1 origin n/2 (two L2 blocks per epoch).
+
+var testGenesis = eth.BlockID{Hash: common.Hash{0xaa}, Number: 0}
+
+func testRollupConfig() *rollup.Config {
+	return &rollup.Config{
+		Genesis: rollup.Genesis{
+			L1:     l1Block(0, 0).ID(),
+			L2:     testGenesis,
+			L2Time: 1000,
+		},
+		BlockTime:     2,
+		L1ChainID:     big.NewInt(900),
+		L2ChainID:     big.NewInt(901),
+		SeqWindowSize: 100,
+	}
+}
+
+// l1Block is L1 block n of fork f (fork 0 is canonical unless our fake L1 view was reorged).
+func l1Block(n uint64, f byte) eth.L1BlockRef {
+	hash := func(n uint64) common.Hash { return common.Hash{0x11, f, byte(n >> 8), byte(n)} }
+	parent := common.Hash{}
+	if n > 0 {
+		parent = hash(n - 1)
+	}
+	return eth.L1BlockRef{Hash: hash(n), Number: n, ParentHash: parent, Time: 100 + 12*n}
+}
+
+// chainBlock is a block of an L2 chain the fake source serves: chain c, number n, origin from L1 fork f.
+type chainBlock struct {
+	env *eth.ExecutionPayloadEnvelope
+	ref eth.L2BlockRef
+}
+
+// buildChain returns blocks 1..n of L2 chain "variant" on top of the test genesis. Blocks from height
+// divergeAt on differ between variants (different state root, so a different hash).
+func buildChain(t *testing.T, cfg *rollup.Config, n uint64, variant byte, divergeAt uint64) []chainBlock {
+	blocks := make([]chainBlock, 0, n)
+	parent := eth.L2BlockRef{Hash: testGenesis.Hash, Number: 0, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	for i := uint64(1); i <= n; i++ {
+		v := byte(0)
+		if i >= divergeAt {
+			v = variant
+		}
+		origin := l1Block(i/2, 0)
+		seq := uint64(0)
+		if origin.Number == parent.L1Origin.Number {
+			seq = parent.SequenceNumber + 1
+		}
+		b := makeBlock(t, cfg, parent, origin, seq, common.Hash{0x22, v, byte(i >> 8), byte(i)})
+		blocks = append(blocks, b)
+		parent = b.ref
+	}
+	return blocks
+}
+
+// makeBlock makes a block on parent with the given origin; its hash is derived from the state root.
+func makeBlock(t *testing.T, cfg *rollup.Config, parent eth.L2BlockRef, origin eth.L1BlockRef, seq uint64, stateRoot common.Hash) chainBlock {
+	l1Info := &testutils.MockBlockInfo{InfoHash: origin.Hash, InfoParentHash: origin.ParentHash, InfoNum: origin.Number,
+		InfoTime: origin.Time, InfoBaseFee: big.NewInt(1)}
+	ts := parent.Time + cfg.BlockTime
+	dep, err := derive.L1InfoDepositBytes(cfg, nil, eth.SystemConfig{}, seq, l1Info, ts)
+	require.NoError(t, err)
+	hash := common.Hash{0x33}
+	copy(hash[1:], stateRoot[:31])
+	hash[31] ^= byte(parent.Number + 1)
+	payload := &eth.ExecutionPayload{
+		ParentHash:   parent.Hash,
+		BlockNumber:  eth.Uint64Quantity(parent.Number + 1),
+		BlockHash:    hash,
+		StateRoot:    eth.Bytes32(stateRoot),
+		Timestamp:    eth.Uint64Quantity(ts),
+		Transactions: []eth.Data{dep},
+	}
+	ref, err := derive.PayloadToBlockRef(cfg, payload)
+	require.NoError(t, err)
+	return chainBlock{env: &eth.ExecutionPayloadEnvelope{ExecutionPayload: payload}, ref: ref}
+}
+
+// fakeSource serves a chain of blocks up to head; err makes every call fail.
+type fakeSource struct {
+	mu     sync.Mutex
+	blocks []chainBlock // blocks[i] is block i+1
+	head   uint64
+	err    error
+	calls  int
+	heads  chan struct{}
+}
+
+func newFakeSource(blocks []chainBlock) *fakeSource {
+	return &fakeSource{blocks: blocks, head: uint64(len(blocks)), heads: make(chan struct{})}
+}
+
+func (s *fakeSource) set(blocks []chainBlock, head uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blocks, s.head, s.err = blocks, head, err
+}
+
+func (s *fakeSource) Name() string { return "fake" }
+
+func (s *fakeSource) Head(context.Context) (eth.BlockID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.err != nil {
+		return eth.BlockID{}, s.err
+	}
+	if s.head == 0 {
+		return testGenesis, nil
+	}
+	return s.blocks[s.head-1].ref.ID(), nil
+}
+
+func (s *fakeSource) HashAt(_ context.Context, n uint64) (common.Hash, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.err != nil {
+		return common.Hash{}, s.err
+	}
+	if n == 0 {
+		return testGenesis.Hash, nil
+	}
+	if n > s.head {
+		return common.Hash{}, ethereum.NotFound
+	}
+	return s.blocks[n-1].ref.Hash, nil
+}
+
+func (s *fakeSource) Payload(_ context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.err != nil {
+		return nil, s.err
+	}
+	if n == 0 || n > s.head {
+		return nil, ethereum.NotFound
+	}
+	return s.blocks[n-1].env, nil
+}
+
+func (s *fakeSource) NewHeads() <-chan struct{} { return s.heads }
+func (s *fakeSource) Close()                    {}
+
+// fakeEngine is the engine controller, the local EL and the status tracker in one.
+type fakeEngine struct {
+	mu        sync.Mutex
+	chain     []eth.L2BlockRef // chain[n] is the canonical block n
+	roots     map[common.Hash]common.Hash
+	safe      uint64
+	finalized uint64
+	l1Head    eth.L1BlockRef
+	elSyncing bool
+
+	invalid   map[common.Hash]bool        // blocks the engine finds INVALID
+	badRoot   map[common.Hash]common.Hash // blocks whose local execution yields another state root
+	insertErr error
+	rewinds   int
+	inserted  int
+}
+
+func newFakeEngine(cfg *rollup.Config) *fakeEngine {
+	genesis := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	return &fakeEngine{chain: []eth.L2BlockRef{genesis}, roots: map[common.Hash]common.Hash{},
+		l1Head: l1Block(1000, 0), invalid: map[common.Hash]bool{}, badRoot: map[common.Hash]common.Hash{}}
+}
+
+func (e *fakeEngine) head() eth.L2BlockRef {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.chain[len(e.chain)-1]
+}
+
+// setChain replaces the local chain from block 1 on (as derivation or gossip would).
+func (e *fakeEngine) setChain(blocks []chainBlock) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.chain = e.chain[:1]
+	for _, b := range blocks {
+		e.chain = append(e.chain, b.ref)
+		e.roots[b.ref.Hash] = common.Hash(b.env.ExecutionPayload.StateRoot)
+	}
+}
+
+func (e *fakeEngine) setSafe(n uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.safe = n
+}
+
+func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, _ time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.insertErr != nil {
+		return e.insertErr
+	}
+	if env.ExecutionPayload.ParentHash != e.chain[len(e.chain)-1].Hash {
+		return engine.ErrStaleBuild
+	}
+	if e.invalid[ref.Hash] {
+		return engine.ErrPayloadInvalid
+	}
+	if ref.Number <= e.safe {
+		return fmt.Errorf("test engine: insert at or below safe %d: %s", e.safe, ref.ID())
+	}
+	e.chain = append(e.chain, ref)
+	root := common.Hash(env.ExecutionPayload.StateRoot)
+	if r, ok := e.badRoot[ref.Hash]; ok {
+		root = r
+	}
+	e.roots[ref.Hash] = root
+	e.inserted++
+	return nil
+}
+
+func (e *fakeEngine) RewindUnsafeToSafe(context.Context) eth.L2BlockRef {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rewinds++
+	e.chain = e.chain[:e.safe+1]
+	return e.chain[e.safe]
+}
+
+func (e *fakeEngine) IsEngineInitialELSyncing() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.elSyncing
+}
+
+func (e *fakeEngine) SyncStatus() *eth.SyncStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return &eth.SyncStatus{
+		HeadL1:      e.l1Head,
+		UnsafeL2:    e.chain[len(e.chain)-1],
+		SafeL2:      e.chain[min(e.safe, uint64(len(e.chain)-1))],
+		FinalizedL2: e.chain[min(e.finalized, uint64(len(e.chain)-1))],
+	}
+}
+
+func (e *fakeEngine) L2BlockRefByLabel(_ context.Context, label eth.BlockLabel) (eth.L2BlockRef, error) {
+	if label != eth.Unsafe {
+		return eth.L2BlockRef{}, fmt.Errorf("test engine: unexpected label %s", label)
+	}
+	return e.head(), nil
+}
+
+func (e *fakeEngine) L2BlockRefByNumber(_ context.Context, n uint64) (eth.L2BlockRef, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n >= uint64(len(e.chain)) {
+		return eth.L2BlockRef{}, ethereum.NotFound
+	}
+	return e.chain[n], nil
+}
+
+func (e *fakeEngine) InfoByNumber(ctx context.Context, n uint64) (eth.BlockInfo, error) {
+	ref, err := e.L2BlockRefByNumber(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return &testutils.MockBlockInfo{InfoHash: ref.Hash, InfoNum: ref.Number, InfoRoot: e.roots[ref.Hash]}, nil
+}
+
+// fakeL1 is our L1 view: canonical blocks are fork 0 unless reorged.
+type fakeL1 struct {
+	mu     sync.Mutex
+	reorgs map[uint64]byte // number -> fork now canonical
+	err    error
+}
+
+func (l *fakeL1) L1BlockRefByNumber(_ context.Context, n uint64) (eth.L1BlockRef, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return eth.L1BlockRef{}, l.err
+	}
+	return l1Block(n, l.reorgs[n]), nil
+}
+
+func (l *fakeL1) reorg(from uint64, fork byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reorgs == nil {
+		l.reorgs = map[uint64]byte{}
+	}
+	for n := from; n < from+1000; n++ {
+		l.reorgs[n] = fork
+	}
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// harness is a replicator wired to fakes.
+type harness struct {
+	t      *testing.T
+	cfg    *rollup.Config
+	source *fakeSource
+	engine *fakeEngine
+	l1     *fakeL1
+	clock  *fakeClock
+	svc    *Service
+	rep    *Replicator
+	logs   *testlog.CapturingHandler
+}
+
+func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock) *harness {
+	cfg := testRollupConfig()
+	h := &harness{t: t, cfg: cfg, source: newFakeSource(blocks), engine: newFakeEngine(cfg), l1: &fakeL1{},
+		clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}}
+	lgr, logs := testlog.CaptureLogger(t, log.LevelDebug)
+	h.logs = logs
+	rcfg := driverhook.CLIConfig{Enabled: true, Source: "http://sequencer:8545", PollInterval: time.Second,
+		RequestTimeout: time.Second, HaltPolicy: policy, HaltDuration: time.Minute}
+	deps := driverhook.Deps{Log: lgr, Rollup: cfg, Engine: h.engine, Status: h.engine, L1: h.l1, L2: h.engine}
+	h.svc = newService(rcfg, deps, h.source, NoopMetrics{})
+	h.rep = h.svc.rep
+	h.rep.now = h.clock.Now
+	h.rep.halt = newHaltState(policy, time.Minute, h.clock.Now())
+	h.rep.watch.now = h.clock.Now
+	return h
+}
+
+// round runs one replication round and returns the delay the loop would wait.
+func (h *harness) round() time.Duration {
+	return h.rep.runRound(context.Background())
+}
+
+func (h *harness) requireRunning() {
+	h.t.Helper()
+	st := h.rep.halt.Status()
+	require.Equal(h.t, StateRunning, st.State, "halted: %s %s", st.Reason, st.Detail)
+}
+
+func (h *harness) requireHalted(reason Reason) {
+	h.t.Helper()
+	st := h.rep.halt.Status()
+	require.Equal(h.t, StateHalted, st.State)
+	require.Equal(h.t, reason, st.Reason, st.Detail)
+	require.Equal(h.t, h.engine.safe, h.engine.head().Number, "unsafe head must be rewound to safe")
+	require.NotNil(h.t, h.logs.FindLog(testlog.NewLevelFilter(log.LevelError),
+		testlog.NewMessageContainsFilter("Replicator halted")), "halt must be logged at error level")
+}

@@ -1,0 +1,127 @@
+package plugin
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+// haltedHarness returns a replicator that halted on a head mismatch at start-up; the source is then fixed, so a
+// resumed replicator replicates again.
+func haltedHarness(t *testing.T, policy driverhook.HaltPolicy) (*harness, []chainBlock) {
+	cfg := testRollupConfig()
+	blocks := buildChain(t, cfg, 6, 0, 0)
+	h := newHarness(t, policy, blocks)
+	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
+	h.round()
+	h.requireHalted(ReasonHeadMismatch)
+	return h, blocks
+}
+
+func TestTimedHaltResumesAfterDuration(t *testing.T) {
+	h, blocks := haltedHarness(t, driverhook.HaltTimed)
+	require.Equal(t, h.clock.Now().Add(time.Minute), h.rep.halt.Status().ResumeAt)
+	h.clock.Advance(59 * time.Second)
+	h.round()
+	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+	require.Zero(t, h.engine.inserted)
+
+	h.clock.Advance(time.Second)
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[5].ref, h.engine.head())
+}
+
+func TestManualHaltWaitsForOperator(t *testing.T) {
+	h, blocks := haltedHarness(t, driverhook.HaltManual)
+	h.clock.Advance(24 * time.Hour)
+	h.round()
+	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+
+	done := make(chan error, 1)
+	h.rep.handle(context.Background(), request{done: done})
+	require.NoError(t, <-done)
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[5].ref, h.engine.head())
+}
+
+func TestUntilSyncedHaltResumesWhenDerivationCaughtUp(t *testing.T) {
+	h, blocks := haltedHarness(t, driverhook.HaltUntilSynced)
+	l1Head := h.engine.SyncStatus().HeadL1
+
+	h.clock.Advance(time.Hour)
+	h.round()
+	require.Equal(t, StateHalted, h.rep.halt.Status().State, "time alone does not resume")
+
+	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: l1Block(l1Head.Number-10, 0)})
+	h.round()
+	require.Equal(t, StateHalted, h.rep.halt.Status().State, "idle far behind the L1 head is not caught up")
+
+	h.engine.elSyncing = true
+	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: l1Head})
+	h.round()
+	require.Equal(t, StateHalted, h.rep.halt.Status().State, "not while the engine is EL syncing")
+
+	h.engine.elSyncing = false
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[5].ref, h.engine.head())
+}
+
+func TestUntilSyncedIgnoresIdleBeforeHalt(t *testing.T) {
+	cfg := testRollupConfig()
+	h := newHarness(t, driverhook.HaltUntilSynced, buildChain(t, cfg, 6, 0, 0))
+	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: h.engine.SyncStatus().HeadL1})
+	h.clock.Advance(time.Second)
+	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
+	h.round()
+	h.requireHalted(ReasonHeadMismatch)
+	h.round()
+	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+}
+
+func TestOperatorHaltAndResumeOverAPI(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltTimed, blocks)
+	h.engine.setSafe(0)
+	api, admin := &API{s: h.svc}, &AdminAPI{s: h.svc}
+	ctx := context.Background()
+	require.Error(t, admin.Halt(ctx, "not started"), "requests need the running loop")
+
+	require.NoError(t, h.svc.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, h.svc.Stop(ctx)) })
+	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, admin.Halt(ctx, "maintenance"))
+	st, err := api.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, StateHalted, st.State)
+	require.Equal(t, ReasonOperator, st.HaltReason)
+	require.Equal(t, "maintenance", st.HaltDetail)
+	require.Equal(t, uint64(0), h.engine.head().Number, "halt rewinds to safe")
+	require.Error(t, admin.Halt(ctx, "again"))
+
+	require.NoError(t, admin.Resume(ctx))
+	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
+	st, err = api.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, st.State)
+	require.Equal(t, blocks[5].ref.ID(), st.LastReplicated)
+	require.Error(t, admin.Resume(ctx), "not halted")
+}
+
+func TestAdminMethodsOnlyWithAdmin(t *testing.T) {
+	h := newHarness(t, driverhook.HaltTimed, nil)
+	require.Len(t, h.svc.APIs(false), 1)
+	require.Len(t, h.svc.APIs(true), 2)
+	for _, api := range h.svc.APIs(true) {
+		require.Equal(t, "replicator", api.Namespace)
+	}
+}

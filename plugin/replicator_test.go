@@ -1,0 +1,223 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+func TestReplicatesUpToSourceHead(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 10, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[9].ref, h.engine.head())
+	require.Equal(t, blocks[9].ref, h.rep.lastReplicated())
+	for _, b := range blocks {
+		local, err := h.engine.L2BlockRefByNumber(context.Background(), b.ref.Number)
+		require.NoError(t, err)
+		require.Equal(t, b.ref.Hash, local.Hash)
+	}
+}
+
+func TestOnlyAboveSafe(t *testing.T) {
+	// Derivation already made blocks 1..5 safe: only 6..10 are taken from the source.
+	blocks := buildChain(t, testRollupConfig(), 10, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:5])
+	h.engine.setSafe(5)
+	h.round()
+	h.requireRunning()
+	require.Equal(t, 5, h.engine.inserted)
+	require.Equal(t, blocks[9].ref, h.engine.head())
+}
+
+func TestStartupHeadMismatchHalts(t *testing.T) {
+	cfg := testRollupConfig()
+	ours := buildChain(t, cfg, 6, 1, 3) // our engine holds another block at heights 3.. than the source
+	h := newHarness(t, driverhook.HaltManual, buildChain(t, cfg, 6, 0, 0))
+	h.engine.setChain(ours)
+	h.engine.setSafe(2)
+	h.round()
+	h.requireHalted(ReasonHeadMismatch)
+	require.Zero(t, h.engine.inserted)
+}
+
+func TestEquivocationHalts(t *testing.T) {
+	cfg := testRollupConfig()
+	blocks := buildChain(t, cfg, 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.round()
+	require.Equal(t, uint64(6), h.engine.head().Number)
+	h.engine.setSafe(2)
+	// The source now serves another, internally valid chain that diverges at height 4.
+	h.source.set(buildChain(t, cfg, 8, 1, 4), 8, nil)
+	h.round()
+	h.requireHalted(ReasonHeadMismatch)
+}
+
+func TestInvalidPayloadHalts(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:1])
+	h.engine.setSafe(1)
+	h.engine.invalid[blocks[3].ref.Hash] = true
+	h.round()
+	h.requireHalted(ReasonInvalidPayload)
+	require.Equal(t, 2, h.engine.inserted, "blocks 2 and 3 inserted, 4 refused")
+}
+
+func TestExecutionMismatchHalts(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.badRoot[blocks[2].ref.Hash] = common.Hash{0xde, 0xad}
+	h.round()
+	h.requireHalted(ReasonExecutionMismatch)
+}
+
+func TestSourceDownDoesNotHalt(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 8, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.source.set(blocks, 4, nil)
+	h.round()
+	require.Equal(t, uint64(4), h.engine.head().Number)
+
+	h.source.set(blocks, 8, errors.New("connection refused"))
+	var delays []time.Duration
+	for range 3 {
+		delays = append(delays, h.round())
+	}
+	h.requireRunning()
+	require.Zero(t, h.engine.rewinds)
+	require.Equal(t, uint64(4), h.engine.head().Number)
+	require.GreaterOrEqual(t, delays[0], h.rep.cfg.PollInterval, "retries are not faster than polling")
+	require.Greater(t, delays[2], delays[0], "retries back off")
+
+	h.source.set(blocks, 8, nil)
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[7].ref, h.engine.head(), "replication resumes with no gap")
+}
+
+func TestEngineTemporaryErrorDoesNotHalt(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.insertErr = errors.New("engine RPC timeout")
+	h.round()
+	h.requireRunning()
+	h.engine.insertErr = nil
+	h.round()
+	require.Equal(t, blocks[3].ref, h.engine.head())
+}
+
+func TestStaleHeadIsNotADisagreement(t *testing.T) {
+	// Gossip inserted the block first: the engine refuses ours as stale, the next round goes on from there.
+	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.insertErr = engine.ErrStaleBuild
+	require.Zero(t, h.round(), "a stale head starts the next round at once")
+	h.requireRunning()
+}
+
+func TestOriginBeyondOurL1HeadWaits(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 10, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.l1Head = l1Block(2, 0) // blocks 6.. have origins 3..
+	h.round()
+	h.requireRunning()
+	require.Equal(t, uint64(5), h.engine.head().Number)
+	h.engine.l1Head = l1Block(1000, 0)
+	h.round()
+	require.Equal(t, uint64(10), h.engine.head().Number)
+}
+
+func TestDerivationReplacingUnsafeBlocksHalts(t *testing.T) {
+	cfg := testRollupConfig()
+	blocks := buildChain(t, cfg, 8, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.round()
+	require.Equal(t, uint64(8), h.engine.head().Number)
+
+	// op-node derives another block 4 from L1 on top of block 3, replacing our unsafe 4..8.
+	derived := buildChain(t, cfg, 4, 2, 4)
+	h.rep.watch.OnEvent(context.Background(), engine.BuildStartEvent{Attributes: &derive.AttributesWithParent{
+		Parent: blocks[2].ref, DerivedFrom: l1Block(9, 0)}})
+	h.engine.setChain(derived)
+	h.engine.setSafe(4)
+	h.round()
+	h.requireHalted(ReasonUnsafeReorg)
+}
+
+func TestEngineResetDroppingReplicatedBlocksHalts(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 8, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.round()
+	h.rep.watch.OnEvent(context.Background(), engine.EngineResetConfirmedEvent{})
+	h.engine.setChain(blocks[:5])
+	h.round()
+	h.requireHalted(ReasonUnsafeReorg)
+}
+
+func TestL1ReorgOfUnsafeOriginHalts(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 8, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:2])
+	h.engine.setSafe(2)
+	h.round()
+	require.Equal(t, uint64(8), h.engine.head().Number)
+	h.l1.reorg(3, 9) // the origin of blocks 6..8 is gone from our L1 view
+	h.round()
+	h.requireHalted(ReasonL1OriginReorged)
+}
+
+func TestHaltDropsGossip(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	next := &countingReceiver{}
+	gate := h.svc.GateGossip(next)
+	gate.OnUnsafeL2Payload(context.Background(), blocks[0].env)
+	require.Equal(t, 1, next.n)
+
+	h.rep.haltNow(context.Background(), ReasonOperator, "test")
+	gate.OnUnsafeL2Payload(context.Background(), blocks[1].env)
+	require.Equal(t, 1, next.n, "no gossiped block passes while halted")
+
+	h.rep.resume("test")
+	gate.OnUnsafeL2Payload(context.Background(), blocks[1].env)
+	require.Equal(t, 2, next.n)
+}
+
+type countingReceiver struct{ n int }
+
+func (c *countingReceiver) OnUnsafeL2Payload(context.Context, *eth.ExecutionPayloadEnvelope) { c.n++ }
+
+func TestNothingReplicatedWhileHalted(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.rep.haltNow(context.Background(), ReasonOperator, "test")
+	calls := h.source.calls
+	h.round()
+	require.Zero(t, h.engine.inserted)
+	require.Equal(t, calls, h.source.calls, "a halted replicator does not use the source")
+}
+
+func TestWaitsForInitialELSync(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.elSyncing = true
+	h.round()
+	require.Zero(t, h.engine.inserted)
+	h.engine.elSyncing = false
+	h.round()
+	require.Equal(t, 6, h.engine.inserted)
+}
