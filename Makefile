@@ -38,10 +38,13 @@ patches:
 unit-test: apply
 	$(WORK) $(GO) test ./driverhook/... ./plugin/...
 
-# op-node's own tests for every package the patches touch.
+# op-node's own tests for every package the patches touch. Skipped: tests that look chains up in the
+# superchain registry, which the published module does not ship (build/optimism has an empty stand-in);
+# they fail the same way on the pristine tree.
 UPSTREAM_PKGS := ./op-node/rollup/engine/... ./op-node/node/... ./op-node/flags/... ./op-node/config/... ./op-node ./op-node/cmd/...
+UPSTREAM_SKIP := TestNewDependencySetFromCLI_RegistryFallback
 upstream-test: apply
-	cd $(BUILD)/optimism && $(WORK) $(GO) test $(UPSTREAM_PKGS)
+	cd $(BUILD)/optimism && $(WORK) $(GO) test -skip '$(UPSTREAM_SKIP)' $(UPSTREAM_PKGS)
 
 e2e-test: build
 	$(WORK) $(GO) test -count=1 -timeout 60m -v ./e2e/...
