@@ -155,6 +155,10 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef) (eth.L2
 	}
 	// Re-read the safe head and L1 view for every block: derivation moves on while we catch up.
 	status := r.status.SyncStatus()
+	if status.UnsafeL2.Number > head.Number {
+		// Gossip (or derivation) got there first; the next round starts from the new head.
+		return eth.L2BlockRef{}, fmt.Errorf("%w: unsafe head moved to %s", errStale, status.UnsafeL2.ID())
+	}
 	ref, err := r.verify.Check(ctx, env, head, status.SafeL2, status.HeadL1)
 	if err != nil {
 		return eth.L2BlockRef{}, err

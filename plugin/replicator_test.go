@@ -221,3 +221,16 @@ func TestWaitsForInitialELSync(t *testing.T) {
 	h.round()
 	require.Equal(t, 6, h.engine.inserted)
 }
+
+func TestHeadMovedByGossipIsStale(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	// The status tracker already shows block 2 (inserted by gossip) while this round started at block 1.
+	h.engine.setChain(blocks[:1])
+	_, err := h.rep.replicate(context.Background(), eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: h.cfg.Genesis.L1})
+	require.ErrorIs(t, err, errStale)
+	require.Zero(t, h.engine.inserted, "no insertion attempt on a head that moved")
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[3].ref, h.engine.head())
+}
