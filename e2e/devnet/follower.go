@@ -1,0 +1,110 @@
+package devnet
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// FollowerOption configures a follower added with AddFollower.
+type FollowerOption func(*followerConfig)
+
+type followerConfig struct {
+	source       string
+	pollInterval time.Duration
+	haltPolicy   string
+	haltDuration time.Duration
+	p2p          bool
+	noAdminRPC   bool
+	nodeArgs     []string
+}
+
+// WithSource sets --replicator.source (default: the sequencer's op-geth HTTP RPC). Replicators only.
+func WithSource(url string) FollowerOption {
+	return func(c *followerConfig) { c.source = url }
+}
+
+// WithPollInterval sets --replicator.poll-interval. Replicators only.
+func WithPollInterval(d time.Duration) FollowerOption {
+	return func(c *followerConfig) { c.pollInterval = d }
+}
+
+// WithHaltPolicy sets --replicator.halt.policy: "timed", "manual" or "until-synced". Replicators only.
+func WithHaltPolicy(policy string) FollowerOption {
+	return func(c *followerConfig) { c.haltPolicy = policy }
+}
+
+// WithHaltDuration sets --replicator.halt.duration. Replicators only.
+func WithHaltDuration(d time.Duration) FollowerOption {
+	return func(c *followerConfig) { c.haltDuration = d }
+}
+
+// WithP2P also connects a replicator to the sequencer by P2P gossip; by default it runs with --p2p.disable.
+func WithP2P() FollowerOption {
+	return func(c *followerConfig) { c.p2p = true }
+}
+
+// WithoutAdminRPC leaves out --rpc.enable-admin, which followers otherwise get.
+func WithoutAdminRPC() FollowerOption {
+	return func(c *followerConfig) { c.noAdminRPC = true }
+}
+
+// WithNodeArgs appends arguments to the op-node command line.
+func WithNodeArgs(args ...string) FollowerOption {
+	return func(c *followerConfig) { c.nodeArgs = append(c.nodeArgs, args...) }
+}
+
+// AddFollower creates and starts a follower of the sequencer, named name (unique in the devnet; it names
+// its data directory and logs), and returns once its op-geth and op-node answer RPC.
+func (d *Devnet) AddFollower(ctx context.Context, name string, role Role, opts ...FollowerOption) (*Node, error) {
+	cfg := followerConfig{source: d.Sequencer.EL.HTTP}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	spec := nodeSpec{name: name, role: role}
+	switch role {
+	case RoleReplicator:
+		spec.p2p = cfg.p2p
+		spec.extraArgs = append(spec.extraArgs, "--replicator.enabled", "--replicator.source", cfg.source)
+		if cfg.pollInterval != 0 {
+			spec.extraArgs = append(spec.extraArgs, "--replicator.poll-interval", cfg.pollInterval.String())
+		}
+		if cfg.haltPolicy != "" {
+			spec.extraArgs = append(spec.extraArgs, "--replicator.halt.policy", cfg.haltPolicy)
+		}
+		if cfg.haltDuration != 0 {
+			spec.extraArgs = append(spec.extraArgs, "--replicator.halt.duration", cfg.haltDuration.String())
+		}
+	case RoleGossipFollower, RoleVerifier:
+		if cfg.source != d.Sequencer.EL.HTTP || cfg.pollInterval != 0 || cfg.haltPolicy != "" || cfg.haltDuration != 0 || cfg.p2p {
+			return nil, fmt.Errorf("follower %s: replicator options given for role %s", name, role)
+		}
+		spec.p2p = role == RoleGossipFollower
+	default:
+		return nil, fmt.Errorf("follower %s: role %q is not a follower role", name, role)
+	}
+	if spec.p2p {
+		peer, err := d.Sequencer.peerAddr(ctx)
+		if err != nil {
+			return nil, err
+		}
+		spec.staticPeer = peer
+	}
+	if !cfg.noAdminRPC {
+		spec.extraArgs = append(spec.extraArgs, "--rpc.enable-admin")
+	}
+	spec.extraArgs = append(spec.extraArgs, cfg.nodeArgs...)
+	return d.startNode(ctx, spec)
+}
+
+// AddSequencer starts a second sequencer of the devnet's chain, named name. It builds its own blocks from
+// genesis but has P2P disabled and no batcher, so nothing it builds reaches other nodes; its chain
+// differs from the devnet's as soon as it includes other transactions (its safe chain is still derived
+// from the devnet's batches). Give a replicator a Proxy in front of it as a conflicting source.
+func (d *Devnet) AddSequencer(ctx context.Context, name string, nodeArgs ...string) (*Node, error) {
+	return d.startNode(ctx, nodeSpec{
+		name:      name,
+		role:      RoleSequencer,
+		extraArgs: append([]string{"--rpc.enable-admin"}, nodeArgs...),
+	})
+}

@@ -1,0 +1,225 @@
+package devnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ethereum-optimism/optimism/op-service/client"
+	"github.com/ethereum-optimism/optimism/op-service/sources"
+)
+
+// Role is what an L2 node does.
+type Role string
+
+const (
+	// RoleSequencer builds the chain and gossips it.
+	RoleSequencer Role = "sequencer"
+	// RoleReplicator follows the sequencer's unsafe chain through the replicator (--replicator.enabled),
+	// without P2P unless WithP2P is given.
+	RoleReplicator Role = "replicator"
+	// RoleGossipFollower is a stock op-node receiving unsafe blocks by P2P gossip from the sequencer.
+	RoleGossipFollower Role = "gossip-follower"
+	// RoleVerifier derives the chain from L1 only (--p2p.disable).
+	RoleVerifier Role = "verifier"
+)
+
+// startTimeout bounds how long a node's op-geth and op-node each get to answer RPC after start.
+const startTimeout = 30 * time.Second
+
+// Node is an L2 node: an op-node driving its own op-geth over the engine API, with a shared JWT secret.
+// Stop, Kill and Start keep the data directories, so a node can be restarted where it left off.
+type Node struct {
+	Name string
+	Role Role
+	// OpGeth and OpNode are the two processes, for stopping or killing one of them alone.
+	OpGeth, OpNode *Process
+	// EL is the op-geth's user RPC, CL the op-node's RPC.
+	EL *EL
+	CL *CL
+
+	d       *Devnet
+	p2pPort int // 0 without P2P
+}
+
+// Start starts the node's op-geth, waits for its RPC, then starts its op-node and waits for its RPC.
+// Processes that are already running are left alone.
+func (n *Node) Start(ctx context.Context) error {
+	if !n.OpGeth.Running() {
+		if err := n.OpGeth.Start(); err != nil {
+			return err
+		}
+	}
+	if err := n.d.WaitFor(ctx, startTimeout, n.OpGeth.Name+" RPC", func(ctx context.Context) (bool, error) {
+		_, err := n.EL.ChainID(ctx)
+		return err == nil, err
+	}); err != nil {
+		return err
+	}
+	if !n.OpNode.Running() {
+		if err := n.OpNode.Start(); err != nil {
+			return err
+		}
+	}
+	return n.d.WaitFor(ctx, startTimeout, n.OpNode.Name+" RPC", func(ctx context.Context) (bool, error) {
+		_, err := n.CL.SyncStatus(ctx)
+		return err == nil, err
+	})
+}
+
+// Stop stops the op-node, then the op-geth, each gracefully.
+func (n *Node) Stop() error {
+	return errors.Join(n.OpNode.Stop(), n.OpGeth.Stop())
+}
+
+// Kill kills the op-node and the op-geth with SIGKILL, as a crash or power loss would.
+func (n *Node) Kill() error {
+	return errors.Join(n.OpNode.Kill(), n.OpGeth.Kill())
+}
+
+// Restart stops the node gracefully and starts it again on the same data.
+func (n *Node) Restart(ctx context.Context) error {
+	if err := n.Stop(); err != nil {
+		return err
+	}
+	return n.Start(ctx)
+}
+
+// nodeSpec is everything that differs between the op-nodes of a devnet.
+type nodeSpec struct {
+	name string
+	role Role
+	// p2p enables libp2p; staticPeer, when set, is dialled and kept connected.
+	p2p        bool
+	staticPeer string
+	// extraArgs are appended to the op-node command line.
+	extraArgs []string
+}
+
+// nodePorts are the ports of one L2 node.
+type nodePorts struct {
+	http, ws, auth int // op-geth: user RPC over HTTP and WS, engine API
+	rpc            int // op-node RPC
+	p2p            int // op-node libp2p; 0 without P2P
+}
+
+// newNode creates the node's directories and processes and initialises its op-geth; it does not start it.
+func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
+	dir := filepath.Join(d.cfg.Dir, spec.name)
+	gethDir := filepath.Join(dir, "op-geth")
+	if err := os.MkdirAll(gethDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	jwtPath := filepath.Join(dir, "jwt.hex")
+	if err := os.WriteFile(jwtPath, []byte(keyHex(devKey("jwt/"+spec.name))), 0o600); err != nil {
+		return nil, fmt.Errorf("write JWT secret of %s: %w", spec.name, err)
+	}
+	gethLog := d.logPath(spec.name + "-op-geth")
+	if err := runToCompletion(gethLog, d.bin("geth"), "init", "--datadir", gethDir, "--state.scheme", "hash", d.L2.GenesisPath); err != nil {
+		return nil, fmt.Errorf("init op-geth of %s: %w", spec.name, err)
+	}
+	var ports nodePorts
+	var err error
+	if ports.http, ports.ws, ports.auth, err = d.ports3(); err != nil {
+		return nil, err
+	}
+	if ports.rpc, err = d.ports.next(); err != nil {
+		return nil, err
+	}
+	if spec.p2p {
+		if ports.p2p, err = d.ports.next(); err != nil {
+			return nil, err
+		}
+	}
+	el, err := newEL(httpURL(ports.http), wsURL(ports.ws))
+	if err != nil {
+		return nil, err
+	}
+	cl, err := newCL(httpURL(ports.rpc))
+	if err != nil {
+		return nil, err
+	}
+	return &Node{
+		Name: spec.name,
+		Role: spec.role,
+		OpGeth: newProcess(spec.name+"/op-geth", gethLog, d.bin("geth"),
+			d.opGethArgs(spec, gethDir, jwtPath, ports), d.processExited),
+		OpNode: newProcess(spec.name+"/op-node", d.logPath(spec.name+"-op-node"), d.bin("op-node"),
+			d.opNodeArgs(spec, dir, jwtPath, ports), d.processExited),
+		EL:      el,
+		CL:      cl,
+		d:       d,
+		p2pPort: ports.p2p,
+	}, nil
+}
+
+func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePorts) []string {
+	args := []string{
+		"--datadir", dataDir,
+		"--networkid", strconv.Itoa(L2ChainID),
+		"--syncmode", "full",
+		// Every block's state is written through to disk, so an op-geth killed with SIGKILL restarts where it
+		// was. With the default path scheme, a killed op-geth loses the state of its recent blocks and its
+		// op-node stops with "Critical error: ... missing trie node".
+		"--state.scheme", "hash", "--gcmode", "archive",
+		"--cache", "128",
+		"--http", "--http.addr", "127.0.0.1", "--http.port", strconv.Itoa(ports.http),
+		"--http.api", "eth,net,web3,debug,txpool",
+		"--ws", "--ws.addr", "127.0.0.1", "--ws.port", strconv.Itoa(ports.ws), "--ws.api", "eth,net,web3,debug",
+		"--authrpc.addr", "127.0.0.1", "--authrpc.port", strconv.Itoa(ports.auth), "--authrpc.jwtsecret", jwtPath,
+		"--ipcdisable", "--nodiscover", "--maxpeers", "0", "--port", "0", "--nat", "none",
+		"--rollup.disabletxpoolgossip",
+		"--verbosity", "3",
+	}
+	if spec.role != RoleSequencer {
+		// Without gossip, a transaction sent to a follower would otherwise never reach the sequencer.
+		args = append(args, "--rollup.sequencerhttp", d.Sequencer.EL.HTTP)
+	}
+	return args
+}
+
+func (d *Devnet) opNodeArgs(spec nodeSpec, dir, jwtPath string, ports nodePorts) []string {
+	args := []string{
+		"--l1", d.L1.EL.HTTP, "--l1.rpckind", "standard", "--l1.beacon.ignore",
+		"--l1.http-poll-interval", "1s", "--l1.epoch-poll-interval", L1BlockTime.String(),
+		"--l2", httpURL(ports.auth), "--l2.jwt-secret", jwtPath, "--l2.enginekind", "geth",
+		"--rollup.config", d.L2.RollupPath, "--rollup.l1-chain-config", d.L1.ChainConfigPath,
+		"--verifier.l1-confs", "0",
+		"--safedb.path", filepath.Join(dir, "safedb"),
+		"--rpc.addr", "127.0.0.1", "--rpc.port", strconv.Itoa(ports.rpc),
+		"--log.level", d.cfg.LogLevel,
+	}
+	if spec.role == RoleSequencer {
+		args = append(args,
+			"--sequencer.enabled", "--sequencer.l1-confs", "0",
+			"--p2p.sequencer.key", keyHex(d.Keys.SequencerP2P))
+	}
+	if spec.p2p {
+		args = append(args,
+			"--p2p.listen.ip", "127.0.0.1", "--p2p.listen.tcp", strconv.Itoa(ports.p2p), "--p2p.listen.udp", "0",
+			"--p2p.no-discovery",
+			// Without an explicit (blank) list, op-node resolves the default public bootnodes.
+			"--p2p.bootnodes", " ",
+			"--p2p.priv.raw", keyHex(peerKey(spec.name)),
+			"--p2p.peerstore.path", "memory", "--p2p.discovery.path", "memory")
+		if spec.staticPeer != "" {
+			args = append(args, "--p2p.static", spec.staticPeer)
+		}
+	} else {
+		args = append(args, "--p2p.disable")
+	}
+	return append(args, spec.extraArgs...)
+}
+
+// peerAddr returns the libp2p multiaddress other op-nodes can dial this node at.
+func (n *Node) peerAddr(ctx context.Context) (string, error) {
+	self, err := sources.NewP2PClient(client.NewBaseRPCClient(n.CL.RPC)).Self(ctx)
+	if err != nil {
+		return "", fmt.Errorf("opp2p_self of %s: %w", n.Name, err)
+	}
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", n.p2pPort, self.PeerID), nil
+}

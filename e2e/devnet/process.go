@@ -1,0 +1,182 @@
+package devnet
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// stopTimeout is how long a process gets to exit after SIGTERM before it is killed.
+const stopTimeout = 10 * time.Second
+
+// Process is one devnet binary, run as a child process with stdout and stderr appended to a log file.
+// It can be stopped, killed and started again with the same arguments.
+type Process struct {
+	// Name identifies the process in logs and errors, e.g. "replicator/op-node".
+	Name string
+	// LogPath is the file the process writes to; every start appends to it.
+	LogPath string
+
+	bin    string
+	args   []string
+	onExit func(p *Process, err error)
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed once cmd has been reaped
+	stopping bool          // the current run is being stopped on purpose
+}
+
+// newProcess prepares a process; onExit is called when it exits without being asked to.
+func newProcess(name, logPath, bin string, args []string, onExit func(p *Process, err error)) *Process {
+	return &Process{Name: name, LogPath: logPath, bin: bin, args: args, onExit: onExit}
+}
+
+// Start runs the process. It fails if the process is already running.
+func (p *Process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return fmt.Errorf("%s is already running", p.Name)
+	}
+	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log of %s: %w", p.Name, err)
+	}
+	// The child gets its own copy of the file descriptor; ours is not needed after Start.
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
+
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = childProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	exited := make(chan struct{})
+	p.cmd, p.exited, p.stopping = cmd, exited, false
+	go p.reap(cmd, exited)
+	return nil
+}
+
+// reap waits for cmd to exit and reports the exit if nobody asked for it.
+func (p *Process) reap(cmd *exec.Cmd, exited chan struct{}) {
+	err := cmd.Wait()
+	p.mu.Lock()
+	expected := p.stopping
+	p.cmd = nil
+	p.mu.Unlock()
+	close(exited)
+	if !expected && p.onExit != nil {
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		p.onExit(p, err)
+	}
+}
+
+// Stop asks the process to exit with SIGTERM and kills it if it has not exited after a grace period.
+// Stopping a process that is not running is a no-op.
+func (p *Process) Stop() error {
+	return p.terminate(syscall.SIGTERM, stopTimeout)
+}
+
+// Kill ends the process at once with SIGKILL, as a crash would, and waits until it has been reaped.
+func (p *Process) Kill() error {
+	return p.terminate(syscall.SIGKILL, 0)
+}
+
+func (p *Process) terminate(sig syscall.Signal, grace time.Duration) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	if cmd == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stopping = true
+	p.mu.Unlock()
+
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal %s to %s: %w", sig, p.Name, err)
+	}
+	if sig != syscall.SIGKILL {
+		select {
+		case <-exited:
+			return nil
+		case <-time.After(grace):
+			if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				return fmt.Errorf("kill %s after %s: %w", p.Name, grace, err)
+			}
+		}
+	}
+	<-exited
+	return nil
+}
+
+// Running reports whether the process has been started and not yet reaped.
+func (p *Process) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil
+}
+
+// Tail returns the last n lines of the process' log.
+func (p *Process) Tail(n int) (string, error) {
+	return tailFile(p.LogPath, n)
+}
+
+// tailBytes bounds how much of a log is read to find its last lines.
+const tailBytes = 256 << 10
+
+func tailFile(path string, n int) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if offset := info.Size() - tailBytes; offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return "", err
+		}
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return "", err
+	}
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n"))), nil
+}
+
+// runToCompletion runs a short-lived command (such as `geth init`) with its output appended to logPath.
+func runToCompletion(logPath, bin string, args ...string) error {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", logPath, err)
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = childProcAttr()
+	if err := cmd.Run(); err != nil {
+		tail, _ := tailFile(logPath, 20)
+		return fmt.Errorf("%s %s: %w\n%s", bin, strings.Join(args, " "), err, tail)
+	}
+	return nil
+}

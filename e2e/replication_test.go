@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/op-replicator/op-replicator/e2e/devnet"
+)
+
+// TestReplication runs a replicator whose source is the sequencer's op-geth, under transaction load. It
+// checks that the replicator reaches the sequencer's head, with the same hash, by replication (ahead of
+// its own safe head), and that at every sample its safe head and its head are the sequencer's blocks at
+// those heights and its safe head is not ahead of the sequencer's (see safeGrace).
+func TestReplication(t *testing.T) {
+	d := devnet.Start(t, devnet.Config{})
+	ctx := t.Context()
+	replicator, err := d.AddFollower(ctx, "replicator", devnet.RoleReplicator)
+	require.NoError(t, err)
+	txs, err := devnet.StartTxGen(ctx, d.Sequencer.EL, d.Keys.L2Accounts, 20)
+	require.NoError(t, err)
+	t.Cleanup(txs.Stop)
+	seq, rep := d.Sequencer.EL, replicator.EL
+
+	// Until batches are derived, the safe-head checks only ever see genesis.
+	require.NoError(t, d.WaitFor(ctx, time.Minute, "the replicator's first safe block", func(ctx context.Context) (bool, error) {
+		_, safe, err := requireConsistent(ctx, t, d, rep)
+		return err == nil && safe.Number.Uint64() > 0, err
+	}))
+
+	userTxs := 0
+	for range 3 {
+		target, err := seq.Header(ctx, rpc.LatestBlockNumber)
+		require.NoError(t, err)
+		targetNum := target.Number.Uint64()
+		require.NoError(t, d.WaitFor(ctx, 30*time.Second, fmt.Sprintf("the replicator to reach sequencer block %d", targetNum),
+			func(ctx context.Context) (bool, error) {
+				head, safe, err := requireConsistent(ctx, t, d, rep)
+				if err != nil || head.Number.Uint64() < targetNum {
+					return false, err
+				}
+				got, err := rep.Header(ctx, rpc.BlockNumber(targetNum))
+				if err != nil {
+					return false, err
+				}
+				require.Equal(t, target.Hash(), got.Hash(), "replicator block %d", targetNum)
+				require.Less(t, safe.Number.Uint64(), targetNum,
+					"the replicator's safe head had reached block %d already: it was derived, not replicated", targetNum)
+				return true, nil
+			}))
+		count, err := rep.TransactionCount(ctx, target.Hash())
+		require.NoError(t, err)
+		userTxs += int(count) - 1 // the first transaction is the L1-info deposit
+
+		// Let the sequencer build (and the batcher batch) more blocks, checking all along.
+		require.NoError(t, d.WaitFor(ctx, 30*time.Second, fmt.Sprintf("sequencer block %d", targetNum+5),
+			func(ctx context.Context) (bool, error) {
+				if _, _, err := requireConsistent(ctx, t, d, rep); err != nil {
+					return false, err
+				}
+				n, err := seq.BlockNumber(ctx)
+				return n >= targetNum+5, err
+			}))
+	}
+	require.Positive(t, userTxs, "the replicated blocks carried no user transactions")
+	require.Zero(t, txs.Failed(), "transactions the sequencer rejected")
+	t.Logf("sent %d transactions; replicated target blocks carried %d", txs.Sent(), userTxs)
+}
+
+// safeGrace is how long the sequencer may take to reach a safe head the replicator already has. Every node
+// derives its safe head from L1 on its own and polls L1 at its own phase (every second), so a follower can
+// be first by up to about a second. A replicator counting replicated blocks as safe would be ahead by many
+// blocks until the next batch.
+const safeGrace = 2 * devnet.L1BlockTime
+
+// requireConsistent fails the test unless the replicator's safe and latest blocks are the sequencer's blocks
+// at those heights, and the sequencer's safe head is, or within safeGrace gets, at least the replicator's.
+// It returns the replicator's latest and safe headers, or an RPC error (which ends nothing: WaitFor tries
+// again).
+func requireConsistent(ctx context.Context, t *testing.T, d *devnet.Devnet, rep *devnet.EL) (head, safe *types.Header, err error) {
+	t.Helper()
+	seq := d.Sequencer.EL
+	if safe, err = rep.Header(ctx, rpc.SafeBlockNumber); err != nil {
+		return nil, nil, err
+	}
+	if head, err = rep.Header(ctx, rpc.LatestBlockNumber); err != nil {
+		return nil, nil, err
+	}
+	for _, h := range []*types.Header{safe, head} {
+		want, err := seq.Header(ctx, rpc.BlockNumber(h.Number.Uint64()))
+		if err != nil {
+			return nil, nil, err
+		}
+		require.Equal(t, want.Hash(), h.Hash(), "replicator block %d is not the sequencer's", h.Number)
+	}
+	require.NoError(t, d.WaitFor(ctx, safeGrace, fmt.Sprintf("the sequencer's safe head to reach the replicator's (%d)", safe.Number),
+		func(ctx context.Context) (bool, error) {
+			seqSafe, err := seq.Header(ctx, rpc.SafeBlockNumber)
+			return err == nil && seqSafe.Number.Cmp(safe.Number) >= 0, err
+		}), "replicator safe head ahead of the sequencer's")
+	return head, safe, nil
+}
