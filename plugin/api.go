@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/ethereum/go-ethereum/rpc"
+
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
 
@@ -59,6 +61,11 @@ func (a *API) Status(_ context.Context) (*Status, error) {
 		st.LastReplicatedAt = &snap.lastReplicatedAt
 	}
 	return st, nil
+}
+
+// BlockStatus reports a local block's safety label and its L1 origin's standing on our L1 view (sub-finality).
+func (a *API) BlockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*BlockStatus, error) {
+	return a.s.rep.blockStatus(ctx, id)
 }
 
 // AdminAPI holds the methods that change state; op-node serves them only with --rpc.enable-admin.

@@ -177,6 +177,8 @@ type fakeEngine struct {
 	safe      uint64
 	finalized uint64
 	l1Head    eth.L1BlockRef
+	l1Safe    eth.L1BlockRef
+	l1Final   eth.L1BlockRef
 	elSyncing bool
 
 	invalid   map[common.Hash]bool        // blocks the engine finds INVALID
@@ -259,6 +261,8 @@ func (e *fakeEngine) SyncStatus() *eth.SyncStatus {
 	defer e.mu.Unlock()
 	return &eth.SyncStatus{
 		HeadL1:      e.l1Head,
+		SafeL1:      e.l1Safe,
+		FinalizedL1: e.l1Final,
 		UnsafeL2:    e.chain[len(e.chain)-1],
 		SafeL2:      e.chain[min(e.safe, uint64(len(e.chain)-1))],
 		FinalizedL2: e.chain[min(e.finalized, uint64(len(e.chain)-1))],
@@ -266,10 +270,27 @@ func (e *fakeEngine) SyncStatus() *eth.SyncStatus {
 }
 
 func (e *fakeEngine) L2BlockRefByLabel(_ context.Context, label eth.BlockLabel) (eth.L2BlockRef, error) {
-	if label != eth.Unsafe {
-		return eth.L2BlockRef{}, fmt.Errorf("test engine: unexpected label %s", label)
+	st := e.SyncStatus()
+	switch label {
+	case eth.Unsafe:
+		return st.UnsafeL2, nil
+	case eth.Safe:
+		return st.SafeL2, nil
+	case eth.Finalized:
+		return st.FinalizedL2, nil
 	}
-	return e.head(), nil
+	return eth.L2BlockRef{}, fmt.Errorf("test engine: unexpected label %s", label)
+}
+
+func (e *fakeEngine) L2BlockRefByHash(_ context.Context, hash common.Hash) (eth.L2BlockRef, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ref := range e.chain {
+		if ref.Hash == hash {
+			return ref, nil
+		}
+	}
+	return eth.L2BlockRef{}, ethereum.NotFound
 }
 
 func (e *fakeEngine) L2BlockRefByNumber(_ context.Context, n uint64) (eth.L2BlockRef, error) {

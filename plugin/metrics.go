@@ -32,6 +32,7 @@ type Metrics interface {
 	RecordSourceRequest(method string, d time.Duration)
 	RecordError(kind string)
 	RecordGossipDropped()
+	RecordUnsafeOriginDepth(confirmations uint64)
 }
 
 type metrics struct {
@@ -43,6 +44,7 @@ type metrics struct {
 	sourceRequest  *prometheus.HistogramVec
 	errors         *prometheus.CounterVec
 	gossipDropped  prometheus.Counter
+	originDepth    prometheus.Gauge
 }
 
 var _ Metrics = (*metrics)(nil)
@@ -92,6 +94,11 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 			Name: "gossip_dropped_total",
 			Help: "Gossiped unsafe blocks dropped because the replicator was halted.",
 		}),
+		originDepth: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "unsafe_origin_depth",
+			Help: "L1 confirmations of the unsafe head's L1 origin on our L1 view (sub-finality).",
+		}),
 	}
 	for _, r := range Reasons {
 		m.halts.WithLabelValues(string(r))
@@ -130,6 +137,10 @@ func (m *metrics) RecordError(kind string) { m.errors.WithLabelValues(kind).Inc(
 
 func (m *metrics) RecordGossipDropped() { m.gossipDropped.Inc() }
 
+func (m *metrics) RecordUnsafeOriginDepth(confirmations uint64) {
+	m.originDepth.Set(float64(confirmations))
+}
+
 // NoopMetrics records nothing.
 type NoopMetrics struct{}
 
@@ -142,3 +153,4 @@ func (NoopMetrics) RecordHeadLag(uint64)                      {}
 func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
 func (NoopMetrics) RecordError(string)                        {}
 func (NoopMetrics) RecordGossipDropped()                      {}
+func (NoopMetrics) RecordUnsafeOriginDepth(uint64)            {}

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/retry"
@@ -39,6 +41,7 @@ type Replicator struct {
 	backoff retry.Strategy
 
 	requests chan request
+	arrivals *lru.Cache[common.Hash, arrival] // recent replicated blocks, for replicator_blockStatus
 
 	// Owned by the loop goroutine.
 	failures int // consecutive transient failures, for backoff
@@ -166,7 +169,9 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef) (eth.L2
 	if err := r.insert.Insert(ctx, env, ref); err != nil {
 		return eth.L2BlockRef{}, err
 	}
-	r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = ref, r.now() })
+	now := r.now()
+	r.arrivals.Add(ref.Hash, arrival{source: r.source.Name(), at: now})
+	r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = ref, now })
 	r.metrics.RecordReplicated(ref.Number)
 	r.log.Debug("Replicated block", "block", ref, "origin", ref.L1Origin, "txs", len(env.ExecutionPayload.Transactions))
 	return ref, nil
@@ -211,6 +216,9 @@ func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, s
 		if !origin.unknown && !origin.canonical {
 			return disagree(ReasonL1OriginReorged, "L1 origin %s of unsafe head %s is no longer canonical, our L1 view has %s",
 				head.L1Origin, head.ID(), origin.ours.ID())
+		}
+		if origin.canonical {
+			r.metrics.RecordUnsafeOriginDepth(status.HeadL1.Number - head.L1Origin.Number + 1)
 		}
 	}
 	return nil

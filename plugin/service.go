@@ -17,13 +17,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/retry"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 )
+
+// arrivalsWindow is how many recently replicated blocks replicator_blockStatus knows the source and arrival of.
+const arrivalsWindow = 4096
 
 func init() {
 	driverhook.Register(func(cfg driverhook.CLIConfig, deps driverhook.Deps) (driverhook.Service, error) {
@@ -58,6 +63,7 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 
 func newService(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Metrics) *Service {
 	now := time.Now
+	arrivals, _ := lru.New[common.Hash, arrival](arrivalsWindow) // only fails for a non-positive size
 	rep := &Replicator{
 		log:      deps.Log,
 		cfg:      cfg,
@@ -74,6 +80,7 @@ func newService(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Me
 		now:      now,
 		backoff:  retry.Exponential(),
 		requests: make(chan request),
+		arrivals: arrivals,
 	}
 	if deps.Events != nil {
 		deps.Events.Register("replicator-watch", rep.watch)

@@ -25,7 +25,7 @@ func main() {
 		blockTime = flag.Uint64("block-time", 1, "L2 block time in seconds")
 		txRate    = flag.Float64("tx-rate", 20, "transactions per second sent to the sequencer")
 		logLevel  = flag.String("log-level", "info", "op-node and op-batcher log level")
-		wsSource  = flag.Bool("ws", false, "give the replicator the sequencer's websocket RPC as source (new-heads subscription) instead of HTTP (polling)")
+		wsSource  = flag.Bool("ws", true, "give the replicator the sequencer's websocket RPC as source (new-heads subscription); -ws=false for HTTP (polling)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -106,6 +106,9 @@ func statusLine(ctx context.Context, d *devnet.Devnet, replicator *devnet.Node, 
 	state := "n/a"
 	if s, err := replicator.CL.ReplicatorStatus(ctx); err == nil {
 		state = s.State
+		if s.HaltReason != "" {
+			state += " (" + s.HaltReason + ")"
+		}
 	}
 	return fmt.Sprintf("%s  sequencer #%s | replicator %s state %s lag %s | gossip lag %s | txs %d sent %d failed",
 		time.Now().Format("15:04:05"), seqHead, heads, state, lag(replicatorLag), lag(gossipLag), txs.Sent(), txs.Failed())

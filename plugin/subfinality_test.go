@@ -1,0 +1,66 @@
+package plugin
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/stretchr/testify/require"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+func TestBlockStatus(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 8, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:2]) // 1 and 2 came from derivation
+	h.engine.setSafe(2)
+	h.engine.finalized = 1
+	h.engine.l1Head, h.engine.l1Safe, h.engine.l1Final = l1Block(10, 0), l1Block(3, 0), l1Block(1, 0)
+	h.round()
+	require.Equal(t, uint64(8), h.engine.head().Number)
+	api := &API{s: h.svc}
+	ctx := context.Background()
+
+	st, err := api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.LatestBlockNumber))
+	require.NoError(t, err)
+	require.Equal(t, blocks[7].ref.Hash, st.Hash)
+	require.Equal(t, LabelUnsafe, st.Label)
+	require.Equal(t, blocks[7].ref.L1Origin, st.L1Origin) // origin 4
+	require.True(t, st.L1OriginCanonical)
+	require.Equal(t, uint64(10-4+1), st.L1OriginDepth)
+	require.False(t, st.L1OriginSafe)
+	require.False(t, st.L1OriginFinalized)
+	require.True(t, st.Replicated)
+	require.Equal(t, "fake", st.Source)
+	require.NotNil(t, st.ArrivedAt)
+
+	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(blocks[5].ref.Hash, true)) // block 6, origin 3
+	require.NoError(t, err)
+	require.Equal(t, LabelUnsafe, st.Label)
+	require.True(t, st.L1OriginSafe, "origin 3 is at our L1 safe head")
+	require.False(t, st.L1OriginFinalized)
+
+	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(2))
+	require.NoError(t, err)
+	require.Equal(t, LabelSafe, st.Label)
+	require.False(t, st.Replicated, "block 2 was derived, not replicated")
+
+	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.FinalizedBlockNumber))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), st.Number)
+	require.Equal(t, LabelFinalized, st.Label)
+	require.True(t, st.L1OriginFinalized)
+
+	h.l1.reorg(4, 9)
+	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(8))
+	require.NoError(t, err)
+	require.False(t, st.L1OriginCanonical, "origin 4 was reorged out of our L1 view")
+	require.Zero(t, st.L1OriginDepth)
+
+	_, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(9))
+	require.ErrorContains(t, err, "not found")
+	_, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(common.Hash{0x42}, false))
+	require.ErrorContains(t, err, "not found")
+}
