@@ -35,12 +35,29 @@ var (
 	RequestTimeoutFlagName = flagName("request-timeout")
 	HaltPolicyFlagName     = flagName("halt.policy")
 	HaltDurationFlagName   = flagName("halt.duration")
+
+	RelayEnabledFlagName             = flagName("relay.enabled")
+	RelayAddrFlagName                = flagName("relay.addr")
+	RelayPortFlagName                = flagName("relay.port")
+	RelayWindowFlagName              = flagName("relay.window")
+	RelayMaxSubscribersFlagName      = flagName("relay.max-subscribers")
+	RelayMaxSubscribersPerIPFlagName = flagName("relay.max-subscribers-per-ip")
+	RelaySendQueueFlagName           = flagName("relay.send-queue")
+	RelayMaxMessageSizeFlagName      = flagName("relay.max-message-size")
 )
 
 const (
 	DefaultPollInterval   = 500 * time.Millisecond
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultHaltDuration   = 5 * time.Minute
+
+	DefaultRelayAddr                = "127.0.0.1"
+	DefaultRelayPort                = 9546
+	DefaultRelayWindow              = 1024
+	DefaultRelayMaxSubscribers      = 64
+	DefaultRelayMaxSubscribersPerIP = 8
+	DefaultRelaySendQueue           = 256
+	DefaultRelayMaxMessageSize      = 10 << 20 // op-node's own limit on a gossiped block
 )
 
 func flagName(v string) string { return "replicator." + v }
@@ -92,7 +109,104 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 			EnvVars:  envVars(envPrefix, "HALT_DURATION"),
 			Category: category,
 		},
+		&cli.BoolFlag{
+			Name: RelayEnabledFlagName,
+			Usage: "Serve the sequencer-signed blocks this node holds (accepted from P2P gossip) to downstream nodes, " +
+				"on a JSON-RPC listener of its own (relay_subscribe \"envelopes\", relay_envelopeByNumber). Also on a sequencer.",
+			EnvVars:  envVars(envPrefix, "RELAY_ENABLED"),
+			Category: category,
+		},
+		&cli.StringFlag{
+			Name:     RelayAddrFlagName,
+			Usage:    "Relay listening address.",
+			Value:    DefaultRelayAddr,
+			EnvVars:  envVars(envPrefix, "RELAY_ADDR"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelayPortFlagName,
+			Usage:    "Relay listening port (HTTP and websocket).",
+			Value:    DefaultRelayPort,
+			EnvVars:  envVars(envPrefix, "RELAY_PORT"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelayWindowFlagName,
+			Usage:    "How many recent block heights of signed blocks are held for relaying.",
+			Value:    DefaultRelayWindow,
+			EnvVars:  envVars(envPrefix, "RELAY_WINDOW"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelayMaxSubscribersFlagName,
+			Usage:    "Most relay subscriptions at once; more are refused.",
+			Value:    DefaultRelayMaxSubscribers,
+			EnvVars:  envVars(envPrefix, "RELAY_MAX_SUBSCRIBERS"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelayMaxSubscribersPerIPFlagName,
+			Usage:    "Most relay subscriptions from one IP address at once; more are refused.",
+			Value:    DefaultRelayMaxSubscribersPerIP,
+			EnvVars:  envVars(envPrefix, "RELAY_MAX_SUBSCRIBERS_PER_IP"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelaySendQueueFlagName,
+			Usage:    "Signed blocks queued for one relay subscriber; a subscriber that falls this far behind is dropped.",
+			Value:    DefaultRelaySendQueue,
+			EnvVars:  envVars(envPrefix, "RELAY_SEND_QUEUE"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelayMaxMessageSizeFlagName,
+			Usage:    "Largest relay message in bytes; larger signed blocks are not relayed.",
+			Value:    DefaultRelayMaxMessageSize,
+			EnvVars:  envVars(envPrefix, "RELAY_MAX_MESSAGE_SIZE"),
+			Category: category,
+		},
 	}
+}
+
+// RelayConfig configures the relay that serves held sequencer-signed blocks to downstream nodes.
+type RelayConfig struct {
+	Enabled             bool
+	Addr                string
+	Port                int
+	Window              int
+	MaxSubscribers      int
+	MaxSubscribersPerIP int
+	SendQueue           int
+	MaxMessageSize      int
+}
+
+// Check returns an error an operator can act on. A disabled relay is always valid.
+func (c *RelayConfig) Check() error {
+	if !c.Enabled {
+		return nil
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return fmt.Errorf("--%s %d is not a port", RelayPortFlagName, c.Port)
+	}
+	for _, v := range []struct {
+		name  string
+		value int
+	}{
+		{RelayWindowFlagName, c.Window},
+		{RelayMaxSubscribersFlagName, c.MaxSubscribers},
+		{RelayMaxSubscribersPerIPFlagName, c.MaxSubscribersPerIP},
+		{RelaySendQueueFlagName, c.SendQueue},
+		{RelayMaxMessageSizeFlagName, c.MaxMessageSize},
+	} {
+		if v.value <= 0 {
+			return fmt.Errorf("--%s must be positive, got %d", v.name, v.value)
+		}
+	}
+	if c.MaxSubscribersPerIP > c.MaxSubscribers {
+		return fmt.Errorf("--%s (%d) is above --%s (%d)", RelayMaxSubscribersPerIPFlagName, c.MaxSubscribersPerIP,
+			RelayMaxSubscribersFlagName, c.MaxSubscribers)
+	}
+	return nil
 }
 
 // CLIConfig is the replicator's configuration as read from the command line.
@@ -103,6 +217,7 @@ type CLIConfig struct {
 	RequestTimeout time.Duration
 	HaltPolicy     HaltPolicy
 	HaltDuration   time.Duration
+	Relay          RelayConfig
 
 	// haltDurationSet records an explicit --replicator.halt.duration, which only makes sense with the timed policy.
 	haltDurationSet bool
@@ -118,11 +233,25 @@ func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 		HaltPolicy:      HaltPolicy(ctx.String(HaltPolicyFlagName)),
 		HaltDuration:    ctx.Duration(HaltDurationFlagName),
 		haltDurationSet: ctx.IsSet(HaltDurationFlagName),
+		Relay: RelayConfig{
+			Enabled:             ctx.Bool(RelayEnabledFlagName),
+			Addr:                ctx.String(RelayAddrFlagName),
+			Port:                ctx.Int(RelayPortFlagName),
+			Window:              ctx.Int(RelayWindowFlagName),
+			MaxSubscribers:      ctx.Int(RelayMaxSubscribersFlagName),
+			MaxSubscribersPerIP: ctx.Int(RelayMaxSubscribersPerIPFlagName),
+			SendQueue:           ctx.Int(RelaySendQueueFlagName),
+			MaxMessageSize:      ctx.Int(RelayMaxMessageSizeFlagName),
+		},
 	}
 }
 
-// Check returns an error an operator can act on for an invalid configuration. A disabled replicator is always valid.
+// Check returns an error an operator can act on for an invalid configuration. A disabled replicator (and relay) is
+// always valid.
 func (c *CLIConfig) Check() error {
+	if err := c.Relay.Check(); err != nil {
+		return err
+	}
 	if !c.Enabled {
 		return nil
 	}

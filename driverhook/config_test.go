@@ -47,6 +47,12 @@ func TestCheck(t *testing.T) {
 		{"duration without timed", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.policy=manual", "--replicator.halt.duration=1m"}, "only applies to"},
 		{"zero poll interval", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.poll-interval=0s"}, "must be positive"},
 		{"zero timeout", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.request-timeout=0s"}, "must be positive"},
+		{"relay only", []string{"--replicator.relay.enabled"}, ""},
+		{"relay bad port", []string{"--replicator.relay.enabled", "--replicator.relay.port=70000"}, "is not a port"},
+		{"relay zero queue", []string{"--replicator.relay.enabled", "--replicator.relay.send-queue=0"}, "must be positive"},
+		{"relay per-ip above total", []string{"--replicator.relay.enabled", "--replicator.relay.max-subscribers=2",
+			"--replicator.relay.max-subscribers-per-ip=3"}, "is above"},
+		{"relay limits ignored when off", []string{"--replicator.relay.send-queue=0"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := readFlags(t, tc.args...)
@@ -74,6 +80,7 @@ func TestEnvVars(t *testing.T) {
 }
 
 func TestNewDisabledIsNil(t *testing.T) {
+	// Neither replication nor the relay: no service at all, op-node runs as stock.
 	svc, err := New(CLIConfig{}, Deps{})
 	require.NoError(t, err)
 	require.Nil(t, svc)

@@ -21,6 +21,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/event"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 )
 
 // Engine is the part of op-node's engine controller (*engine.EngineController) the replicator drives.
@@ -54,6 +55,13 @@ type L2Chain interface {
 	InfoByNumber(ctx context.Context, num uint64) (eth.BlockInfo, error)
 }
 
+// Signers is op-node's runtime config: the unsafe-block signer from the SystemConfig on L1, and the previous one
+// while its grace period after a rotation lasts (zero otherwise).
+type Signers interface {
+	P2PSequencerAddress() common.Address
+	PreviousP2PSequencerAddress() common.Address
+}
+
 // UnsafePayloadReceiver is where op-node hands unsafe payloads that arrive by P2P gossip.
 type UnsafePayloadReceiver interface {
 	OnUnsafeL2Payload(ctx context.Context, envelope *eth.ExecutionPayloadEnvelope)
@@ -67,6 +75,7 @@ type Deps struct {
 	Status   SyncStatus
 	L1       L1Chain
 	L2       L2Chain
+	Signers  Signers
 	Events   event.Registry       // to observe op-node's events (resets, derivation progress)
 	Registry *prometheus.Registry // op-node's metrics registry
 	// L1ConfDepth is the verifier's L1 confirmation depth (--verifier.l1-confs): derivation that is idle this
@@ -84,6 +93,8 @@ type Service interface {
 	APIs(admin bool) []rpc.API
 	// GateGossip wraps the receiver of gossiped unsafe payloads, so that they are dropped while halted.
 	GateGossip(next UnsafePayloadReceiver) UnsafePayloadReceiver
+	// OnSignedUnsafeL2Payload takes every block P2P gossip accepted, with the sequencer's signature.
+	OnSignedUnsafeL2Payload(ctx context.Context, signed *opsigner.SignedExecutionPayloadEnvelope)
 }
 
 // Factory builds the replicator service.
@@ -97,9 +108,9 @@ func Register(f Factory) { factory = f }
 // ErrNotLinked is returned when the replicator is enabled but no implementation is linked into the binary.
 var ErrNotLinked = errors.New("--replicator.enabled: this op-node binary was built without the replicator plugin")
 
-// New builds the replicator service, or returns nil when it is disabled.
+// New builds the replicator service, or returns nil when neither replication nor the relay is enabled.
 func New(cfg CLIConfig, deps Deps) (Service, error) {
-	if !cfg.Enabled {
+	if !cfg.Enabled && !cfg.Relay.Enabled {
 		return nil, nil
 	}
 	if factory == nil {

@@ -379,8 +379,8 @@ func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock)
 	rcfg := driverhook.CLIConfig{Enabled: true, Source: "http://sequencer:8545", PollInterval: time.Second,
 		RequestTimeout: time.Second, HaltPolicy: policy, HaltDuration: time.Minute}
 	deps := driverhook.Deps{Log: lgr, Rollup: cfg, Engine: h.engine, Status: h.engine, L1: h.l1, L2: h.engine}
-	h.svc = newService(rcfg, deps, h.source, NoopMetrics{})
-	h.rep = h.svc.rep
+	h.rep = newReplicator(rcfg, deps, h.source, NoopMetrics{})
+	h.svc = &Service{log: lgr, rep: h.rep}
 	h.rep.now = h.clock.Now
 	h.rep.halt = newHaltState(policy, time.Minute, h.clock.Now())
 	h.rep.watch.now = h.clock.Now

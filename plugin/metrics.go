@@ -33,6 +33,10 @@ type Metrics interface {
 	RecordError(kind string)
 	RecordGossipDropped()
 	RecordUnsafeOriginDepth(confirmations uint64)
+	RecordRelaySubscribers(n int)
+	RecordRelayRefused(reason string)
+	RecordRelayDropped()
+	RecordRelayOversized()
 }
 
 type metrics struct {
@@ -45,6 +49,11 @@ type metrics struct {
 	errors         *prometheus.CounterVec
 	gossipDropped  prometheus.Counter
 	originDepth    prometheus.Gauge
+
+	relaySubscribers prometheus.Gauge
+	relayRefused     *prometheus.CounterVec
+	relayDropped     prometheus.Counter
+	relayOversized   prometheus.Counter
 }
 
 var _ Metrics = (*metrics)(nil)
@@ -99,6 +108,26 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 			Name: "unsafe_origin_depth",
 			Help: "L1 confirmations of the unsafe head's L1 origin on our L1 view (sub-finality).",
 		}),
+		relaySubscribers: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "relay_subscribers",
+			Help: "Relay subscriptions being served.",
+		}),
+		relayRefused: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "relay_refused_total",
+			Help: "Relay subscriptions refused, by limit.",
+		}, []string{"limit"}),
+		relayDropped: f.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "relay_dropped_total",
+			Help: "Relay subscribers dropped because their send queue was full.",
+		}),
+		relayOversized: f.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "relay_oversized_total",
+			Help: "Signed blocks not relayed because they exceed the message size limit.",
+		}),
 	}
 	for _, r := range Reasons {
 		m.halts.WithLabelValues(string(r))
@@ -141,6 +170,14 @@ func (m *metrics) RecordUnsafeOriginDepth(confirmations uint64) {
 	m.originDepth.Set(float64(confirmations))
 }
 
+func (m *metrics) RecordRelaySubscribers(n int) { m.relaySubscribers.Set(float64(n)) }
+
+func (m *metrics) RecordRelayRefused(limit string) { m.relayRefused.WithLabelValues(limit).Inc() }
+
+func (m *metrics) RecordRelayDropped() { m.relayDropped.Inc() }
+
+func (m *metrics) RecordRelayOversized() { m.relayOversized.Inc() }
+
 // NoopMetrics records nothing.
 type NoopMetrics struct{}
 
@@ -154,3 +191,7 @@ func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
 func (NoopMetrics) RecordError(string)                        {}
 func (NoopMetrics) RecordGossipDropped()                      {}
 func (NoopMetrics) RecordUnsafeOriginDepth(uint64)            {}
+func (NoopMetrics) RecordRelaySubscribers(int)                {}
+func (NoopMetrics) RecordRelayRefused(string)                 {}
+func (NoopMetrics) RecordRelayDropped()                       {}
+func (NoopMetrics) RecordRelayOversized()                     {}

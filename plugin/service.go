@@ -9,6 +9,8 @@
 //	halt.go     the running/halted state machine and halt reasons
 //	replicator.go  the loop that runs the pipeline and owns every engine write
 //	service.go  lifecycle and the gossip gate; api.go the replicator_* RPC; metrics.go the metrics
+//	subfinality.go  replicator_blockStatus: a block's L1 origin on our L1 view
+//	envelopes.go, relay.go  sequencer-signed blocks held and served to downstream nodes
 package plugin
 
 import (
@@ -18,11 +20,13 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/retry"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 )
@@ -36,9 +40,13 @@ func init() {
 	})
 }
 
-// Service is the replicator as op-node drives it (driverhook.Service).
+// Service is what op-node drives (driverhook.Service): the replicator, the relay, or both. Either may be off: a
+// sequencer or a P2P sentry runs only the relay, a replicator without --replicator.relay.enabled only replicates.
 type Service struct {
-	rep *Replicator
+	log   log.Logger
+	rep   *Replicator    // nil unless --replicator.enabled
+	store *envelopeStore // signed blocks held for the relay; nil unless --replicator.relay.enabled
+	relay *relayServer
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -49,19 +57,31 @@ type Service struct {
 
 var _ driverhook.Service = (*Service)(nil)
 
-// NewService builds the replicator and registers its watcher on op-node's event system.
+// NewService builds the enabled parts, and registers the replicator's watcher on op-node's event system.
 func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Service, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	src, err := newRPCSource(deps.Log, cfg.Source, deps.Rollup, cfg.RequestTimeout, m)
-	if err != nil {
-		return nil, err
+	s := &Service{log: deps.Log}
+	if cfg.Relay.Enabled {
+		s.store = newEnvelopeStore(cfg.Relay.Window)
+		relay, err := newRelayServer(deps.Log, cfg.Relay, s.store, m)
+		if err != nil {
+			return nil, err
+		}
+		s.relay = relay
 	}
-	return newService(cfg, deps, src, m), nil
+	if cfg.Enabled {
+		src, err := newRPCSource(deps.Log, cfg.Source, deps.Rollup, cfg.RequestTimeout, m)
+		if err != nil {
+			return nil, err
+		}
+		s.rep = newReplicator(cfg, deps, src, m)
+	}
+	return s, nil
 }
 
-func newService(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Metrics) *Service {
+func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Metrics) *Replicator {
 	now := time.Now
 	arrivals, _ := lru.New[common.Hash, arrival](arrivalsWindow) // only fails for a non-positive size
 	rep := &Replicator{
@@ -85,7 +105,7 @@ func newService(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Me
 	if deps.Events != nil {
 		deps.Events.Register("replicator-watch", rep.watch)
 	}
-	return &Service{rep: rep}
+	return rep
 }
 
 func (s *Service) Start(_ context.Context) error {
@@ -95,6 +115,14 @@ func (s *Service) Start(_ context.Context) error {
 		return errors.New("replicator already started")
 	}
 	s.started = true
+	if s.relay != nil {
+		if err := s.relay.Start(); err != nil {
+			return err
+		}
+	}
+	if s.rep == nil {
+		return nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	s.rep.log.Info("Starting replicator", "source", s.rep.source.Name(), "poll_interval", s.rep.cfg.PollInterval,
@@ -106,7 +134,7 @@ func (s *Service) Start(_ context.Context) error {
 	return nil
 }
 
-// Stop stops the loop, waits for it, and closes the source. It is idempotent.
+// Stop stops the loop and waits for it, closes the source, and stops the relay. It is idempotent.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,19 +142,28 @@ func (s *Service) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.stopped = true
-	if s.started {
-		s.cancel()
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			return ctx.Err()
+	var result error
+	if s.rep != nil {
+		if s.done != nil {
+			s.cancel()
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
+		s.rep.source.Close()
 	}
-	s.rep.source.Close()
-	return nil
+	if s.relay != nil {
+		result = errors.Join(result, s.relay.Stop(ctx))
+	}
+	return result
 }
 
 func (s *Service) APIs(admin bool) []rpc.API {
+	if s.rep == nil {
+		return nil
+	}
 	apis := []rpc.API{{Namespace: "replicator", Service: &API{s: s}}}
 	if admin {
 		apis = append(apis, rpc.API{Namespace: "replicator", Service: &AdminAPI{s: s}})
@@ -134,9 +171,22 @@ func (s *Service) APIs(admin bool) []rpc.API {
 	return apis
 }
 
+// OnSignedUnsafeL2Payload holds a block P2P gossip accepted (gossip verified its signature) for the relay.
+func (s *Service) OnSignedUnsafeL2Payload(_ context.Context, signed *opsigner.SignedExecutionPayloadEnvelope) {
+	if s.store == nil {
+		return
+	}
+	if _, added, _ := s.store.Add(signed, "gossip", time.Now()); added {
+		s.log.Debug("Holding signed block for the relay", "block", signed.ID())
+	}
+}
+
 // GateGossip drops gossiped unsafe payloads while halted. The halt state's read lock is held while a payload is
 // handed on, so a halt waits for in-flight payloads and the rewind that follows drops them from op-node's queue.
 func (s *Service) GateGossip(next driverhook.UnsafePayloadReceiver) driverhook.UnsafePayloadReceiver {
+	if s.rep == nil {
+		return next
+	}
 	return gossipGate{next: next, rep: s.rep}
 }
 
@@ -155,7 +205,7 @@ func (g gossipGate) OnUnsafeL2Payload(ctx context.Context, env *eth.ExecutionPay
 // request hands an operator's halt or resume to the loop goroutine and waits for it.
 func (s *Service) request(ctx context.Context, req request) error {
 	s.mu.Lock()
-	running := s.started && !s.stopped
+	running := s.started && !s.stopped && s.done != nil
 	s.mu.Unlock()
 	if !running {
 		return errors.New("replicator is not running")

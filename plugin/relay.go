@@ -1,0 +1,226 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-service/httputil"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+// The relay serves the sequencer-signed blocks this node holds to downstream nodes, so that they need neither P2P
+// nor the sequencer's RPC, and nobody has to trust the relay: every block carries the sequencer's signature.
+// It runs on a JSON-RPC listener of its own (HTTP and websocket), where its limits can be enforced:
+//
+//	relay_subscribe("envelopes", fromNumber)  replays what is held from fromNumber on, then every new block
+//	relay_envelopeByNumber(number)            the block held at a height, or null (for gaps)
+//	relay_head()                              the highest height held
+
+// Errors a subscriber gets when the relay refuses it.
+var (
+	ErrRelayFull      = errors.New("relay: too many subscribers")
+	ErrRelayFullForIP = errors.New("relay: too many subscribers from this address")
+)
+
+type relayServer struct {
+	log     log.Logger
+	cfg     driverhook.RelayConfig
+	store   *envelopeStore
+	metrics Metrics
+
+	rpc  *rpc.Server
+	http *httputil.HTTPServer
+
+	ctx    context.Context // ends subscriptions at Stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
+}
+
+func newRelayServer(lgr log.Logger, cfg driverhook.RelayConfig, store *envelopeStore, m Metrics) (*relayServer, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &relayServer{log: lgr, cfg: cfg, store: store, metrics: m, rpc: rpc.NewServer(), ctx: ctx, cancel: cancel,
+		perIP: make(map[string]int)}
+	if err := r.rpc.RegisterName("relay", &RelayAPI{r: r}); err != nil {
+		cancel()
+		return nil, err
+	}
+	r.rpc.SetWebsocketReadLimit(64 << 10) // requests are small; responses are bounded by MaxMessageSize
+	r.rpc.SetHTTPBodyLimit(64 << 10)
+	return r, nil
+}
+
+// Start listens on the configured address.
+func (r *relayServer) Start() error {
+	ws := r.rpc.WebsocketHandler([]string{"*"})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+			ws.ServeHTTP(w, req)
+			return
+		}
+		r.rpc.ServeHTTP(w, req)
+	})
+	srv, err := httputil.StartHTTPServer(net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)), handler)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	r.http = srv
+	r.log.Info("Relay serving signed blocks", "addr", srv.Addr())
+	return nil
+}
+
+// Addr is the listening address (after Start).
+func (r *relayServer) Addr() net.Addr { return r.http.Addr() }
+
+// Stop ends every subscription and closes the listener.
+func (r *relayServer) Stop(ctx context.Context) error {
+	r.cancel()
+	var err error
+	if r.http != nil {
+		err = r.http.Stop(ctx)
+	}
+	r.rpc.Stop()
+	r.wg.Wait()
+	return err
+}
+
+func (r *relayServer) acquire(ip string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.total >= r.cfg.MaxSubscribers {
+		r.metrics.RecordRelayRefused("max-subscribers")
+		return fmt.Errorf("%w (limit %d)", ErrRelayFull, r.cfg.MaxSubscribers)
+	}
+	if r.perIP[ip] >= r.cfg.MaxSubscribersPerIP {
+		r.metrics.RecordRelayRefused("max-subscribers-per-ip")
+		return fmt.Errorf("%w (limit %d)", ErrRelayFullForIP, r.cfg.MaxSubscribersPerIP)
+	}
+	r.total++
+	r.perIP[ip]++
+	r.metrics.RecordRelaySubscribers(r.total)
+	return nil
+}
+
+func (r *relayServer) release(ip string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.total--
+	if r.perIP[ip]--; r.perIP[ip] <= 0 {
+		delete(r.perIP, ip)
+	}
+	r.metrics.RecordRelaySubscribers(r.total)
+}
+
+// relaySubscriber is one subscription: a bounded queue between the store and the connection.
+type relaySubscriber struct {
+	queue    chan *heldEnvelope
+	overflow chan struct{} // closed when the queue was full
+	once     sync.Once
+}
+
+func (s *relaySubscriber) offer(h *heldEnvelope) {
+	select {
+	case s.queue <- h:
+	default:
+		s.once.Do(func() { close(s.overflow) })
+	}
+}
+
+// serve sends a subscription its replay, then what arrives, until the subscriber leaves, falls a whole send queue
+// behind (then it is dropped: memory stays bounded by the queue), or the relay stops.
+func (r *relayServer) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string, sink *relaySubscriber, replay []*heldEnvelope) {
+	defer r.wg.Done()
+	defer r.release(ip)
+	defer r.store.Unsubscribe(sink)
+	lgr := r.log.New("subscriber", ip, "subscription", sub.ID)
+	send := func(h *heldEnvelope) error {
+		msg, err := h.json()
+		if err != nil {
+			return err
+		}
+		if len(msg) > r.cfg.MaxMessageSize {
+			r.metrics.RecordRelayOversized()
+			lgr.Warn("Not relaying block above the message size limit", "block", h.Signed.ID(), "size", len(msg), "limit", r.cfg.MaxMessageSize)
+			return nil
+		}
+		return notifier.Notify(sub.ID, msg)
+	}
+	for _, h := range replay {
+		if err := send(h); err != nil {
+			lgr.Debug("Relay subscriber gone", "err", err)
+			return
+		}
+	}
+	for {
+		select {
+		case h := <-sink.queue:
+			if err := send(h); err != nil {
+				lgr.Debug("Relay subscriber gone", "err", err)
+				return
+			}
+		case <-sink.overflow:
+			r.metrics.RecordRelayDropped()
+			lgr.Warn("Dropping slow relay subscriber: send queue full", "queue", r.cfg.SendQueue)
+			return
+		case <-sub.Err():
+			return
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// RelayAPI is the relay namespace.
+type RelayAPI struct{ r *relayServer }
+
+// Envelopes subscribes to the held sequencer-signed blocks from a height on: those already held, in order, then
+// every new one as it arrives.
+func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Subscription, error) {
+	notifier, ok := rpc.NotifierFromContext(ctx)
+	if !ok {
+		return nil, rpc.ErrNotificationsUnsupported
+	}
+	ip := remoteIP(rpc.PeerInfoFromContext(ctx).RemoteAddr)
+	if err := a.r.acquire(ip); err != nil {
+		return nil, err
+	}
+	sink := &relaySubscriber{queue: make(chan *heldEnvelope, a.r.cfg.SendQueue), overflow: make(chan struct{})}
+	replay := a.r.store.Subscribe(uint64(from), sink)
+	sub := notifier.CreateSubscription()
+	a.r.wg.Add(1)
+	go a.r.serve(notifier, sub, ip, sink, replay)
+	return sub, nil
+}
+
+// EnvelopeByNumber returns the first signed block held at a height, or null.
+func (a *RelayAPI) EnvelopeByNumber(number hexutil.Uint64) *opsigner.SignedExecutionPayloadEnvelope {
+	if held := a.r.store.ByNumber(uint64(number)); len(held) > 0 {
+		return held[0].Signed
+	}
+	return nil
+}
+
+// Head returns the highest height held (0 if none).
+func (a *RelayAPI) Head() hexutil.Uint64 { return hexutil.Uint64(a.r.store.Head()) }
+
+func remoteIP(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}

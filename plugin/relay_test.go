@@ -1,0 +1,181 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*relayServer, *envelopeStore) {
+	t.Helper()
+	cfg.Enabled, cfg.Addr, cfg.Port = true, "127.0.0.1", 0
+	if cfg.Window == 0 {
+		cfg.Window = 1024
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = 10 << 20
+	}
+	require.NoError(t, cfg.Check())
+	store := newEnvelopeStore(cfg.Window)
+	r, err := newRelayServer(testlog.Logger(t, log.LevelInfo), cfg, store, NoopMetrics{})
+	require.NoError(t, err)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { require.NoError(t, r.Stop(context.Background())) })
+	return r, store
+}
+
+func (r *relayServer) wsURL() string { return "ws://" + r.Addr().String() }
+
+func subscribe(t *testing.T, r *relayServer, from uint64) (chan *opsigner.SignedExecutionPayloadEnvelope, *rpc.ClientSubscription, error) {
+	t.Helper()
+	c, err := rpc.Dial(r.wsURL())
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	ch := make(chan *opsigner.SignedExecutionPayloadEnvelope, 100)
+	sub, err := c.Subscribe(context.Background(), "relay", ch, "envelopes", hexutil.Uint64(from))
+	return ch, sub, err
+}
+
+func receive(t *testing.T, ch chan *opsigner.SignedExecutionPayloadEnvelope) *opsigner.SignedExecutionPayloadEnvelope {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("no envelope relayed")
+		return nil
+	}
+}
+
+func TestRelayReplaysThenStreams(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 16})
+	for _, b := range blocks[:4] {
+		store.Add(signed(b), "gossip", time.Now())
+	}
+	ch, sub, err := subscribe(t, r, 3)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	for _, want := range blocks[2:4] { // replay from 3
+		got := receive(t, ch)
+		require.Equal(t, want.ref.Hash, got.Envelope.ExecutionPayload.BlockHash)
+		require.Equal(t, eth.Bytes65{1}, got.Signature)
+	}
+	store.Add(signed(blocks[4]), "gossip", time.Now())
+	require.Equal(t, blocks[4].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, "then live")
+
+	c, err := rpc.Dial("http://" + r.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	var byNumber *opsigner.SignedExecutionPayloadEnvelope
+	require.NoError(t, c.Call(&byNumber, "relay_envelopeByNumber", hexutil.Uint64(2)))
+	require.Equal(t, blocks[1].ref.Hash, byNumber.Envelope.ExecutionPayload.BlockHash, "get by number over HTTP, for gaps")
+	require.NoError(t, c.Call(&byNumber, "relay_envelopeByNumber", hexutil.Uint64(99)))
+	require.Nil(t, byNumber)
+	var head hexutil.Uint64
+	require.NoError(t, c.Call(&head, "relay_head"))
+	require.Equal(t, hexutil.Uint64(5), head)
+}
+
+func TestRelaySubscriberLimits(t *testing.T) {
+	r, _ := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 3, MaxSubscribersPerIP: 2, SendQueue: 16})
+	for range 2 {
+		_, _, err := subscribe(t, r, 0)
+		require.NoError(t, err)
+	}
+	_, _, err := subscribe(t, r, 0)
+	require.ErrorContains(t, err, ErrRelayFullForIP.Error())
+
+	r.cfg.MaxSubscribersPerIP = 3 // the total limit applies across addresses
+	_, _, err = subscribe(t, r, 0)
+	require.NoError(t, err)
+	_, _, err = subscribe(t, r, 0)
+	require.ErrorContains(t, err, ErrRelayFull.Error())
+}
+
+// A subscriber that stops reading is dropped once its send queue is full; the relay frees its slot and keeps
+// serving the others.
+func TestRelayDropsSlowSubscriber(t *testing.T) {
+	cfg := testRollupConfig()
+	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 2, MaxSubscribersPerIP: 2, SendQueue: 4})
+
+	conn, _, err := websocket.DefaultDialer.Dial(r.wsURL(), http.Header{})
+	require.NoError(t, err)
+	defer conn.Close()
+	req := `{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`
+	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(req)))
+	// ...and never read again.
+
+	// Big blocks fill the socket buffers, then the queue.
+	parent := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	fat := make([]byte, 256<<10)
+	require.Eventually(t, func() bool {
+		b := makeBlock(t, cfg, parent, l1Block(parent.L1Origin.Number, 0), parent.SequenceNumber+1, [32]byte{byte(parent.Number)})
+		b.env.ExecutionPayload.Transactions = append(b.env.ExecutionPayload.Transactions, fat)
+		store.Add(signed(b), "gossip", time.Now())
+		parent = b.ref
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.total == 0
+	}, 20*time.Second, time.Millisecond, "the stuck subscriber was not dropped")
+
+	// The slot is free again and a well-behaved subscriber is served.
+	ch, sub, err := subscribe(t, r, parent.Number)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.Equal(t, parent.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
+}
+
+func TestRelayMessageSizeLimit(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
+	small, err := json.Marshal(signed(blocks[1]))
+	require.NoError(t, err)
+	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4,
+		MaxMessageSize: len(small)})
+	big := *blocks[0].env.ExecutionPayload
+	big.Transactions = append(big.Transactions, make([]byte, 4096))
+	store.Add(&opsigner.SignedExecutionPayloadEnvelope{Envelope: &eth.ExecutionPayloadEnvelope{ExecutionPayload: &big}}, "gossip", time.Now())
+	store.Add(signed(blocks[1]), "gossip", time.Now())
+	ch, sub, err := subscribe(t, r, 0)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.Equal(t, blocks[1].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, fmt.Sprintf("block 1 (over %d bytes) is skipped", len(small)))
+}
+
+// A relay-only service (a sequencer or a P2P sentry) holds what gossip accepted and relays it; it replicates
+// nothing, serves no replicator_* RPC and lets gossip through untouched.
+func TestRelayOnlyService(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
+	cfg := driverhook.CLIConfig{Relay: driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Port: 0, Window: 8,
+		MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4, MaxMessageSize: 1 << 20}}
+	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
+	require.NoError(t, err)
+	require.Nil(t, svc.rep)
+	require.Empty(t, svc.APIs(true))
+	next := &countingReceiver{}
+	svc.GateGossip(next).OnUnsafeL2Payload(context.Background(), blocks[0].env)
+	require.Equal(t, 1, next.n)
+
+	require.NoError(t, svc.Start(context.Background()))
+	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
+	svc.OnSignedUnsafeL2Payload(context.Background(), signed(blocks[0]))
+	ch, sub, err := subscribe(t, svc.relay, 0)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.Equal(t, blocks[0].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
+}
