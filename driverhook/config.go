@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -33,6 +34,7 @@ var (
 	SourceFlagName         = flagName("source")
 	PollIntervalFlagName   = flagName("poll-interval")
 	RequestTimeoutFlagName = flagName("request-timeout")
+	ReadTimeoutFlagName    = flagName("read-timeout")
 	HaltPolicyFlagName     = flagName("halt.policy")
 	HaltDurationFlagName   = flagName("halt.duration")
 
@@ -49,6 +51,7 @@ var (
 const (
 	DefaultPollInterval   = 500 * time.Millisecond
 	DefaultRequestTimeout = 5 * time.Second
+	DefaultReadTimeout    = 12 * time.Second
 	DefaultHaltDuration   = 5 * time.Minute
 
 	DefaultRelayAddr                = "127.0.0.1"
@@ -74,10 +77,20 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 			EnvVars:  envVars(envPrefix, "ENABLED"),
 			Category: category,
 		},
-		&cli.StringFlag{
-			Name:     SourceFlagName,
-			Usage:    "HTTP(S) or WS(S) URL of the sequencer's execution-engine RPC. With WS(S), new heads are subscribed to and polling stays on as a fallback.",
+		&cli.StringSliceFlag{
+			Name: SourceFlagName,
+			Usage: "Where blocks come from; several may be given (comma-separated or repeated), the first valid copy of " +
+				"a block wins. Each is the sequencer's execution-engine RPC as an http(s):// or ws(s):// URL (with ws(s), " +
+				"new heads are subscribed to; polling stays on), or another node's relay as relay+ws(s)://host:port " +
+				"(blocks must carry the sequencer's signature).",
 			EnvVars:  envVars(envPrefix, "SOURCE"),
+			Category: category,
+		},
+		&cli.DurationFlag{
+			Name:     ReadTimeoutFlagName,
+			Usage:    "A relay source that sends nothing for this long is reconnected.",
+			Value:    DefaultReadTimeout,
+			EnvVars:  envVars(envPrefix, "READ_TIMEOUT"),
 			Category: category,
 		},
 		&cli.DurationFlag{
@@ -212,7 +225,8 @@ func (c *RelayConfig) Check() error {
 // CLIConfig is the replicator's configuration as read from the command line.
 type CLIConfig struct {
 	Enabled        bool
-	Source         string
+	Sources        []string
+	ReadTimeout    time.Duration
 	PollInterval   time.Duration
 	RequestTimeout time.Duration
 	HaltPolicy     HaltPolicy
@@ -227,7 +241,8 @@ type CLIConfig struct {
 func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 	return CLIConfig{
 		Enabled:         ctx.Bool(EnabledFlagName),
-		Source:          ctx.String(SourceFlagName),
+		Sources:         ctx.StringSlice(SourceFlagName),
+		ReadTimeout:     ctx.Duration(ReadTimeoutFlagName),
 		PollInterval:    ctx.Duration(PollIntervalFlagName),
 		RequestTimeout:  ctx.Duration(RequestTimeoutFlagName),
 		HaltPolicy:      HaltPolicy(ctx.String(HaltPolicyFlagName)),
@@ -255,20 +270,16 @@ func (c *CLIConfig) Check() error {
 	if !c.Enabled {
 		return nil
 	}
-	if c.Source == "" {
+	if len(c.Sources) == 0 {
 		return fmt.Errorf("--%s is required with --%s", SourceFlagName, EnabledFlagName)
 	}
-	u, err := url.Parse(c.Source)
-	if err != nil {
-		return fmt.Errorf("--%s %q is not a URL: %w", SourceFlagName, c.Source, err)
+	for _, src := range c.Sources {
+		if err := checkSource(src); err != nil {
+			return err
+		}
 	}
-	switch u.Scheme {
-	case "http", "https", "ws", "wss":
-	default:
-		return fmt.Errorf("--%s %q: scheme must be http, https, ws or wss", SourceFlagName, c.Source)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("--%s %q has no host", SourceFlagName, c.Source)
+	if c.ReadTimeout <= 0 {
+		return fmt.Errorf("--%s must be positive, got %s", ReadTimeoutFlagName, c.ReadTimeout)
 	}
 	if c.PollInterval <= 0 {
 		return fmt.Errorf("--%s must be positive, got %s", PollIntervalFlagName, c.PollInterval)
@@ -293,3 +304,25 @@ func (c *CLIConfig) Check() error {
 
 // ErrSequencer is returned for a replicator configured on a sequencer: a sequencer builds its own chain.
 var ErrSequencer = errors.New("--replicator.enabled cannot be combined with --sequencer.enabled: a sequencer builds the chain it would replicate")
+
+// RelayScheme prefixes a source URL that is another node's relay, e.g. relay+ws://relay.example:9546.
+const RelayScheme = "relay+"
+
+// IsRelaySource tells a relay source from a sequencer execution-engine RPC.
+func IsRelaySource(src string) bool { return strings.HasPrefix(src, RelayScheme) }
+
+func checkSource(src string) error {
+	u, err := url.Parse(strings.TrimPrefix(src, RelayScheme))
+	if err != nil {
+		return fmt.Errorf("--%s %q is not a URL: %w", SourceFlagName, src, err)
+	}
+	switch {
+	case IsRelaySource(src) && u.Scheme != "ws" && u.Scheme != "wss":
+		return fmt.Errorf("--%s %q: a relay is subscribed to, its scheme must be relay+ws or relay+wss", SourceFlagName, src)
+	case !IsRelaySource(src) && u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss":
+		return fmt.Errorf("--%s %q: scheme must be http, https, ws, wss, relay+ws or relay+wss", SourceFlagName, src)
+	case u.Host == "":
+		return fmt.Errorf("--%s %q has no host", SourceFlagName, src)
+	}
+	return nil
+}

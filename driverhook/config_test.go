@@ -41,6 +41,10 @@ func TestCheck(t *testing.T) {
 		{"timed with duration", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.duration=30s"}, ""},
 		{"no source", []string{"--replicator.enabled"}, "--replicator.source is required"},
 		{"bad scheme", []string{"--replicator.enabled", "--replicator.source=ftp://seq"}, "scheme must be"},
+		{"several sources", []string{"--replicator.enabled", "--replicator.source=http://seq,relay+ws://relay:9546", "--replicator.source=relay+wss://r2"}, ""},
+		{"relay over http", []string{"--replicator.enabled", "--replicator.source=relay+http://relay:9546"}, "relay+ws or relay+wss"},
+		{"one bad among several", []string{"--replicator.enabled", "--replicator.source=http://seq,ftp://x"}, "scheme must be"},
+		{"zero read timeout", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.read-timeout=0s"}, "must be positive"},
 		{"no host", []string{"--replicator.enabled", "--replicator.source=http://"}, "has no host"},
 		{"unknown policy", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.policy=never"}, "is not one of"},
 		{"zero duration", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.duration=0s"}, "must be positive"},
@@ -73,7 +77,7 @@ func TestEnvVars(t *testing.T) {
 	t.Setenv("OP_NODE_REPLICATOR_POLL_INTERVAL", "250ms")
 	cfg := readFlags(t)
 	require.True(t, cfg.Enabled)
-	require.Equal(t, "ws://seq:8546", cfg.Source)
+	require.Equal(t, []string{"ws://seq:8546"}, cfg.Sources)
 	require.Equal(t, HaltManual, cfg.HaltPolicy)
 	require.Equal(t, 250*time.Millisecond, cfg.PollInterval)
 	require.NoError(t, cfg.Check())

@@ -29,6 +29,8 @@ type Status struct {
 	Finalized eth.L2BlockRef `json:"finalized"`
 	// Lag is the number of blocks between the source's head and our unsafe head.
 	Lag uint64 `json:"lag"`
+	// Sources is each source's health: its head, last success, errors.
+	Sources []SourceHealth `json:"sources"`
 }
 
 // API is the replicator namespace served to everyone.
@@ -54,6 +56,9 @@ func (a *API) Status(_ context.Context) (*Status, error) {
 		Finalized:      sync.FinalizedL2,
 		Lag:            lag(snap.sourceHead.Number, sync.UnsafeL2.Number),
 	}
+	if m, ok := r.source.(*multiSource); ok {
+		st.Sources = m.Health()
+	}
 	if !h.ResumeAt.IsZero() {
 		st.ResumeAt = &h.ResumeAt
 	}
@@ -66,6 +71,12 @@ func (a *API) Status(_ context.Context) (*Status, error) {
 // BlockStatus reports a local block's safety label and its L1 origin's standing on our L1 view (sub-finality).
 func (a *API) BlockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*BlockStatus, error) {
 	return a.s.rep.blockStatus(ctx, id)
+}
+
+// EquivocationEvidence returns the equivocations seen: pairs of different blocks at one height, both validly signed
+// by the sequencer.
+func (a *API) EquivocationEvidence(_ context.Context) []*Evidence {
+	return a.s.rep.evidence.all()
 }
 
 // AdminAPI holds the methods that change state; op-node serves them only with --rpc.enable-admin.

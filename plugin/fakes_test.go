@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,7 +377,7 @@ func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock)
 		clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}}
 	lgr, logs := testlog.CaptureLogger(t, log.LevelDebug)
 	h.logs = logs
-	rcfg := driverhook.CLIConfig{Enabled: true, Source: "http://sequencer:8545", PollInterval: time.Second,
+	rcfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://sequencer:8545"}, ReadTimeout: time.Second, PollInterval: time.Second,
 		RequestTimeout: time.Second, HaltPolicy: policy, HaltDuration: time.Minute}
 	deps := driverhook.Deps{Log: lgr, Rollup: cfg, Engine: h.engine, Status: h.engine, L1: h.l1, L2: h.engine}
 	h.rep = newReplicator(rcfg, deps, h.source, NoopMetrics{})
@@ -406,4 +407,19 @@ func (h *harness) requireHalted(reason Reason) {
 	require.Equal(h.t, h.engine.safe, h.engine.head().Number, "unsafe head must be rewound to safe")
 	require.NotNil(h.t, h.logs.FindLog(testlog.NewLevelFilter(log.LevelError),
 		testlog.NewMessageContainsFilter("Replicator halted")), "halt must be logged at error level")
+}
+
+// countingMetrics counts the error kinds tests look at.
+type countingMetrics struct {
+	NoopMetrics
+	badSignature, source atomic.Int64
+}
+
+func (c *countingMetrics) RecordError(kind string) {
+	switch kind {
+	case ErrKindBadSignature:
+		c.badSignature.Add(1)
+	case ErrKindSource:
+		c.source.Add(1)
+	}
 }

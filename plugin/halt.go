@@ -38,13 +38,16 @@ const (
 	// ReasonUnsafeReorg: op-node itself replaced or dropped replicated unsafe blocks (derivation from L1
 	// contradicted them, or the engine was reset below them).
 	ReasonUnsafeReorg Reason = "unsafe-reorg"
+	// ReasonEquivocation: two different blocks at one height, both validly signed by the sequencer (from any
+	// sources); both are kept as evidence (replicator_equivocationEvidence).
+	ReasonEquivocation Reason = "equivocation"
 	// ReasonOperator: an operator called replicator_halt.
 	ReasonOperator Reason = "operator"
 )
 
 // Reasons lists every halt reason (for metrics, so each label exists from the start).
 var Reasons = []Reason{ReasonHeadMismatch, ReasonInvalidPayload, ReasonExecutionMismatch, ReasonL1OriginMismatch,
-	ReasonL1OriginReorged, ReasonUnsafeReorg, ReasonOperator}
+	ReasonL1OriginReorged, ReasonUnsafeReorg, ReasonEquivocation, ReasonOperator}
 
 // Disagreement is an error that halts the replicator: the source and our chain (or our L1 view) disagree.
 type Disagreement struct {

@@ -16,11 +16,12 @@ const (
 
 // Error kinds, the label values of op_node_default_replicator_errors_total. Disagreements are counted as halts.
 const (
-	ErrKindSource   = "source"    // the source failed or timed out (retried with backoff)
-	ErrKindL1       = "l1"        // our own L1 view could not be read
-	ErrKindEngine   = "engine"    // the local engine failed transiently
-	ErrKindStale    = "stale"     // the unsafe head moved under us; the block was not inserted
-	ErrKindBadInput = "bad-input" // a malformed response from the source
+	ErrKindSource       = "source"        // the source failed or timed out (retried with backoff)
+	ErrKindL1           = "l1"            // our own L1 view could not be read
+	ErrKindEngine       = "engine"        // the local engine failed transiently
+	ErrKindStale        = "stale"         // the unsafe head moved under us; the block was not inserted
+	ErrKindBadInput     = "bad-input"     // a malformed response from the source
+	ErrKindBadSignature = "bad-signature" // a block from a relay not signed by the sequencer
 )
 
 // Metrics is what the replicator records. NoopMetrics is for tests.
@@ -132,7 +133,7 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 	for _, r := range Reasons {
 		m.halts.WithLabelValues(string(r))
 	}
-	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput} {
+	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput, ErrKindBadSignature} {
 		m.errors.WithLabelValues(k)
 	}
 	m.RecordState(StateRunning)

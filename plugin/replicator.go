@@ -41,6 +41,7 @@ type Replicator struct {
 	backoff retry.Strategy
 
 	requests chan request
+	evidence *evidenceLog
 	arrivals *lru.Cache[common.Hash, arrival] // recent replicated blocks, for replicator_blockStatus
 
 	// Owned by the loop goroutine.
@@ -110,6 +111,11 @@ func (r *Replicator) round(ctx context.Context) error {
 			return nil
 		}
 		r.resume("halt policy " + string(r.cfg.HaltPolicy))
+	}
+	if ev := r.evidence.takePending(); ev != nil {
+		return disagree(ReasonEquivocation, "the sequencer signed blocks %s (from %s) and %s (from %s) at height %d",
+			ev.First.Envelope.ExecutionPayload.BlockHash, ev.FirstSource, ev.Second.Envelope.ExecutionPayload.BlockHash,
+			ev.SecondSource, ev.Number)
 	}
 	if r.engine.IsEngineInitialELSyncing() {
 		return nil

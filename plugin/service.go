@@ -16,6 +16,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,8 +46,10 @@ func init() {
 type Service struct {
 	log   log.Logger
 	rep   *Replicator    // nil unless --replicator.enabled
-	store *envelopeStore // signed blocks held for the relay; nil unless --replicator.relay.enabled
+	store *envelopeStore // verified signed blocks, from gossip and relay sources; nil if neither relays nor follows one
 	relay *relayServer
+	// evidence holds equivocations seen by gossip or relay sources.
+	evidence *evidenceLog
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -62,9 +65,15 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	s := &Service{log: deps.Log}
+	s := &Service{log: deps.Log, evidence: &evidenceLog{}}
+	if cfg.Relay.Enabled || slices.ContainsFunc(cfg.Sources, driverhook.IsRelaySource) {
+		window := cfg.Relay.Window
+		if window <= 0 {
+			window = driverhook.DefaultRelayWindow
+		}
+		s.store = newEnvelopeStore(window)
+	}
 	if cfg.Relay.Enabled {
-		s.store = newEnvelopeStore(cfg.Relay.Window)
 		relay, err := newRelayServer(deps.Log, cfg.Relay, s.store, m)
 		if err != nil {
 			return nil, err
@@ -72,11 +81,25 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 		s.relay = relay
 	}
 	if cfg.Enabled {
-		src, err := newRPCSource(deps.Log, cfg.Source, deps.Rollup, cfg.RequestTimeout, m)
-		if err != nil {
-			return nil, err
+		var srcs []Source
+		for _, url := range cfg.Sources {
+			if driverhook.IsRelaySource(url) {
+				srcs = append(srcs, newRelaySource(deps.Log, url, deps.Rollup, deps.Signers, s.store, s.evidence.record,
+					cfg.RequestTimeout, cfg.ReadTimeout, m))
+				continue
+			}
+			src, err := newRPCSource(deps.Log, url, deps.Rollup, cfg.RequestTimeout, m)
+			if err != nil {
+				for _, s := range srcs {
+					s.Close()
+				}
+				return nil, err
+			}
+			srcs = append(srcs, src)
 		}
-		s.rep = newReplicator(cfg, deps, src, m)
+		s.rep = newReplicator(cfg, deps, newMultiSource(srcs, time.Now), m)
+		s.rep.evidence = s.evidence
+		s.evidence.wake = s.rep.watch.poke
 	}
 	return s, nil
 }
@@ -101,6 +124,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m
 		backoff:  retry.Exponential(),
 		requests: make(chan request),
 		arrivals: arrivals,
+		evidence: &evidenceLog{},
 	}
 	if deps.Events != nil {
 		deps.Events.Register("replicator-watch", rep.watch)
@@ -176,8 +200,12 @@ func (s *Service) OnSignedUnsafeL2Payload(_ context.Context, signed *opsigner.Si
 	if s.store == nil {
 		return
 	}
-	if _, added, _ := s.store.Add(signed, "gossip", time.Now()); added {
-		s.log.Debug("Holding signed block for the relay", "block", signed.ID())
+	held, added, conflicts := s.store.Add(signed, "gossip", time.Now())
+	if added {
+		s.log.Debug("Holding signed block", "block", signed.ID())
+	}
+	for _, c := range conflicts {
+		s.evidence.record(c, held)
 	}
 }
 

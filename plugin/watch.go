@@ -57,11 +57,16 @@ func (w *watcher) OnEvent(_ context.Context, ev event.Event) bool {
 		return false
 	}
 	w.mu.Unlock()
+	w.poke()
+	return false // observed, not handled: op-node's own derivers handle these events
+}
+
+// poke wakes the replication loop from outside op-node's events (e.g. equivocation evidence).
+func (w *watcher) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return false // observed, not handled: op-node's own derivers handle these events
 }
 
 // Wake signals that something was observed.

@@ -1,0 +1,220 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/retry"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+// relaySource follows another node's relay: a subscription to its signed blocks (reconnected with backoff when it
+// fails or stays silent beyond the read timeout), and get-by-number for gaps. Every block must carry the
+// sequencer's signature (verifySigned); a block that does not is refused and counted, and never halts anything.
+// Verified blocks go into the shared envelope store, where two validly signed blocks at one height are kept
+// as equivocation evidence.
+type relaySource struct {
+	log         log.Logger
+	name        string
+	url         string
+	rollup      *rollup.Config
+	signers     driverhook.Signers
+	store       *envelopeStore
+	onConflict  func(a, b *heldEnvelope)
+	timeout     time.Duration
+	readTimeout time.Duration
+	metrics     Metrics
+	now         func() time.Time
+
+	heads  chan struct{}
+	head   atomic.Uint64 // highest verified height received
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	client *rpc.Client // nil while disconnected
+}
+
+var _ Source = (*relaySource)(nil)
+
+func newRelaySource(lgr log.Logger, rawURL string, cfg *rollup.Config, signers driverhook.Signers, store *envelopeStore,
+	onConflict func(a, b *heldEnvelope), timeout, readTimeout time.Duration, m Metrics) *relaySource {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &relaySource{log: lgr, name: redactURL(rawURL), url: strings.TrimPrefix(rawURL, driverhook.RelayScheme), rollup: cfg, signers: signers,
+		store: store, onConflict: onConflict, timeout: timeout, readTimeout: readTimeout, metrics: m, now: time.Now,
+		heads: make(chan struct{}, 1), cancel: cancel}
+	s.wg.Add(1)
+	go s.follow(ctx)
+	return s
+}
+
+func (s *relaySource) Name() string              { return s.name }
+func (s *relaySource) NewHeads() <-chan struct{} { return s.heads }
+
+// Head is the highest verified block received from this relay.
+func (s *relaySource) Head(context.Context) (eth.BlockID, error) {
+	n := s.head.Load()
+	if n == 0 {
+		return eth.BlockID{}, fmt.Errorf("relay %s: no block received yet", s.name)
+	}
+	for _, h := range s.store.ByNumber(n) {
+		return eth.BlockID{Hash: h.hash(), Number: n}, nil
+	}
+	return eth.BlockID{}, fmt.Errorf("relay %s: block %d no longer held", s.name, n)
+}
+
+func (s *relaySource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	h, err := s.envelope(ctx, n)
+	if err != nil {
+		return common.Hash{}, err
+	}
+	return h.hash(), nil
+}
+
+func (s *relaySource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	h, err := s.envelope(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	return h.Signed.Envelope, nil
+}
+
+// envelope returns the verified block at a height: held already (from any source; the first arrived wins), or
+// asked of the relay.
+func (s *relaySource) envelope(ctx context.Context, n uint64) (*heldEnvelope, error) {
+	if held := s.store.ByNumber(n); len(held) > 0 {
+		return held[0], nil
+	}
+	s.mu.Lock()
+	client := s.client
+	s.mu.Unlock()
+	if client == nil {
+		return nil, fmt.Errorf("relay %s: not connected", s.name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	start := time.Now()
+	var signed *opsigner.SignedExecutionPayloadEnvelope
+	err := client.CallContext(ctx, &signed, "relay_envelopeByNumber", hexutil.Uint64(n))
+	s.metrics.RecordSourceRequest("relay_envelope", time.Since(start))
+	if err != nil {
+		return nil, fmt.Errorf("relay %s: %w", s.name, err)
+	}
+	if signed == nil {
+		return nil, ethereum.NotFound
+	}
+	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
+		return nil, fmt.Errorf("%w: relay %s answered block %d for %d", errBadInput, s.name, got, n)
+	}
+	return s.accept(signed)
+}
+
+// accept verifies a block from the relay and holds it.
+func (s *relaySource) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*heldEnvelope, error) {
+	if err := verifySigned(s.rollup, s.signers, signed); err != nil {
+		kind := ErrKindBadInput
+		if errors.Is(err, errBadSignature) {
+			kind = ErrKindBadSignature
+		}
+		s.metrics.RecordError(kind)
+		s.log.Warn("Refusing block from relay", "relay", s.name, "err", err)
+		return nil, err
+	}
+	held, _, conflicts := s.store.Add(signed, s.name, s.now())
+	for _, c := range conflicts {
+		s.onConflict(c, held)
+	}
+	for {
+		cur := s.head.Load()
+		if held.number() <= cur || s.head.CompareAndSwap(cur, held.number()) {
+			break
+		}
+	}
+	return held, nil
+}
+
+// follow keeps a subscription to the relay, from the block after the highest one received.
+func (s *relaySource) follow(ctx context.Context) {
+	defer s.wg.Done()
+	backoff := retry.Exponential()
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		err := s.subscribe(ctx, func() { attempt = 0 })
+		if ctx.Err() != nil {
+			return
+		}
+		s.metrics.RecordError(ErrKindSource)
+		s.log.Warn("Relay subscription ended, reconnecting", "relay", s.name, "err", err, "attempt", attempt+1)
+		select {
+		case <-time.After(backoff.Duration(attempt)):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *relaySource) subscribe(ctx context.Context, onMessage func()) error {
+	dialCtx, cancel := context.WithTimeout(ctx, s.timeout)
+	client, err := rpc.DialContext(dialCtx, s.url)
+	cancel()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.client = client
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.client = nil
+		s.mu.Unlock()
+		client.Close()
+	}()
+	ch := make(chan *opsigner.SignedExecutionPayloadEnvelope, 64)
+	from := s.head.Load() + 1
+	sub, err := client.Subscribe(ctx, "relay", ch, "envelopes", hexutil.Uint64(from))
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	s.log.Info("Following relay", "relay", s.name, "from", from)
+	silence := time.NewTimer(s.readTimeout)
+	defer silence.Stop()
+	for {
+		select {
+		case signed := <-ch:
+			onMessage()
+			silence.Reset(s.readTimeout)
+			if _, err := s.accept(signed); err == nil {
+				select {
+				case s.heads <- struct{}{}:
+				default:
+				}
+			}
+		case err := <-sub.Err():
+			return err
+		case <-silence.C:
+			return fmt.Errorf("no block for %s", s.readTimeout)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *relaySource) Close() {
+	s.cancel()
+	s.wg.Wait()
+}

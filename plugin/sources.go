@@ -1,0 +1,189 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+)
+
+// SourceHealth is one source's standing, in replicator_status.
+type SourceHealth struct {
+	Name      string      `json:"name"`
+	Head      eth.BlockID `json:"head"`
+	LastOK    *time.Time  `json:"lastOk,omitempty"`
+	Errors    uint64      `json:"errors"`
+	LastError string      `json:"lastError,omitempty"`
+	failedAt  time.Time
+}
+
+// healthy: no error since the last success.
+func (h *SourceHealth) healthy() bool { return h.LastOK != nil && !h.failedAt.After(*h.LastOK) }
+
+// multiSource fans several sources into one: the head is the highest any source has, and a block is taken from
+// the first source that has it, healthy sources first, so one source failing loses no block. Blocks from relays
+// are deduplicated in the envelope store (the first valid copy wins).
+type multiSource struct {
+	sources []Source
+	now     func() time.Time
+	heads   chan struct{}
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu     sync.Mutex
+	health []SourceHealth
+}
+
+var _ Source = (*multiSource)(nil)
+
+func newMultiSource(sources []Source, now func() time.Time) *multiSource {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &multiSource{sources: sources, now: now, heads: make(chan struct{}, 1), cancel: cancel,
+		health: make([]SourceHealth, len(sources))}
+	for i, s := range sources {
+		m.health[i].Name = s.Name()
+		m.wg.Add(1)
+		go m.forwardHeads(ctx, s)
+	}
+	return m
+}
+
+func (m *multiSource) forwardHeads(ctx context.Context, s Source) {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-s.NewHeads():
+			select {
+			case m.heads <- struct{}{}:
+			default:
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (m *multiSource) Name() string {
+	names := make([]string, len(m.sources))
+	for i, s := range m.sources {
+		names[i] = s.Name()
+	}
+	return strings.Join(names, ",")
+}
+
+func (m *multiSource) NewHeads() <-chan struct{} { return m.heads }
+
+// Health returns every source's standing.
+func (m *multiSource) Health() []SourceHealth {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.health)
+}
+
+func (m *multiSource) record(i int, head *eth.BlockID, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := &m.health[i]
+	now := m.now()
+	if err != nil && !errors.Is(err, ethereum.NotFound) {
+		h.Errors++
+		h.LastError, h.failedAt = err.Error(), now
+		return
+	}
+	h.LastOK = &now
+	if head != nil {
+		h.Head = *head
+	}
+}
+
+// order lists sources healthy first, keeping the configured order otherwise.
+func (m *multiSource) order() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	idx := make([]int, len(m.sources))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		ha, hb := m.health[a].healthy(), m.health[b].healthy()
+		switch {
+		case ha && !hb:
+			return -1
+		case hb && !ha:
+			return 1
+		}
+		return 0
+	})
+	return idx
+}
+
+// Head asks every source and returns the highest head; it fails only if every source fails.
+func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
+	var best eth.BlockID
+	var errs []error
+	ok := false
+	for i, s := range m.sources {
+		head, err := s.Head(ctx)
+		m.record(i, &head, err)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !ok || head.Number > best.Number {
+			best, ok = head, true
+		}
+	}
+	if !ok {
+		return eth.BlockID{}, errors.Join(errs...)
+	}
+	return best, nil
+}
+
+func (m *multiSource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	return firstOf(m, func(s Source) (common.Hash, error) { return s.HashAt(ctx, n) })
+}
+
+func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	return firstOf(m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) { return s.Payload(ctx, n) })
+}
+
+// firstOf returns the first answer, healthy sources first. If no source has the block but one answered that it
+// does not have it (yet), the result is ethereum.NotFound (wait, do not back off); the failures of the others are
+// in their health. Only when every source failed are the errors returned.
+func firstOf[T any](m *multiSource, f func(Source) (T, error)) (T, error) {
+	var zero T
+	var errs []error
+	notFound := false
+	for _, i := range m.order() {
+		v, err := f(m.sources[i])
+		m.record(i, nil, err)
+		switch {
+		case err == nil:
+			return v, nil
+		case errors.Is(err, ethereum.NotFound):
+			notFound = true
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", m.sources[i].Name(), err))
+		}
+	}
+	if notFound {
+		return zero, ethereum.NotFound
+	}
+	return zero, errors.Join(errs...)
+}
+
+func (m *multiSource) Close() {
+	m.cancel()
+	m.wg.Wait()
+	for _, s := range m.sources {
+		s.Close()
+	}
+}

@@ -1,0 +1,158 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+func TestMultiSourceFailover(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	down, up := newFakeSource(blocks), newFakeSource(blocks)
+	down.set(blocks, 6, errors.New("connection refused"))
+	up.set(blocks, 5, nil)
+	m := newMultiSource([]Source{down, up}, time.Now)
+	defer m.Close()
+	ctx := context.Background()
+
+	head, err := m.Head(ctx)
+	require.NoError(t, err, "one source failing is not a failure")
+	require.Equal(t, blocks[4].ref.ID(), head)
+	env, err := m.Payload(ctx, 3)
+	require.NoError(t, err)
+	require.Equal(t, blocks[2].ref.Hash, env.ExecutionPayload.BlockHash)
+	_, err = m.Payload(ctx, 6)
+	require.ErrorIs(t, err, ethereum.NotFound, "the healthy source does not have it and the other one failed")
+
+	calls := down.calls
+	_, err = m.Payload(ctx, 4)
+	require.NoError(t, err)
+	require.Equal(t, calls, down.calls, "a failing source is asked after the healthy ones")
+
+	health := m.Health()
+	require.Len(t, health, 2)
+	require.Positive(t, health[0].Errors)
+	require.Contains(t, health[0].LastError, "connection refused")
+	require.Equal(t, blocks[4].ref.ID(), health[1].Head)
+	require.NotNil(t, health[1].LastOK)
+
+	up.set(blocks, 5, errors.New("down too"))
+	_, err = m.Head(ctx)
+	require.Error(t, err)
+}
+
+// signedChain returns n blocks with valid header hashes, each signed by key (not a linked chain: relays do not
+// check linkage, the replicator's verifier does).
+func signedChain(t *testing.T, key byte, n int, variant byte) []*opsigner.SignedExecutionPayloadEnvelope {
+	cfg := testRollupConfig()
+	beacon := common.Hash{0xbe}
+	var out []*opsigner.SignedExecutionPayloadEnvelope
+	for _, b := range buildChain(t, cfg, uint64(n), variant, 1) {
+		p := *b.env.ExecutionPayload
+		out = append(out, signBlock(t, cfg, testKey(key), &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p, ParentBeaconBlockRoot: &beacon}))
+	}
+	return out
+}
+
+func TestRelaySource(t *testing.T) {
+	cfg := testRollupConfig()
+	signers := fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
+	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
+	good := signedChain(t, 1, 5, 0)
+	for _, s := range good[:3] {
+		upstreamStore.Add(s, "gossip", time.Now())
+	}
+	forged := signedChain(t, 2, 5, 0) // same blocks, another key
+
+	store := newEnvelopeStore(64)
+	evidence := &evidenceLog{}
+	counts := &countingMetrics{}
+	src := newRelaySource(testlog.Logger(t, log.LevelDebug), driverhook.RelayScheme+upstream.wsURL(), cfg, signers, store,
+		evidence.record, time.Second, time.Second, counts)
+	defer src.Close()
+	ctx := context.Background()
+
+	require.Eventually(t, func() bool { h, err := src.Head(ctx); return err == nil && h.Number == 3 }, 5*time.Second, 10*time.Millisecond,
+		"replayed blocks are received and verified")
+	hash, err := src.HashAt(ctx, 2)
+	require.NoError(t, err)
+	require.Equal(t, good[1].Envelope.ExecutionPayload.BlockHash, hash)
+
+	upstreamStore.Add(forged[3], "gossip", time.Now()) // the upstream relay passes on a block not signed by the sequencer
+	upstreamStore.Add(good[4], "gossip", time.Now())
+	require.Eventually(t, func() bool { h, err := src.Head(ctx); return err == nil && h.Number == 5 }, 5*time.Second, 10*time.Millisecond)
+	require.Empty(t, store.ByNumber(4), "the forged block is refused")
+	require.Positive(t, counts.badSignature.Load())
+
+	// A gap (block 4 never arrived validly) is asked for by number; the relay still only has the forged one.
+	_, err = src.Payload(ctx, 4)
+	require.ErrorIs(t, err, errBadSignature)
+	upstreamStore.Add(good[3], "gossip", time.Now()) // now it holds both at height 4; the first held is still the forged one
+	_, err = src.Payload(ctx, 4)
+	require.Error(t, err)
+
+	// Another validly signed block at a held height is equivocation evidence.
+	other := signedChain(t, 1, 5, 7)
+	_, err = src.accept(other[1])
+	require.NoError(t, err)
+	evs := evidence.all()
+	require.Len(t, evs, 1)
+	require.Equal(t, uint64(2), evs[0].Number)
+	require.NoError(t, verifySigned(cfg, signers, evs[0].First))
+	require.NoError(t, verifySigned(cfg, signers, evs[0].Second))
+	require.NotEqual(t, evs[0].First.Envelope.ExecutionPayload.BlockHash, evs[0].Second.Envelope.ExecutionPayload.BlockHash)
+}
+
+func TestRelaySourceReconnectsAfterSilence(t *testing.T) {
+	cfg := testRollupConfig()
+	signers := fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
+	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
+	good := signedChain(t, 1, 3, 0)
+	upstreamStore.Add(good[0], "gossip", time.Now())
+	counts := &countingMetrics{}
+	src := newRelaySource(testlog.Logger(t, log.LevelInfo), driverhook.RelayScheme+upstream.wsURL(), cfg, signers,
+		newEnvelopeStore(64), (&evidenceLog{}).record, time.Second, 200*time.Millisecond, counts)
+	defer src.Close()
+	require.Eventually(t, func() bool { return counts.source.Load() > 0 }, 5*time.Second, 10*time.Millisecond,
+		"a silent relay is given up on")
+	upstreamStore.Add(good[1], "gossip", time.Now())
+	require.Eventually(t, func() bool { h, err := src.Head(context.Background()); return err == nil && h.Number == 2 },
+		5*time.Second, 10*time.Millisecond, "and reconnected to")
+}
+
+func TestEquivocationHaltsWithEvidence(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.svc.store, h.svc.evidence = newEnvelopeStore(16), h.rep.evidence
+	h.rep.evidence.wake = h.rep.watch.poke
+	h.round()
+	a, b := signedChain(t, 1, 3, 0), signedChain(t, 1, 3, 5)
+	h.svc.OnSignedUnsafeL2Payload(context.Background(), a[2])
+	h.svc.OnSignedUnsafeL2Payload(context.Background(), b[2])
+	h.round()
+	h.requireHalted(ReasonEquivocation)
+	evs := (&API{s: h.svc}).EquivocationEvidence(context.Background())
+	require.Len(t, evs, 1)
+	require.Equal(t, a[2], evs[0].First)
+	require.Equal(t, b[2], evs[0].Second)
+
+	done := make(chan error, 1)
+	h.rep.handle(context.Background(), request{done: done})
+	require.NoError(t, <-done)
+	h.round()
+	h.requireRunning() // evidence halts once; it stays available
+	require.Len(t, (&API{s: h.svc}).EquivocationEvidence(context.Background()), 1)
+}
