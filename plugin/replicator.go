@@ -42,6 +42,7 @@ type Replicator struct {
 
 	requests chan request
 	evidence *evidenceLog
+	store    *envelopeStore                   // verified signed blocks (nil without relays); tells which replicated blocks came signed
 	arrivals *lru.Cache[common.Hash, arrival] // recent replicated blocks, for replicator_blockStatus
 
 	// Owned by the loop goroutine.
@@ -176,11 +177,25 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef) (eth.L2
 		return eth.L2BlockRef{}, err
 	}
 	now := r.now()
-	r.arrivals.Add(ref.Hash, arrival{source: r.source.Name(), at: now})
+	r.arrivals.Add(ref.Hash, r.provenance(ref, now))
 	r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = ref, now })
 	r.metrics.RecordReplicated(ref.Number)
 	r.log.Debug("Replicated block", "block", ref, "origin", ref.L1Origin, "txs", len(env.ExecutionPayload.Transactions))
 	return ref, nil
+}
+
+// provenance says where a block just replicated came from: the relay or gossip that delivered its signed
+// envelope, else the source that served it.
+func (r *Replicator) provenance(ref eth.L2BlockRef, now time.Time) arrival {
+	if r.store != nil {
+		if held := r.store.ByHash(ref.Hash); held != nil {
+			return arrival{source: held.Source, signed: true, at: held.Arrived}
+		}
+	}
+	if m, ok := r.source.(interface{ ServedBy() string }); ok {
+		return arrival{source: m.ServedBy(), at: now}
+	}
+	return arrival{source: r.source.Name(), at: now}
 }
 
 // checkHead compares the local unsafe head with the source's block at the same height (the spec's step 1).

@@ -38,8 +38,9 @@ type multiSource struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	mu     sync.Mutex
-	health []SourceHealth
+	mu       sync.Mutex
+	health   []SourceHealth
+	servedBy string
 }
 
 var _ Source = (*multiSource)(nil)
@@ -152,7 +153,22 @@ func (m *multiSource) HashAt(ctx context.Context, n uint64) (common.Hash, error)
 }
 
 func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	return firstOf(m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) { return s.Payload(ctx, n) })
+	return firstOf(m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) {
+		env, err := s.Payload(ctx, n)
+		if err == nil {
+			m.mu.Lock()
+			m.servedBy = s.Name()
+			m.mu.Unlock()
+		}
+		return env, err
+	})
+}
+
+// ServedBy names the source of the last block Payload returned.
+func (m *multiSource) ServedBy() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.servedBy
 }
 
 // firstOf returns the first answer, healthy sources first. If no source has the block but one answered that it

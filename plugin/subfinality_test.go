@@ -2,7 +2,9 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -64,3 +66,36 @@ func TestBlockStatus(t *testing.T) {
 	_, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(common.Hash{0x42}, false))
 	require.ErrorContains(t, err, "not found")
 }
+
+func TestBlockStatusProvenance(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	down := newFakeSource(blocks)
+	down.set(blocks, 3, errors.New("down"))
+	named := &namedSource{Source: h.source, name: "seq-rpc"}
+	h.rep.source = newMultiSource([]Source{down, named}, h.clock.Now)
+	h.rep.store = newEnvelopeStore(8)
+	arrived := h.clock.Now().Add(-time.Second)
+	h.rep.store.Add(signed(blocks[2]), "relay+ws://relay", arrived) // block 3 came signed through a relay
+	h.round()
+	require.Equal(t, uint64(3), h.engine.head().Number)
+	api := &API{s: h.svc}
+
+	st, err := api.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(2))
+	require.NoError(t, err)
+	require.Equal(t, "seq-rpc", st.Source)
+	require.False(t, st.Signed)
+
+	st, err = api.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(3))
+	require.NoError(t, err)
+	require.Equal(t, "relay+ws://relay", st.Source)
+	require.True(t, st.Signed)
+	require.Equal(t, arrived, *st.ArrivedAt)
+}
+
+type namedSource struct {
+	Source
+	name string
+}
+
+func (n *namedSource) Name() string { return n.name }
