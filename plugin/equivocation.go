@@ -18,6 +18,12 @@ type Evidence struct {
 	SecondSource string `json:"secondSource"`
 }
 
+func equivocation(ev *Evidence) *Disagreement {
+	return disagree(ReasonEquivocation, "the sequencer signed blocks %s (from %s) and %s (from %s) at height %d",
+		ev.First.Envelope.ExecutionPayload.BlockHash, ev.FirstSource, ev.Second.Envelope.ExecutionPayload.BlockHash,
+		ev.SecondSource, ev.Number)
+}
+
 // maxEvidence bounds how many equivocations are kept.
 const maxEvidence = 16
 

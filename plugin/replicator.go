@@ -78,6 +78,9 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 	}
 	var d *Disagreement
 	if errors.As(err, &d) {
+		if ev := r.evidence.takePending(); ev != nil {
+			d = equivocation(ev) // the sequencer signing two blocks explains any disagreement that follows
+		}
 		r.haltNow(ctx, d.Reason, d.Detail)
 		return r.cfg.PollInterval
 	}
@@ -114,9 +117,7 @@ func (r *Replicator) round(ctx context.Context) error {
 		r.resume("halt policy " + string(r.cfg.HaltPolicy))
 	}
 	if ev := r.evidence.takePending(); ev != nil {
-		return disagree(ReasonEquivocation, "the sequencer signed blocks %s (from %s) and %s (from %s) at height %d",
-			ev.First.Envelope.ExecutionPayload.BlockHash, ev.FirstSource, ev.Second.Envelope.ExecutionPayload.BlockHash,
-			ev.SecondSource, ev.Number)
+		return equivocation(ev)
 	}
 	if r.engine.IsEngineInitialELSyncing() {
 		return nil

@@ -156,3 +156,28 @@ func TestEquivocationHaltsWithEvidence(t *testing.T) {
 	h.requireRunning() // evidence halts once; it stays available
 	require.Len(t, (&API{s: h.svc}).EquivocationEvidence(context.Background()), 1)
 }
+
+// A disagreement found in the same round as equivocation evidence arrives (e.g. the source's block at our height
+// is the other signed one) is reported as the equivocation that explains it.
+func TestEquivocationExplainsDisagreement(t *testing.T) {
+	cfg := testRollupConfig()
+	h := newHarness(t, driverhook.HaltManual, buildChain(t, cfg, 4, 0, 0))
+	h.engine.setChain(buildChain(t, cfg, 3, 1, 2)) // the source disagrees with our head
+	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
+	store := newEnvelopeStore(8)
+	held, _, _ := store.Add(a[1], "relay-a", time.Now())
+	other, _, _ := store.Add(b[1], "relay-b", time.Now())
+	h.rep.source = &hookSource{Source: h.source, onHashAt: func() { h.rep.evidence.record(held, other) }}
+	h.round()
+	h.requireHalted(ReasonEquivocation)
+}
+
+type hookSource struct {
+	Source
+	onHashAt func()
+}
+
+func (s *hookSource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	s.onHashAt()
+	return s.Source.HashAt(ctx, n)
+}
