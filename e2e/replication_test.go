@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
@@ -71,38 +70,4 @@ func TestReplication(t *testing.T) {
 	require.Positive(t, userTxs, "the replicated blocks carried no user transactions")
 	require.Zero(t, txs.Failed(), "transactions the sequencer rejected")
 	t.Logf("sent %d transactions; replicated target blocks carried %d", txs.Sent(), userTxs)
-}
-
-// safeGrace is how long the sequencer may take to reach a safe head the replicator already has. Every node
-// derives its safe head from L1 on its own and polls L1 at its own phase (every second), so a follower can
-// be first by up to about a second. A replicator counting replicated blocks as safe would be ahead by many
-// blocks until the next batch.
-const safeGrace = 2 * devnet.L1BlockTime
-
-// requireConsistent fails the test unless the replicator's safe and latest blocks are the sequencer's blocks
-// at those heights, and the sequencer's safe head is, or within safeGrace gets, at least the replicator's.
-// It returns the replicator's latest and safe headers, or an RPC error (which ends nothing: WaitFor tries
-// again).
-func requireConsistent(ctx context.Context, t *testing.T, d *devnet.Devnet, rep *devnet.EL) (head, safe *types.Header, err error) {
-	t.Helper()
-	seq := d.Sequencer.EL
-	if safe, err = rep.Header(ctx, rpc.SafeBlockNumber); err != nil {
-		return nil, nil, err
-	}
-	if head, err = rep.Header(ctx, rpc.LatestBlockNumber); err != nil {
-		return nil, nil, err
-	}
-	for _, h := range []*types.Header{safe, head} {
-		want, err := seq.Header(ctx, rpc.BlockNumber(h.Number.Uint64()))
-		if err != nil {
-			return nil, nil, err
-		}
-		require.Equal(t, want.Hash(), h.Hash(), "replicator block %d is not the sequencer's", h.Number)
-	}
-	require.NoError(t, d.WaitFor(ctx, safeGrace, fmt.Sprintf("the sequencer's safe head to reach the replicator's (%d)", safe.Number),
-		func(ctx context.Context) (bool, error) {
-			seqSafe, err := seq.Header(ctx, rpc.SafeBlockNumber)
-			return err == nil && seqSafe.Number.Cmp(safe.Number) >= 0, err
-		}), "replicator safe head ahead of the sequencer's")
-	return head, safe, nil
 }

@@ -25,6 +25,11 @@ type EL struct {
 	HTTP, WS string
 }
 
+// DialEL returns a client of the user RPC at url (HTTP only), e.g. of a Proxy, to see what it serves.
+func DialEL(url string) (*EL, error) {
+	return newEL(url, "")
+}
+
 func newEL(httpURL, wsURL string) (*EL, error) {
 	c, err := rpc.DialOptions(context.Background(), httpURL)
 	if err != nil {

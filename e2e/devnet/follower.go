@@ -15,7 +15,10 @@ type followerConfig struct {
 	haltPolicy   string
 	haltDuration time.Duration
 	p2p          bool
+	p2pUnpeered  bool
 	noAdminRPC   bool
+	l1           string
+	metrics      bool
 	nodeArgs     []string
 }
 
@@ -44,6 +47,23 @@ func WithP2P() FollowerOption {
 	return func(c *followerConfig) { c.p2p = true }
 }
 
+// WithP2PUnpeered enables libp2p on a replicator as WithP2P does, but dials no peer: nothing is gossiped to
+// it until the test connects it, e.g. with Node.ConnectPeer(ctx, d.Sequencer).
+func WithP2PUnpeered() FollowerOption {
+	return func(c *followerConfig) { c.p2p, c.p2pUnpeered = true, true }
+}
+
+// WithL1 sets the op-node's --l1 (default: the devnet's L1 HTTP RPC), e.g. to a Proxy in front of it, so that
+// a test can take L1 away from this node alone.
+func WithL1(url string) FollowerOption {
+	return func(c *followerConfig) { c.l1 = url }
+}
+
+// WithMetrics enables op-node's metrics server on a free port; Node.MetricsURL is its address.
+func WithMetrics() FollowerOption {
+	return func(c *followerConfig) { c.metrics = true }
+}
+
 // WithoutAdminRPC leaves out --rpc.enable-admin, which followers otherwise get.
 func WithoutAdminRPC() FollowerOption {
 	return func(c *followerConfig) { c.noAdminRPC = true }
@@ -61,7 +81,7 @@ func (d *Devnet) AddFollower(ctx context.Context, name string, role Role, opts .
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	spec := nodeSpec{name: name, role: role}
+	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics}
 	switch role {
 	case RoleReplicator:
 		spec.p2p = cfg.p2p
@@ -83,7 +103,7 @@ func (d *Devnet) AddFollower(ctx context.Context, name string, role Role, opts .
 	default:
 		return nil, fmt.Errorf("follower %s: role %q is not a follower role", name, role)
 	}
-	if spec.p2p {
+	if spec.p2p && !cfg.p2pUnpeered {
 		peer, err := d.Sequencer.peerAddr(ctx)
 		if err != nil {
 			return nil, err

@@ -41,6 +41,8 @@ type Node struct {
 	// EL is the op-geth's user RPC, CL the op-node's RPC.
 	EL *EL
 	CL *CL
+	// MetricsURL is the op-node's metrics endpoint (WithMetrics), empty without metrics.
+	MetricsURL string
 
 	d       *Devnet
 	p2pPort int // 0 without P2P
@@ -96,6 +98,10 @@ type nodeSpec struct {
 	// p2p enables libp2p; staticPeer, when set, is dialled and kept connected.
 	p2p        bool
 	staticPeer string
+	// l1 is the op-node's L1 RPC; empty for the devnet's L1.
+	l1 string
+	// metrics enables the op-node's metrics server.
+	metrics bool
 	// extraArgs are appended to the op-node command line.
 	extraArgs []string
 }
@@ -103,8 +109,10 @@ type nodeSpec struct {
 // nodePorts are the ports of one L2 node.
 type nodePorts struct {
 	http, ws, auth int // op-geth: user RPC over HTTP and WS, engine API
+	gethP2P        int // op-geth devp2p: unused (no peers), but geth always listens
 	rpc            int // op-node RPC
 	p2p            int // op-node libp2p; 0 without P2P
+	metrics        int // op-node metrics; 0 without metrics
 }
 
 // newNode creates the node's directories and processes and initialises its op-geth; it does not start it.
@@ -127,6 +135,11 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 	if ports.http, ports.ws, ports.auth, err = d.ports3(); err != nil {
 		return nil, err
 	}
+	// Not --port 0: geth binds its devp2p listener first, and an ephemeral port can be one of the ports
+	// allocated above, which geth then fails to bind for its RPC ("address already in use").
+	if ports.gethP2P, err = d.ports.next(); err != nil {
+		return nil, err
+	}
 	if ports.rpc, err = d.ports.next(); err != nil {
 		return nil, err
 	}
@@ -134,6 +147,13 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 		if ports.p2p, err = d.ports.next(); err != nil {
 			return nil, err
 		}
+	}
+	metricsURL := ""
+	if spec.metrics {
+		if ports.metrics, err = d.ports.next(); err != nil {
+			return nil, err
+		}
+		metricsURL = httpURL(ports.metrics) + "/metrics"
 	}
 	el, err := newEL(httpURL(ports.http), wsURL(ports.ws))
 	if err != nil {
@@ -150,10 +170,11 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 			d.opGethArgs(spec, gethDir, jwtPath, ports), d.processExited),
 		OpNode: newProcess(spec.name+"/op-node", d.logPath(spec.name+"-op-node"), d.bin("op-node"),
 			d.opNodeArgs(spec, dir, jwtPath, ports), d.processExited),
-		EL:      el,
-		CL:      cl,
-		d:       d,
-		p2pPort: ports.p2p,
+		EL:         el,
+		CL:         cl,
+		MetricsURL: metricsURL,
+		d:          d,
+		p2pPort:    ports.p2p,
 	}, nil
 }
 
@@ -171,7 +192,7 @@ func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePo
 		"--http.api", "eth,net,web3,debug,txpool",
 		"--ws", "--ws.addr", "127.0.0.1", "--ws.port", strconv.Itoa(ports.ws), "--ws.api", "eth,net,web3,debug",
 		"--authrpc.addr", "127.0.0.1", "--authrpc.port", strconv.Itoa(ports.auth), "--authrpc.jwtsecret", jwtPath,
-		"--ipcdisable", "--nodiscover", "--maxpeers", "0", "--port", "0", "--nat", "none",
+		"--ipcdisable", "--nodiscover", "--maxpeers", "0", "--port", strconv.Itoa(ports.gethP2P), "--nat", "none",
 		"--rollup.disabletxpoolgossip",
 		"--verbosity", "3",
 	}
@@ -183,8 +204,12 @@ func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePo
 }
 
 func (d *Devnet) opNodeArgs(spec nodeSpec, dir, jwtPath string, ports nodePorts) []string {
+	l1 := spec.l1
+	if l1 == "" {
+		l1 = d.L1.EL.HTTP
+	}
 	args := []string{
-		"--l1", d.L1.EL.HTTP, "--l1.rpckind", "standard", "--l1.beacon.ignore",
+		"--l1", l1, "--l1.rpckind", "standard", "--l1.beacon.ignore",
 		"--l1.http-poll-interval", "1s", "--l1.epoch-poll-interval", L1BlockTime.String(),
 		"--l2", httpURL(ports.auth), "--l2.jwt-secret", jwtPath, "--l2.enginekind", "geth",
 		"--rollup.config", d.L2.RollupPath, "--rollup.l1-chain-config", d.L1.ChainConfigPath,
@@ -212,7 +237,25 @@ func (d *Devnet) opNodeArgs(spec nodeSpec, dir, jwtPath string, ports nodePorts)
 	} else {
 		args = append(args, "--p2p.disable")
 	}
+	if spec.metrics {
+		args = append(args, "--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(ports.metrics))
+	}
 	return append(args, spec.extraArgs...)
+}
+
+// ConnectPeer connects the node's libp2p host to peer's (opp2p_connectPeer); both need P2P.
+func (n *Node) ConnectPeer(ctx context.Context, peer *Node) error {
+	if n.p2pPort == 0 || peer.p2pPort == 0 {
+		return fmt.Errorf("connect %s to %s: both need P2P", n.Name, peer.Name)
+	}
+	addr, err := peer.peerAddr(ctx)
+	if err != nil {
+		return err
+	}
+	if err := n.CL.RPC.CallContext(ctx, nil, "opp2p_connectPeer", addr); err != nil {
+		return fmt.Errorf("opp2p_connectPeer on %s: %w", n.Name, err)
+	}
+	return nil
 }
 
 // peerAddr returns the libp2p multiaddress other op-nodes can dial this node at.
