@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -27,7 +26,7 @@ func verifySigned(cfg *rollup.Config, signers driverhook.Signers, s *opsigner.Si
 	if actual, ok := s.Envelope.CheckBlockHash(); !ok {
 		return fmt.Errorf("%w: block %s has header hash %s", errBadInput, s.ID(), actual)
 	}
-	signed, err := signedBytes(s.Envelope)
+	signed, err := driverhook.SignedBytes(s.Envelope)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errBadInput, err)
 	}
@@ -42,17 +41,4 @@ func verifySigned(cfg *rollup.Config, signers driverhook.Signers, s *opsigner.Si
 		}
 	}
 	return fmt.Errorf("%w: block %s (signer %s)", errBadSignature, s.ID(), signers.P2PSequencerAddress())
-}
-
-// signedBytes are the bytes the sequencer signs, as gossiped: the SSZ envelope from Ecotone on (it carries the
-// parent beacon block root), the SSZ payload before.
-func signedBytes(env *eth.ExecutionPayloadEnvelope) ([]byte, error) {
-	var buf bytes.Buffer
-	var err error
-	if env.ParentBeaconBlockRoot != nil {
-		_, err = env.MarshalSSZ(&buf)
-	} else {
-		_, err = env.ExecutionPayload.MarshalSSZ(&buf)
-	}
-	return buf.Bytes(), err
 }

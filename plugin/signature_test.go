@@ -12,6 +12,8 @@ import (
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+
+	"github.com/op-replicator/op-replicator/driverhook"
 )
 
 type fakeSigners struct{ current, previous common.Address }
@@ -25,11 +27,9 @@ func signBlock(t *testing.T, cfg *rollup.Config, key *ecdsa.PrivateKey, env *eth
 	if hash, ok := env.CheckBlockHash(); !ok {
 		env.ExecutionPayload.BlockHash = hash
 	}
-	raw, err := signedBytes(env)
+	signed, err := driverhook.SignEnvelope(context.Background(), opsigner.NewLocalSigner(key), cfg.L2ChainID, env)
 	require.NoError(t, err)
-	sig, err := opsigner.NewLocalSigner(key).SignBlockV1(context.Background(), eth.ChainIDFromBig(cfg.L2ChainID), opsigner.PayloadHash(raw))
-	require.NoError(t, err)
-	return &opsigner.SignedExecutionPayloadEnvelope{Envelope: env, Signature: sig}
+	return signed
 }
 
 func TestVerifySigned(t *testing.T) {

@@ -37,6 +37,8 @@ type Config struct {
 	// OnFault is called once, from any goroutine, when the devnet breaks: a process exits on its own or L1
 	// stops producing blocks. WaitFor fails as soon as a fault has happened, whether or not OnFault is set.
 	OnFault func(error)
+	// SequencerArgs are appended to the sequencer's op-node command line (e.g. to enable its relay).
+	SequencerArgs []string
 }
 
 // Devnet is a running devnet. Its exported fields are set by New and not changed afterwards.
@@ -178,7 +180,7 @@ func (d *Devnet) start(ctx, watchCtx context.Context) error {
 		name:      "sequencer",
 		role:      RoleSequencer,
 		p2p:       true,
-		extraArgs: []string{"--rpc.enable-admin"},
+		extraArgs: append([]string{"--rpc.enable-admin"}, d.cfg.SequencerArgs...),
 	}); err != nil {
 		return err
 	}
@@ -190,6 +192,10 @@ func (d *Devnet) start(ctx, watchCtx context.Context) error {
 		return n > 0, err
 	})
 }
+
+// FreePort returns a free port of 127.0.0.1 that the devnet has not handed out yet, for a service a test
+// configures itself (e.g. a relay listener).
+func (d *Devnet) FreePort() (int, error) { return d.ports.next() }
 
 // startNode creates a node, registers it for Close, and starts it.
 func (d *Devnet) startNode(ctx context.Context, spec nodeSpec) (*Node, error) {

@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-service/client"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+	"github.com/ethereum-optimism/optimism/op-service/sources"
+)
+
+// fakeRelay speaks op-replicator's relay protocol (relay_subscribe "envelopes", relay_envelopeByNumber,
+// relay_head) but serves what a test makes it: the sequencer's blocks, read from its op-geth, signed with key
+// after mutate (if set) changed them. With another key it is a forging relay; with the sequencer's key and a
+// mutation, an equivocating sequencer.
+type fakeRelay struct {
+	URL    string
+	l2     *sources.L2Client
+	chain  eth.ChainID
+	key    *ecdsa.PrivateKey
+	mutate func(*eth.ExecutionPayloadEnvelope)
+	// only, when set, picks the heights served (given the source's head); others are not served.
+	only func(n, head uint64) bool
+	// delay holds a subscription's first block back.
+	delay time.Duration
+}
+
+func startFakeRelay(t *testing.T, cfg *rollup.Config, sourceEL string, key *ecdsa.PrivateKey) *fakeRelay {
+	t.Helper()
+	rpcClient, err := client.NewRPC(t.Context(), log.Root(), sourceEL)
+	require.NoError(t, err)
+	t.Cleanup(rpcClient.Close)
+	l2, err := sources.NewL2Client(rpcClient, log.Root(), nil, sources.L2ClientSimpleConfig(cfg, true, 16, 16))
+	require.NoError(t, err)
+	f := &fakeRelay{l2: l2, chain: eth.ChainIDFromBig(cfg.L2ChainID), key: key}
+	srv := rpc.NewServer()
+	require.NoError(t, srv.RegisterName("relay", &fakeRelayAPI{f: f}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	httpSrv := &http.Server{Handler: srv.WebsocketHandler([]string{"*"}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = httpSrv.Serve(l) }()
+	t.Cleanup(func() {
+		_ = httpSrv.Close()
+		srv.Stop()
+	})
+	f.URL = "relay+ws://" + l.Addr().String()
+	return f
+}
+
+// signed returns block n as this relay serves it.
+func (f *fakeRelay) signed(ctx context.Context, n uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+	env, err := f.l2.PayloadByNumber(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	if f.mutate != nil {
+		f.mutate(env)
+		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
+	}
+	var buf bytes.Buffer
+	if _, err := env.MarshalSSZ(&buf); err != nil {
+		return nil, err
+	}
+	sig, err := opsigner.NewLocalSigner(f.key).SignBlockV1(ctx, f.chain, opsigner.PayloadHash(buf.Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	return &opsigner.SignedExecutionPayloadEnvelope{Envelope: env, Signature: sig}, nil
+}
+
+type fakeRelayAPI struct{ f *fakeRelay }
+
+func (a *fakeRelayAPI) Head(ctx context.Context) (hexutil.Uint64, error) {
+	info, err := a.f.l2.InfoByLabel(ctx, eth.Unsafe)
+	if err != nil {
+		return 0, err
+	}
+	return hexutil.Uint64(info.NumberU64()), nil
+}
+
+func (a *fakeRelayAPI) EnvelopeByNumber(ctx context.Context, n hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+	head, err := a.Head(ctx)
+	if err != nil || (a.f.only != nil && !a.f.only(uint64(n), uint64(head))) {
+		return nil, err
+	}
+	return a.f.signed(ctx, uint64(n))
+}
+
+// Envelopes streams the served heights from `from` on (from the source's head if 0), polling the source.
+func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Subscription, error) {
+	notifier, ok := rpc.NotifierFromContext(ctx)
+	if !ok {
+		return nil, rpc.ErrNotificationsUnsupported
+	}
+	sub := notifier.CreateSubscription()
+	go func() {
+		select {
+		case <-time.After(a.f.delay):
+		case <-sub.Err():
+			return
+		}
+		next := uint64(from)
+		ticker := time.NewTicker(200 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-sub.Err():
+				return
+			case <-ticker.C:
+			}
+			head, err := a.Head(context.Background())
+			if err != nil {
+				continue
+			}
+			if next == 0 || next+64 < uint64(head) {
+				next = uint64(head)
+			}
+			for ; next <= uint64(head); next++ {
+				if a.f.only != nil && !a.f.only(next, uint64(head)) {
+					continue
+				}
+				env, err := a.f.signed(context.Background(), next)
+				if err != nil {
+					break
+				}
+				if notifier.Notify(sub.ID, env) != nil {
+					return
+				}
+			}
+		}
+	}()
+	return sub, nil
+}

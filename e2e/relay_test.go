@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+
+	"github.com/op-replicator/op-replicator/e2e/devnet"
+)
+
+// relayNode is a follower's relay listener.
+type relayNode struct {
+	node *devnet.Node
+	port int
+}
+
+func (r relayNode) source() string { return "relay+ws://127.0.0.1:" + strconv.Itoa(r.port) }
+
+// relayArgs enables a node's relay on port, with room for subscribers unless limits say otherwise.
+func relayArgs(port int, limits ...string) []string {
+	return append([]string{"--replicator.relay.enabled", "--replicator.relay.port", strconv.Itoa(port)}, limits...)
+}
+
+// freePort picks a free port of 127.0.0.1 before a devnet exists (for the sequencer's relay).
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func devnetPort(t *testing.T, d *devnet.Devnet) int {
+	t.Helper()
+	p, err := d.FreePort()
+	require.NoError(t, err)
+	return p
+}
+
+// blockStatus calls replicator_blockStatus.
+type blockStatusResult struct {
+	Hash              common.Hash `json:"hash"`
+	Number            uint64      `json:"number"`
+	Label             string      `json:"label"`
+	L1Origin          eth.BlockID `json:"l1Origin"`
+	L1OriginCanonical bool        `json:"l1OriginCanonical"`
+	L1OriginDepth     uint64      `json:"l1OriginDepth"`
+	L1OriginSafe      bool        `json:"l1OriginSafe"`
+	L1OriginFinalized bool        `json:"l1OriginFinalized"`
+	Replicated        bool        `json:"replicated"`
+	Signed            bool        `json:"signed"`
+	Source            string      `json:"source"`
+}
+
+func blockStatus(t *testing.T, n *devnet.Node, id any) blockStatusResult {
+	t.Helper()
+	var st blockStatusResult
+	require.NoError(t, n.CL.RPC.CallContext(t.Context(), &st, "replicator_blockStatus", id))
+	return st
+}
+
+// TestRelays proves the distributable head of the chain on one devnet: the sequencer serves its signed blocks,
+// a replicator R follows only that relay and relays on, and downstream replicators that have neither P2P nor the
+// sequencer's RPC follow R — through forged blocks from a bad relay, R's death (failing over to a P2P sentry's
+// relay), and with every unsafe block tied to its L1 origin. Then an equivocating relay halts a replicator with
+// portable evidence, and a relay refuses subscribers beyond its limit.
+func TestRelays(t *testing.T) {
+	seqRelay := freePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
+	startTxLoad(t, d, d.Sequencer.EL)
+	seq := d.Sequencer.EL
+	seqSigner := crypto.PubkeyToAddress(d.Keys.SequencerP2P.PublicKey)
+
+	r := relayNode{port: devnetPort(t, d)}
+	r.node = addFollower(t, d, "relay-r", devnet.RoleReplicator, devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)),
+		devnet.WithNodeArgs(relayArgs(r.port, "--replicator.relay.max-subscribers", "3", "--replicator.relay.max-subscribers-per-ip", "3")...))
+	sentry := relayNode{port: devnetPort(t, d)}
+	sentry.node = addFollower(t, d, "sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(relayArgs(sentry.port)...))
+
+	forger := startFakeRelay(t, d.L2.Rollup, seq.HTTP, mustKey(t))
+	metricsPort := devnetPort(t, d)
+	d1 := addFollower(t, d, "downstream-1", devnet.RoleReplicator, devnet.WithSource(forger.URL+","+r.source()),
+		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
+	d2 := addFollower(t, d, "downstream-2", devnet.RoleReplicator, devnet.WithSource(r.source()+","+sentry.source()))
+
+	t.Run("relay chain", func(t *testing.T) {
+		waitReachesHead(t, d, r.node, seq)
+		for _, n := range []*devnet.Node{d1, d2} {
+			target := waitReachesHead(t, d, n, seq)
+			st := blockStatus(t, n, hexutil.Uint64(target.Number))
+			require.True(t, st.Signed, "%s got block %d without the sequencer's signature", n.Name, target.Number)
+			require.True(t, st.Replicated)
+			require.Contains(t, st.Source, "relay+ws://")
+		}
+	})
+
+	t.Run("forged blocks are refused", func(t *testing.T) {
+		st := status(t, d1)
+		require.Equal(t, stateRunning, st.State, "a forging relay must not halt anything")
+		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "bad-signature errors counted", func(ctx context.Context) (bool, error) {
+			v, err := metricValue(ctx, url, `op_node_default_replicator_errors_total{kind="bad-signature"}`)
+			return err == nil && v > 0, err
+		}))
+		// Nothing the forger signed is in d1's chain: d1's blocks are the sequencer's.
+		head := waitReachesHead(t, d, d1, seq)
+		requireSameBlocks(t, d1.EL, seq, head.Number-min(head.Number-1, 10), head.Number)
+	})
+
+	t.Run("sub-finality against L1", func(t *testing.T) {
+		st := blockStatus(t, d1, "latest")
+		require.Equal(t, "unsafe", st.Label)
+		origin := header(t, d.L1.EL, rpc.BlockNumber(st.L1Origin.Number))
+		require.Equal(t, origin.Hash(), st.L1Origin.Hash, "the L1 origin is L1's block")
+		require.True(t, st.L1OriginCanonical)
+		l1Head := header(t, d.L1.EL, rpc.LatestBlockNumber).Number.Uint64()
+		require.InDelta(t, l1Head-st.L1Origin.Number+1, st.L1OriginDepth, 2, "depth in confirmations")
+
+		safe := blockStatus(t, d1, "safe")
+		require.Equal(t, "safe", safe.Label)
+		require.True(t, safe.L1OriginCanonical)
+		require.GreaterOrEqual(t, safe.L1OriginDepth, st.L1OriginDepth)
+		require.False(t, safe.Replicated && !safe.Signed, "a replicated safe block came signed")
+	})
+
+	t.Run("relay limits", func(t *testing.T) {
+		// R serves d1 and d2; its limit is 3 (all on 127.0.0.1).
+		c, err := rpc.Dial("ws://127.0.0.1:" + strconv.Itoa(r.port))
+		require.NoError(t, err)
+		defer c.Close()
+		ch := make(chan json.RawMessage, 1024)
+		sub, err := c.Subscribe(t.Context(), "relay", ch, "envelopes", hexutil.Uint64(0))
+		require.NoError(t, err)
+		defer sub.Unsubscribe()
+		_, err = c.Subscribe(t.Context(), "relay", make(chan json.RawMessage, 1), "envelopes", hexutil.Uint64(0))
+		require.ErrorContains(t, err, "relay: too many subscribers")
+	})
+
+	t.Run("failover when a relay dies", func(t *testing.T) {
+		before := waitReachesHead(t, d, d2, seq)
+		require.NoError(t, r.node.Kill())
+		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "the sequencer to move on", func(ctx context.Context) (bool, error) {
+			n, err := seq.BlockNumber(ctx)
+			return n >= before.Number+5, err
+		}))
+		after := waitReachesHead(t, d, d2, seq)
+		require.Greater(t, after.Number, before.Number)
+		requireSameBlocks(t, d2.EL, seq, before.Number, after.Number) // no block lost
+		require.Equal(t, stateRunning, status(t, d2).State)
+	})
+
+	t.Run("equivocation", func(t *testing.T) {
+		// A relay holding the sequencer's key serves, a few blocks behind the head, other blocks than the
+		// sequencer's: validly signed conflicting blocks.
+		equivocator := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
+		equivocator.mutate = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.PrevRandao = eth.Bytes32{0xee} }
+		equivocator.only = func(n, head uint64) bool { return n+3 == head }
+		equivocator.delay = 5 * time.Second // the sequencer's own blocks reach the node first
+		d3 := addFollower(t, d, "downstream-3", devnet.RoleReplicator, devnet.WithSource(sentry.source()+","+equivocator.URL),
+			devnet.WithHaltPolicy("manual"))
+		waitHalted(t, d, d3, "equivocation")
+
+		var evidence []struct {
+			Number uint64                                   `json:"number"`
+			First  *opsigner.SignedExecutionPayloadEnvelope `json:"first"`
+			Second *opsigner.SignedExecutionPayloadEnvelope `json:"second"`
+		}
+		require.NoError(t, d3.CL.RPC.CallContext(t.Context(), &evidence, "replicator_equivocationEvidence"))
+		require.NotEmpty(t, evidence)
+		ev := evidence[0]
+		require.Equal(t, ev.Number, uint64(ev.First.Envelope.ExecutionPayload.BlockNumber))
+		require.Equal(t, ev.Number, uint64(ev.Second.Envelope.ExecutionPayload.BlockNumber))
+		require.NotEqual(t, ev.First.Envelope.ExecutionPayload.BlockHash, ev.Second.Envelope.ExecutionPayload.BlockHash)
+		auth := &opsigner.OPStackP2PBlockAuthV1{Allowed: seqSigner, Chain: eth.ChainIDFromBig(d.L2.Rollup.L2ChainID)}
+		for _, s := range []*opsigner.SignedExecutionPayloadEnvelope{ev.First, ev.Second} {
+			_, ok := s.Envelope.CheckBlockHash()
+			require.True(t, ok)
+			require.NoError(t, s.VerifySignature(auth), "each envelope of the evidence verifies on its own")
+		}
+	})
+}
+
+func mustKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := crypto.GenerateKey()
+	require.NoError(t, err)
+	return k
+}
