@@ -56,10 +56,12 @@ type L2Chain interface {
 }
 
 // Signers is op-node's runtime config: the unsafe-block signer from the SystemConfig on L1, and the previous one
-// while its grace period after a rotation lasts (zero otherwise).
+// while its grace period after a rotation lasts (zero otherwise). ConfirmCurrentSigner ends the grace period
+// once a block signed by the current signer is verified, as op-node's gossip does.
 type Signers interface {
 	P2PSequencerAddress() common.Address
 	PreviousP2PSequencerAddress() common.Address
+	ConfirmCurrentSigner()
 }
 
 // UnsafePayloadReceiver is where op-node hands unsafe payloads that arrive by P2P gossip.

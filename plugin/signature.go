@@ -18,7 +18,7 @@ var errBadSignature = errors.New("not signed by the unsafe-block signer")
 
 // verifySigned checks a sequencer-signed block as op-node's gossip does: its block hash must be its header's,
 // and its signature must recover to the unsafe-block signer op-node itself uses (from the SystemConfig on L1),
-// or to the previous signer during the grace period after a rotation.
+// or to the previous signer during the grace period after a rotation (which a block of the current signer ends).
 func verifySigned(cfg *rollup.Config, signers driverhook.Signers, s *opsigner.SignedExecutionPayloadEnvelope) error {
 	if s == nil || s.Envelope == nil || s.Envelope.ExecutionPayload == nil {
 		return fmt.Errorf("%w: empty envelope", errBadInput)
@@ -32,11 +32,14 @@ func verifySigned(cfg *rollup.Config, signers driverhook.Signers, s *opsigner.Si
 	}
 	block := opsigner.SignedP2PBlock{Raw: signed, Signature: s.Signature}
 	chain := eth.ChainIDFromBig(cfg.L2ChainID)
-	for _, signer := range []common.Address{signers.P2PSequencerAddress(), signers.PreviousP2PSequencerAddress()} {
+	for i, signer := range []common.Address{signers.P2PSequencerAddress(), signers.PreviousP2PSequencerAddress()} {
 		if signer == (common.Address{}) {
 			continue
 		}
 		if block.VerifySignature(&opsigner.OPStackP2PBlockAuthV1{Allowed: signer, Chain: chain}) == nil {
+			if i == 0 {
+				signers.ConfirmCurrentSigner() // the new signer is in use: the previous one's grace period ends
+			}
 			return nil
 		}
 	}

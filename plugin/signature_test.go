@@ -16,10 +16,13 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 )
 
+// fakeSigners is op-node's runtime config: a current and a previous signer; confirming the current one ends
+// the previous one's grace period.
 type fakeSigners struct{ current, previous common.Address }
 
-func (f fakeSigners) P2PSequencerAddress() common.Address         { return f.current }
-func (f fakeSigners) PreviousP2PSequencerAddress() common.Address { return f.previous }
+func (f *fakeSigners) P2PSequencerAddress() common.Address         { return f.current }
+func (f *fakeSigners) PreviousP2PSequencerAddress() common.Address { return f.previous }
+func (f *fakeSigners) ConfirmCurrentSigner()                       { f.previous = common.Address{} }
 
 // signBlock signs an envelope as the sequencer's op-node does for gossip; the block hash is made to match the header.
 func signBlock(t *testing.T, cfg *rollup.Config, key *ecdsa.PrivateKey, env *eth.ExecutionPayloadEnvelope) *opsigner.SignedExecutionPayloadEnvelope {
@@ -43,7 +46,7 @@ func TestVerifySigned(t *testing.T) {
 		return &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p, ParentBeaconBlockRoot: &beacon}
 	}
 
-	signers := fakeSigners{current: addr(seq)}
+	signers := &fakeSigners{current: addr(seq)}
 	require.NoError(t, verifySigned(cfg, signers, signBlock(t, cfg, seq, env())))
 
 	require.ErrorIs(t, verifySigned(cfg, signers, signBlock(t, cfg, other, env())), errBadSignature, "another key")
@@ -58,11 +61,14 @@ func TestVerifySigned(t *testing.T) {
 	s.Envelope.ExecutionPayload.BlockHash = hash // altered and re-hashed: the signature no longer matches
 	require.ErrorIs(t, verifySigned(cfg, signers, s), errBadSignature)
 
-	rotated := fakeSigners{current: addr(seq), previous: addr(old)}
+	rotated := &fakeSigners{current: addr(seq), previous: addr(old)}
 	require.NoError(t, verifySigned(cfg, rotated, signBlock(t, cfg, old, env())), "previous signer within the grace period")
-	require.ErrorIs(t, verifySigned(cfg, signers, signBlock(t, cfg, old, env())), errBadSignature, "previous signer after it")
+	require.Equal(t, addr(old), rotated.previous, "a block of the previous signer does not end the grace period")
+	require.NoError(t, verifySigned(cfg, rotated, signBlock(t, cfg, seq, env())))
+	require.Zero(t, rotated.previous, "a block of the new signer ends the grace period")
+	require.ErrorIs(t, verifySigned(cfg, rotated, signBlock(t, cfg, old, env())), errBadSignature, "previous signer after it")
 
-	require.ErrorIs(t, verifySigned(cfg, fakeSigners{}, signBlock(t, cfg, seq, env())), errBadSignature, "no signer known")
+	require.ErrorIs(t, verifySigned(cfg, &fakeSigners{}, signBlock(t, cfg, seq, env())), errBadSignature, "no signer known")
 }
 
 func testKey(i byte) *ecdsa.PrivateKey {

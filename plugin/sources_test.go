@@ -69,7 +69,7 @@ func signedChain(t *testing.T, key byte, n int, variant byte) []*opsigner.Signed
 
 func TestRelaySource(t *testing.T) {
 	cfg := testRollupConfig()
-	signers := fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
+	signers := &fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
 	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
 	good := signedChain(t, 1, 5, 0)
 	for _, s := range good[:3] {
@@ -118,7 +118,7 @@ func TestRelaySource(t *testing.T) {
 
 func TestRelaySourceReconnectsAfterSilence(t *testing.T) {
 	cfg := testRollupConfig()
-	signers := fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
+	signers := &fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
 	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
 	good := signedChain(t, 1, 3, 0)
 	upstreamStore.Add(good[0], "gossip", time.Now())
