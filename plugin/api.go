@@ -58,6 +58,9 @@ func (a *API) Status(_ context.Context) (*Status, error) {
 	}
 	if m, ok := r.source.(*multiSource); ok {
 		st.Sources = m.Health()
+		for i := range st.Sources {
+			st.Sources[i].Lag = lag(st.Sources[i].Head.Number, sync.UnsafeL2.Number)
+		}
 	}
 	if !h.ResumeAt.IsZero() {
 		st.ResumeAt = &h.ResumeAt

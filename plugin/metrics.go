@@ -38,6 +38,8 @@ type Metrics interface {
 	RecordRelayRefused(reason string)
 	RecordRelayDropped()
 	RecordRelayOversized()
+	RecordSourceHead(source string, number uint64)
+	RecordSourceError(source string)
 }
 
 type metrics struct {
@@ -55,6 +57,9 @@ type metrics struct {
 	relayRefused     *prometheus.CounterVec
 	relayDropped     prometheus.Counter
 	relayOversized   prometheus.Counter
+
+	sourceHead   *prometheus.GaugeVec
+	sourceErrors *prometheus.CounterVec
 }
 
 var _ Metrics = (*metrics)(nil)
@@ -129,6 +134,16 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 			Name: "relay_oversized_total",
 			Help: "Signed blocks not relayed because they exceed the message size limit.",
 		}),
+		sourceHead: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "source_head",
+			Help: "Each source's head block number, as last seen.",
+		}, []string{"source"}),
+		sourceErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "source_errors_total",
+			Help: "Failed requests to each source.",
+		}, []string{"source"}),
 	}
 	for _, r := range Reasons {
 		m.halts.WithLabelValues(string(r))
@@ -179,6 +194,12 @@ func (m *metrics) RecordRelayDropped() { m.relayDropped.Inc() }
 
 func (m *metrics) RecordRelayOversized() { m.relayOversized.Inc() }
 
+func (m *metrics) RecordSourceHead(source string, number uint64) {
+	m.sourceHead.WithLabelValues(source).Set(float64(number))
+}
+
+func (m *metrics) RecordSourceError(source string) { m.sourceErrors.WithLabelValues(source).Inc() }
+
 // NoopMetrics records nothing.
 type NoopMetrics struct{}
 
@@ -195,4 +216,6 @@ func (NoopMetrics) RecordUnsafeOriginDepth(uint64)            {}
 func (NoopMetrics) RecordRelaySubscribers(int)                {}
 func (NoopMetrics) RecordRelayRefused(string)                 {}
 func (NoopMetrics) RecordRelayDropped()                       {}
+func (NoopMetrics) RecordSourceHead(string, uint64)           {}
+func (NoopMetrics) RecordSourceError(string)                  {}
 func (NoopMetrics) RecordRelayOversized()                     {}

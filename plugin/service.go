@@ -97,7 +97,7 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 			}
 			srcs = append(srcs, src)
 		}
-		s.rep = newReplicator(cfg, deps, newMultiSource(srcs, time.Now), m)
+		s.rep = newReplicator(cfg, deps, newMultiSource(srcs, m, time.Now), m)
 		s.rep.evidence, s.rep.store = s.evidence, s.store
 		s.evidence.wake = s.rep.watch.poke
 	}

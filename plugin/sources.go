@@ -17,11 +17,13 @@ import (
 
 // SourceHealth is one source's standing, in replicator_status.
 type SourceHealth struct {
-	Name      string      `json:"name"`
-	Head      eth.BlockID `json:"head"`
-	LastOK    *time.Time  `json:"lastOk,omitempty"`
-	Errors    uint64      `json:"errors"`
-	LastError string      `json:"lastError,omitempty"`
+	Name   string      `json:"name"`
+	Head   eth.BlockID `json:"head"`
+	LastOK *time.Time  `json:"lastOk,omitempty"`
+	// Lag is the number of blocks our unsafe head is behind this source's head.
+	Lag       uint64 `json:"lag"`
+	Errors    uint64 `json:"errors"`
+	LastError string `json:"lastError,omitempty"`
 	failedAt  time.Time
 }
 
@@ -33,6 +35,7 @@ func (h *SourceHealth) healthy() bool { return h.LastOK != nil && !h.failedAt.Af
 // are deduplicated in the envelope store (the first valid copy wins).
 type multiSource struct {
 	sources []Source
+	metrics Metrics
 	now     func() time.Time
 	heads   chan struct{}
 	cancel  context.CancelFunc
@@ -45,16 +48,16 @@ type multiSource struct {
 
 var _ Source = (*multiSource)(nil)
 
-func newMultiSource(sources []Source, now func() time.Time) *multiSource {
+func newMultiSource(sources []Source, m Metrics, now func() time.Time) *multiSource {
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &multiSource{sources: sources, now: now, heads: make(chan struct{}, 1), cancel: cancel,
+	ms := &multiSource{sources: sources, metrics: m, now: now, heads: make(chan struct{}, 1), cancel: cancel,
 		health: make([]SourceHealth, len(sources))}
 	for i, s := range sources {
-		m.health[i].Name = s.Name()
-		m.wg.Add(1)
-		go m.forwardHeads(ctx, s)
+		ms.health[i].Name = s.Name()
+		ms.wg.Add(1)
+		go ms.forwardHeads(ctx, s)
 	}
-	return m
+	return ms
 }
 
 func (m *multiSource) forwardHeads(ctx context.Context, s Source) {
@@ -97,11 +100,13 @@ func (m *multiSource) record(i int, head *eth.BlockID, err error) {
 	if err != nil && !errors.Is(err, ethereum.NotFound) {
 		h.Errors++
 		h.LastError, h.failedAt = err.Error(), now
+		m.metrics.RecordSourceError(h.Name)
 		return
 	}
 	h.LastOK = &now
 	if head != nil {
 		h.Head = *head
+		m.metrics.RecordSourceHead(h.Name, head.Number)
 	}
 }
 

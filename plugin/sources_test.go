@@ -24,7 +24,7 @@ func TestMultiSourceFailover(t *testing.T) {
 	down, up := newFakeSource(blocks), newFakeSource(blocks)
 	down.set(blocks, 6, errors.New("connection refused"))
 	up.set(blocks, 5, nil)
-	m := newMultiSource([]Source{down, up}, time.Now)
+	m := newMultiSource([]Source{down, up}, NoopMetrics{}, time.Now)
 	defer m.Close()
 	ctx := context.Background()
 

@@ -73,13 +73,21 @@ func TestBlockStatusProvenance(t *testing.T) {
 	down := newFakeSource(blocks)
 	down.set(blocks, 3, errors.New("down"))
 	named := &namedSource{Source: h.source, name: "seq-rpc"}
-	h.rep.source = newMultiSource([]Source{down, named}, h.clock.Now)
+	h.rep.source = newMultiSource([]Source{down, named}, NoopMetrics{}, h.clock.Now)
 	h.rep.store = newEnvelopeStore(8)
 	arrived := h.clock.Now().Add(-time.Second)
 	h.rep.store.Add(signed(blocks[2]), "relay+ws://relay", arrived) // block 3 came signed through a relay
 	h.round()
 	require.Equal(t, uint64(3), h.engine.head().Number)
 	api := &API{s: h.svc}
+
+	status, err := api.Status(context.Background())
+	require.NoError(t, err)
+	require.Len(t, status.Sources, 2, "per-source health")
+	require.Equal(t, "seq-rpc", status.Sources[1].Name)
+	require.Equal(t, uint64(3), status.Sources[1].Head.Number)
+	require.Zero(t, status.Sources[1].Lag)
+	require.Positive(t, status.Sources[0].Errors)
 
 	st, err := api.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(2))
 	require.NoError(t, err)
