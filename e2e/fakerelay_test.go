@@ -32,10 +32,12 @@ type fakeRelay struct {
 	chain  eth.ChainID
 	key    *ecdsa.PrivateKey
 	mutate func(*eth.ExecutionPayloadEnvelope)
-	// only, when set, picks the heights served (given the source's head); others are not served.
-	only func(n, head uint64) bool
+	// behind, when set, makes the relay serve only the block that many below the source's head, once per head.
+	behind uint64
 	// delay holds a subscription's first block back.
 	delay time.Duration
+	// alter, when set, changes a block after it was signed (its hash recomputed): the signature no longer fits.
+	alter func(*eth.ExecutionPayloadEnvelope)
 }
 
 func startFakeRelay(t *testing.T, cfg *rollup.Config, sourceEL string, key *ecdsa.PrivateKey) *fakeRelay {
@@ -78,6 +80,10 @@ func (f *fakeRelay) signed(ctx context.Context, n uint64) (*opsigner.SignedExecu
 	if err != nil {
 		return nil, err
 	}
+	if f.alter != nil {
+		f.alter(env)
+		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
+	}
 	return &opsigner.SignedExecutionPayloadEnvelope{Envelope: env, Signature: sig}, nil
 }
 
@@ -93,7 +99,7 @@ func (a *fakeRelayAPI) Head(ctx context.Context) (hexutil.Uint64, error) {
 
 func (a *fakeRelayAPI) EnvelopeByNumber(ctx context.Context, n hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
 	head, err := a.Head(ctx)
-	if err != nil || (a.f.only != nil && !a.f.only(uint64(n), uint64(head))) {
+	if err != nil || (a.f.behind > 0 && uint64(n)+a.f.behind != uint64(head)) {
 		return nil, err
 	}
 	return a.f.signed(ctx, uint64(n))
@@ -125,13 +131,13 @@ func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc
 			if err != nil {
 				continue
 			}
-			if next == 0 || next+64 < uint64(head) {
+			if a.f.behind > 0 {
+				next = max(next, uint64(head)-min(uint64(head), a.f.behind))
+				head = hexutil.Uint64(next)
+			} else if next == 0 || next+64 < uint64(head) {
 				next = uint64(head)
 			}
 			for ; next <= uint64(head); next++ {
-				if a.f.only != nil && !a.f.only(next, uint64(head)) {
-					continue
-				}
 				env, err := a.f.signed(context.Background(), next)
 				if err != nil {
 					break

@@ -1,19 +1,27 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/big"
 	"net"
+	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rpc"
 
@@ -82,19 +90,27 @@ func blockStatus(t *testing.T, n *devnet.Node, id any) blockStatusResult {
 func TestRelays(t *testing.T) {
 	seqRelay := freePort(t)
 	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
-	startTxLoad(t, d, d.Sequencer.EL)
+	accounts := d.Keys.L2Accounts
+	txs, err := devnet.StartTxGen(t.Context(), d.Sequencer.EL, accounts[:len(accounts)-1], txRate)
+	require.NoError(t, err)
+	t.Cleanup(txs.Stop)
 	seq := d.Sequencer.EL
 	seqSigner := crypto.PubkeyToAddress(d.Keys.SequencerP2P.PublicKey)
 
 	r := relayNode{port: devnetPort(t, d)}
+	rMetrics := devnetPort(t, d)
 	r.node = addFollower(t, d, "relay-r", devnet.RoleReplicator, devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)),
-		devnet.WithNodeArgs(relayArgs(r.port, "--replicator.relay.max-subscribers", "3", "--replicator.relay.max-subscribers-per-ip", "3")...))
+		devnet.WithNodeArgs(append(relayArgs(r.port, "--replicator.relay.max-subscribers", "3", "--replicator.relay.max-subscribers-per-ip", "3",
+			"--replicator.relay.send-queue", "4"),
+			"--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(rMetrics))...))
 	sentry := relayNode{port: devnetPort(t, d)}
 	sentry.node = addFollower(t, d, "sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(relayArgs(sentry.port)...))
 
 	forger := startFakeRelay(t, d.L2.Rollup, seq.HTTP, mustKey(t))
+	alterer := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
+	alterer.alter = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.GasLimit-- }
 	metricsPort := devnetPort(t, d)
-	d1 := addFollower(t, d, "downstream-1", devnet.RoleReplicator, devnet.WithSource(forger.URL+","+r.source()),
+	d1 := addFollower(t, d, "downstream-1", devnet.RoleReplicator, devnet.WithSource(forger.URL+","+alterer.URL+","+r.source()),
 		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
 	d2 := addFollower(t, d, "downstream-2", devnet.RoleReplicator, devnet.WithSource(r.source()+","+sentry.source()))
 
@@ -109,7 +125,7 @@ func TestRelays(t *testing.T) {
 		}
 	})
 
-	t.Run("forged blocks are refused", func(t *testing.T) {
+	t.Run("forged and altered blocks are refused", func(t *testing.T) {
 		st := status(t, d1)
 		require.Equal(t, stateRunning, st.State, "a forging relay must not halt anything")
 		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
@@ -151,6 +167,30 @@ func TestRelays(t *testing.T) {
 		require.ErrorContains(t, err, "relay: too many subscribers")
 	})
 
+	t.Run("a subscriber that stops reading is dropped", func(t *testing.T) {
+		subscribers := func(ctx context.Context) (float64, error) {
+			return metricValue(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", rMetrics), "op_node_default_replicator_relay_subscribers")
+		}
+		before, err := subscribers(t.Context())
+		require.NoError(t, err)
+		conn := stuckSubscriber(t, r.port)
+		defer conn.Close()
+		// Big blocks (zero calldata: cheap to batch, large to relay) fill the socket buffers quickly.
+		stopFat := sendFatTransactions(t, seq, accounts[len(accounts)-1])
+		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "the stuck subscriber to be served", func(ctx context.Context) (bool, error) {
+			n, err := subscribers(ctx)
+			return n == before+1, err
+		}))
+		// It never reads: once its socket buffers and its send queue are full, the relay drops it and frees
+		// the slot, while the connection is still open.
+		require.NoError(t, d.WaitFor(t.Context(), time.Minute, "the stuck subscriber to be dropped", func(ctx context.Context) (bool, error) {
+			n, err := subscribers(ctx)
+			return n == before, err
+		}))
+		stopFat()
+		waitReachesHead(t, d, d1, seq) // the others are still served
+	})
+
 	t.Run("failover when a relay dies", func(t *testing.T) {
 		before := waitReachesHead(t, d, d2, seq)
 		require.NoError(t, r.node.Kill())
@@ -169,7 +209,7 @@ func TestRelays(t *testing.T) {
 		// sequencer's: validly signed conflicting blocks.
 		equivocator := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
 		equivocator.mutate = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.PrevRandao = eth.Bytes32{0xee} }
-		equivocator.only = func(n, head uint64) bool { return n+3 == head }
+		equivocator.behind = 3
 		equivocator.delay = 5 * time.Second // the sequencer's own blocks reach the node first
 		d3 := addFollower(t, d, "downstream-3", devnet.RoleReplicator, devnet.WithSource(sentry.source()+","+equivocator.URL),
 			devnet.WithHaltPolicy("manual"))
@@ -200,4 +240,108 @@ func mustKey(t *testing.T) *ecdsa.PrivateKey {
 	k, err := crypto.GenerateKey()
 	require.NoError(t, err)
 	return k
+}
+
+// TestSignerRotation rotates the unsafe-block signer on L1 while a replicator follows the sequencer's relay, and
+// a second relay keeps serving blocks signed with the old key. Replication goes on across the change: the old
+// key is accepted during op-node's grace period, the sequencer (restarted with the new key) signs with the new
+// one, and once a block of the new signer has been verified the grace period ends and the old key is refused.
+func TestSignerRotation(t *testing.T) {
+	seqRelay := freePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
+	startTxLoad(t, d, d.Sequencer.EL)
+	seq := d.Sequencer.EL
+	oldKeyRelay := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
+	metricsPort := devnetPort(t, d)
+	rep := addFollower(t, d, "replicator", devnet.RoleReplicator,
+		devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)+","+oldKeyRelay.URL),
+		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
+	badSignatures := func() float64 {
+		v, err := metricValue(t.Context(), fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
+			`op_node_default_replicator_errors_total{kind="bad-signature"}`)
+		require.NoError(t, err)
+		return v
+	}
+	waitReachesHead(t, d, rep, seq)
+	require.Zero(t, badSignatures(), "before the rotation both relays serve the signer's blocks")
+
+	newKey := mustKey(t)
+	require.NoError(t, d.RotateSigner(t.Context(), crypto.PubkeyToAddress(newKey.PublicKey)))
+	waitLogged(t, d, rep, "p2p signer rotated, grace period started")
+	waitReachesHead(t, d, rep, seq) // still the old key, within the grace period
+	require.Zero(t, badSignatures(), "the old key is accepted during the grace period")
+
+	require.NoError(t, d.Sequencer.OpNode.Stop())
+	require.NoError(t, d.Sequencer.OpNode.SetArg("--p2p.sequencer.key", hex.EncodeToString(crypto.FromECDSA(newKey))))
+	require.NoError(t, d.Sequencer.Start(t.Context()))
+	waitLogged(t, d, rep, "new signer confirmed in use, ending grace period")
+	waitReachesHead(t, d, rep, seq) // replication continues with the new key
+	require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "the old key to be refused", func(context.Context) (bool, error) {
+		return badSignatures() > 0, nil
+	}))
+	waitReachesHead(t, d, rep, seq)
+	require.Equal(t, stateRunning, status(t, rep).State, "refused blocks never halt")
+}
+
+// waitLogged waits until n's op-node log has a line containing text.
+func waitLogged(t *testing.T, d *devnet.Devnet, n *devnet.Node, text string) {
+	t.Helper()
+	require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, fmt.Sprintf("%q in %s's log", text, n.Name), func(context.Context) (bool, error) {
+		b, err := os.ReadFile(n.OpNode.LogPath)
+		return err == nil && bytes.Contains(b, []byte(text)), err
+	}))
+}
+
+// stuckSubscriber subscribes to a relay from block 0 over a websocket whose receive buffer is tiny, and never
+// reads from it: a subscriber that stopped reading.
+func stuckSubscriber(t *testing.T, port int) *websocket.Conn {
+	t.Helper()
+	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var sockErr error
+		err := c.Control(func(fd uintptr) {
+			sockErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048)
+		})
+		return errors.Join(err, sockErr)
+	}}).DialContext}
+	conn, _, err := dialer.DialContext(t.Context(), "ws://127.0.0.1:"+strconv.Itoa(port), nil)
+	require.NoError(t, err)
+	req := `{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`
+	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(req)))
+	return conn
+}
+
+// sendFatTransactions sends transactions with 100 KB of zero calldata from key until stopped.
+func sendFatTransactions(t *testing.T, el *devnet.EL, key *ecdsa.PrivateKey) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	chainID, err := el.ChainID(ctx)
+	require.NoError(t, err)
+	signer := types.LatestSignerForChainID(chainID)
+	from := crypto.PubkeyToAddress(key.PublicKey)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(100 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			nonce, err := el.PendingNonceAt(ctx, from)
+			if err != nil {
+				continue
+			}
+			tx, err := types.SignNewTx(key, signer, &types.DynamicFeeTx{ChainID: chainID, Nonce: nonce, To: &from,
+				Gas: 3_000_000, GasFeeCap: big.NewInt(10e9), GasTipCap: big.NewInt(1e9), Data: make([]byte, 100_000)})
+			if err == nil {
+				_ = el.SendTransaction(ctx, tx)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

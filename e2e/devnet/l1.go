@@ -13,6 +13,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/core/vm"
 
 	"github.com/ethereum-optimism/optimism/op-node/node/runcfg"
 )
@@ -28,8 +29,8 @@ const (
 )
 
 var (
-	// systemConfigAddr stands in for the SystemConfig proxy. There is no contract, only the storage op-node
-	// reads: the unsafe-block signer.
+	// systemConfigAddr stands in for the SystemConfig proxy: the storage op-node reads (the unsafe-block signer)
+	// and signerSetterCode, so that a test can rotate the signer (RotateSigner).
 	systemConfigAddr = common.HexToAddress("0x5C00000000000000000000000000000000000001")
 	// portalAddr stands in for the OptimismPortal; without code there, there are no deposits.
 	portalAddr = common.HexToAddress("0x0D00000000000000000000000000000000000001")
@@ -60,6 +61,7 @@ func l1Genesis(keys Keys) *core.Genesis {
 	}
 	g.Alloc[systemConfigAddr] = types.Account{
 		Nonce:   1,
+		Code:    signerSetterCode(),
 		Balance: new(big.Int),
 		Storage: map[common.Hash]common.Hash{
 			runcfg.UnsafeBlockSignerAddressSystemConfigStorageSlot: common.BytesToHash(address(keys.SequencerP2P).Bytes()),
@@ -159,3 +161,47 @@ func writeJSON(path string, v any) error {
 func httpURL(port int) string { return "http://127.0.0.1:" + strconv.Itoa(port) }
 
 func wsURL(port int) string { return "ws://127.0.0.1:" + strconv.Itoa(port) }
+
+// signerSetterCode is the stand-in SystemConfig's code: any call stores its first calldata word in the
+// unsafe-block-signer slot (SSTORE(slot, CALLDATALOAD(0))). Only for devnets: there is no access control.
+func signerSetterCode() []byte {
+	slot := runcfg.UnsafeBlockSignerAddressSystemConfigStorageSlot
+	code := []byte{byte(vm.PUSH1), 0, byte(vm.CALLDATALOAD), byte(vm.PUSH32)}
+	code = append(code, slot[:]...)
+	return append(code, byte(vm.SSTORE), byte(vm.STOP))
+}
+
+// RotateSigner makes signer the unsafe-block signer on L1, as a SystemConfig owner would, and returns once the
+// transaction is in an L1 block. op-nodes pick it up at their next runtime-config reload.
+func (d *Devnet) RotateSigner(ctx context.Context, signer common.Address) error {
+	key := d.Keys.L2Accounts[0] // funded on L1 too, and otherwise unused there
+	chainID, err := d.L1.EL.ChainID(ctx)
+	if err != nil {
+		return err
+	}
+	nonce, err := d.L1.EL.PendingNonceAt(ctx, address(key))
+	if err != nil {
+		return err
+	}
+	tx, err := types.SignNewTx(key, types.LatestSignerForChainID(chainID), &types.DynamicFeeTx{
+		ChainID: chainID, Nonce: nonce, To: &systemConfigAddr, Gas: 100_000,
+		GasFeeCap: big.NewInt(100e9), GasTipCap: big.NewInt(1e9),
+		Data: common.LeftPadBytes(signer.Bytes(), 32),
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.L1.EL.SendTransaction(ctx, tx); err != nil {
+		return fmt.Errorf("rotate signer: %w", err)
+	}
+	return d.WaitFor(ctx, 30*time.Second, "the signer rotation on L1", func(ctx context.Context) (bool, error) {
+		r, err := d.L1.EL.TransactionReceipt(ctx, tx.Hash())
+		if err != nil {
+			return false, nil // not mined yet
+		}
+		if r.Status != types.ReceiptStatusSuccessful {
+			return false, fmt.Errorf("rotate signer: transaction %s failed", tx.Hash())
+		}
+		return true, nil
+	})
+}

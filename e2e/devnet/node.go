@@ -211,6 +211,8 @@ func (d *Devnet) opNodeArgs(spec nodeSpec, dir, jwtPath string, ports nodePorts)
 	args := []string{
 		"--l1", l1, "--l1.rpckind", "standard", "--l1.beacon.ignore",
 		"--l1.http-poll-interval", "1s", "--l1.epoch-poll-interval", L1BlockTime.String(),
+		// The signer in the SystemConfig is reloaded every 10 minutes by default; tests rotate it.
+		"--l1.runtime-config-reload-interval", L1BlockTime.String(),
 		"--l2", httpURL(ports.auth), "--l2.jwt-secret", jwtPath, "--l2.enginekind", "geth",
 		"--rollup.config", d.L2.RollupPath, "--rollup.l1-chain-config", d.L1.ChainConfigPath,
 		"--verifier.l1-confs", "0",

@@ -34,6 +34,19 @@ type Process struct {
 	stopping bool          // the current run is being stopped on purpose
 }
 
+// SetArg sets the value that follows flag on the command line, for the next start.
+func (p *Process) SetArg(flag, value string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; i+1 < len(p.args); i++ {
+		if p.args[i] == flag {
+			p.args[i+1] = value
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no %s on the command line", p.Name, flag)
+}
+
 // newProcess prepares a process; onExit is called when it exits without being asked to.
 func newProcess(name, logPath, bin string, args []string, onExit func(p *Process, err error)) *Process {
 	return &Process{Name: name, LogPath: logPath, bin: bin, args: args, onExit: onExit}
