@@ -179,3 +179,18 @@ func TestRelayOnlyService(t *testing.T) {
 	defer sub.Unsubscribe()
 	require.Equal(t, blocks[0].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
 }
+
+// A replicator with P2P but no relay still holds the signed blocks gossip delivers, so that two validly signed
+// blocks at one height halt it.
+func TestGossipEquivocationWithoutRelay(t *testing.T) {
+	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, PollInterval: time.Second,
+		RequestTimeout: time.Second, ReadTimeout: time.Second, HaltPolicy: driverhook.HaltManual}
+	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
+	require.NotNil(t, svc.store)
+	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
+	svc.OnSignedUnsafeL2Payload(context.Background(), a[1])
+	svc.OnSignedUnsafeL2Payload(context.Background(), b[1])
+	require.Len(t, svc.rep.evidence.all(), 1)
+}

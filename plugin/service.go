@@ -16,7 +16,6 @@ package plugin
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -46,7 +45,7 @@ func init() {
 type Service struct {
 	log   log.Logger
 	rep   *Replicator    // nil unless --replicator.enabled
-	store *envelopeStore // verified signed blocks, from gossip and relay sources; nil if neither relays nor follows one
+	store *envelopeStore // verified signed blocks, from gossip and relay sources
 	relay *relayServer
 	// evidence holds equivocations seen by gossip or relay sources.
 	evidence *evidenceLog
@@ -66,7 +65,9 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 		return nil, err
 	}
 	s := &Service{log: deps.Log, evidence: &evidenceLog{}}
-	if cfg.Relay.Enabled || slices.ContainsFunc(cfg.Sources, driverhook.IsRelaySource) {
+	// Signed blocks are held whenever something delivers them (gossip, relay sources), so that equivocation
+	// is caught from any source, and for the relay to serve.
+	if cfg.Enabled || cfg.Relay.Enabled {
 		window := cfg.Relay.Window
 		if window <= 0 {
 			window = driverhook.DefaultRelayWindow
