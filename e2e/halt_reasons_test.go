@@ -52,6 +52,18 @@ func TestTamperedBlockHalts(t *testing.T) {
 	require.Contains(t, st.HaltDetail, tampered.Hex()[2:], "the halt is not about the tampered block")
 	requireNoBlock(t, rep.EL, tampered, "the tampered block")
 
+	// The L1-only verifier started later: let it catch up with the replicator's derivation once, so that it is a
+	// reference for what derivation alone can know.
+	require.NoError(t, d.WaitFor(ctx, replicationTimeout, "the verifier to catch up with the halted replicator",
+		func(ctx context.Context) (bool, error) {
+			mine, err := rep.EL.BlockNumber(ctx)
+			if err != nil {
+				return false, err
+			}
+			ref, err := verifier.EL.BlockNumber(ctx)
+			return err == nil && ref >= mine, err
+		}))
+
 	// Halted, the replicator takes nothing from gossip either.
 	require.NoError(t, rep.ConnectPeer(ctx, d.Sequencer))
 	startSafe := header(t, rep.EL, rpc.SafeBlockNumber).Number.Uint64()
