@@ -221,7 +221,8 @@ func (r *Replicator) checkHead(ctx context.Context, head eth.L2BlockRef) error {
 func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, status *eth.SyncStatus) error {
 	seen := r.watch.drain()
 	last := r.lastReplicated()
-	if last != (eth.L2BlockRef{}) {
+	// At the steady state the head is the last block we inserted: it is in the chain, no need to look it up.
+	if last != (eth.L2BlockRef{}) && last.ID() != head.ID() {
 		local, err := r.l2.L2BlockRefByNumber(ctx, last.Number)
 		if err != nil && !errors.Is(err, ethereum.NotFound) {
 			return fmt.Errorf("%w: local block %d: %v", errEngine, last.Number, err)
