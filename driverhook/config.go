@@ -37,6 +37,8 @@ var (
 	ReadTimeoutFlagName    = flagName("read-timeout")
 	HaltPolicyFlagName     = flagName("halt.policy")
 	HaltDurationFlagName   = flagName("halt.duration")
+	L2RPCFlagName          = flagName("l2.rpc")
+	StatePathFlagName      = flagName("state.path")
 
 	RelayEnabledFlagName             = flagName("relay.enabled")
 	RelayAddrFlagName                = flagName("relay.addr")
@@ -120,6 +122,22 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 			Usage:    "With --replicator.halt.policy=timed: how long a halt lasts.",
 			Value:    DefaultHaltDuration,
 			EnvVars:  envVars(envPrefix, "HALT_DURATION"),
+			Category: category,
+		},
+		&cli.StringFlag{
+			Name: L2RPCFlagName,
+			Usage: "This node's own op-geth (the engine behind --l2), its user RPC as an http(s)://, ws(s):// URL or IPC " +
+				"path, with the debug namespace enabled. A halt rewinds op-geth's chain to the safe head with debug_setHead: " +
+				"a forkchoice update alone leaves op-geth serving the rejected blocks as latest. Required with " +
+				"--replicator.enabled; checked at start-up. Keep it on loopback or IPC: debug_setHead rewrites the chain.",
+			EnvVars:  envVars(envPrefix, "L2_RPC"),
+			Category: category,
+		},
+		&cli.StringFlag{
+			Name: StatePathFlagName,
+			Usage: "File that keeps the halt state (state, reason, detail, since, resumeAt), the equivocation evidence and " +
+				"the last replicated block across restarts, written atomically. Without it a restart forgets a halt.",
+			EnvVars:  envVars(envPrefix, "STATE_PATH"),
 			Category: category,
 		},
 		&cli.BoolFlag{
@@ -231,7 +249,11 @@ type CLIConfig struct {
 	RequestTimeout time.Duration
 	HaltPolicy     HaltPolicy
 	HaltDuration   time.Duration
-	Relay          RelayConfig
+	// L2RPC is this node's op-geth user RPC with the debug namespace, for rewinding its chain at a halt.
+	L2RPC string
+	// StatePath is the state file ("" keeps the state in memory only).
+	StatePath string
+	Relay     RelayConfig
 
 	// haltDurationSet records an explicit --replicator.halt.duration, which only makes sense with the timed policy.
 	haltDurationSet bool
@@ -248,6 +270,8 @@ func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 		HaltPolicy:      HaltPolicy(ctx.String(HaltPolicyFlagName)),
 		HaltDuration:    ctx.Duration(HaltDurationFlagName),
 		haltDurationSet: ctx.IsSet(HaltDurationFlagName),
+		L2RPC:           ctx.String(L2RPCFlagName),
+		StatePath:       ctx.String(StatePathFlagName),
 		Relay: RelayConfig{
 			Enabled:             ctx.Bool(RelayEnabledFlagName),
 			Addr:                ctx.String(RelayAddrFlagName),
@@ -277,6 +301,10 @@ func (c *CLIConfig) Check() error {
 		if err := checkSource(src); err != nil {
 			return err
 		}
+	}
+	if c.L2RPC == "" {
+		return fmt.Errorf("--%s is required with --%s: a halt rewinds this node's op-geth with debug_setHead over it",
+			L2RPCFlagName, EnabledFlagName)
 	}
 	if c.ReadTimeout <= 0 {
 		return fmt.Errorf("--%s must be positive, got %s", ReadTimeoutFlagName, c.ReadTimeout)

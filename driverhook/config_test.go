@@ -57,9 +57,12 @@ func TestCheck(t *testing.T) {
 		{"relay per-ip above total", []string{"--replicator.relay.enabled", "--replicator.relay.max-subscribers=2",
 			"--replicator.relay.max-subscribers-per-ip=3"}, "is above"},
 		{"relay limits ignored when off", []string{"--replicator.relay.send-queue=0"}, ""},
+		{"no l2 rpc", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.l2.rpc="}, "--replicator.l2.rpc is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := readFlags(t, tc.args...)
+			// Every enabled case has this node's op-geth RPC unless it says otherwise (a later flag wins).
+			args := append([]string{"--replicator.l2.rpc=http://127.0.0.1:8545"}, tc.args...)
+			cfg := readFlags(t, args...)
 			err := cfg.Check()
 			if tc.err == "" {
 				require.NoError(t, err)
@@ -75,11 +78,15 @@ func TestEnvVars(t *testing.T) {
 	t.Setenv("OP_NODE_REPLICATOR_SOURCE", "ws://seq:8546")
 	t.Setenv("OP_NODE_REPLICATOR_HALT_POLICY", "manual")
 	t.Setenv("OP_NODE_REPLICATOR_POLL_INTERVAL", "250ms")
+	t.Setenv("OP_NODE_REPLICATOR_L2_RPC", "/data/op-geth/geth.ipc")
+	t.Setenv("OP_NODE_REPLICATOR_STATE_PATH", "/data/op-node/replicator.json")
 	cfg := readFlags(t)
 	require.True(t, cfg.Enabled)
 	require.Equal(t, []string{"ws://seq:8546"}, cfg.Sources)
 	require.Equal(t, HaltManual, cfg.HaltPolicy)
 	require.Equal(t, 250*time.Millisecond, cfg.PollInterval)
+	require.Equal(t, "/data/op-geth/geth.ipc", cfg.L2RPC)
+	require.Equal(t, "/data/op-node/replicator.json", cfg.StatePath)
 	require.NoError(t, cfg.Check())
 }
 

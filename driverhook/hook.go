@@ -30,9 +30,14 @@ type Engine interface {
 	// ProcessPayload inserts a payload at the tip as unsafe: it refuses a payload whose parent is not the
 	// unsafe head (engine.ErrStaleBuild) and requires the engine to report it VALID (engine.ErrPayloadInvalid).
 	ProcessPayload(ctx context.Context, envelope *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, buildStarted time.Time) error
-	// RewindUnsafeToSafe drops every queued unsafe payload and resets the unsafe head to the safe head;
-	// it returns the new unsafe head.
-	RewindUnsafeToSafe(ctx context.Context) eth.L2BlockRef
+	// HoldUnsafeInput stops (true) or restarts taking unsafe payloads from outside derivation (gossip,
+	// admin_postUnsafePayload, payloads already queued): while held, only derivation moves the unsafe head.
+	HoldUnsafeInput(hold bool)
+	// RewindUnsafeToSafe holds unsafe input, drops every queued unsafe payload, calls rewindEngine under the
+	// controller lock to rewind the execution engine's own chain to the safe head (a forkchoice update to an
+	// ancestor does not move op-geth's head), and resets op-node's unsafe head to the safe head. It returns the new
+	// unsafe head, and rewindEngine's error after resetting op-node's heads all the same.
+	RewindUnsafeToSafe(ctx context.Context, rewindEngine func(ctx context.Context, safe eth.L2BlockRef) error) (eth.L2BlockRef, error)
 	// IsEngineInitialELSyncing reports whether the engine is still in its initial execution-layer sync.
 	IsEngineInitialELSyncing() bool
 }

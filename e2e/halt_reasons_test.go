@@ -19,7 +19,8 @@ const gossipDroppedMetric = "op_node_default_replicator_gossip_dropped_total"
 // TestTamperedBlockHalts gives a replicator a source that serves blocks with a wrong state root (and
 // self-consistent hashes) from a height on. The replicator must execute the first such block, find it
 // INVALID and halt with invalid-payload, logging the halt at error level, without the tampered block ever
-// reaching its engine's chain. While it stays halted (manual policy), it must be a plain L1 verifier: its safe
+// reaching its engine's chain. Within a second of the halt, its op-geth's latest block is one derivation produced
+// (sampled every 100 ms across the halt). While it stays halted (manual policy), it must be a plain L1 verifier: its safe
 // head advances by derivation, and its latest block is never ahead of an L1-only verifier's, although it
 // is then connected to the sequencer by P2P and receives (and drops) the sequencer's gossip.
 //
@@ -38,6 +39,7 @@ func TestTamperedBlockHalts(t *testing.T) {
 
 	waitReplicating(t, d, rep, seq, 10)
 	from := header(t, seq, rpc.LatestBlockNumber).Number.Uint64() + 3
+	stopSampling := sampleHeads(t, rep) // op-geth's latest, every 100 ms across the halt
 	proxy.TamperFrom(from)
 	t.Logf("the source tampers with blocks from %d on", from)
 
@@ -76,6 +78,8 @@ func TestTamperedBlockHalts(t *testing.T) {
 		requireNotAhead(t, d, "the halted replicator's latest block", latest.Number.Uint64(), verifier.EL, rpc.LatestBlockNumber)
 	})
 	requireNoBlock(t, rep.EL, tampered, "the tampered block")
+	// Users of its op-geth never saw the replicated blocks above the safe head after the halt.
+	requireHaltHeldInOpGeth(t, stopSampling(), st.Since, 20*time.Second, seq)
 	endSafe := header(t, rep.EL, rpc.SafeBlockNumber).Number.Uint64()
 	require.Greater(t, endSafe, startSafe+4, "derivation did not go on while halted")
 	dropped, err := metricValue(ctx, rep.MetricsURL, gossipDroppedMetric)

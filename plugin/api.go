@@ -85,9 +85,13 @@ func (a *API) EquivocationEvidence(_ context.Context) []*Evidence {
 // AdminAPI holds the methods that change state; op-node serves them only with --rpc.enable-admin.
 type AdminAPI struct{ s *Service }
 
-// Halt rewinds the unsafe head to the safe head and halts, with reason "operator" and the given detail.
-func (a *AdminAPI) Halt(ctx context.Context, detail string) error {
-	return a.s.request(ctx, request{halt: true, detail: detail})
+// Halt rewinds the unsafe head to the safe head and halts, with reason "operator" and the detail given, if any.
+func (a *AdminAPI) Halt(ctx context.Context, detail *string) error {
+	req := request{halt: true}
+	if detail != nil {
+		req.detail = *detail
+	}
+	return a.s.request(ctx, req)
 }
 
 // Resume ends a halt, whatever the halt policy.

@@ -1,9 +1,11 @@
 package plugin
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -14,9 +16,41 @@ func signed(b chainBlock) *opsigner.SignedExecutionPayloadEnvelope {
 	return &opsigner.SignedExecutionPayloadEnvelope{Envelope: b.env, Signature: eth.Bytes65{1}}
 }
 
+// envelopeAt is a signed block at height n, variant v (another variant is another block at that height): all the
+// store looks at is the number and the hash.
+func envelopeAt(n uint64, v byte) *opsigner.SignedExecutionPayloadEnvelope {
+	hash := common.Hash{0x44, v}
+	hash[24], hash[25], hash[26], hash[27] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	return &opsigner.SignedExecutionPayloadEnvelope{Signature: eth.Bytes65{1},
+		Envelope: &eth.ExecutionPayloadEnvelope{ExecutionPayload: &eth.ExecutionPayload{BlockNumber: eth.Uint64Quantity(n), BlockHash: hash}}}
+}
+
+func hashOf(s *opsigner.SignedExecutionPayloadEnvelope) common.Hash {
+	return s.Envelope.ExecutionPayload.BlockHash
+}
+
 type collectingListener struct{ got []*heldEnvelope }
 
 func (c *collectingListener) offer(h *heldEnvelope) { c.got = append(c.got, h) }
+
+// safeStatus is a SyncStatus with only a safe head (number 0 with a zero hash: unknown).
+type safeStatus struct{ safe atomic.Uint64 }
+
+func (s *safeStatus) SyncStatus() *eth.SyncStatus {
+	n := s.safe.Load()
+	if n == 0 {
+		return &eth.SyncStatus{}
+	}
+	return &eth.SyncStatus{SafeL2: eth.L2BlockRef{Number: n, Hash: common.Hash{0x5a, byte(n)}}}
+}
+
+// replayMetrics counts dropped replays.
+type replayMetrics struct {
+	countingMetrics
+	replays atomic.Int64
+}
+
+func (m *replayMetrics) RecordReplayDropped() { m.replays.Add(1) }
 
 func TestEnvelopeStore(t *testing.T) {
 	cfg := testRollupConfig()
@@ -26,11 +60,13 @@ func TestEnvelopeStore(t *testing.T) {
 	s := newEnvelopeStore(4)
 
 	for _, b := range blocks[:3] {
-		_, added, conflicts := s.Add(signed(b), "gossip", now)
+		_, added, conflicts, err := s.Add(signed(b), "gossip", now)
+		require.NoError(t, err)
 		require.True(t, added)
 		require.Empty(t, conflicts)
 	}
-	held, added, _ := s.Add(signed(blocks[1]), "relay", now.Add(time.Second))
+	held, added, _, err := s.Add(signed(blocks[1]), "relay", now.Add(time.Second))
+	require.NoError(t, err)
 	require.False(t, added, "the same block twice is held once")
 	require.Equal(t, "gossip", held.Source, "the first copy wins")
 
@@ -40,9 +76,11 @@ func TestEnvelopeStore(t *testing.T) {
 	require.Equal(t, uint64(2), replay[0].number())
 	require.Equal(t, uint64(3), replay[1].number())
 
-	_, added, _ = s.Add(signed(blocks[3]), "gossip", now)
+	_, added, _, err = s.Add(signed(blocks[3]), "gossip", now)
+	require.NoError(t, err)
 	require.True(t, added)
-	_, added, conflicts := s.Add(signed(other[3]), "relay", now)
+	_, added, conflicts, err := s.Add(signed(other[3]), "relay", now)
+	require.NoError(t, err)
 	require.True(t, added, "another block at a held height is held too: equivocation evidence")
 	require.Len(t, conflicts, 1)
 	require.Equal(t, blocks[3].ref.Hash, conflicts[0].hash())
@@ -50,13 +88,222 @@ func TestEnvelopeStore(t *testing.T) {
 	require.Len(t, l.got, 2, "the listener is offered every new envelope")
 
 	s.Unsubscribe(l)
-	_, _, _ = s.Add(signed(blocks[4]), "gossip", now)
-	_, _, _ = s.Add(signed(blocks[5]), "gossip", now)
+	_, _, _, _ = s.Add(signed(blocks[4]), "gossip", now)
+	_, _, _, _ = s.Add(signed(blocks[5]), "gossip", now)
 	require.Len(t, l.got, 2)
 
 	require.Equal(t, 4, s.Len(), "the window is bounded by heights")
-	require.Empty(t, s.ByNumber(1), "the oldest heights are evicted")
+	require.Empty(t, s.ByNumber(1), "the lowest heights are evicted")
 	require.Nil(t, s.ByHash(blocks[0].ref.Hash), "evicted from the hash index too")
 	require.NotNil(t, s.ByHash(blocks[5].ref.Hash))
 	require.Equal(t, uint64(6), s.Head())
+}
+
+// The window holds the highest heights: replaying old blocks, in any order and however many, never evicts a
+// recent one (here an equivocating pair), and blocks below a full window are refused.
+func TestEnvelopeStoreWindowEvictsLowest(t *testing.T) {
+	const window, recentFrom, recentTo, pairAt = 1024, 3001, 3100, 3100
+	old := make([]uint64, 0, 2000)
+	for n := uint64(1001); n <= 3000; n++ {
+		old = append(old, n)
+	}
+	descending := make([]uint64, len(old))
+	for i, n := range old {
+		descending[len(old)-1-i] = n
+	}
+	shuffled := make([]uint64, len(old))
+	for i := range old {
+		shuffled[i] = old[(i*7919)%len(old)] // 7919 is prime to 2000: a permutation
+	}
+	for _, tc := range []struct {
+		name   string
+		replay []uint64
+	}{
+		{"ascending", old},
+		{"descending", descending},
+		{"shuffled", shuffled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newEnvelopeStore(window)
+			for n := uint64(recentFrom); n <= recentTo; n++ {
+				_, _, _, err := s.Add(envelopeAt(n, 0), "gossip", time.Now())
+				require.NoError(t, err)
+			}
+			_, _, conflicts, err := s.Add(envelopeAt(pairAt, 1), "relay", time.Now())
+			require.NoError(t, err)
+			require.Len(t, conflicts, 1)
+
+			for _, n := range tc.replay {
+				held, _, _, err := s.Add(envelopeAt(n, 9), "relay", time.Now())
+				if err != nil {
+					require.ErrorIs(t, err, errBelowWindow)
+					require.Nil(t, held)
+					require.Nil(t, s.ByHash(hashOf(envelopeAt(n, 9))), "a refused block is not held")
+				}
+			}
+			require.Equal(t, window, s.Len())
+			require.Equal(t, uint64(recentTo), s.Head())
+			for n := uint64(recentFrom); n <= recentTo; n++ {
+				require.NotNil(t, s.Latest(n), "recent height %d evicted", n)
+			}
+			require.Len(t, s.ByNumber(pairAt), 2, "the recent pair is still held")
+			require.NotNil(t, s.ByHash(hashOf(envelopeAt(pairAt, 0))))
+			require.NotNil(t, s.ByHash(hashOf(envelopeAt(pairAt, 1))))
+			// Whatever was kept of the replay is the highest old heights.
+			lowest := uint64(recentTo - window + 1)
+			require.NotNil(t, s.Latest(lowest))
+			require.Nil(t, s.Latest(lowest-1))
+			_, _, _, err = s.Add(envelopeAt(lowest-1, 3), "relay", time.Now())
+			require.ErrorIs(t, err, errBelowWindow, "below a full window")
+		})
+	}
+}
+
+func TestEnvelopeStoreBelowWindow(t *testing.T) {
+	s := newEnvelopeStore(4)
+	for n := uint64(10); n <= 13; n++ {
+		_, _, _, err := s.Add(envelopeAt(n, 0), "gossip", time.Now())
+		require.NoError(t, err)
+	}
+	for _, tc := range []struct {
+		name    string
+		n       uint64
+		v       byte
+		err     error
+		evicted uint64 // 0: nothing
+		lowest  uint64
+	}{
+		{name: "below a full window is refused", n: 5, err: errBelowWindow, lowest: 10},
+		{name: "another block at the lowest height held is held", n: 10, v: 1, lowest: 10},
+		{name: "a new highest height evicts the lowest", n: 14, evicted: 10, lowest: 11},
+		{name: "an evicted height is below the window now", n: 10, v: 2, err: errBelowWindow, lowest: 11},
+		{name: "a gap inside the window evicts the lowest", n: 20, evicted: 11, lowest: 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			held, added, _, err := s.Add(envelopeAt(tc.n, tc.v), "relay", time.Now())
+			if tc.err != nil {
+				require.ErrorIs(t, err, tc.err)
+				require.Nil(t, held)
+				require.False(t, added)
+			} else {
+				require.NoError(t, err)
+				require.True(t, added)
+			}
+			if tc.evicted != 0 {
+				require.Empty(t, s.ByNumber(tc.evicted))
+			}
+			require.Equal(t, 4, s.Len())
+			replay := s.Subscribe(0, &collectingListener{})
+			require.Equal(t, tc.lowest, replay[0].number())
+		})
+	}
+}
+
+// A height holds at most maxEnvelopesPerHeight distinct blocks, as op-node's gossip accepts.
+func TestEnvelopeStorePerHeightCap(t *testing.T) {
+	s := newEnvelopeStore(8)
+	for v := range byte(maxEnvelopesPerHeight) {
+		_, added, conflicts, err := s.Add(envelopeAt(7, v), "relay", time.Now())
+		require.NoError(t, err)
+		require.True(t, added)
+		require.Len(t, conflicts, int(v), "every block held at the height is a conflict")
+	}
+	held, added, conflicts, err := s.Add(envelopeAt(7, maxEnvelopesPerHeight), "relay", time.Now())
+	require.ErrorIs(t, err, errHeightFull)
+	require.Nil(t, held)
+	require.False(t, added)
+	require.Empty(t, conflicts, "a refused block is not evidence")
+	require.Nil(t, s.ByHash(hashOf(envelopeAt(7, maxEnvelopesPerHeight))))
+	require.Len(t, s.ByNumber(7), maxEnvelopesPerHeight)
+
+	held, added, _, err = s.Add(envelopeAt(7, 0), "gossip", time.Now())
+	require.NoError(t, err, "a block held already is no new block")
+	require.False(t, added)
+	require.Equal(t, hashOf(envelopeAt(7, 0)), held.hash())
+	_, _, _, err = s.Add(envelopeAt(8, 0), "gossip", time.Now())
+	require.NoError(t, err, "other heights are not affected")
+}
+
+// The latest arrived block at a height is the sequencer's current one (after an unsafe reorg): what is followed
+// and relayed. ByNumber keeps all of them, first arrived first.
+func TestEnvelopeStoreLatest(t *testing.T) {
+	s := newEnvelopeStore(8)
+	require.Nil(t, s.Latest(3))
+	for _, v := range []byte{0, 1, 2} {
+		_, _, _, err := s.Add(envelopeAt(3, v), "relay", time.Now())
+		require.NoError(t, err)
+	}
+	_, _, _, err := s.Add(envelopeAt(4, 0), "relay", time.Now())
+	require.NoError(t, err)
+	_, added, _, err := s.Add(envelopeAt(3, 0), "relay", time.Now()) // the orphan again
+	require.NoError(t, err)
+	require.False(t, added)
+
+	require.Equal(t, hashOf(envelopeAt(3, 2)), s.Latest(3).hash(), "a block arriving again does not become the latest")
+	all := s.ByNumber(3)
+	require.Len(t, all, 3)
+	for i, h := range all {
+		require.Equal(t, hashOf(envelopeAt(3, byte(i))), h.hash())
+	}
+	replay := s.Subscribe(3, &collectingListener{})
+	require.Len(t, replay, 2, "one block a height")
+	require.Equal(t, hashOf(envelopeAt(3, 2)), replay[0].hash())
+	require.Equal(t, uint64(4), replay[1].number())
+}
+
+// Signed blocks at or below the safe head are replays of settled history: dropped, counted, never evidence. Above
+// the safe head, two signed blocks at one height still are.
+func TestEnvelopeStoreDropsSettled(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		safe      uint64 // 0: unknown
+		height    uint64
+		dropped   bool
+		conflicts int
+	}{
+		{name: "below the safe head", safe: 10, height: 4, dropped: true},
+		{name: "at the safe head", safe: 10, height: 10, dropped: true},
+		{name: "above the safe head", safe: 10, height: 11, conflicts: 1},
+		{name: "safe head unknown", safe: 0, height: 1, conflicts: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, m := &safeStatus{}, &replayMetrics{}
+			status.safe.Store(tc.safe)
+			s := newEnvelopeStore(16).dropSettled(nil, status, m)
+			var conflicts []*heldEnvelope
+			for _, v := range []byte{0, 1} {
+				held, _, c, err := s.Add(envelopeAt(tc.height, v), "relay", time.Now())
+				if tc.dropped {
+					require.ErrorIs(t, err, errReplay)
+					require.Nil(t, held)
+				} else {
+					require.NoError(t, err)
+				}
+				conflicts = append(conflicts, c...)
+			}
+			require.Len(t, conflicts, tc.conflicts)
+			if tc.dropped {
+				require.Equal(t, int64(2), m.replays.Load())
+				require.Empty(t, s.ByNumber(tc.height))
+				require.Zero(t, s.Len())
+			} else {
+				require.Zero(t, m.replays.Load())
+				require.Len(t, s.ByNumber(tc.height), 2)
+			}
+		})
+	}
+
+	t.Run("a height becoming safe", func(t *testing.T) {
+		status, m := &safeStatus{}, &replayMetrics{}
+		status.safe.Store(5)
+		s := newEnvelopeStore(16).dropSettled(nil, status, m)
+		_, _, _, err := s.Add(envelopeAt(6, 0), "gossip", time.Now())
+		require.NoError(t, err)
+		status.safe.Store(6)
+		_, _, conflicts, err := s.Add(envelopeAt(6, 1), "relay", time.Now())
+		require.ErrorIs(t, err, errReplay, "a conflicting block arriving once its height is settled is a replay")
+		require.Empty(t, conflicts)
+		require.Equal(t, int64(1), m.replays.Load())
+		require.NotNil(t, s.Latest(6), "what was held stays held (and relayed)")
+	})
 }

@@ -111,6 +111,23 @@ type fakeSource struct {
 	err    error
 	calls  int
 	heads  chan struct{}
+	// slow makes every request wait until its context ends, as a source answering just under the timeout would.
+	slow bool
+	// onPayload, if set, is called as block n is served.
+	onPayload func(n uint64)
+}
+
+// wait is what a slow source does before answering.
+func (s *fakeSource) wait(ctx context.Context) error {
+	s.mu.Lock()
+	slow := s.slow
+	s.calls++
+	s.mu.Unlock()
+	if !slow {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 func newFakeSource(blocks []chainBlock) *fakeSource {
@@ -125,10 +142,12 @@ func (s *fakeSource) set(blocks []chainBlock, head uint64, err error) {
 
 func (s *fakeSource) Name() string { return "fake" }
 
-func (s *fakeSource) Head(context.Context) (eth.BlockID, error) {
+func (s *fakeSource) Head(ctx context.Context) (eth.BlockID, error) {
+	if err := s.wait(ctx); err != nil {
+		return eth.BlockID{}, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls++
 	if s.err != nil {
 		return eth.BlockID{}, s.err
 	}
@@ -138,10 +157,12 @@ func (s *fakeSource) Head(context.Context) (eth.BlockID, error) {
 	return s.blocks[s.head-1].ref.ID(), nil
 }
 
-func (s *fakeSource) HashAt(_ context.Context, n uint64) (common.Hash, error) {
+func (s *fakeSource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	if err := s.wait(ctx); err != nil {
+		return common.Hash{}, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls++
 	if s.err != nil {
 		return common.Hash{}, s.err
 	}
@@ -154,15 +175,20 @@ func (s *fakeSource) HashAt(_ context.Context, n uint64) (common.Hash, error) {
 	return s.blocks[n-1].ref.Hash, nil
 }
 
-func (s *fakeSource) Payload(_ context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+func (s *fakeSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls++
 	if s.err != nil {
 		return nil, s.err
 	}
 	if n == 0 || n > s.head {
 		return nil, ethereum.NotFound
+	}
+	if s.onPayload != nil {
+		s.onPayload(n)
 	}
 	return s.blocks[n-1].env, nil
 }
@@ -186,6 +212,7 @@ type fakeEngine struct {
 	badRoot   map[common.Hash]common.Hash // blocks whose local execution yields another state root
 	insertErr error
 	rewinds   int
+	held      bool // unsafe input held (HoldUnsafeInput, RewindUnsafeToSafe)
 	inserted  int
 }
 
@@ -243,12 +270,23 @@ func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayload
 	return nil
 }
 
-func (e *fakeEngine) RewindUnsafeToSafe(context.Context) eth.L2BlockRef {
+func (e *fakeEngine) HoldUnsafeInput(hold bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.held = hold
+}
+
+func (e *fakeEngine) RewindUnsafeToSafe(ctx context.Context, rewindEngine func(context.Context, eth.L2BlockRef) error) (eth.L2BlockRef, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.held = true
+	var err error
+	if rewindEngine != nil {
+		err = rewindEngine(ctx, e.chain[e.safe])
+	}
 	e.rewinds++
 	e.chain = e.chain[:e.safe+1]
-	return e.chain[e.safe]
+	return e.chain[e.safe], err
 }
 
 func (e *fakeEngine) IsEngineInitialELSyncing() bool {

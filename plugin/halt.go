@@ -68,10 +68,11 @@ type haltState struct {
 	policy   driverhook.HaltPolicy
 	duration time.Duration
 
-	state  State
-	reason Reason
-	detail string
-	since  time.Time
+	state    State
+	reason   Reason
+	detail   string
+	since    time.Time
+	resumeAt time.Time // end of a timed halt; zero otherwise
 }
 
 func newHaltState(policy driverhook.HaltPolicy, duration time.Duration, now time.Time) *haltState {
@@ -91,11 +92,22 @@ type HaltStatus struct {
 func (h *haltState) Status() HaltStatus {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	st := HaltStatus{State: h.state, Reason: h.reason, Detail: h.detail, Since: h.since}
-	if h.state == StateHalted && h.policy == driverhook.HaltTimed {
-		st.ResumeAt = h.since.Add(h.duration)
+	return HaltStatus{State: h.state, Reason: h.reason, Detail: h.detail, Since: h.since, ResumeAt: h.resumeAt}
+}
+
+// Restore takes the state a previous run left (the state file). A halt keeps its reason, detail and start; under
+// the timed policy it ends at its original resumeAt (or, if it began under another policy, the configured duration
+// after it began).
+func (h *haltState) Restore(st HaltStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.state, h.reason, h.detail, h.since, h.resumeAt = st.State, st.Reason, st.Detail, st.Since, time.Time{}
+	if st.State == StateHalted && h.policy == driverhook.HaltTimed {
+		h.resumeAt = st.ResumeAt
+		if h.resumeAt.IsZero() {
+			h.resumeAt = st.Since.Add(h.duration)
+		}
 	}
-	return st
 }
 
 func (h *haltState) Halted() bool {
@@ -112,6 +124,9 @@ func (h *haltState) Halt(reason Reason, detail string, now time.Time) bool {
 		return false
 	}
 	h.state, h.reason, h.detail, h.since = StateHalted, reason, detail, now
+	if h.policy == driverhook.HaltTimed {
+		h.resumeAt = now.Add(h.duration)
+	}
 	return true
 }
 
@@ -122,7 +137,7 @@ func (h *haltState) Resume(now time.Time) bool {
 	if h.state != StateHalted {
 		return false
 	}
-	h.state, h.reason, h.detail, h.since = StateRunning, "", "", now
+	h.state, h.reason, h.detail, h.since, h.resumeAt = StateRunning, "", "", now, time.Time{}
 	return true
 }
 
@@ -130,14 +145,14 @@ func (h *haltState) Resume(now time.Time) bool {
 // derivation has caught up (synced is evaluated by the caller), manual halts only by Resume.
 func (h *haltState) ShouldResume(now time.Time, synced func(haltedAt time.Time) bool) bool {
 	h.mu.RLock()
-	state, policy, since := h.state, h.policy, h.since
+	state, policy, since, resumeAt := h.state, h.policy, h.since, h.resumeAt
 	h.mu.RUnlock()
 	if state != StateHalted {
 		return false
 	}
 	switch policy {
 	case driverhook.HaltTimed:
-		return !now.Before(since.Add(h.duration))
+		return !now.Before(resumeAt)
 	case driverhook.HaltUntilSynced:
 		return synced(since)
 	default:

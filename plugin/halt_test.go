@@ -93,20 +93,20 @@ func TestOperatorHaltAndResumeOverAPI(t *testing.T) {
 	h.engine.setSafe(0)
 	api, admin := &API{s: h.svc}, &AdminAPI{s: h.svc}
 	ctx := context.Background()
-	require.Error(t, admin.Halt(ctx, "not started"), "requests need the running loop")
+	require.Error(t, admin.Halt(ctx, ptr("not started")), "requests need the running loop")
 
 	require.NoError(t, h.svc.Start(ctx))
 	t.Cleanup(func() { require.NoError(t, h.svc.Stop(ctx)) })
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
 
-	require.NoError(t, admin.Halt(ctx, "maintenance"))
+	require.NoError(t, admin.Halt(ctx, ptr("maintenance")))
 	st, err := api.Status(ctx)
 	require.NoError(t, err)
 	require.Equal(t, StateHalted, st.State)
 	require.Equal(t, ReasonOperator, st.HaltReason)
 	require.Equal(t, "maintenance", st.HaltDetail)
 	require.Equal(t, uint64(0), h.engine.head().Number, "halt rewinds to safe")
-	require.Error(t, admin.Halt(ctx, "again"))
+	require.Error(t, admin.Halt(ctx, nil), "already halted")
 
 	require.NoError(t, admin.Resume(ctx))
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)

@@ -22,6 +22,8 @@ const (
 	ErrKindStale        = "stale"         // the unsafe head moved under us; the block was not inserted
 	ErrKindBadInput     = "bad-input"     // a malformed response from the source
 	ErrKindBadSignature = "bad-signature" // a block from a relay not signed by the sequencer
+	ErrKindRewind       = "rewind"        // a halt could not rewind op-geth to the safe head yet (retried while halted)
+	ErrKindState        = "state"         // the state file could not be written
 )
 
 // Metrics is what the replicator records. NoopMetrics is for tests.
@@ -33,6 +35,7 @@ type Metrics interface {
 	RecordSourceRequest(method string, d time.Duration)
 	RecordError(kind string)
 	RecordGossipDropped()
+	RecordReplayDropped()
 	RecordUnsafeOriginDepth(confirmations uint64)
 	RecordRelaySubscribers(n int)
 	RecordRelayRefused(reason string)
@@ -51,6 +54,7 @@ type metrics struct {
 	sourceRequest  *prometheus.HistogramVec
 	errors         *prometheus.CounterVec
 	gossipDropped  prometheus.Counter
+	replayDropped  prometheus.Counter
 	originDepth    prometheus.Gauge
 
 	relaySubscribers prometheus.Gauge
@@ -109,6 +113,11 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 			Name: "gossip_dropped_total",
 			Help: "Gossiped unsafe blocks dropped because the replicator was halted.",
 		}),
+		replayDropped: f.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "replays_dropped_total",
+			Help: "Sequencer-signed blocks at or below the safe head dropped (from gossip or relays): history L1 already settled, never equivocation evidence.",
+		}),
 		originDepth: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "unsafe_origin_depth",
@@ -148,7 +157,7 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 	for _, r := range Reasons {
 		m.halts.WithLabelValues(string(r))
 	}
-	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput, ErrKindBadSignature} {
+	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput, ErrKindBadSignature, ErrKindRewind, ErrKindState} {
 		m.errors.WithLabelValues(k)
 	}
 	m.RecordState(StateRunning)
@@ -182,6 +191,8 @@ func (m *metrics) RecordError(kind string) { m.errors.WithLabelValues(kind).Inc(
 
 func (m *metrics) RecordGossipDropped() { m.gossipDropped.Inc() }
 
+func (m *metrics) RecordReplayDropped() { m.replayDropped.Inc() }
+
 func (m *metrics) RecordUnsafeOriginDepth(confirmations uint64) {
 	m.originDepth.Set(float64(confirmations))
 }
@@ -212,6 +223,7 @@ func (NoopMetrics) RecordHeadLag(uint64)                      {}
 func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
 func (NoopMetrics) RecordError(string)                        {}
 func (NoopMetrics) RecordGossipDropped()                      {}
+func (NoopMetrics) RecordReplayDropped()                      {}
 func (NoopMetrics) RecordUnsafeOriginDepth(uint64)            {}
 func (NoopMetrics) RecordRelaySubscribers(int)                {}
 func (NoopMetrics) RecordRelayRefused(string)                 {}

@@ -40,6 +40,10 @@ type Replicator struct {
 	now     func() time.Time
 	backoff retry.Strategy
 
+	rewinder rewinder    // rewinds op-geth's own chain at a halt; nil in tests that do not need it
+	state    *stateFile  // nil without --replicator.state.path
+	genesis  eth.BlockID // the rollup's L2 genesis, to check that --replicator.l2.rpc is this chain's op-geth
+
 	requests chan request
 	evidence *evidenceLog
 	store    *envelopeStore                   // verified signed blocks (nil without relays); tells which replicated blocks came signed
@@ -47,6 +51,17 @@ type Replicator struct {
 
 	// Owned by the loop goroutine.
 	failures int // consecutive transient failures, for backoff
+	// rewindPending: halted, but op-geth was not rewound yet (the rewind failed, or the node restarted halted).
+	rewindPending bool
+	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
+	restored  bool
+	persisted eth.L2BlockRef // lastReplicated as last written to the state file
+
+	// roundMu guards the cancel function of the round in progress, and how many operator requests wait for the loop:
+	// a request cancels the round's source requests, so that it is served within one engine call.
+	roundMu     sync.Mutex
+	roundCancel context.CancelFunc
+	waiting     int
 
 	mu   sync.Mutex // guards snap
 	snap snapshot
@@ -59,6 +74,11 @@ type snapshot struct {
 	sourceHead       eth.BlockID
 }
 
+// rewinder rewinds the execution engine's own chain to the safe head (engineRewinder).
+type rewinder interface {
+	Rewind(ctx context.Context, safe eth.L2BlockRef) error
+}
+
 // request is an operator's halt or resume, executed by the loop goroutine.
 type request struct {
 	halt   bool
@@ -69,12 +89,13 @@ type request struct {
 // runRound runs one round and returns how long to wait before the next one.
 func (r *Replicator) runRound(ctx context.Context) time.Duration {
 	err := r.round(ctx)
+	r.persistProgress()
 	switch {
 	case err == nil:
 		r.failures = 0
 		return r.cfg.PollInterval
 	case ctx.Err() != nil:
-		return r.cfg.PollInterval
+		return 0 // interrupted (an operator request, evidence) or stopping: back to the loop at once
 	}
 	var d *Disagreement
 	if errors.As(err, &d) {
@@ -111,6 +132,9 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 // our L1 view and the source (watch), and replicate what the source has beyond our unsafe head.
 func (r *Replicator) round(ctx context.Context) error {
 	if r.halt.Halted() {
+		if r.rewindPending {
+			r.rewind(ctx)
+		}
 		if !r.halt.ShouldResume(r.now(), r.synced) {
 			return nil
 		}
@@ -174,7 +198,12 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef) (eth.L2
 	if err != nil {
 		return eth.L2BlockRef{}, err
 	}
-	if err := r.insert.Insert(ctx, env, ref); err != nil {
+	// Evidence that arrived while this block was fetched halts before it is inserted.
+	if ev := r.evidence.takePending(); ev != nil {
+		return eth.L2BlockRef{}, equivocation(ev)
+	}
+	// The insertion is not interrupted: an engine call is short, and op-node owns its outcome.
+	if err := r.insert.Insert(context.WithoutCancel(ctx), env, ref); err != nil {
 		return eth.L2BlockRef{}, err
 	}
 	now := r.now()
@@ -227,7 +256,14 @@ func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, s
 		if err != nil && !errors.Is(err, ethereum.NotFound) {
 			return fmt.Errorf("%w: local block %d: %v", errEngine, last.Number, err)
 		}
-		if err != nil || local.Hash != last.Hash {
+		restored := r.restored
+		r.restored = false
+		if restored && errors.Is(err, ethereum.NotFound) {
+			// Replicated before a restart, and the engine no longer has a block at that height: a crashed op-geth
+			// can lose its latest blocks. Nothing contradicts them; the source is compared with our head next.
+			r.log.Warn("The engine lost blocks replicated before the restart", "last_replicated", last, "unsafe", head)
+			r.publish(func(s *snapshot) { s.lastReplicated = eth.L2BlockRef{} })
+		} else if err != nil || local.Hash != last.Hash {
 			return r.explainLost(ctx, last, local, seen, status)
 		}
 	}
@@ -278,28 +314,123 @@ func (r *Replicator) synced(haltedAt time.Time) bool {
 	return origin.Number+r.confs >= r.status.SyncStatus().HeadL1.Number
 }
 
-// haltNow halts: the gossip gate closes first, then the unsafe head is rewound to the safe head (dropping every
-// queued unsafe payload), so that the node is a plain L1 verifier until the halt policy resumes it.
+// haltNow halts: the state (kept in the state file first, so that a crash restarts halted), then the rewind of the
+// unsafe chain to the safe head, in op-node and in op-geth, with unsafe input held, so that the node is a plain L1
+// verifier until the halt policy resumes it.
 func (r *Replicator) haltNow(ctx context.Context, reason Reason, detail string) {
 	if !r.halt.Halt(reason, detail, r.now()) {
 		return
 	}
 	r.publish(func(s *snapshot) { s.lastReplicated = eth.L2BlockRef{} })
-	head := r.engine.RewindUnsafeToSafe(ctx)
-	r.watch.drain() // our own reset is not news
+	r.persist()
 	r.metrics.RecordHalt(reason)
 	r.metrics.RecordState(StateHalted)
+	head, err := r.rewind(ctx)
 	r.log.Error("Replicator halted: unsafe head rewound to the safe head", "reason", reason, "detail", detail,
-		"unsafe", head, "policy", r.cfg.HaltPolicy)
+		"unsafe", head, "policy", r.cfg.HaltPolicy, "rewind_err", err)
+}
+
+// rewind holds unsafe input and rewinds the unsafe chain to the safe head: op-geth's own chain (rewinder), then
+// op-node's heads. Until the engine controller has found its heads there is nothing to rewind yet; a rewind that
+// did not happen or did not reach op-geth is redone every round while halted.
+func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
+	ctx = context.WithoutCancel(ctx)
+	r.rewindPending = true
+	if r.engine.IsEngineInitialELSyncing() || r.status.SyncStatus().UnsafeL2 == (eth.L2BlockRef{}) {
+		r.engine.HoldUnsafeInput(true)
+		return eth.L2BlockRef{}, errors.New("the engine's heads are not known yet: rewind deferred")
+	}
+	var rewindEngine func(context.Context, eth.L2BlockRef) error
+	if r.rewinder != nil {
+		rewindEngine = r.rewinder.Rewind
+	}
+	head, err := r.engine.RewindUnsafeToSafe(ctx, rewindEngine)
+	r.watch.drain() // our own reset is not news
+	if err == nil && r.rewinder != nil {
+		err = r.checkRewound(ctx, head)
+	}
+	if err != nil {
+		r.metrics.RecordError(ErrKindRewind)
+		r.log.Error("Halt could not rewind op-geth to the safe head; retrying while halted", "safe", head, "err", err)
+		return head, err
+	}
+	r.rewindPending = false
+	return head, nil
+}
+
+// checkRewound reads the head of op-node's own engine (--l2) back after a rewind: if --replicator.l2.rpc is another
+// op-geth, this node's op-geth still has its old head, above anything derivation produced since.
+func (r *Replicator) checkRewound(ctx context.Context, safe eth.L2BlockRef) error {
+	latest, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
+	if err != nil {
+		return fmt.Errorf("%w: reading the engine's head back: %v", errEngine, err)
+	}
+	if latest.Hash != safe.Hash && latest.Number > r.status.SyncStatus().PendingSafeL2.Number {
+		return fmt.Errorf("after the rewind to %s the engine's head is %s: is --%s this node's op-geth (the engine behind --l2)?",
+			safe.ID(), latest.ID(), driverhook.L2RPCFlagName)
+	}
+	return nil
 }
 
 func (r *Replicator) resume(why string) {
 	if !r.halt.Resume(r.now()) {
 		return
 	}
+	r.engine.HoldUnsafeInput(false)
+	r.rewindPending = false
 	r.failures = 0
+	r.persist()
 	r.metrics.RecordState(StateRunning)
 	r.log.Info("Replicator resumed", "why", why)
+}
+
+// persist writes the state file (if configured). It is called by the loop goroutine only.
+func (r *Replicator) persist() {
+	if r.state == nil {
+		return
+	}
+	h := r.halt.Status()
+	st := &persistedState{State: h.State, Reason: h.Reason, Detail: h.Detail, Since: h.Since, Evidence: r.evidence.all()}
+	if !h.ResumeAt.IsZero() {
+		st.ResumeAt = &h.ResumeAt
+	}
+	last := r.lastReplicated()
+	if last != (eth.L2BlockRef{}) {
+		st.LastReplicated = &last
+	}
+	if err := r.state.save(st); err != nil {
+		r.metrics.RecordError(ErrKindState)
+		r.log.Error("Could not write the replicator state file: a restart now would not know this state", "err", err)
+		return
+	}
+	r.persisted = last
+}
+
+// persistProgress writes the state file when the last replicated block changed (at most once a round).
+func (r *Replicator) persistProgress() {
+	if r.state != nil && r.lastReplicated() != r.persisted {
+		r.persist()
+	}
+}
+
+// restore takes the state a previous run left in the state file.
+func (r *Replicator) restore(st *persistedState) {
+	h := HaltStatus{State: st.State, Reason: st.Reason, Detail: st.Detail, Since: st.Since}
+	if st.ResumeAt != nil {
+		h.ResumeAt = *st.ResumeAt
+	}
+	r.halt.Restore(h)
+	r.evidence.restore(st.Evidence)
+	if st.LastReplicated != nil {
+		r.snap.lastReplicated, r.persisted, r.restored = *st.LastReplicated, *st.LastReplicated, true
+	}
+	if st.State == StateHalted {
+		// Nothing from outside derivation until the halt ends; the first round rewinds op-geth again, in case the
+		// previous run stopped between keeping the halt and rewinding.
+		r.engine.HoldUnsafeInput(true)
+		r.rewindPending = true
+		r.metrics.RecordState(StateHalted)
+	}
 }
 
 func (r *Replicator) handle(ctx context.Context, req request) {
@@ -320,7 +451,8 @@ func (r *Replicator) handle(ctx context.Context, req request) {
 }
 
 // run is the loop goroutine: a round every poll interval, or sooner when the source has a new head, op-node
-// reports something, or an operator asks.
+// reports something, or an operator asks. Operator requests are served before the next round, and interrupt the
+// round in progress.
 func (r *Replicator) run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -334,7 +466,14 @@ func (r *Replicator) run(ctx context.Context) {
 		case <-r.source.NewHeads():
 		case <-r.watch.Wake():
 		}
-		delay := r.runRound(ctx)
+		select {
+		case req := <-r.requests:
+			r.handle(ctx, req)
+		default:
+		}
+		roundCtx, end := r.startRound(ctx)
+		delay := r.runRound(roundCtx)
+		end()
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -342,6 +481,35 @@ func (r *Replicator) run(ctx context.Context) {
 			}
 		}
 		timer.Reset(delay)
+	}
+}
+
+// startRound returns the context of a round, already cancelled if an operator request is waiting, and the
+// function that ends the round.
+func (r *Replicator) startRound(ctx context.Context) (context.Context, func()) {
+	roundCtx, cancel := context.WithCancel(ctx)
+	r.roundMu.Lock()
+	r.roundCancel = cancel
+	if r.waiting > 0 {
+		cancel()
+	}
+	r.roundMu.Unlock()
+	return roundCtx, func() {
+		r.roundMu.Lock()
+		r.roundCancel = nil
+		r.roundMu.Unlock()
+		cancel()
+	}
+}
+
+// interruptRound cancels the source requests of the round in progress; delta > 0 also counts an operator request
+// waiting for the loop (delta < 0 when it no longer waits), so that rounds starting meanwhile are cancelled too.
+func (r *Replicator) interruptRound(delta int) {
+	r.roundMu.Lock()
+	defer r.roundMu.Unlock()
+	r.waiting += delta
+	if delta >= 0 && r.roundCancel != nil {
+		r.roundCancel()
 	}
 }
 

@@ -47,6 +47,8 @@ type Service struct {
 	rep   *Replicator    // nil unless --replicator.enabled
 	store *envelopeStore // verified signed blocks, from gossip and relay sources
 	relay *relayServer
+	// rewinder rewinds this node's op-geth at a halt (with the replicator).
+	rewinder *engineRewinder
 	// evidence holds equivocations seen by gossip or relay sources.
 	evidence *evidenceLog
 
@@ -72,7 +74,7 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 		if window <= 0 {
 			window = driverhook.DefaultRelayWindow
 		}
-		s.store = newEnvelopeStore(window)
+		s.store = newEnvelopeStore(window).dropSettled(deps.Log, deps.Status, m)
 	}
 	if cfg.Relay.Enabled {
 		relay, err := newRelayServer(deps.Log, cfg.Relay, s.store, m)
@@ -100,9 +102,41 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 		}
 		s.rep = newReplicator(cfg, deps, newMultiSource(srcs, m, time.Now), m)
 		s.rep.evidence, s.rep.store = s.evidence, s.store
-		s.evidence.wake = s.rep.watch.poke
+		// Evidence wakes the loop, and cuts a round waiting on a slow source short.
+		s.evidence.wake = func() { s.rep.watch.poke(); s.rep.interruptRound(0) }
+		if err := s.initHaltSafety(cfg, deps); err != nil {
+			s.rep.source.Close()
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// initHaltSafety sets up what makes a halt hold: the rewinder of this node's op-geth (checked at Start), and the
+// state file, whose halt is restored now, before op-node starts taking unsafe blocks.
+func (s *Service) initHaltSafety(cfg driverhook.CLIConfig, deps driverhook.Deps) error {
+	rewinder, err := newEngineRewinder(cfg.L2RPC, cfg.RequestTimeout)
+	if err != nil {
+		return err
+	}
+	s.rep.rewinder, s.rewinder = rewinder, rewinder
+	if cfg.StatePath == "" {
+		deps.Log.Warn("No --" + driverhook.StatePathFlagName + ": a halt, and the equivocation evidence, do not survive a restart")
+		return nil
+	}
+	s.rep.state = &stateFile{path: cfg.StatePath}
+	st, err := s.rep.state.load()
+	if err != nil {
+		rewinder.Close()
+		return err
+	}
+	if st != nil {
+		s.rep.restore(st)
+		h := s.rep.halt.Status()
+		deps.Log.Info("Replicator state restored", "file", cfg.StatePath, "state", h.State, "reason", h.Reason,
+			"since", h.Since, "evidence", len(st.Evidence))
+	}
+	return nil
 }
 
 func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Metrics) *Replicator {
@@ -126,6 +160,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m
 		requests: make(chan request),
 		arrivals: arrivals,
 		evidence: &evidenceLog{},
+		genesis:  deps.Rollup.Genesis.L2,
 	}
 	if deps.Events != nil {
 		deps.Events.Register("replicator-watch", rep.watch)
@@ -133,7 +168,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m
 	return rep
 }
 
-func (s *Service) Start(_ context.Context) error {
+func (s *Service) Start(startCtx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
@@ -147,6 +182,11 @@ func (s *Service) Start(_ context.Context) error {
 	}
 	if s.rep == nil {
 		return nil
+	}
+	if s.rewinder != nil { // nil only in unit tests: NewService always builds it
+		if err := s.rewinder.Check(startCtx, s.rep.genesis); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -178,6 +218,9 @@ func (s *Service) Stop(ctx context.Context) error {
 			}
 		}
 		s.rep.source.Close()
+		if s.rewinder != nil {
+			s.rewinder.Close()
+		}
 	}
 	if s.relay != nil {
 		result = errors.Join(result, s.relay.Stop(ctx))
@@ -196,12 +239,17 @@ func (s *Service) APIs(admin bool) []rpc.API {
 	return apis
 }
 
-// OnSignedUnsafeL2Payload holds a block P2P gossip accepted (gossip verified its signature) for the relay.
+// OnSignedUnsafeL2Payload holds a block P2P gossip accepted (gossip verified its signature) for the relay. A block
+// the store refuses (at or below the safe head, a full height, below the window; logged and counted there) is not
+// held and never evidence.
 func (s *Service) OnSignedUnsafeL2Payload(_ context.Context, signed *opsigner.SignedExecutionPayloadEnvelope) {
 	if s.store == nil {
 		return
 	}
-	held, added, conflicts := s.store.Add(signed, "gossip", time.Now())
+	held, added, conflicts, err := s.store.Add(signed, "gossip", time.Now())
+	if err != nil {
+		return
+	}
 	if added {
 		s.log.Debug("Holding signed block", "block", signed.ID())
 	}
@@ -240,11 +288,15 @@ func (s *Service) request(ctx context.Context, req request) error {
 		return errors.New("replicator is not running")
 	}
 	req.done = make(chan error, 1)
+	s.rep.interruptRound(1) // the round in progress, maybe waiting on a slow source, gives way
 	select {
 	case s.rep.requests <- req:
+		s.rep.interruptRound(-1)
 	case <-ctx.Done():
+		s.rep.interruptRound(-1)
 		return ctx.Err()
 	case <-s.done:
+		s.rep.interruptRound(-1)
 		return errors.New("replicator stopped")
 	}
 	select {

@@ -26,8 +26,10 @@ import (
 // relaySource follows another node's relay: a subscription to its signed blocks (reconnected with backoff when it
 // fails or stays silent beyond the read timeout), and get-by-number for gaps. Every block must carry the
 // sequencer's signature (verifySigned); a block that does not is refused and counted, and never halts anything.
-// Verified blocks go into the shared envelope store, where two validly signed blocks at one height are kept
-// as equivocation evidence.
+// Verified blocks go into the shared envelope store, where two validly signed blocks at one height above the safe
+// head are kept as equivocation evidence; the store drops blocks at or below the safe head (replays of settled
+// history). At a height holding several signed blocks, the latest arrived is the sequencer's current one and is
+// what this source answers with.
 type relaySource struct {
 	log         log.Logger
 	name        string
@@ -72,13 +74,19 @@ func (s *relaySource) Head(context.Context) (eth.BlockID, error) {
 	if n == 0 {
 		return eth.BlockID{}, fmt.Errorf("relay %s: no block received yet", s.name)
 	}
-	for _, h := range s.store.ByNumber(n) {
+	if h := s.store.Latest(n); h != nil {
 		return eth.BlockID{Hash: h.hash(), Number: n}, nil
 	}
 	return eth.BlockID{}, fmt.Errorf("relay %s: block %d no longer held", s.name, n)
 }
 
+// HashAt is the hash of the latest verified block at a height. At the safe head it is the safe head's own: L1
+// settled that height, so no relay has a say there (after a halt the replicator's unsafe head is the safe head,
+// and it compares it with this).
 func (s *relaySource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	if safe, ok := s.store.settled(n); ok && n == safe.Number {
+		return safe.Hash, nil
+	}
 	h, err := s.envelope(ctx, n)
 	if err != nil {
 		return common.Hash{}, err
@@ -94,11 +102,15 @@ func (s *relaySource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 	return h.Signed.Envelope, nil
 }
 
-// envelope returns the verified block at a height: held already (from any source; the first arrived wins), or
-// asked of the relay.
+// envelope returns the verified block at a height: held already (from any source; the latest arrived wins), or
+// asked of the relay. Heights at or below the safe head are not asked for: whatever a relay has there is a
+// replay the store drops.
 func (s *relaySource) envelope(ctx context.Context, n uint64) (*heldEnvelope, error) {
-	if held := s.store.ByNumber(n); len(held) > 0 {
-		return held[0], nil
+	if safe, ok := s.store.settled(n); ok {
+		return nil, fmt.Errorf("relay %s: block %d is at or below the safe head %d: %w", s.name, n, safe.Number, ethereum.NotFound)
+	}
+	if held := s.store.Latest(n); held != nil {
+		return held, nil
 	}
 	s.mu.Lock()
 	client := s.client
@@ -121,10 +133,16 @@ func (s *relaySource) envelope(ctx context.Context, n uint64) (*heldEnvelope, er
 	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
 		return nil, fmt.Errorf("%w: relay %s answered block %d for %d", errBadInput, s.name, got, n)
 	}
-	return s.accept(signed)
+	held, err := s.accept(signed)
+	if errors.Is(err, errBelowWindow) {
+		// Older than every height held (we are far behind): verified, handed on without holding it.
+		return &heldEnvelope{Signed: signed, Source: s.name, Arrived: s.now()}, nil
+	}
+	return held, err
 }
 
-// accept verifies a block from the relay and holds it.
+// accept verifies a block from the relay and holds it. A block the store refuses (errReplay, errHeightFull,
+// errBelowWindow; counted and logged there) is not held and never evidence.
 func (s *relaySource) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*heldEnvelope, error) {
 	if err := verifySigned(s.rollup, s.signers, signed); err != nil {
 		kind := ErrKindBadInput
@@ -135,7 +153,10 @@ func (s *relaySource) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*
 		s.log.Warn("Refusing block from relay", "relay", s.name, "err", err)
 		return nil, err
 	}
-	held, _, conflicts := s.store.Add(signed, s.name, s.now())
+	held, _, conflicts, err := s.store.Add(signed, s.name, s.now())
+	if err != nil {
+		return nil, err
+	}
 	for _, c := range conflicts {
 		s.onConflict(c, held)
 	}
@@ -184,7 +205,11 @@ func (s *relaySource) subscribe(ctx context.Context, onMessage func()) error {
 		client.Close()
 	}()
 	ch := make(chan *opsigner.SignedExecutionPayloadEnvelope, 64)
+	// From the block after the highest received, and above the safe head: the store would drop anything lower.
 	from := s.head.Load() + 1
+	if safe := s.store.safeHead(); safe != (eth.BlockID{}) && safe.Number >= from {
+		from = safe.Number + 1
+	}
 	sub, err := client.Subscribe(ctx, "relay", ch, "envelopes", hexutil.Uint64(from))
 	if err != nil {
 		return err

@@ -100,7 +100,7 @@ func TestRelaySource(t *testing.T) {
 	// A gap (block 4 never arrived validly) is asked for by number; the relay still only has the forged one.
 	_, err = src.Payload(ctx, 4)
 	require.ErrorIs(t, err, errBadSignature)
-	upstreamStore.Add(good[3], "gossip", time.Now()) // now it holds both at height 4; the first held is still the forged one
+	upstreamStore.Add(good[3], "gossip", time.Now()) // the same block hash: the upstream keeps its forged copy
 	_, err = src.Payload(ctx, 4)
 	require.Error(t, err)
 
@@ -114,6 +114,160 @@ func TestRelaySource(t *testing.T) {
 	require.NoError(t, verifySigned(cfg, signers, evs[0].First))
 	require.NoError(t, verifySigned(cfg, signers, evs[0].Second))
 	require.NotEqual(t, evs[0].First.Envelope.ExecutionPayload.BlockHash, evs[0].Second.Envelope.ExecutionPayload.BlockHash)
+
+	// The latest arrived block at a height is the sequencer's current one (after an unsafe reorg): it is followed.
+	hash, err = src.HashAt(ctx, 2)
+	require.NoError(t, err)
+	require.Equal(t, other[1].Envelope.ExecutionPayload.BlockHash, hash)
+	env, err := src.Payload(ctx, 2)
+	require.NoError(t, err)
+	require.Equal(t, other[1].Envelope.ExecutionPayload.BlockHash, env.ExecutionPayload.BlockHash)
+}
+
+// A relay source drops signed blocks at or below the safe head (replays of settled history): never held, never
+// evidence, counted. It subscribes from above the safe head, and answers for the safe head itself with ours.
+func TestRelaySourceDropsReplays(t *testing.T) {
+	cfg := testRollupConfig()
+	signers := &fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
+	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
+	good, orphans := signedChain(t, 1, 6, 0), signedChain(t, 1, 6, 5)
+	for _, s := range good {
+		upstreamStore.Add(s, "gossip", time.Now())
+	}
+	for _, s := range orphans[:3] { // an old unsafe reorg the sequencer really signed, long since settled
+		upstreamStore.Add(s, "gossip", time.Now())
+	}
+
+	status, counts := &safeStatus{}, &replayMetrics{}
+	status.safe.Store(3)
+	lgr := testlog.Logger(t, log.LevelDebug)
+	store := newEnvelopeStore(64).dropSettled(lgr, status, counts)
+	evidence := &evidenceLog{}
+	src := newRelaySource(lgr, driverhook.RelayScheme+upstream.wsURL(), cfg, signers, store, evidence.record, time.Second,
+		time.Second, counts)
+	defer src.Close()
+	ctx := context.Background()
+
+	require.Eventually(t, func() bool { h, err := src.Head(ctx); return err == nil && h.Number == 6 }, 5*time.Second, 10*time.Millisecond)
+	require.Zero(t, counts.replays.Load(), "the subscription starts above the safe head")
+	require.Empty(t, store.ByNumber(3))
+	require.Empty(t, evidence.all())
+
+	for _, tc := range []struct {
+		name     string
+		block    *opsigner.SignedExecutionPayloadEnvelope
+		replay   bool
+		evidence int
+	}{
+		{name: "below the safe head", block: good[1], replay: true},
+		{name: "the other of the old pair", block: orphans[1], replay: true},
+		{name: "at the safe head", block: good[2], replay: true},
+		{name: "the other at the safe head", block: orphans[2], replay: true},
+		{name: "a pair above the safe head is evidence", block: orphans[4], evidence: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			replays := counts.replays.Load()
+			held, err := src.accept(tc.block)
+			if tc.replay {
+				require.ErrorIs(t, err, errReplay)
+				require.Nil(t, held)
+				require.Nil(t, store.ByHash(tc.block.Envelope.ExecutionPayload.BlockHash), "not held")
+				require.Equal(t, replays+1, counts.replays.Load(), "counted")
+			} else {
+				require.NoError(t, err)
+				require.Equal(t, replays, counts.replays.Load())
+			}
+			require.Len(t, evidence.all(), tc.evidence)
+		})
+	}
+
+	hash, err := src.HashAt(ctx, 3)
+	require.NoError(t, err)
+	require.Equal(t, status.SyncStatus().SafeL2.Hash, hash, "at the safe head, the block is the one L1 settled")
+	_, err = src.Payload(ctx, 2)
+	require.ErrorIs(t, err, ethereum.NotFound, "settled heights are not asked of the relay")
+	hash, err = src.HashAt(ctx, 5)
+	require.NoError(t, err)
+	require.Equal(t, orphans[4].Envelope.ExecutionPayload.BlockHash, hash, "above it, the latest arrived")
+}
+
+// A block the relay serves by number below the heights held (we are far behind) is handed on without holding it.
+func TestRelaySourceFarBehind(t *testing.T) {
+	cfg := testRollupConfig()
+	signers := &fakeSigners{current: crypto.PubkeyToAddress(testKey(1).PublicKey)}
+	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
+	good := signedChain(t, 1, 6, 0)
+	for _, s := range good {
+		upstreamStore.Add(s, "gossip", time.Now())
+	}
+	store := newEnvelopeStore(2)
+	src := newRelaySource(testlog.Logger(t, log.LevelInfo), driverhook.RelayScheme+upstream.wsURL(), cfg, signers, store,
+		(&evidenceLog{}).record, time.Second, time.Second, NoopMetrics{})
+	defer src.Close()
+	ctx := context.Background()
+	require.Eventually(t, func() bool { h, err := src.Head(ctx); return err == nil && h.Number == 6 }, 5*time.Second, 10*time.Millisecond)
+	require.Empty(t, store.ByNumber(1))
+	env, err := src.Payload(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, good[0].Envelope.ExecutionPayload.BlockHash, env.ExecutionPayload.BlockHash)
+	require.Empty(t, store.ByNumber(1), "not held: it would evict a higher height")
+	require.Equal(t, uint64(6), store.Head())
+}
+
+// The relay serves the latest arrived block at a height, by number and in a subscription's replay.
+func TestRelayServesLatest(t *testing.T) {
+	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 16})
+	for _, e := range []*opsigner.SignedExecutionPayloadEnvelope{envelopeAt(1, 0), envelopeAt(2, 0), envelopeAt(2, 1), envelopeAt(3, 0)} {
+		_, _, _, err := store.Add(e, "gossip", time.Now())
+		require.NoError(t, err)
+	}
+	api := &RelayAPI{r: r}
+	require.Equal(t, hashOf(envelopeAt(2, 1)), hashOf(api.EnvelopeByNumber(2)))
+	require.Nil(t, api.EnvelopeByNumber(4))
+
+	ch, sub, err := subscribe(t, r, 2)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.Equal(t, hashOf(envelopeAt(2, 1)), hashOf(receive(t, ch)), "the replay has the latest block at each height")
+	require.Equal(t, hashOf(envelopeAt(3, 0)), hashOf(receive(t, ch)))
+}
+
+// Through gossip too: two signed blocks at a height at or below the safe head are a replay, dropped and counted,
+// and never halt; above the safe head they halt with evidence.
+func TestGossipReplayNeverHalts(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		height uint64
+		halts  bool
+	}{
+		{name: "below the safe head", height: 2},
+		{name: "at the safe head", height: 3},
+		{name: "above the safe head", height: 4, halts: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, driverhook.HaltManual, buildChain(t, testRollupConfig(), 4, 0, 0))
+			m := &replayMetrics{}
+			h.svc.store, h.svc.evidence = newEnvelopeStore(16).dropSettled(h.rep.log, h.engine, m), h.rep.evidence
+			h.rep.evidence.wake = h.rep.watch.poke
+			h.round()
+			h.engine.setSafe(3)
+			a, b := signedChain(t, 1, 4, 0), signedChain(t, 1, 4, 5)
+			h.svc.OnSignedUnsafeL2Payload(context.Background(), a[tc.height-1])
+			h.svc.OnSignedUnsafeL2Payload(context.Background(), b[tc.height-1])
+			h.round()
+			evs := (&API{s: h.svc}).EquivocationEvidence(context.Background())
+			if tc.halts {
+				h.requireHalted(ReasonEquivocation)
+				require.Len(t, evs, 1)
+				require.Zero(t, m.replays.Load())
+				return
+			}
+			h.requireRunning()
+			require.Empty(t, evs)
+			require.Equal(t, int64(2), m.replays.Load())
+			require.Empty(t, h.svc.store.ByNumber(tc.height), "not held")
+		})
+	}
 }
 
 func TestRelaySourceReconnectsAfterSilence(t *testing.T) {
@@ -165,8 +319,8 @@ func TestEquivocationExplainsDisagreement(t *testing.T) {
 	h.engine.setChain(buildChain(t, cfg, 3, 1, 2)) // the source disagrees with our head
 	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
 	store := newEnvelopeStore(8)
-	held, _, _ := store.Add(a[1], "relay-a", time.Now())
-	other, _, _ := store.Add(b[1], "relay-b", time.Now())
+	held, _, _, _ := store.Add(a[1], "relay-a", time.Now())
+	other, _, _, _ := store.Add(b[1], "relay-b", time.Now())
 	h.rep.source = &hookSource{Source: h.source, onHashAt: func() { h.rep.evidence.record(held, other) }}
 	h.round()
 	h.requireHalted(ReasonEquivocation)

@@ -220,6 +220,11 @@ func (d *Devnet) opNodeArgs(spec nodeSpec, dir, jwtPath string, ports nodePorts)
 		"--rpc.addr", "127.0.0.1", "--rpc.port", strconv.Itoa(ports.rpc),
 		"--log.level", d.cfg.LogLevel,
 	}
+	if spec.role == RoleReplicator {
+		// A halt rewinds this node's op-geth over its user RPC (debug_setHead), and survives restarts.
+		args = append(args, "--replicator.l2.rpc", httpURL(ports.http),
+			"--replicator.state.path", filepath.Join(dir, "replicator-state.json"))
+	}
 	if spec.role == RoleSequencer {
 		args = append(args,
 			"--sequencer.enabled", "--sequencer.l1-confs", "0",

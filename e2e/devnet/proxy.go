@@ -39,7 +39,8 @@ const maxBodySize = 32 << 20
 //     so every header is self-consistent and only executing the block shows it is wrong;
 //   - SetUpstream: forward to another node, e.g. another sequencer's chain;
 //   - SetFailure: return errors or be down;
-//   - SetLyingTags: answer the "safe" and "finalized" labels with the "latest" block.
+//   - SetLyingTags: answer the "safe" and "finalized" labels with the "latest" block;
+//   - SetDelay: answer every request only after a delay, as a slow or overloaded source would.
 //
 // Only single HTTP requests and batches are proxied, not websockets. The zero value is not usable; use
 // NewProxy.
@@ -55,6 +56,7 @@ type Proxy struct {
 	upstream string
 	failure  Failure
 	lieTags  bool
+	delay    time.Duration
 	tamper   *tampering // nil while not tampering
 }
 
@@ -106,6 +108,13 @@ func (p *Proxy) SetLyingTags(lie bool) {
 	p.lieTags = lie
 }
 
+// SetDelay makes the proxy hold every request for d before forwarding it (0: no delay).
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
+}
+
 // TamperFrom makes blocks with number n or higher carry a wrong state root, as described on Proxy.
 func (p *Proxy) TamperFrom(n uint64) {
 	p.mu.Lock()
@@ -142,9 +151,16 @@ type rpcError struct {
 // ServeHTTP proxies one HTTP request: a JSON-RPC call or batch.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
-	upstream, failure, lieTags, tamper := p.upstream, p.failure, p.lieTags, p.tamper
+	upstream, failure, lieTags, tamper, delay := p.upstream, p.failure, p.lieTags, p.tamper, p.delay
 	p.mu.Unlock()
 
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if failure == FailDown {
 		http.Error(w, "proxy: down", http.StatusServiceUnavailable)
 		return

@@ -1,0 +1,112 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+)
+
+// stateVersion is the state file's format version.
+const stateVersion = 1
+
+// persistedState is what survives a restart (--replicator.state.path): the halt state, the equivocation
+// evidence, and the last replicated block, so that derivation replacing blocks replicated before the restart is
+// still seen as an unsafe reorg.
+type persistedState struct {
+	Version int    `json:"version"`
+	State   State  `json:"state"`
+	Reason  Reason `json:"reason,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+	// Since is when the current state began.
+	Since time.Time `json:"since"`
+	// ResumeAt is when a timed halt ends.
+	ResumeAt       *time.Time      `json:"resumeAt,omitempty"`
+	Evidence       []*Evidence     `json:"evidence,omitempty"`
+	LastReplicated *eth.L2BlockRef `json:"lastReplicated,omitempty"`
+}
+
+// stateFile keeps persistedState in one file, replaced atomically: a crash at any point leaves either the previous
+// state or the new one.
+type stateFile struct {
+	path string
+}
+
+// load reads the state file. A missing file is no state (nil, nil): a first start. Anything else that cannot be
+// read or decoded is an error naming the file: the operator must look at it, not have a halt silently forgotten.
+func (f *stateFile) load() (*persistedState, error) {
+	data, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("replicator state file %s: %w", f.path, err)
+	}
+	var st persistedState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("replicator state file %s is corrupt (move it away to start without the halt state it held): %w", f.path, err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("replicator state file %s has version %d, this op-node reads version %d", f.path, st.Version, stateVersion)
+	}
+	switch st.State {
+	case StateRunning:
+	case StateHalted:
+		if st.Reason == "" {
+			return nil, fmt.Errorf("replicator state file %s is corrupt: halted without a reason", f.path)
+		}
+	default:
+		return nil, fmt.Errorf("replicator state file %s is corrupt: unknown state %q", f.path, st.State)
+	}
+	return &st, nil
+}
+
+// save writes the state to a temporary file next to the state file, syncs it, renames it over the state file and
+// syncs the directory.
+func (f *stateFile) save(st *persistedState) error {
+	st.Version = stateVersion
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(f.path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(f.path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("replicator state file %s: %w", f.path, err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("replicator state file %s: write: %w", f.path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("replicator state file %s: sync: %w", f.path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("replicator state file %s: %w", f.path, err)
+	}
+	if err := os.Rename(tmp.Name(), f.path); err != nil {
+		return fmt.Errorf("replicator state file %s: rename: %w", f.path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("replicator state file %s: %w", f.path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("replicator state file %s: sync directory: %w", f.path, err)
+	}
+	return nil
+}
+
+// restore takes the evidence kept in the state file, as history: it does not halt again.
+func (l *evidenceLog) restore(evidence []*Evidence) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evidence = append(l.evidence[:0], evidence...)
+}

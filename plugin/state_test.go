@@ -1,0 +1,291 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func TestStateFileRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	f := &stateFile{path: filepath.Join(dir, "replicator.json")}
+	st, err := f.load()
+	require.NoError(t, err)
+	require.Nil(t, st, "no file: a first start")
+
+	since := time.Unix(1_700_000_000, 0).UTC()
+	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
+	want := &persistedState{State: StateHalted, Reason: ReasonEquivocation, Detail: "two blocks at 1", Since: since,
+		ResumeAt: ptr(since.Add(time.Hour)), Evidence: []*Evidence{{Number: 1, First: a[1], Second: b[1], FirstSource: "gossip", SecondSource: "relay"}},
+		LastReplicated: &eth.L2BlockRef{Hash: a[1].Envelope.ExecutionPayload.BlockHash, Number: 1}}
+	require.NoError(t, f.save(want))
+	got, err := f.load()
+	require.NoError(t, err)
+	// Compared as JSON: an empty extra-data field decodes as empty, not nil.
+	wantJSON, err := json.Marshal(want)
+	require.NoError(t, err)
+	gotJSON, err := json.Marshal(got)
+	require.NoError(t, err)
+	require.JSONEq(t, string(wantJSON), string(gotJSON))
+	require.Equal(t, StateHalted, got.State)
+	require.Len(t, got.Evidence, 1)
+
+	// Replaced whole, through a temporary file that does not outlive the write.
+	want.State, want.Reason, want.Detail, want.ResumeAt = StateRunning, "", "", nil
+	require.NoError(t, f.save(want))
+	got, err = f.load()
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, got.State)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "temporary files left behind: %v", entries)
+
+	// A write interrupted before its rename (a crash) leaves a temporary file and the previous state intact.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "replicator.json.tmp-123"), []byte(`{"version":1,"sta`), 0o600))
+	got, err = f.load()
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, got.State)
+}
+
+func TestStateFileErrorsNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content, err string
+	}{
+		{"not json", "garbage", "is corrupt"},
+		{"truncated", `{"version":1,"state":"halted","rea`, "is corrupt"},
+		{"unknown state", `{"version":1,"state":"paused","since":"2026-11-22T00:00:00Z"}`, `unknown state "paused"`},
+		{"halted without reason", `{"version":1,"state":"halted","since":"2026-11-22T00:00:00Z"}`, "without a reason"},
+		{"other version", `{"version":7,"state":"running","since":"2026-11-22T00:00:00Z"}`, "has version 7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".json")
+			require.NoError(t, os.WriteFile(path, []byte(tc.content), 0o600))
+			_, err := (&stateFile{path: path}).load()
+			require.ErrorContains(t, err, path)
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
+	t.Run("unreadable", func(t *testing.T) {
+		path := filepath.Join(dir, "a-directory")
+		require.NoError(t, os.Mkdir(path, 0o700))
+		_, err := (&stateFile{path: path}).load()
+		require.ErrorContains(t, err, path)
+	})
+	t.Run("write into a missing directory", func(t *testing.T) {
+		path := filepath.Join(dir, "missing", "replicator.json")
+		require.ErrorContains(t, (&stateFile{path: path}).save(&persistedState{State: StateRunning}), path)
+	})
+}
+
+// withStateFile gives a harness a state file and restores from it, as NewService does at start-up.
+func withStateFile(t *testing.T, h *harness, path string) *harness {
+	t.Helper()
+	h.rep.state = &stateFile{path: path}
+	st, err := h.rep.state.load()
+	require.NoError(t, err)
+	if st != nil {
+		h.rep.restore(st)
+	}
+	return h
+}
+
+// restarted is h's node after a restart: a new replicator on the same engine (op-geth keeps its chain) and source,
+// at the same time, restored from the same state file.
+func restarted(t *testing.T, h *harness, policy driverhook.HaltPolicy) *harness {
+	t.Helper()
+	h2 := newHarness(t, policy, h.source.blocks)
+	h2.source, h2.rep.source = h.source, h.source
+	h2.engine = h.engine
+	h2.rep.engine, h2.rep.insert.engine, h2.rep.insert.l2, h2.rep.l2, h2.rep.status = h.engine, h.engine, h.engine, h.engine, h.engine
+	h2.rep.verify.l1 = h.l1
+	h2.clock = h.clock
+	h2.rep.now, h2.rep.watch.now = h.clock.Now, h.clock.Now
+	h2.rep.halt = newHaltState(policy, time.Minute, h.clock.Now())
+	h.engine.held = false // a restarted op-node takes unsafe input unless the replicator holds it
+	return withStateFile(t, h2, h.rep.state.path)
+}
+
+func TestHaltSurvivesRestart(t *testing.T) {
+	for _, policy := range []driverhook.HaltPolicy{driverhook.HaltTimed, driverhook.HaltManual, driverhook.HaltUntilSynced} {
+		t.Run(string(policy), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "replicator.json")
+			blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+			h := withStateFile(t, newHarness(t, policy, blocks), path)
+			h.round()
+			require.Equal(t, blocks[5].ref, h.engine.head())
+			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: make(chan error, 1)})
+			before := h.rep.halt.Status()
+			require.Equal(t, StateHalted, before.State)
+
+			h.clock.Advance(10 * time.Second)
+			h2 := restarted(t, h, policy)
+			after := h2.rep.halt.Status()
+			require.Equal(t, StateHalted, after.State, "a restart undid the halt")
+			require.Equal(t, ReasonOperator, after.Reason)
+			require.Equal(t, "maintenance", after.Detail)
+			require.True(t, before.Since.Equal(after.Since), "since %s, before the restart %s", after.Since, before.Since)
+			require.True(t, h2.engine.held, "unsafe input is held from start-up")
+			rewinds := h2.engine.rewinds
+			h2.round()
+			require.Equal(t, rewinds+1, h2.engine.rewinds, "a node restarted halted rewinds op-geth again")
+			require.Zero(t, h2.engine.head().Number)
+
+			switch policy {
+			case driverhook.HaltTimed:
+				require.True(t, before.ResumeAt.Equal(after.ResumeAt), "resumeAt %s, before the restart %s", after.ResumeAt, before.ResumeAt)
+				h2.clock.Advance(after.ResumeAt.Sub(h2.clock.Now()) - time.Second)
+				h2.round()
+				require.Equal(t, StateHalted, h2.rep.halt.Status().State, "resumed before its original resumeAt")
+				h2.clock.Advance(time.Second)
+			case driverhook.HaltManual:
+				h2.clock.Advance(24 * time.Hour)
+				h2.round()
+				require.Equal(t, StateHalted, h2.rep.halt.Status().State)
+				done := make(chan error, 1)
+				h2.rep.handle(context.Background(), request{done: done})
+				require.NoError(t, <-done)
+			case driverhook.HaltUntilSynced:
+				h2.round()
+				require.Equal(t, StateHalted, h2.rep.halt.Status().State, "not synced since the restart")
+				h2.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: h2.engine.SyncStatus().HeadL1})
+			}
+			h2.round()
+			h2.requireRunning()
+			require.False(t, h2.engine.held, "resumed, unsafe input is taken again")
+			require.Equal(t, blocks[5].ref, h2.engine.head())
+
+			// The resume is kept too.
+			st, err := h2.rep.state.load()
+			require.NoError(t, err)
+			require.Equal(t, StateRunning, st.State)
+		})
+	}
+}
+
+func TestEvidenceSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replicator.json")
+	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	h := withStateFile(t, newHarness(t, driverhook.HaltManual, blocks), path)
+	h.svc.store, h.svc.evidence = newEnvelopeStore(16), h.rep.evidence
+	h.round()
+	a, b := signedChain(t, 1, 6, 0), signedChain(t, 1, 6, 5)
+	h.svc.OnSignedUnsafeL2Payload(context.Background(), a[5])
+	h.svc.OnSignedUnsafeL2Payload(context.Background(), b[5])
+	h.round()
+	h.requireHalted(ReasonEquivocation)
+
+	h2 := restarted(t, h, driverhook.HaltManual)
+	require.Equal(t, ReasonEquivocation, h2.rep.halt.Status().Reason)
+	evs := h2.rep.evidence.all()
+	require.Len(t, evs, 1)
+	require.Equal(t, a[5].Envelope.ExecutionPayload.BlockHash, evs[0].First.Envelope.ExecutionPayload.BlockHash)
+	require.Equal(t, b[5].Signature, evs[0].Second.Signature)
+
+	done := make(chan error, 1)
+	h2.rep.handle(context.Background(), request{done: done})
+	require.NoError(t, <-done)
+	h2.round()
+	h2.requireRunning() // restored evidence is history: it does not halt again
+}
+
+// The last replicated block survives a restart: derivation replacing it while the node was down is an unsafe
+// reorg. An engine that lost it in a crash (no block at that height) is not.
+func TestLastReplicatedSurvivesRestart(t *testing.T) {
+	cfg := testRollupConfig()
+	for _, tc := range []struct {
+		name   string
+		engine []chainBlock // the engine's chain after the restart
+		halt   bool
+	}{
+		{"derivation replaced it", buildChain(t, cfg, 5, 1, 3), true},
+		{"the engine lost it", buildChain(t, cfg, 3, 0, 0), false},
+		{"still there", buildChain(t, cfg, 5, 0, 0), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "replicator.json")
+			blocks := buildChain(t, cfg, 5, 0, 0)
+			h := withStateFile(t, newHarness(t, driverhook.HaltManual, blocks), path)
+			h.round()
+			require.Equal(t, blocks[4].ref.ID(), h.rep.lastReplicated().ID())
+			st, err := h.rep.state.load()
+			require.NoError(t, err)
+			require.Equal(t, blocks[4].ref.ID(), st.LastReplicated.ID(), "the last replicated block was not kept")
+
+			h.engine.setChain(tc.engine)
+			h.engine.setSafe(2)
+			h.source.set(blocks[:2], 2, nil) // the source says nothing about the replaced blocks
+			h2 := restarted(t, h, driverhook.HaltManual)
+			require.Equal(t, blocks[4].ref.ID(), h2.rep.lastReplicated().ID())
+			h2.round()
+			if tc.halt {
+				h2.requireHalted(ReasonUnsafeReorg)
+			} else {
+				h2.requireRunning()
+			}
+		})
+	}
+}
+
+// An operator's halt takes effect while a round waits on a source that answers only when its request times
+// out: the round's requests are cancelled. The source here never answers on its own, so the halt returning at
+// all proves it.
+func TestOperatorHaltInterruptsSlowRound(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setSafe(0)
+	h.rep.cfg.RequestTimeout = time.Hour
+	ctx := context.Background()
+	require.NoError(t, h.svc.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, h.svc.Stop(ctx)) })
+	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
+
+	h.source.mu.Lock()
+	h.source.slow = true
+	calls := h.source.calls
+	h.source.mu.Unlock()
+	require.Eventually(t, func() bool { // a round is waiting on the source
+		h.source.mu.Lock()
+		defer h.source.mu.Unlock()
+		return h.source.calls > calls
+	}, 5*time.Second, 10*time.Millisecond)
+
+	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, (&AdminAPI{s: h.svc}).Halt(reqCtx, nil), "the halt waited for the slow round")
+	st := h.rep.halt.Status()
+	require.Equal(t, StateHalted, st.State)
+	require.Equal(t, ReasonOperator, st.Reason)
+	require.Empty(t, st.Detail, "replicator_halt without a detail")
+	require.Zero(t, h.engine.head().Number, "halt rewinds to safe")
+
+	require.NoError(t, (&AdminAPI{s: h.svc}).Resume(reqCtx), "the resume waited for a slow round")
+	require.Equal(t, StateRunning, h.rep.halt.Status().State)
+}
+
+// Equivocation evidence that arrives while a round fetches a block halts before that block is inserted.
+func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
+	h.source.onPayload = func(n uint64) {
+		if n == 4 {
+			h.rep.evidence.record(&heldEnvelope{Signed: a[7], Source: "x"}, &heldEnvelope{Signed: b[7], Source: "y"})
+		}
+	}
+	h.round()
+	h.requireHalted(ReasonEquivocation)
+	require.Equal(t, 3, h.engine.inserted, "block 4 was inserted after the evidence arrived")
+}
