@@ -38,6 +38,10 @@ type fakeRelay struct {
 	delay time.Duration
 	// alter, when set, changes a block after it was signed (its hash recomputed): the signature no longer fits.
 	alter func(*eth.ExecutionPayloadEnvelope)
+	// replay, when set, is sent to every subscriber first, whatever height it subscribed from, once replayGate
+	// is closed.
+	replay     []*opsigner.SignedExecutionPayloadEnvelope
+	replayGate chan struct{}
 }
 
 func startFakeRelay(t *testing.T, cfg *rollup.Config, sourceEL string, key *ecdsa.PrivateKey) *fakeRelay {
@@ -72,6 +76,19 @@ func (f *fakeRelay) signed(ctx context.Context, n uint64) (*opsigner.SignedExecu
 		f.mutate(env)
 		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
 	}
+	signed, err := f.sign(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	if f.alter != nil {
+		f.alter(env)
+		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
+	}
+	return signed, nil
+}
+
+// sign signs env with the relay's key, as the sequencer signs a block it gossips.
+func (f *fakeRelay) sign(ctx context.Context, env *eth.ExecutionPayloadEnvelope) (*opsigner.SignedExecutionPayloadEnvelope, error) {
 	var buf bytes.Buffer
 	if _, err := env.MarshalSSZ(&buf); err != nil {
 		return nil, err
@@ -79,10 +96,6 @@ func (f *fakeRelay) signed(ctx context.Context, n uint64) (*opsigner.SignedExecu
 	sig, err := opsigner.NewLocalSigner(f.key).SignBlockV1(ctx, f.chain, opsigner.PayloadHash(buf.Bytes()))
 	if err != nil {
 		return nil, err
-	}
-	if f.alter != nil {
-		f.alter(env)
-		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
 	}
 	return &opsigner.SignedExecutionPayloadEnvelope{Envelope: env, Signature: sig}, nil
 }
@@ -117,6 +130,18 @@ func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc
 		case <-time.After(a.f.delay):
 		case <-sub.Err():
 			return
+		}
+		if len(a.f.replay) > 0 {
+			select {
+			case <-a.f.replayGate:
+			case <-sub.Err():
+				return
+			}
+		}
+		for _, env := range a.f.replay {
+			if notifier.Notify(sub.ID, env) != nil {
+				return
+			}
 		}
 		next := uint64(from)
 		ticker := time.NewTicker(200 * time.Millisecond)

@@ -79,7 +79,7 @@ func TestTamperedBlockHalts(t *testing.T) {
 	})
 	requireNoBlock(t, rep.EL, tampered, "the tampered block")
 	// Users of its op-geth never saw the replicated blocks above the safe head after the halt.
-	requireHaltHeldInOpGeth(t, stopSampling(), st.Since, 20*time.Second, seq)
+	requireHaltHeldInOpGeth(t, stopSampling(), st.Since, 15*time.Second, seq)
 	endSafe := header(t, rep.EL, rpc.SafeBlockNumber).Number.Uint64()
 	require.Greater(t, endSafe, startSafe+4, "derivation did not go on while halted")
 	dropped, err := metricValue(ctx, rep.MetricsURL, gossipDroppedMetric)

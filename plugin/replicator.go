@@ -415,16 +415,16 @@ func (r *Replicator) persistProgress() {
 
 // restore takes the state a previous run left in the state file.
 func (r *Replicator) restore(st *persistedState) {
-	h := HaltStatus{State: st.State, Reason: st.Reason, Detail: st.Detail, Since: st.Since}
-	if st.ResumeAt != nil {
-		h.ResumeAt = *st.ResumeAt
-	}
-	r.halt.Restore(h)
 	r.evidence.restore(st.Evidence)
 	if st.LastReplicated != nil {
 		r.snap.lastReplicated, r.persisted, r.restored = *st.LastReplicated, *st.LastReplicated, true
 	}
-	if st.State == StateHalted {
+	if st.State == StateHalted { // running, it is running since this start
+		h := HaltStatus{State: st.State, Reason: st.Reason, Detail: st.Detail, Since: st.Since}
+		if st.ResumeAt != nil {
+			h.ResumeAt = *st.ResumeAt
+		}
+		r.halt.Restore(h)
 		// Nothing from outside derivation until the halt ends; the first round rewinds op-geth again, in case the
 		// previous run stopped between keeping the halt and rewinding.
 		r.engine.HoldUnsafeInput(true)
