@@ -25,7 +25,7 @@ import (
 // It runs on a JSON-RPC listener of its own (HTTP and websocket), where its limits can be enforced:
 //
 //	relay_subscribe("envelopes", fromNumber)  replays what is held from fromNumber on, then every new block
-//	relay_envelopeByNumber(number)            the block held at a height, or null (for gaps)
+//	relay_envelopeByNumber(number)            the block held at a height (the latest arrived), or null (for gaps)
 //	relay_head()                              the highest height held
 
 // Errors a subscriber gets when the relay refuses it.
@@ -160,13 +160,32 @@ func (r *relayServer) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip st
 		}
 		return notifier.Notify(sub.ID, msg)
 	}
+	// overflowed reports (and drops the subscriber) once a block could not be queued for it. It is checked before
+	// every send: what is still queued comes after the block it missed, and a select that also has a ready queue
+	// would only notice the overflow by chance, sending on (into a full connection, until the write timeout).
+	overflowed := func() bool {
+		select {
+		case <-sink.overflow:
+			r.metrics.RecordRelayDropped()
+			lgr.Warn("Dropping slow relay subscriber: send queue full", "queue", r.cfg.SendQueue)
+			return true
+		default:
+			return false
+		}
+	}
 	for _, h := range replay {
+		if overflowed() {
+			return
+		}
 		if err := send(h); err != nil {
 			lgr.Debug("Relay subscriber gone", "err", err)
 			return
 		}
 	}
 	for {
+		if overflowed() {
+			return
+		}
 		select {
 		case h := <-sink.queue:
 			if err := send(h); err != nil {
@@ -174,9 +193,7 @@ func (r *relayServer) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip st
 				return
 			}
 		case <-sink.overflow:
-			r.metrics.RecordRelayDropped()
-			lgr.Warn("Dropping slow relay subscriber: send queue full", "queue", r.cfg.SendQueue)
-			return
+			// checked again at the top of the loop
 		case <-sub.Err():
 			return
 		case <-r.ctx.Done():
@@ -188,8 +205,8 @@ func (r *relayServer) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip st
 // RelayAPI is the relay namespace.
 type RelayAPI struct{ r *relayServer }
 
-// Envelopes subscribes to the held sequencer-signed blocks from a height on: those already held, in order, then
-// every new one as it arrives.
+// Envelopes subscribes to the held sequencer-signed blocks from a height on: those already held (the latest
+// arrived at each height), in order, then every new one as it arrives.
 func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Subscription, error) {
 	notifier, ok := rpc.NotifierFromContext(ctx)
 	if !ok {
@@ -207,10 +224,11 @@ func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Sub
 	return sub, nil
 }
 
-// EnvelopeByNumber returns the first signed block held at a height, or null.
+// EnvelopeByNumber returns the signed block that arrived last at a height (the sequencer's current one, after an
+// unsafe reorg), or null.
 func (a *RelayAPI) EnvelopeByNumber(number hexutil.Uint64) *opsigner.SignedExecutionPayloadEnvelope {
-	if held := a.r.store.ByNumber(uint64(number)); len(held) > 0 {
-		return held[0].Signed
+	if held := a.r.store.Latest(uint64(number)); held != nil {
+		return held.Signed
 	}
 	return nil
 }

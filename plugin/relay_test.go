@@ -2,12 +2,14 @@ package plugin
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -112,27 +114,72 @@ func TestRelaySubscriberLimits(t *testing.T) {
 // serving the others.
 func TestRelayDropsSlowSubscriber(t *testing.T) {
 	cfg := testRollupConfig()
-	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 2, MaxSubscribersPerIP: 2, SendQueue: 4})
+	const sendQueue = 4
+	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 2, MaxSubscribersPerIP: 2, SendQueue: sendQueue})
+
+	// Block n's state root (and so its hash) is n: the store holds a block once, by hash, and offers it once.
+	parent := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	next := func(extra []byte) *opsigner.SignedExecutionPayloadEnvelope {
+		var root common.Hash
+		binary.BigEndian.PutUint64(root[:], parent.Number+1)
+		b := makeBlock(t, cfg, parent, l1Block(parent.L1Origin.Number, 0), parent.SequenceNumber+1, root)
+		if extra != nil {
+			b.env.ExecutionPayload.Transactions = append(b.env.ExecutionPayload.Transactions, extra)
+		}
+		parent = b.ref
+		return signed(b)
+	}
+	first := next(nil)
+	_, _, _, err := store.Add(first, "gossip", time.Now())
+	require.NoError(t, err)
 
 	conn, _, err := websocket.DefaultDialer.Dial(r.wsURL(), http.Header{})
 	require.NoError(t, err)
 	defer conn.Close()
 	req := `{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`
 	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(req)))
-	// ...and never read again.
+	// The subscriber reads its subscription's ID, then the replayed block: the subscription holds a slot and is
+	// live (what the relay sends now goes to the connection)...
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	var resp struct {
+		Result string          `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	require.NoError(t, conn.ReadJSON(&resp))
+	require.Empty(t, resp.Error)
+	require.NotEmpty(t, resp.Result)
+	var note struct {
+		Params struct {
+			Result opsigner.SignedExecutionPayloadEnvelope `json:"result"`
+		} `json:"params"`
+	}
+	require.NoError(t, conn.ReadJSON(&note))
+	require.Equal(t, first.Envelope.ExecutionPayload.BlockHash, note.Params.Result.Envelope.ExecutionPayload.BlockHash)
+	r.mu.Lock()
+	require.Equal(t, 1, r.total)
+	r.mu.Unlock()
+	// ...and never reads again.
 
-	// Big blocks fill the socket buffers, then the queue.
-	parent := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	// Big blocks, added in bursts of more than the relay can take from the queue meanwhile (one being sent, a queue
+	// full): the queue overflows while the relay is still writing into the socket buffers, not stuck on them.
 	fat := make([]byte, 256<<10)
+	var addErr error // the condition runs on another goroutine, where require must not fail the test
 	require.Eventually(t, func() bool {
-		b := makeBlock(t, cfg, parent, l1Block(parent.L1Origin.Number, 0), parent.SequenceNumber+1, [32]byte{byte(parent.Number)})
-		b.env.ExecutionPayload.Transactions = append(b.env.ExecutionPayload.Transactions, fat)
-		store.Add(signed(b), "gossip", time.Now())
-		parent = b.ref
+		burst := make([]*opsigner.SignedExecutionPayloadEnvelope, 0, sendQueue+2)
+		for range sendQueue + 2 {
+			burst = append(burst, next(fat))
+		}
+		for _, b := range burst {
+			if _, added, _, err := store.Add(b, "gossip", time.Now()); err != nil || !added {
+				addErr = fmt.Errorf("block %s not held (err %v)", b.ID(), err)
+				return true
+			}
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.total == 0
 	}, 20*time.Second, time.Millisecond, "the stuck subscriber was not dropped")
+	require.NoError(t, addErr)
 
 	// The slot is free again and a well-behaved subscriber is served.
 	ch, sub, err := subscribe(t, r, parent.Number)
@@ -183,7 +230,7 @@ func TestRelayOnlyService(t *testing.T) {
 // A replicator with P2P but no relay still holds the signed blocks gossip delivers, so that two validly signed
 // blocks at one height halt it.
 func TestGossipEquivocationWithoutRelay(t *testing.T) {
-	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, PollInterval: time.Second,
+	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, L2RPC: "http://127.0.0.1:1", PollInterval: time.Second,
 		RequestTimeout: time.Second, ReadTimeout: time.Second, HaltPolicy: driverhook.HaltManual}
 	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
 	require.NoError(t, err)
