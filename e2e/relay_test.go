@@ -238,6 +238,26 @@ func TestRelays(t *testing.T) {
 			require.True(t, ok)
 			require.NoError(t, s.VerifySignature(auth), "each envelope of the evidence verifies on its own")
 		}
+
+		// The halt and its evidence survive a crash of op-node.
+		halted := status(t, d3)
+		rawEvidence := func() []json.RawMessage {
+			var raw []json.RawMessage
+			require.NoError(t, d3.CL.RPC.CallContext(t.Context(), &raw, "replicator_equivocationEvidence"))
+			require.NotEmpty(t, raw)
+			return raw
+		}
+		before := rawEvidence()
+		require.NoError(t, d3.OpNode.Kill())
+		require.NoError(t, d3.Start(t.Context()))
+		after := status(t, d3)
+		require.Equal(t, stateHalted, after.State, "a restart undid the equivocation halt")
+		require.Equal(t, "equivocation", after.HaltReason)
+		require.Equal(t, halted.HaltDetail, after.HaltDetail)
+		require.True(t, halted.Since.Equal(after.Since))
+		// The pair that halted it is kept (the equivocating relay goes on adding pairs at new heights).
+		require.JSONEq(t, string(before[0]), string(rawEvidence()[0]), "the evidence changed across the restart")
+		requireNoUnsafeBeyondDerived(t, d3)
 	})
 }
 

@@ -54,8 +54,9 @@ type Replicator struct {
 	// rewindPending: halted, but op-geth was not rewound yet (the rewind failed, or the node restarted halted).
 	rewindPending bool
 	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
-	restored  bool
-	persisted eth.L2BlockRef // lastReplicated as last written to the state file
+	restored          bool
+	persisted         eth.L2BlockRef // lastReplicated as last written to the state file
+	persistedEvidence int            // how much evidence was last written to the state file
 
 	// roundMu guards the cancel function of the round in progress, and how many operator requests wait for the loop:
 	// a request cancels the round's source requests, so that it is served within one engine call.
@@ -403,12 +404,13 @@ func (r *Replicator) persist() {
 		r.log.Error("Could not write the replicator state file: a restart now would not know this state", "err", err)
 		return
 	}
-	r.persisted = last
+	r.persisted, r.persistedEvidence = last, len(st.Evidence)
 }
 
-// persistProgress writes the state file when the last replicated block changed (at most once a round).
+// persistProgress writes the state file when the last replicated block or the evidence changed (at most once a
+// round).
 func (r *Replicator) persistProgress() {
-	if r.state != nil && r.lastReplicated() != r.persisted {
+	if r.state != nil && (r.lastReplicated() != r.persisted || r.evidence.count() != r.persistedEvidence) {
 		r.persist()
 	}
 }
@@ -416,6 +418,7 @@ func (r *Replicator) persistProgress() {
 // restore takes the state a previous run left in the state file.
 func (r *Replicator) restore(st *persistedState) {
 	r.evidence.restore(st.Evidence)
+	r.persistedEvidence = len(st.Evidence)
 	if st.LastReplicated != nil {
 		r.snap.lastReplicated, r.persisted, r.restored = *st.LastReplicated, *st.LastReplicated, true
 	}

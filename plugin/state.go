@@ -110,3 +110,10 @@ func (l *evidenceLog) restore(evidence []*Evidence) {
 	defer l.mu.Unlock()
 	l.evidence = append(l.evidence[:0], evidence...)
 }
+
+// count is how many equivocations are kept.
+func (l *evidenceLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.evidence)
+}

@@ -186,11 +186,16 @@ func TestEvidenceSurvivesRestart(t *testing.T) {
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), b[5])
 	h.round()
 	h.requireHalted(ReasonEquivocation)
+	// More evidence while halted is kept at the next round.
+	c, d := signedChain(t, 1, 7, 0), signedChain(t, 1, 7, 6)
+	h.svc.OnSignedUnsafeL2Payload(context.Background(), c[6])
+	h.svc.OnSignedUnsafeL2Payload(context.Background(), d[6])
+	h.round()
 
 	h2 := restarted(t, h, driverhook.HaltManual)
 	require.Equal(t, ReasonEquivocation, h2.rep.halt.Status().Reason)
 	evs := h2.rep.evidence.all()
-	require.Len(t, evs, 1)
+	require.Len(t, evs, 2)
 	require.Equal(t, a[5].Envelope.ExecutionPayload.BlockHash, evs[0].First.Envelope.ExecutionPayload.BlockHash)
 	require.Equal(t, b[5].Signature, evs[0].Second.Signature)
 
