@@ -53,6 +53,9 @@ type Replicator struct {
 	failures int // consecutive transient failures, for backoff
 	// rewindPending: halted, but op-geth was not rewound yet (the rewind failed, or the node restarted halted).
 	rewindPending bool
+	// rewindFailures and rewindRetryAt back a failing rewind off: each retry resets op-node's derivation.
+	rewindFailures int
+	rewindRetryAt  time.Time
 	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
 	restored          bool
 	persisted         eth.L2BlockRef // lastReplicated as last written to the state file
@@ -133,7 +136,7 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 // our L1 view and the source (watch), and replicate what the source has beyond our unsafe head.
 func (r *Replicator) round(ctx context.Context) error {
 	if r.halt.Halted() {
-		if r.rewindPending {
+		if r.rewindPending && !r.now().Before(r.rewindRetryAt) {
 			r.rewind(ctx)
 		}
 		if !r.halt.ShouldResume(r.now(), r.synced) {
@@ -251,14 +254,15 @@ func (r *Replicator) checkHead(ctx context.Context, head eth.L2BlockRef) error {
 func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, status *eth.SyncStatus) error {
 	seen := r.watch.drain()
 	last := r.lastReplicated()
+	restored := r.restored
+	r.restored = false
 	// At the steady state the head is the last block we inserted: it is in the chain, no need to look it up.
 	if last != (eth.L2BlockRef{}) && last.ID() != head.ID() {
 		local, err := r.l2.L2BlockRefByNumber(ctx, last.Number)
 		if err != nil && !errors.Is(err, ethereum.NotFound) {
+			r.restored = restored // not looked at yet
 			return fmt.Errorf("%w: local block %d: %v", errEngine, last.Number, err)
 		}
-		restored := r.restored
-		r.restored = false
 		if restored && errors.Is(err, ethereum.NotFound) {
 			// Replicated before a restart, and the engine no longer has a block at that height: a crashed op-geth
 			// can lose its latest blocks. Nothing contradicts them; the source is compared with our head next.
@@ -332,8 +336,9 @@ func (r *Replicator) haltNow(ctx context.Context, reason Reason, detail string) 
 }
 
 // rewind holds unsafe input and rewinds the unsafe chain to the safe head: op-geth's own chain (rewinder), then
-// op-node's heads. Until the engine controller has found its heads there is nothing to rewind yet; a rewind that
-// did not happen or did not reach op-geth is redone every round while halted.
+// op-node's heads. Until the engine controller has found its heads there is nothing to rewind yet: it is done at the
+// next round. A rewind that did not reach op-geth is retried while halted, with backoff (each try resets op-node's
+// derivation).
 func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 	ctx = context.WithoutCancel(ctx)
 	r.rewindPending = true
@@ -351,11 +356,14 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 		err = r.checkRewound(ctx, head)
 	}
 	if err != nil {
+		r.rewindRetryAt = r.now().Add(r.backoff.Duration(r.rewindFailures))
+		r.rewindFailures++
 		r.metrics.RecordError(ErrKindRewind)
-		r.log.Error("Halt could not rewind op-geth to the safe head; retrying while halted", "safe", head, "err", err)
+		r.log.Error("Halt could not rewind op-geth to the safe head; retrying while halted", "safe", head, "err", err,
+			"attempt", r.rewindFailures, "retry_at", r.rewindRetryAt)
 		return head, err
 	}
-	r.rewindPending = false
+	r.rewindPending, r.rewindFailures, r.rewindRetryAt = false, 0, time.Time{}
 	return head, nil
 }
 
@@ -378,8 +386,11 @@ func (r *Replicator) resume(why string) {
 		return
 	}
 	r.engine.HoldUnsafeInput(false)
-	r.rewindPending = false
+	r.rewindPending, r.rewindFailures, r.rewindRetryAt = false, 0, time.Time{}
 	r.failures = 0
+	// Evidence that arrived while halted belongs to the incident this resume ends (kept in
+	// replicator_equivocationEvidence), as after a restart; new evidence halts again.
+	r.evidence.takePending()
 	r.persist()
 	r.metrics.RecordState(StateRunning)
 	r.log.Info("Replicator resumed", "why", why)

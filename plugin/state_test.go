@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -237,8 +238,14 @@ func TestLastReplicatedSurvivesRestart(t *testing.T) {
 			h2.round()
 			if tc.halt {
 				h2.requireHalted(ReasonUnsafeReorg)
-			} else {
-				h2.requireRunning()
+				return
+			}
+			h2.requireRunning()
+			if tc.name == "still there" {
+				// Checked once since the restart: an engine dropping it now is op-node's doing again.
+				h2.engine.setChain(tc.engine[:3])
+				h2.round()
+				h2.requireHalted(ReasonUnsafeReorg)
 			}
 		})
 	}
@@ -293,4 +300,59 @@ func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
 	h.round()
 	h.requireHalted(ReasonEquivocation)
 	require.Equal(t, 3, h.engine.inserted, "block 4 was inserted after the evidence arrived")
+}
+
+// fakeRewinder stands for op-geth's rewind over --replicator.l2.rpc.
+type fakeRewinder struct {
+	err   error
+	calls int
+}
+
+func (f *fakeRewinder) Rewind(context.Context, eth.L2BlockRef) error {
+	f.calls++
+	return f.err
+}
+
+// A rewind that does not reach op-geth is retried while halted, with backoff: every try resets op-node's
+// derivation, so it is not redone at every round or event.
+func TestFailedRewindRetriedWithBackoff(t *testing.T) {
+	h, _ := haltedHarness(t, driverhook.HaltManual)
+	rw := &fakeRewinder{err: errors.New("connection refused")}
+	h.rep.rewinder = rw
+	h.rep.rewindPending = true // as after a failed rewind
+	h.round()
+	require.Equal(t, 1, rw.calls)
+	require.True(t, h.rep.rewindPending)
+	for range 5 {
+		h.round()
+	}
+	require.Equal(t, 1, rw.calls, "retried before the backoff")
+	h.clock.Advance(time.Minute)
+	h.round()
+	require.Equal(t, 2, rw.calls)
+
+	rw.err = nil
+	h.clock.Advance(time.Minute)
+	h.round()
+	require.Equal(t, 3, rw.calls)
+	require.False(t, h.rep.rewindPending)
+	h.clock.Advance(time.Minute)
+	h.round()
+	require.Equal(t, 3, rw.calls, "rewound again after success")
+	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+}
+
+// Evidence that arrives while halted ends with the halt: resumed, the replicator replicates (as after a restart).
+func TestEvidenceWhileHaltedEndsWithTheHalt(t *testing.T) {
+	h, blocks := haltedHarness(t, driverhook.HaltManual)
+	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
+	h.rep.evidence.record(&heldEnvelope{Signed: a[7], Source: "x"}, &heldEnvelope{Signed: b[7], Source: "y"})
+	h.round()
+	done := make(chan error, 1)
+	h.rep.handle(context.Background(), request{done: done})
+	require.NoError(t, <-done)
+	h.round()
+	h.requireRunning()
+	require.Equal(t, blocks[5].ref, h.engine.head())
+	require.Len(t, h.rep.evidence.all(), 1, "the evidence is kept")
 }
