@@ -79,6 +79,12 @@ func (r *engineRewinder) Rewind(ctx context.Context, safe eth.L2BlockRef) error 
 	if latest == safe.Hash {
 		return nil
 	}
+	// debug_setHead rewinds further than asked, down to a block with state, when op-geth lacks the safe head's
+	// state: check it first, a missing state must fail the rewind, not the chain.
+	var balance hexutil.Big
+	if err := r.rpc.CallContext(ctx, &balance, "eth_getBalance", common.Address{}, rpc.BlockNumberOrHashWithHash(safe.Hash, true)); err != nil {
+		return fmt.Errorf("op-geth has no state for the safe head %s, not rewinding to it: %w", safe.ID(), err)
+	}
 	if err := r.rpc.CallContext(ctx, nil, "debug_setHead", hexutil.Uint64(safe.Number)); err != nil {
 		return fmt.Errorf("debug_setHead(%d) at %s: %w", safe.Number, r.name, err)
 	}
