@@ -48,6 +48,8 @@ var (
 	RelayMaxSubscribersPerIPFlagName = flagName("relay.max-subscribers-per-ip")
 	RelaySendQueueFlagName           = flagName("relay.send-queue")
 	RelayMaxMessageSizeFlagName      = flagName("relay.max-message-size")
+	RelayMaxConnsPerClientFlagName   = flagName("relay.max-conns-per-client")
+	RelayRateLimitFlagName           = flagName("relay.rate-limit")
 )
 
 const (
@@ -63,6 +65,8 @@ const (
 	DefaultRelayMaxSubscribersPerIP = 8
 	DefaultRelaySendQueue           = 256
 	DefaultRelayMaxMessageSize      = 10 << 20 // op-node's own limit on a gossiped block
+	DefaultRelayMaxConnsPerClient   = 16
+	DefaultRelayRateLimit           = 50.0
 )
 
 func flagName(v string) string { return "replicator." + v }
@@ -190,6 +194,22 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 			Category: category,
 		},
 		&cli.IntFlag{
+			Name: RelayMaxConnsPerClientFlagName,
+			Usage: "Most open connections (HTTP requests in progress and websockets) from one client: an IPv4 address or " +
+				"an IPv6 /64; more are refused with HTTP 429.",
+			Value:    DefaultRelayMaxConnsPerClient,
+			EnvVars:  envVars(envPrefix, "RELAY_MAX_CONNS_PER_CLIENT"),
+			Category: category,
+		},
+		&cli.Float64Flag{
+			Name: RelayRateLimitFlagName,
+			Usage: "HTTP requests and websocket connections per second from one client (IPv4 address or IPv6 /64), with " +
+				"a burst of as many; more are refused with HTTP 429.",
+			Value:    DefaultRelayRateLimit,
+			EnvVars:  envVars(envPrefix, "RELAY_RATE_LIMIT"),
+			Category: category,
+		},
+		&cli.IntFlag{
 			Name:     RelayMaxMessageSizeFlagName,
 			Usage:    "Largest relay message in bytes; larger signed blocks are not relayed.",
 			Value:    DefaultRelayMaxMessageSize,
@@ -209,6 +229,8 @@ type RelayConfig struct {
 	MaxSubscribersPerIP int
 	SendQueue           int
 	MaxMessageSize      int
+	MaxConnsPerClient   int
+	RateLimit           float64
 }
 
 // Check returns an error an operator can act on. A disabled relay is always valid.
@@ -228,10 +250,14 @@ func (c *RelayConfig) Check() error {
 		{RelayMaxSubscribersPerIPFlagName, c.MaxSubscribersPerIP},
 		{RelaySendQueueFlagName, c.SendQueue},
 		{RelayMaxMessageSizeFlagName, c.MaxMessageSize},
+		{RelayMaxConnsPerClientFlagName, c.MaxConnsPerClient},
 	} {
 		if v.value <= 0 {
 			return fmt.Errorf("--%s must be positive, got %d", v.name, v.value)
 		}
+	}
+	if c.RateLimit <= 0 {
+		return fmt.Errorf("--%s must be positive, got %v", RelayRateLimitFlagName, c.RateLimit)
 	}
 	if c.MaxSubscribersPerIP > c.MaxSubscribers {
 		return fmt.Errorf("--%s (%d) is above --%s (%d)", RelayMaxSubscribersPerIPFlagName, c.MaxSubscribersPerIP,
@@ -281,6 +307,8 @@ func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 			MaxSubscribersPerIP: ctx.Int(RelayMaxSubscribersPerIPFlagName),
 			SendQueue:           ctx.Int(RelaySendQueueFlagName),
 			MaxMessageSize:      ctx.Int(RelayMaxMessageSizeFlagName),
+			MaxConnsPerClient:   ctx.Int(RelayMaxConnsPerClientFlagName),
+			RateLimit:           ctx.Float64(RelayRateLimitFlagName),
 		},
 	}
 }

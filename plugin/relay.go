@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +33,13 @@ import (
 var (
 	ErrRelayFull      = errors.New("relay: too many subscribers")
 	ErrRelayFullForIP = errors.New("relay: too many subscribers from this address")
+	// ErrRelayTooLarge: the block asked for is above the relay's message size limit.
+	ErrRelayTooLarge = errors.New("relay: block above the message size limit")
 )
+
+// relayMaxBatch bounds the calls in one JSON-RPC batch (a follower sends single calls); the batch's response is
+// bounded by the message size limit.
+const relayMaxBatch = 16
 
 type relayServer struct {
 	log     log.Logger
@@ -40,8 +47,9 @@ type relayServer struct {
 	store   *envelopeStore
 	metrics Metrics
 
-	rpc  *rpc.Server
-	http *httputil.HTTPServer
+	rpc     *rpc.Server
+	http    *httputil.HTTPServer
+	clients *clientLimiter
 
 	ctx    context.Context // ends subscriptions at Stop
 	cancel context.CancelFunc
@@ -55,13 +63,14 @@ type relayServer struct {
 func newRelayServer(lgr log.Logger, cfg driverhook.RelayConfig, store *envelopeStore, m Metrics) (*relayServer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &relayServer{log: lgr, cfg: cfg, store: store, metrics: m, rpc: rpc.NewServer(), ctx: ctx, cancel: cancel,
-		perIP: make(map[string]int)}
+		perIP: make(map[string]int), clients: newClientLimiter(cfg.MaxConnsPerClient, cfg.RateLimit, m)}
 	if err := r.rpc.RegisterName("relay", &RelayAPI{r: r}); err != nil {
 		cancel()
 		return nil, err
 	}
 	r.rpc.SetWebsocketReadLimit(64 << 10) // requests are small; responses are bounded by MaxMessageSize
 	r.rpc.SetHTTPBodyLimit(64 << 10)
+	r.rpc.SetBatchLimits(relayMaxBatch, cfg.MaxMessageSize)
 	return r, nil
 }
 
@@ -75,7 +84,7 @@ func (r *relayServer) Start() error {
 		}
 		r.rpc.ServeHTTP(w, req)
 	})
-	srv, err := httputil.StartHTTPServer(net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)), handler)
+	srv, err := httputil.StartHTTPServer(net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)), r.clients.wrap(handler))
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
@@ -212,7 +221,7 @@ func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Sub
 	if !ok {
 		return nil, rpc.ErrNotificationsUnsupported
 	}
-	ip := remoteIP(rpc.PeerInfoFromContext(ctx).RemoteAddr)
+	ip := clientKey(rpc.PeerInfoFromContext(ctx).RemoteAddr)
 	if err := a.r.acquire(ip); err != nil {
 		return nil, err
 	}
@@ -225,20 +234,40 @@ func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Sub
 }
 
 // EnvelopeByNumber returns the signed block that arrived last at a height (the sequencer's current one, after an
-// unsafe reorg), or null.
-func (a *RelayAPI) EnvelopeByNumber(number hexutil.Uint64) *opsigner.SignedExecutionPayloadEnvelope {
-	if held := a.r.store.Latest(uint64(number)); held != nil {
-		return held.Signed
+// unsafe reorg), or null. A block above the message size limit is refused, as it is not relayed to subscribers.
+func (a *RelayAPI) EnvelopeByNumber(number hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+	held := a.r.store.Latest(uint64(number))
+	if held == nil {
+		return nil, nil
 	}
-	return nil
+	msg, err := held.json()
+	if err != nil {
+		return nil, err
+	}
+	if len(msg) > a.r.cfg.MaxMessageSize {
+		a.r.metrics.RecordRelayOversized()
+		return nil, fmt.Errorf("%w: block %d is %d bytes, the limit is %d", ErrRelayTooLarge, number, len(msg), a.r.cfg.MaxMessageSize)
+	}
+	return held.Signed, nil
 }
 
 // Head returns the highest height held (0 if none).
 func (a *RelayAPI) Head() hexutil.Uint64 { return hexutil.Uint64(a.r.store.Head()) }
 
-func remoteIP(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
+// clientKey names the client a connection comes from, for per-client limits: its IPv4 address, or the /64 of its
+// IPv6 address (one host commonly holds a whole /64). Behind a reverse proxy every client is the proxy.
+func clientKey(addr string) string {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
 		return host
 	}
-	return addr
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	return netip.PrefixFrom(ip, 64).Masked().String()
 }

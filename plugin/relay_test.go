@@ -32,6 +32,12 @@ func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*relayServer, *envelo
 	if cfg.MaxMessageSize == 0 {
 		cfg.MaxMessageSize = 10 << 20
 	}
+	if cfg.MaxConnsPerClient == 0 {
+		cfg.MaxConnsPerClient = 16
+	}
+	if cfg.RateLimit == 0 {
+		cfg.RateLimit = 1000
+	}
 	require.NoError(t, cfg.Check())
 	store := newEnvelopeStore(cfg.Window)
 	r, err := newRelayServer(testlog.Logger(t, log.LevelInfo), cfg, store, NoopMetrics{})
@@ -202,6 +208,13 @@ func TestRelayMessageSizeLimit(t *testing.T) {
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
 	require.Equal(t, blocks[1].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, fmt.Sprintf("block 1 (over %d bytes) is skipped", len(small)))
+
+	// Asked for by number, it is refused too.
+	_, err = (&RelayAPI{r: r}).EnvelopeByNumber(1)
+	require.ErrorIs(t, err, ErrRelayTooLarge)
+	got, err := (&RelayAPI{r: r}).EnvelopeByNumber(2)
+	require.NoError(t, err)
+	require.Equal(t, blocks[1].ref.Hash, got.Envelope.ExecutionPayload.BlockHash)
 }
 
 // A relay-only service (a sequencer or a P2P sentry) holds what gossip accepted and relays it; it replicates
@@ -209,6 +222,7 @@ func TestRelayMessageSizeLimit(t *testing.T) {
 func TestRelayOnlyService(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
 	cfg := driverhook.CLIConfig{Relay: driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Port: 0, Window: 8,
+		MaxConnsPerClient: 4, RateLimit: 100,
 		MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4, MaxMessageSize: 1 << 20}}
 	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
 	require.NoError(t, err)

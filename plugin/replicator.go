@@ -22,6 +22,10 @@ import (
 // between batches.
 const maxBlocksPerRound = 256
 
+// staleBackoff is the first wait after the unsafe head moved under a round (gossip or derivation got there first);
+// it doubles while the head keeps moving, up to the poll interval.
+const staleBackoff = 10 * time.Millisecond
+
 // Replicator runs the pipeline, one round at a time, on one goroutine that owns every write to the engine:
 // source -> verify -> insert, with watch checks before each round and the halt state machine around it.
 type Replicator struct {
@@ -51,6 +55,7 @@ type Replicator struct {
 
 	// Owned by the loop goroutine.
 	failures int // consecutive transient failures, for backoff
+	stale    int // consecutive rounds that found the unsafe head moved under them
 	// rewindPending: halted, but op-geth was not rewound yet (the rewind failed, or the node restarted halted).
 	rewindPending bool
 	// rewindFailures and rewindRetryAt back a failing rewind off: each retry resets op-node's derivation.
@@ -96,7 +101,7 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 	r.persistProgress()
 	switch {
 	case err == nil:
-		r.failures = 0
+		r.failures, r.stale = 0, 0
 		return r.cfg.PollInterval
 	case ctx.Err() != nil:
 		return 0 // interrupted (an operator request, evidence) or stopping: back to the loop at once
@@ -115,8 +120,10 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 		return r.cfg.PollInterval
 	case errors.Is(err, errStale):
 		r.metrics.RecordError(ErrKindStale)
-		r.log.Debug("Unsafe head moved, starting over", "err", err)
-		return 0
+		r.stale++
+		delay := min(r.cfg.PollInterval, staleBackoff<<min(r.stale-1, 16))
+		r.log.Debug("Unsafe head moved, starting over", "err", err, "retry_in", delay)
+		return delay
 	case errors.Is(err, errL1):
 		r.metrics.RecordError(ErrKindL1)
 	case errors.Is(err, errEngine):

@@ -125,8 +125,22 @@ func TestStaleHeadIsNotADisagreement(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.insertErr = engine.ErrStaleBuild
-	require.Zero(t, h.round(), "a stale head starts the next round at once")
+	// The next round comes soon, and later while the head keeps moving under us (no busy loop), never later than
+	// the poll interval.
+	first := h.round()
+	require.Equal(t, staleBackoff, first)
+	require.Equal(t, 2*staleBackoff, h.round())
+	for range 20 {
+		require.LessOrEqual(t, h.round(), h.rep.cfg.PollInterval)
+	}
+	require.Equal(t, h.rep.cfg.PollInterval, h.round())
 	h.requireRunning()
+	h.engine.insertErr = nil
+	h.round()
+	require.Equal(t, blocks[3].ref, h.engine.head())
+	h.engine.insertErr = engine.ErrStaleBuild
+	h.source.set(buildChain(t, testRollupConfig(), 5, 0, 0), 5, nil)
+	require.Equal(t, staleBackoff, h.round(), "a success starts the backoff over")
 }
 
 func TestOriginBeyondOurL1HeadWaits(t *testing.T) {

@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-service/client"
@@ -35,6 +38,52 @@ type Source interface {
 	Close()
 }
 
+// maxSourceResponse bounds one response of an http(s) source, as go-ethereum's websocket client bounds a message:
+// a source (or a man in the middle on plain http) cannot stream an endless body into op-node's memory.
+const maxSourceResponse = 32 << 20
+
+// errResponseTooLarge: an http(s) source answered with a body above maxSourceResponse.
+var errResponseTooLarge = fmt.Errorf("%w: response above %d bytes", errBadInput, maxSourceResponse)
+
+// limitedTransport cuts every response body at limit bytes: reading past it fails with errResponseTooLarge.
+type limitedTransport struct {
+	next  http.RoundTripper
+	limit int64
+}
+
+func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: t.limit}
+	return resp, nil
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		if n, err := b.ReadCloser.Read(one[:]); n > 0 {
+			return 0, errResponseTooLarge
+		} else if err != nil {
+			return 0, err
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
 // rpcSource reads the sequencer's execution-engine RPC with op-service's L2 client, trust off: block hashes and
 // transaction roots are recomputed. The state root can only be checked by executing the block locally.
 type rpcSource struct {
@@ -55,7 +104,12 @@ var _ Source = (*rpcSource)(nil)
 func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout time.Duration, m Metrics) (*rpcSource, error) {
 	name := redactURL(rawURL)
 	// Lazy dial: a source that is down at start-up is retried like one that goes down later.
-	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, client.WithLazyDial(), client.WithCallTimeout(timeout))
+	opts := []client.RPCOption{client.WithLazyDial(), client.WithCallTimeout(timeout)}
+	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "http" || u.Scheme == "https") {
+		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(&http.Client{
+			Transport: limitedTransport{next: http.DefaultTransport, limit: maxSourceResponse}})))
+	}
+	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", name, err)
 	}

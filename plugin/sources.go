@@ -44,6 +44,7 @@ type multiSource struct {
 	mu       sync.Mutex
 	health   []SourceHealth
 	servedBy string
+	asking   []bool // a head request to the source is in flight
 }
 
 var _ Source = (*multiSource)(nil)
@@ -51,7 +52,7 @@ var _ Source = (*multiSource)(nil)
 func newMultiSource(sources []Source, m Metrics, now func() time.Time) *multiSource {
 	ctx, cancel := context.WithCancel(context.Background())
 	ms := &multiSource{sources: sources, metrics: m, now: now, heads: make(chan struct{}, 1), cancel: cancel,
-		health: make([]SourceHealth, len(sources))}
+		health: make([]SourceHealth, len(sources)), asking: make([]bool, len(sources))}
 	for i, s := range sources {
 		ms.health[i].Name = s.Name()
 		ms.wg.Add(1)
@@ -131,23 +132,65 @@ func (m *multiSource) order() []int {
 	return idx
 }
 
-// Head asks every source and returns the highest head; it fails only if every source fails.
+// Head asks every source at once and returns the highest head; it fails only if every source fails. Once a source
+// answered, sources that were not healthy are not waited for: a blackholed source costs the others nothing after
+// its first timeout. Its request goes on in the background (one at a time), and its answer is recorded for the
+// next round.
 func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
+	type answer struct {
+		head    eth.BlockID
+		err     error
+		healthy bool // the source was healthy when asked
+	}
+	answers := make(chan answer, len(m.sources))
+	asked, waitFor := 0, 0 // sources asked; healthy ones among them
+	m.mu.Lock()
+	for i, s := range m.sources {
+		if m.asking[i] {
+			continue // still waiting for its previous answer
+		}
+		m.asking[i] = true
+		healthy := m.health[i].healthy()
+		asked++
+		if healthy {
+			waitFor++
+		}
+		go func() {
+			// Not cut short when the round ends: each request has the source's own timeout.
+			head, err := s.Head(context.WithoutCancel(ctx))
+			m.record(i, &head, err)
+			m.mu.Lock()
+			m.asking[i] = false
+			m.mu.Unlock()
+			answers <- answer{head: head, err: err, healthy: healthy}
+		}()
+	}
+	m.mu.Unlock()
 	var best eth.BlockID
 	var errs []error
 	ok := false
-	for i, s := range m.sources {
-		head, err := s.Head(ctx)
-		m.record(i, &head, err)
-		if err != nil {
-			errs = append(errs, err)
+	for received := 0; received < asked && (waitFor > 0 || !ok); received++ {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-ctx.Done():
+			return eth.BlockID{}, ctx.Err()
+		}
+		if a.healthy {
+			waitFor--
+		}
+		if a.err != nil {
+			errs = append(errs, a.err)
 			continue
 		}
-		if !ok || head.Number > best.Number {
-			best, ok = head, true
+		if !ok || a.head.Number > best.Number {
+			best, ok = a.head, true
 		}
 	}
 	if !ok {
+		if len(errs) == 0 {
+			return eth.BlockID{}, errors.New("no source answered: every source is still busy with an earlier request")
+		}
 		return eth.BlockID{}, errors.Join(errs...)
 	}
 	return best, nil

@@ -222,8 +222,12 @@ func TestRelayServesLatest(t *testing.T) {
 		require.NoError(t, err)
 	}
 	api := &RelayAPI{r: r}
-	require.Equal(t, hashOf(envelopeAt(2, 1)), hashOf(api.EnvelopeByNumber(2)))
-	require.Nil(t, api.EnvelopeByNumber(4))
+	latest, err := api.EnvelopeByNumber(2)
+	require.NoError(t, err)
+	require.Equal(t, hashOf(envelopeAt(2, 1)), hashOf(latest))
+	none, err := api.EnvelopeByNumber(4)
+	require.NoError(t, err)
+	require.Nil(t, none)
 
 	ch, sub, err := subscribe(t, r, 2)
 	require.NoError(t, err)
