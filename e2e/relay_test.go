@@ -178,8 +178,13 @@ func TestRelays(t *testing.T) {
 		subscribers := func(ctx context.Context) (float64, error) {
 			return metricValue(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", rMetrics), "op_node_default_replicator_relay_subscribers")
 		}
-		before, err := subscribers(t.Context())
-		require.NoError(t, err)
+		// R serves d1 and d2, one subscription each, once the previous subtest's subscriptions are released (the
+		// relay notices a closed connection asynchronously): count from there.
+		const before = 2
+		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "R to serve d1 and d2 only", func(ctx context.Context) (bool, error) {
+			n, err := subscribers(ctx)
+			return n == before, err
+		}))
 		conn := stuckSubscriber(t, r.port)
 		defer conn.Close()
 		// Big blocks (zero calldata: cheap to batch, large to relay) fill the socket buffers quickly.

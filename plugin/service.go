@@ -3,14 +3,19 @@
 // head to the safe head and halts. The pipeline, one file a stage:
 //
 //	source.go   the sequencer's execution-engine RPC (polling, plus newHeads over ws)
+//	source_relay.go, sources.go  another node's relay as a source; several sources at once
 //	verify.go   checks before insertion: next block, above safe, L1 origin canonical on our L1 view
 //	insert.go   insertion through op-node's engine controller; local execution must match the sequencer's
 //	watch.go    op-node's own events: resets, derivation replacing unsafe blocks, derivation idle
 //	halt.go     the running/halted state machine and halt reasons
+//	rewind.go   a halt's rewind of this node's op-geth (debug_setHead over --replicator.l2.rpc)
+//	state.go    the state file: a halt, its evidence and the last replicated block across restarts
 //	replicator.go  the loop that runs the pipeline and owns every engine write
 //	service.go  lifecycle and the gossip gate; api.go the replicator_* RPC; metrics.go the metrics
 //	subfinality.go  replicator_blockStatus: a block's L1 origin on our L1 view
-//	envelopes.go, relay.go  sequencer-signed blocks held and served to downstream nodes
+//	envelopes.go, relay.go, relay_limits.go  sequencer-signed blocks held and served to downstream nodes, and the
+//	            relay's per-client limits
+//	signature.go, equivocation.go  the sequencer's signature on a block; two signed blocks at one height
 package plugin
 
 import (
