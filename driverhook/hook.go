@@ -15,9 +15,11 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/params"
 	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/prometheus/client_golang/prometheus"
 
+	optypes "github.com/ethereum-optimism/optimism/op-core/types"
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/event"
@@ -47,9 +49,13 @@ type SyncStatus interface {
 	SyncStatus() *eth.SyncStatus
 }
 
-// L1Chain is op-node's own L1 view (the driver's L1 tracker): the canonical L1 block at a height.
+// L1Chain is op-node's own L1 view (the driver's L1 tracker): the canonical L1 block at a height, and what
+// derivation reads of an L1 block to build payload attributes (its header, and its receipts for deposits and
+// SystemConfig updates).
 type L1Chain interface {
 	L1BlockRefByNumber(ctx context.Context, num uint64) (eth.L1BlockRef, error)
+	InfoByHash(ctx context.Context, hash common.Hash) (eth.BlockInfo, error)
+	FetchReceipts(ctx context.Context, blockHash common.Hash) (eth.BlockInfo, optypes.Receipts, error)
 }
 
 // L2Chain is the local execution engine, read-only (op-node's *sources.EngineClient).
@@ -58,6 +64,13 @@ type L2Chain interface {
 	L2BlockRefByNumber(ctx context.Context, num uint64) (eth.L2BlockRef, error)
 	L2BlockRefByHash(ctx context.Context, hash common.Hash) (eth.L2BlockRef, error)
 	InfoByNumber(ctx context.Context, num uint64) (eth.BlockInfo, error)
+	// SystemConfigByL2Hash reads the SystemConfig a block's L1-info deposit carries.
+	SystemConfigByL2Hash(ctx context.Context, hash common.Hash) (eth.SystemConfig, error)
+}
+
+// DependencySet is the interop dependency set op-node was configured with (derive.DependencySet).
+type DependencySet interface {
+	Chains() []eth.ChainID
 }
 
 // Signers is op-node's runtime config: the unsafe-block signer from the SystemConfig on L1, and the previous one
@@ -85,6 +98,9 @@ type Deps struct {
 	Signers  Signers
 	Events   event.Registry       // to observe op-node's events (resets, derivation progress)
 	Registry *prometheus.Registry // op-node's metrics registry
+	// L1ChainConfig and DependencySet are what op-node's own attributes builder is built with.
+	L1ChainConfig *params.ChainConfig
+	DependencySet DependencySet
 	// L1ConfDepth is the verifier's L1 confirmation depth (--verifier.l1-confs): derivation that is idle this
 	// close to the L1 head has caught up.
 	L1ConfDepth uint64

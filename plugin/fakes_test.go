@@ -14,6 +14,8 @@ import (
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ethereum-optimism/optimism/op-core/predeploys"
+	optypes "github.com/ethereum-optimism/optimism/op-core/types"
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
@@ -35,12 +37,18 @@ func testRollupConfig() *rollup.Config {
 			L2:     testGenesis,
 			L2Time: 1000,
 		},
-		BlockTime:     2,
-		L1ChainID:     big.NewInt(900),
-		L2ChainID:     big.NewInt(901),
-		SeqWindowSize: 100,
+		BlockTime:              2,
+		MaxSequencerDrift:      600,
+		L1ChainID:              big.NewInt(900),
+		L2ChainID:              big.NewInt(901),
+		SeqWindowSize:          100,
+		DepositContractAddress: common.Address{0xde},
 	}
 }
+
+// testSystemConfig is the SystemConfig of every test block's parent.
+var testSystemConfig = eth.SystemConfig{BatcherAddr: common.Address{0xba}, Overhead: eth.Bytes32{31: 0xbc},
+	Scalar: eth.Bytes32{31: 0x01}, GasLimit: 30_000_000}
 
 // l1Block is L1 block n of fork f (fork 0 is canonical unless our fake L1 view was reorged).
 func l1Block(n uint64, f byte) eth.L1BlockRef {
@@ -49,7 +57,14 @@ func l1Block(n uint64, f byte) eth.L1BlockRef {
 	if n > 0 {
 		parent = hash(n - 1)
 	}
-	return eth.L1BlockRef{Hash: hash(n), Number: n, ParentHash: parent, Time: 100 + 12*n}
+	return eth.L1BlockRef{Hash: hash(n), Number: n, ParentHash: parent, Time: 900 + 2*n}
+}
+
+// l1Info is the header of an L1 block, as our fake L1 view serves it and as the L1-info deposits of test blocks
+// carry it.
+func l1Info(ref eth.L1BlockRef) *testutils.MockBlockInfo {
+	return &testutils.MockBlockInfo{InfoHash: ref.Hash, InfoParentHash: ref.ParentHash, InfoNum: ref.Number,
+		InfoTime: ref.Time, InfoBaseFee: big.NewInt(1), InfoMixDigest: [32]byte{0x4d, ref.Hash[1], ref.Hash[2], ref.Hash[3]}}
 }
 
 // chainBlock is a block of an L2 chain the fake source serves: chain c, number n, origin from L1 fork f.
@@ -80,12 +95,12 @@ func buildChain(t *testing.T, cfg *rollup.Config, n uint64, variant byte, diverg
 	return blocks
 }
 
-// makeBlock makes a block on parent with the given origin; its hash is derived from the state root.
+// makeBlock makes a block on parent with the given origin, as derivation would build it (an L1-info deposit and
+// no other transactions); its hash is derived from the state root.
 func makeBlock(t *testing.T, cfg *rollup.Config, parent eth.L2BlockRef, origin eth.L1BlockRef, seq uint64, stateRoot common.Hash) chainBlock {
-	l1Info := &testutils.MockBlockInfo{InfoHash: origin.Hash, InfoParentHash: origin.ParentHash, InfoNum: origin.Number,
-		InfoTime: origin.Time, InfoBaseFee: big.NewInt(1)}
+	info := l1Info(origin)
 	ts := parent.Time + cfg.BlockTime
-	dep, err := derive.L1InfoDepositBytes(cfg, nil, eth.SystemConfig{}, seq, l1Info, ts)
+	dep, err := derive.L1InfoDepositBytes(cfg, nil, testSystemConfig, seq, info, ts)
 	require.NoError(t, err)
 	hash := common.Hash{0x33}
 	copy(hash[1:], stateRoot[:31])
@@ -97,6 +112,9 @@ func makeBlock(t *testing.T, cfg *rollup.Config, parent eth.L2BlockRef, origin e
 		StateRoot:    eth.Bytes32(stateRoot),
 		Timestamp:    eth.Uint64Quantity(ts),
 		Transactions: []eth.Data{dep},
+		PrevRandao:   eth.Bytes32(info.MixDigest()),
+		FeeRecipient: predeploys.SequencerFeeVaultAddr,
+		GasLimit:     eth.Uint64Quantity(testSystemConfig.GasLimit),
 	}
 	ref, err := derive.PayloadToBlockRef(cfg, payload)
 	require.NoError(t, err)
@@ -207,6 +225,8 @@ type fakeEngine struct {
 	l1Safe    eth.L1BlockRef
 	l1Final   eth.L1BlockRef
 	elSyncing bool
+	// sysCfgReads counts SystemConfigByL2Hash calls.
+	sysCfgReads atomic.Int64
 
 	invalid   map[common.Hash]bool        // blocks the engine finds INVALID
 	badRoot   map[common.Hash]common.Hash // blocks whose local execution yields another state root
@@ -341,6 +361,11 @@ func (e *fakeEngine) L2BlockRefByNumber(_ context.Context, n uint64) (eth.L2Bloc
 	return e.chain[n], nil
 }
 
+func (e *fakeEngine) SystemConfigByL2Hash(context.Context, common.Hash) (eth.SystemConfig, error) {
+	e.sysCfgReads.Add(1)
+	return testSystemConfig, nil
+}
+
 func (e *fakeEngine) InfoByNumber(ctx context.Context, n uint64) (eth.BlockInfo, error) {
 	ref, err := e.L2BlockRefByNumber(ctx, n)
 	if err != nil {
@@ -356,6 +381,8 @@ type fakeL1 struct {
 	mu     sync.Mutex
 	reorgs map[uint64]byte // number -> fork now canonical
 	err    error
+	// deposits are the receipts of L1 blocks with user deposits (none elsewhere).
+	deposits map[uint64]optypes.Receipts
 }
 
 func (l *fakeL1) L1BlockRefByNumber(_ context.Context, n uint64) (eth.L1BlockRef, error) {
@@ -365,6 +392,29 @@ func (l *fakeL1) L1BlockRefByNumber(_ context.Context, n uint64) (eth.L1BlockRef
 		return eth.L1BlockRef{}, l.err
 	}
 	return l1Block(n, l.reorgs[n]), nil
+}
+
+// InfoByHash serves the header of any L1 block l1Block can make, canonical or not.
+func (l *fakeL1) InfoByHash(_ context.Context, hash common.Hash) (eth.BlockInfo, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return nil, l.err
+	}
+	n := uint64(hash[2])<<8 | uint64(hash[3])
+	if ref := l1Block(n, hash[1]); ref.Hash == hash {
+		return l1Info(ref), nil
+	}
+	return nil, ethereum.NotFound
+}
+
+// FetchReceipts serves L1 blocks without SystemConfig updates, and without deposits unless set.
+func (l *fakeL1) FetchReceipts(ctx context.Context, hash common.Hash) (eth.BlockInfo, optypes.Receipts, error) {
+	info, err := l.InfoByHash(ctx, hash)
+	if err != nil {
+		return nil, nil, err
+	}
+	return info, l.deposits[info.NumberU64()], nil
 }
 
 func (l *fakeL1) reorg(from uint64, fork byte) {

@@ -33,6 +33,9 @@ const (
 	// ReasonL1OriginMismatch: the block's L1 origin is not the block our own L1 view has at that height, or is
 	// neither the parent's origin nor its successor.
 	ReasonL1OriginMismatch Reason = "l1-origin-mismatch"
+	// ReasonAttributesMismatch: the block is not what derivation would build on its parent from its L1 origin
+	// (timestamp, prev-randao, deposits, L1-info fields, gas limit, fee recipient, sequencer drift, ...).
+	ReasonAttributesMismatch Reason = "attributes-mismatch"
 	// ReasonL1OriginReorged: an L1 reorg removed the L1 origin of an unsafe block we hold.
 	ReasonL1OriginReorged Reason = "l1-origin-reorged"
 	// ReasonUnsafeReorg: op-node itself replaced or dropped replicated unsafe blocks (derivation from L1
@@ -47,7 +50,7 @@ const (
 
 // Reasons lists every halt reason (for metrics, so each label exists from the start).
 var Reasons = []Reason{ReasonHeadMismatch, ReasonInvalidPayload, ReasonExecutionMismatch, ReasonL1OriginMismatch,
-	ReasonL1OriginReorged, ReasonUnsafeReorg, ReasonEquivocation, ReasonOperator}
+	ReasonAttributesMismatch, ReasonL1OriginReorged, ReasonUnsafeReorg, ReasonEquivocation, ReasonOperator}
 
 // Disagreement is an error that halts the replicator: the source and our chain (or our L1 view) disagree.
 type Disagreement struct {

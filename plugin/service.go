@@ -89,6 +89,9 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Ser
 		s.relay = relay
 	}
 	if cfg.Enabled {
+		if err := checkDerivationDeps(deps); err != nil {
+			return nil, err
+		}
 		var srcs []Source
 		for _, url := range cfg.Sources {
 			if driverhook.IsRelaySource(url) {
@@ -151,7 +154,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m
 		log:      deps.Log,
 		cfg:      cfg,
 		source:   src,
-		verify:   &verifier{rollup: deps.Rollup, l1: deps.L1},
+		verify:   newVerifier(deps),
 		insert:   &inserter{engine: deps.Engine, l2: deps.L2},
 		watch:    newWatcher(now),
 		halt:     newHaltState(cfg.HaltPolicy, cfg.HaltDuration, now()),

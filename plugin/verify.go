@@ -29,13 +29,20 @@ var (
 type verifier struct {
 	rollup *rollup.Config
 	l1     driverhook.L1Chain
+	// derivation checks every rule of derivation but data availability.
+	derivation *derivationRules
+}
+
+func newVerifier(deps driverhook.Deps) *verifier {
+	return &verifier{rollup: deps.Rollup, l1: deps.L1, derivation: newDerivationRules(deps)}
 }
 
 // Check returns the block's ref if the block may be inserted on top of head:
 //   - it is the next block: number = head + 1, parent hash = head hash, and above the safe head;
 //   - its L1 origin (from the L1-info deposit) is the block our L1 view has at that height (an origin beyond our
 //     L1 head is not known yet: errWait, not a disagreement);
-//   - its L1 origin is the parent's origin or that origin's successor on L1.
+//   - its L1 origin is the parent's origin or that origin's successor on L1;
+//   - it is the block derivation would build on head from that origin (derivationRules).
 func (v *verifier) Check(ctx context.Context, env *eth.ExecutionPayloadEnvelope, head, safe eth.L2BlockRef, l1Head eth.L1BlockRef) (eth.L2BlockRef, error) {
 	ref, err := derive.PayloadToBlockRef(v.rollup, env.ExecutionPayload)
 	if err != nil {
@@ -56,6 +63,9 @@ func (v *verifier) Check(ctx context.Context, env *eth.ExecutionPayloadEnvelope,
 		return eth.L2BlockRef{}, err
 	}
 	if err := checkOriginSuccession(ref, head, origin); err != nil {
+		return eth.L2BlockRef{}, err
+	}
+	if err := v.derivation.Check(ctx, env, ref, head, origin, l1Head); err != nil {
 		return eth.L2BlockRef{}, err
 	}
 	return ref, nil

@@ -1,0 +1,133 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"math/big"
+	"testing"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/stretchr/testify/require"
+
+	optypes "github.com/ethereum-optimism/optimism/op-core/types"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+func TestDerivationRules(t *testing.T) {
+	cfg := testRollupConfig()
+	blocks := buildChain(t, cfg, 8, 0, 0)
+	l1Head := l1Block(1000, 0)
+	// Block 4 starts epoch 2 on block 3 (epoch 1); block 5 continues epoch 2.
+	parent, epochStart, next := blocks[2].ref, blocks[3], blocks[4]
+	userTx := []byte{types.DynamicFeeTxType, 0xc0, 0xff, 0xee}
+
+	rulesOn := func(l1 *fakeL1, l2 *fakeEngine) *derivationRules {
+		return newDerivationRules(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: l1, L2: l2})
+	}
+	check := func(t *testing.T, d *derivationRules, b chainBlock, parent eth.L2BlockRef, l1Head eth.L1BlockRef) error {
+		t.Helper()
+		origin, err := d.l1.L1BlockRefByNumber(context.Background(), b.ref.L1Origin.Number)
+		require.NoError(t, err)
+		return d.Check(context.Background(), b.env, b.ref, parent, origin, l1Head)
+	}
+	// altered returns a copy of b with its payload changed by f.
+	altered := func(b chainBlock, f func(p *eth.ExecutionPayload)) chainBlock {
+		p := *b.env.ExecutionPayload
+		p.Transactions = append([]eth.Data(nil), p.Transactions...)
+		f(&p)
+		return chainBlock{env: &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p}, ref: b.ref}
+	}
+	requireMismatch := func(t *testing.T, err error, contains string) {
+		t.Helper()
+		var d *Disagreement
+		require.ErrorAs(t, err, &d)
+		require.Equal(t, ReasonAttributesMismatch, d.Reason, d.Detail)
+		require.Contains(t, d.Detail, contains)
+	}
+
+	t.Run("the block derivation builds passes, with sequencer transactions after the deposits", func(t *testing.T) {
+		d := rulesOn(&fakeL1{}, newFakeEngine(cfg))
+		require.NoError(t, check(t, d, epochStart, parent, l1Head))
+		withTxs := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, userTx, userTx) })
+		require.NoError(t, check(t, d, withTxs, epochStart.ref, l1Head))
+	})
+	t.Run("a forged deposit after the L1-info deposit", func(t *testing.T) {
+		dep, err := (&optypes.DepositTx{From: common.Address{0xf0}, To: &common.Address{0xf1}, Mint: big.NewInt(1e18),
+			Value: big.NewInt(1e18), Gas: 21000}).MarshalBinary()
+		require.NoError(t, err)
+		forged := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, dep) })
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), forged, epochStart.ref, l1Head), "transaction count")
+	})
+	t.Run("a deposit among the sequencer's transactions", func(t *testing.T) {
+		dep, err := (&optypes.DepositTx{From: common.Address{0xf0}, To: &common.Address{0xf1}, Value: new(big.Int), Gas: 21000}).MarshalBinary()
+		require.NoError(t, err)
+		forged := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, userTx, dep) })
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), forged, epochStart.ref, l1Head), "transaction count")
+	})
+	t.Run("a wrong timestamp", func(t *testing.T) {
+		late := altered(next, func(p *eth.ExecutionPayload) { p.Timestamp++ })
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), late, epochStart.ref, l1Head), "batch rule")
+	})
+	t.Run("a prev-randao that is not the L1 origin's", func(t *testing.T) {
+		b := altered(next, func(p *eth.ExecutionPayload) { p.PrevRandao[0] ^= 1 })
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), b, epochStart.ref, l1Head), "random field")
+	})
+	t.Run("an L1-info deposit with an altered field", func(t *testing.T) {
+		info := l1Info(l1Block(next.ref.L1Origin.Number, 0))
+		info.InfoBaseFee = big.NewInt(2) // the L1 base fee is not the origin's
+		dep, err := derive.L1InfoDepositBytes(cfg, nil, testSystemConfig, next.ref.SequenceNumber, info, uint64(next.env.ExecutionPayload.Timestamp))
+		require.NoError(t, err)
+		b := altered(next, func(p *eth.ExecutionPayload) { p.Transactions[0] = dep })
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), b, epochStart.ref, l1Head), "transaction 0")
+	})
+	t.Run("a wrong gas limit or fee recipient", func(t *testing.T) {
+		d := rulesOn(&fakeL1{}, newFakeEngine(cfg))
+		b := altered(next, func(p *eth.ExecutionPayload) { p.GasLimit++ })
+		requireMismatch(t, check(t, d, b, epochStart.ref, l1Head), "gas limit")
+		b = altered(next, func(p *eth.ExecutionPayload) { p.FeeRecipient = common.Address{0xfe} })
+		requireMismatch(t, check(t, d, b, epochStart.ref, l1Head), "fee recipient")
+	})
+	t.Run("sequencer transactions beyond the sequencer drift", func(t *testing.T) {
+		cfg := testRollupConfig()
+		cfg.MaxSequencerDrift = 50 // block 5 is 105 s after its origin
+		d := newDerivationRules(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: &fakeL1{}, L2: newFakeEngine(cfg)})
+		withTxs := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, userTx) })
+		requireMismatch(t, check(t, d, withTxs, epochStart.ref, l1Head), "time drift")
+		// Without transactions it is allowed while the next L1 block is not due yet, and waits while that block is
+		// beyond our L1 head.
+		require.ErrorIs(t, check(t, d, next, epochStart.ref, l1Block(next.ref.L1Origin.Number, 0)), errWait)
+	})
+	t.Run("L1 unavailable is transient, not a disagreement", func(t *testing.T) {
+		l1 := &fakeL1{}
+		d := rulesOn(l1, newFakeEngine(cfg))
+		origin := l1Block(epochStart.ref.L1Origin.Number, 0)
+		l1.err = errors.New("l1 down")
+		require.ErrorIs(t, d.Check(context.Background(), epochStart.env, epochStart.ref, parent, origin, l1Head), errL1)
+	})
+	t.Run("the parent's SystemConfig is read from the engine only once", func(t *testing.T) {
+		l2 := newFakeEngine(cfg)
+		d := rulesOn(&fakeL1{}, l2)
+		for i := 1; i < len(blocks); i++ {
+			require.NoError(t, check(t, d, blocks[i], blocks[i-1].ref, l1Head))
+		}
+		require.EqualValues(t, 1, l2.sysCfgReads.Load())
+	})
+	t.Run("epoch start without the L1 origin's user deposits", func(t *testing.T) {
+		l1 := &fakeL1{deposits: map[uint64]optypes.Receipts{epochStart.ref.L1Origin.Number: depositReceipts(t, cfg.DepositContractAddress)}}
+		requireMismatch(t, check(t, rulesOn(l1, newFakeEngine(cfg)), epochStart, parent, l1Head), "transaction count")
+	})
+}
+
+// depositReceipts is an L1 block's receipts with one user deposit to the deposit contract.
+func depositReceipts(t *testing.T, depositContract common.Address) optypes.Receipts {
+	ev, err := derive.MarshalDepositLogEvent(depositContract, &optypes.DepositTx{SourceHash: common.Hash{0x50},
+		From: common.Address{0xf0}, To: &common.Address{0xf1}, Mint: big.NewInt(1), Value: big.NewInt(1), Gas: 50_000})
+	require.NoError(t, err)
+	return optypes.Receipts{{Receipt: types.Receipt{Status: types.ReceiptStatusSuccessful, Logs: []*types.Log{ev}}}}
+}
