@@ -30,10 +30,11 @@ const (
 	stateRunning = "running"
 	stateHalted  = "halted"
 
-	reasonHeadMismatch   = "head-mismatch"
-	reasonInvalidPayload = "invalid-payload"
-	reasonUnsafeReorg    = "unsafe-reorg"
-	reasonOperator       = "operator"
+	reasonHeadMismatch       = "head-mismatch"
+	reasonInvalidPayload     = "invalid-payload"
+	reasonUnsafeReorg        = "unsafe-reorg"
+	reasonOperator           = "operator"
+	reasonAttributesMismatch = "attributes-mismatch"
 )
 
 const (

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/log"
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -101,11 +104,40 @@ func (d *derivationRules) Check(ctx context.Context, env *eth.ExecutionPayloadEn
 	}
 	// As derivation builds a block from a batch: the attributes' deposits, then the batch's transactions.
 	attrs.Transactions = append(attrs.Transactions, batch.Transactions...)
+	if err := matchTransactions(attrs.Transactions, payload.Transactions); err != nil {
+		return disagree(ReasonAttributesMismatch, "block %s is not the block derivation builds: %v", ref.ID(), err)
+	}
 	if err := attributes.AttributesMatchBlock(d.rollup, attrs, parent.Hash, env, d.log); err != nil {
 		return disagree(ReasonAttributesMismatch, "block %s is not the block derivation builds: %v", ref.ID(), err)
 	}
 	if sysCfg, err := derive.PayloadToSystemConfig(d.rollup, payload); err == nil {
 		d.sysCfgs.Add(ref.Hash, sysCfg)
+	}
+	return nil
+}
+
+// matchTransactions names the first transaction where a block differs from derivation's, by hash and type
+// (attributes.AttributesMatchBlock checks the same, but prints whole transactions).
+func matchTransactions(derived []hexutil.Bytes, block []eth.Data) error {
+	describe := func(txs []hexutil.Bytes, i int) string {
+		if i >= len(txs) {
+			return "none"
+		}
+		if len(txs[i]) == 0 {
+			return "empty"
+		}
+		return fmt.Sprintf("%s (type %#x)", crypto.Keccak256Hash(txs[i]), txs[i][0])
+	}
+	for i := 0; i < max(len(derived), len(block)); i++ {
+		if i < len(derived) && i < len(block) && bytes.Equal(derived[i], block[i]) {
+			continue
+		}
+		what := "transaction"
+		if i == 0 {
+			what = "L1-info deposit"
+		}
+		return fmt.Errorf("%s %d differs: the block has %s, derivation has %s (%d transactions in the block, %d derived)",
+			what, i, describe(block, i), describe(derived, i), len(block), len(derived))
 	}
 	return nil
 }

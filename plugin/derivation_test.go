@@ -62,13 +62,13 @@ func TestDerivationRules(t *testing.T) {
 			Value: big.NewInt(1e18), Gas: 21000}).MarshalBinary()
 		require.NoError(t, err)
 		forged := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, dep) })
-		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), forged, epochStart.ref, l1Head), "transaction count")
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), forged, epochStart.ref, l1Head), "transaction 1 differs: the block has")
 	})
 	t.Run("a deposit among the sequencer's transactions", func(t *testing.T) {
 		dep, err := (&optypes.DepositTx{From: common.Address{0xf0}, To: &common.Address{0xf1}, Value: new(big.Int), Gas: 21000}).MarshalBinary()
 		require.NoError(t, err)
 		forged := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, userTx, dep) })
-		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), forged, epochStart.ref, l1Head), "transaction count")
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), forged, epochStart.ref, l1Head), "transaction 2 differs")
 	})
 	t.Run("a wrong timestamp", func(t *testing.T) {
 		late := altered(next, func(p *eth.ExecutionPayload) { p.Timestamp++ })
@@ -84,7 +84,7 @@ func TestDerivationRules(t *testing.T) {
 		dep, err := derive.L1InfoDepositBytes(cfg, nil, testSystemConfig, next.ref.SequenceNumber, info, uint64(next.env.ExecutionPayload.Timestamp))
 		require.NoError(t, err)
 		b := altered(next, func(p *eth.ExecutionPayload) { p.Transactions[0] = dep })
-		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), b, epochStart.ref, l1Head), "transaction 0")
+		requireMismatch(t, check(t, rulesOn(&fakeL1{}, newFakeEngine(cfg)), b, epochStart.ref, l1Head), "L1-info deposit 0 differs")
 	})
 	t.Run("a wrong gas limit or fee recipient", func(t *testing.T) {
 		d := rulesOn(&fakeL1{}, newFakeEngine(cfg))
@@ -120,7 +120,7 @@ func TestDerivationRules(t *testing.T) {
 	})
 	t.Run("epoch start without the L1 origin's user deposits", func(t *testing.T) {
 		l1 := &fakeL1{deposits: map[uint64]optypes.Receipts{epochStart.ref.L1Origin.Number: depositReceipts(t, cfg.DepositContractAddress)}}
-		requireMismatch(t, check(t, rulesOn(l1, newFakeEngine(cfg)), epochStart, parent, l1Head), "transaction count")
+		requireMismatch(t, check(t, rulesOn(l1, newFakeEngine(cfg)), epochStart, parent, l1Head), "transaction 1 differs: the block has none")
 	})
 }
 

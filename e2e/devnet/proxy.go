@@ -7,14 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/trie"
+
+	optypes "github.com/ethereum-optimism/optimism/op-core/types"
+	"github.com/ethereum-optimism/optimism/op-service/sources"
 )
 
 // Failure is how a Proxy fails every request.
@@ -29,14 +35,35 @@ const (
 	FailDown
 )
 
+// Tamper is how TamperFrom changes a block.
+type Tamper int
+
+const (
+	// TamperStateRoot: a different state root; only executing the block shows it.
+	TamperStateRoot Tamper = iota
+	// TamperPrevRandao: a prev-randao that is not the L1 origin's mix digest.
+	TamperPrevRandao
+	// TamperTimestamp: a timestamp one second later than derivation gives the block.
+	TamperTimestamp
+	// TamperForgedDeposit: a deposit minting ETH, inserted after the L1-info deposit, that no L1 block holds.
+	TamperForgedDeposit
+	// TamperL1InfoField: the L1 base fee in the L1-info deposit changed (its L1 hash, number and sequence number
+	// are kept, so the block still names its real L1 origin).
+	TamperL1InfoField
+)
+
+// ForgedDepositRecipient receives the ETH that TamperForgedDeposit's deposit mints.
+var ForgedDepositRecipient = common.Address{0xf0, 0x4e, 0xd0}
+
 // maxBodySize bounds requests and responses passing through a Proxy.
 const maxBodySize = 32 << 20
 
 // Proxy is an HTTP JSON-RPC reverse proxy in front of an execution engine, e.g. as the replicator's
 // source. Tests switch it at runtime to misbehave like a faulty or lying sequencer:
-//   - TamperFrom: eth_getBlockByNumber and eth_getBlockByHash return, for blocks from a number onwards, a
-//     different state root with the block hash recomputed (and the parent hashes of later blocks relinked),
-//     so every header is self-consistent and only executing the block shows it is wrong;
+//   - TamperFrom: eth_getBlockByNumber and eth_getBlockByHash return, for blocks from a number onwards, blocks
+//     changed in one way (a Tamper: by default a different state root) with the transactions root and block hash
+//     recomputed (and the parent hashes of later blocks relinked), so every block is self-consistent and only
+//     executing it, or deriving it from L1, shows it is wrong;
 //   - SetUpstream: forward to another node, e.g. another sequencer's chain;
 //   - SetFailure: return errors or be down;
 //   - SetLyingTags: answer the "safe" and "finalized" labels with the "latest" block;
@@ -116,11 +143,15 @@ func (p *Proxy) SetDelay(d time.Duration) {
 }
 
 // TamperFrom makes blocks with number n or higher carry a wrong state root, as described on Proxy.
-func (p *Proxy) TamperFrom(n uint64) {
+func (p *Proxy) TamperFrom(n uint64) { p.TamperFromWith(n, TamperStateRoot) }
+
+// TamperFromWith makes blocks with number n or higher changed as how says.
+func (p *Proxy) TamperFromWith(n uint64, how Tamper) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.tamper = &tampering{
 		from:     n,
+		how:      how,
 		tampered: make(map[common.Hash]common.Hash),
 		original: make(map[common.Hash]common.Hash),
 	}
@@ -281,6 +312,7 @@ func (p *Proxy) forward(ctx context.Context, upstream string, body []byte) (int,
 // tampering is the state of TamperFrom: which blocks are rewritten, and the hashes given out so far.
 type tampering struct {
 	from uint64
+	how  Tamper
 
 	mu       sync.Mutex
 	tampered map[common.Hash]common.Hash // original block hash → tampered hash
@@ -342,19 +374,45 @@ func (p *Proxy) tamperBlock(ctx context.Context, upstream string, t *tampering, 
 		}
 		header.ParentHash = parent
 	}
-	header.Root = crypto.Keccak256Hash([]byte("tampered"), header.Root.Bytes())
+	var txs sources.RawTransactions // set when the tampering changes the transactions
+	switch t.how {
+	case TamperStateRoot:
+		header.Root = crypto.Keccak256Hash([]byte("tampered"), header.Root.Bytes())
+	case TamperPrevRandao:
+		header.MixDigest = crypto.Keccak256Hash([]byte("tampered"), header.MixDigest.Bytes())
+	case TamperTimestamp:
+		header.Time++
+	case TamperForgedDeposit, TamperL1InfoField:
+		var err error
+		if txs, err = p.fullTransactions(ctx, upstream, block["transactions"], orig); err != nil {
+			return err
+		}
+		if txs, err = tamperTransactions(t.how, txs); err != nil {
+			return fmt.Errorf("block %d: %w", number, err)
+		}
+		header.TxHash = types.DeriveSha(txs, trie.NewStackTrie(nil))
+	}
 	hash := header.Hash()
 	t.record(orig, hash)
 
 	block["stateRoot"], _ = json.Marshal(header.Root)
+	block["mixHash"], _ = json.Marshal(header.MixDigest)
+	block["timestamp"], _ = json.Marshal(hexutil.Uint64(header.Time))
+	block["transactionsRoot"], _ = json.Marshal(header.TxHash)
 	block["parentHash"], _ = json.Marshal(header.ParentHash)
 	block["hash"], _ = json.Marshal(hash)
-	var txs []map[string]json.RawMessage
-	if err := json.Unmarshal(block["transactions"], &txs); err == nil { // full transactions, not hashes
-		for _, tx := range txs {
+	var full []map[string]json.RawMessage
+	isFull := json.Unmarshal(block["transactions"], &full) == nil // full transactions, not hashes
+	switch {
+	case txs != nil && isFull:
+		block["transactions"], _ = json.Marshal(txs)
+	case txs != nil:
+		block["transactions"], _ = json.Marshal(txs.Hashes())
+	case isFull:
+		for _, tx := range full {
 			tx["blockHash"] = block["hash"]
 		}
-		block["transactions"], _ = json.Marshal(txs)
+		block["transactions"], _ = json.Marshal(full)
 	}
 	rewritten, err := json.Marshal(block)
 	if err != nil {
@@ -362,6 +420,68 @@ func (p *Proxy) tamperBlock(ctx context.Context, upstream string, t *tampering, 
 	}
 	*result = rewritten
 	return nil
+}
+
+// fullTransactions returns a block's transactions: from its result if it holds them in full, else from upstream.
+func (p *Proxy) fullTransactions(ctx context.Context, upstream string, inResult json.RawMessage, hash common.Hash) (sources.RawTransactions, error) {
+	var txs sources.RawTransactions
+	if err := json.Unmarshal(inResult, &txs); err == nil {
+		return txs, nil
+	}
+	req, _ := json.Marshal(rpcMessage{
+		Version: "2.0", ID: json.RawMessage("1"), Method: "eth_getBlockByHash",
+		Params: json.RawMessage(fmt.Sprintf(`["%s",true]`, hash.Hex())),
+	})
+	status, body, err := p.forward(ctx, upstream, req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch block %s: %w", hash, err)
+	}
+	var resp struct {
+		Result *struct {
+			Transactions sources.RawTransactions `json:"transactions"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil || status != http.StatusOK || resp.Result == nil {
+		return nil, fmt.Errorf("fetch block %s: status %d: %s", hash, status, body)
+	}
+	return resp.Result.Transactions, nil
+}
+
+// tamperTransactions changes a block's transactions as how says.
+func tamperTransactions(how Tamper, txs sources.RawTransactions) (sources.RawTransactions, error) {
+	if len(txs) == 0 || txs[0].Type() != optypes.DepositTxType {
+		return nil, errors.New("no L1-info deposit")
+	}
+	out := append(sources.RawTransactions(nil), txs...)
+	switch how {
+	case TamperForgedDeposit:
+		ether := new(big.Int).Exp(big.NewInt(10), big.NewInt(21), nil) // 1,000 ETH
+		forged, err := (&optypes.DepositTx{SourceHash: crypto.Keccak256Hash([]byte("forged"), txs[0]), From: ForgedDepositRecipient,
+			To: &ForgedDepositRecipient, Mint: ether, Value: ether, Gas: 100_000}).MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out[:1], append(sources.RawTransactions{forged}, txs[1:]...)...)
+	case TamperL1InfoField:
+		info, err := optypes.UnmarshalDepositTx(txs[0])
+		if err != nil {
+			return nil, fmt.Errorf("L1-info deposit: %w", err)
+		}
+		// Every L1-info layout since Ecotone: selector (4), fee scalars (4+4), sequence number, time and number (8
+		// each), then the L1 base fee (32): change its lowest byte.
+		const baseFeeEnd = 4 + 4 + 4 + 8 + 8 + 8 + 32
+		if len(info.Data) < baseFeeEnd {
+			return nil, fmt.Errorf("L1-info deposit data of %d bytes", len(info.Data))
+		}
+		info.Data = append([]byte(nil), info.Data...)
+		info.Data[baseFeeEnd-1] ^= 0x01
+		raw, err := info.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out[0] = raw
+	}
+	return out, nil
 }
 
 // tamperedParent returns the tampered hash of the block with hash orig at number n, tampering it (and,
