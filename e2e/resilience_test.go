@@ -75,3 +75,61 @@ func TestKillAndRestart(t *testing.T) {
 		require.Equal(t, stateRunning, status(t, rep).State)
 	}
 }
+
+// sourceMemoryBound is how much a hostile http source may grow the replicator's op-node (RSS above its level
+// before the attack). One response is cut at 32 MiB and one request per source is in flight, but go-ethereum's
+// RPC client holds a response several times over while it decodes it (decoder buffer, raw result, the decoded
+// value), and the garbage collector returns it lazily: measured +240 MiB for an endless body. Unbounded, an endless
+// body on loopback is gigabytes within one request timeout.
+const sourceMemoryBound = 384 << 20
+
+// TestHostileSource gives a replicator an http source that, in turn, streams an endless body, drips a
+// response a byte a second, and answers garbage, for 12 s each. None of it is a disagreement: the replicator
+// stays running and its op-node up, with its memory bounded (sourceMemoryBound), the failures are counted in
+// errors_total, and once the source is healthy again the replicator replicates to the head with no gap.
+func TestHostileSource(t *testing.T) {
+	d := devnet.Start(t, devnet.Config{})
+	seq := d.Sequencer.EL
+	proxy := newProxy(t, seq.HTTP)
+	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(proxy.URL), devnet.WithMetrics())
+	startTxLoad(t, d, seq)
+	waitReplicating(t, d, rep, seq, 10)
+	errorsTotal := func() float64 {
+		v, err := metricValue(t.Context(), rep.MetricsURL, "op_node_default_replicator_errors_total")
+		require.NoError(t, err)
+		return v
+	}
+
+	for _, tc := range []struct {
+		name    string
+		failure devnet.Failure
+	}{
+		{"endless body", devnet.FailEndless},
+		{"a byte a second", devnet.FailDrip},
+		{"garbage", devnet.FailGarbage},
+	} {
+		before := waitReachesHead(t, d, rep, seq)
+		baseline, err := rep.OpNode.RSS()
+		require.NoError(t, err)
+		errs := errorsTotal()
+		proxy.SetFailure(tc.failure)
+		var peak uint64
+		sampleFor(t, d, 12*time.Second, func() {
+			require.True(t, rep.OpNode.Running(), "%s: the replicator's op-node exited", tc.name)
+			st := status(t, rep)
+			require.Equal(t, stateRunning, st.State, "%s: the replicator halted (%s: %s)", tc.name, st.HaltReason, st.HaltDetail)
+			rss, err := rep.OpNode.RSS()
+			require.NoError(t, err)
+			peak = max(peak, rss)
+		})
+		counted := errorsTotal() - errs
+		require.Positive(t, counted, "%s: no error counted", tc.name)
+		require.Less(t, peak, baseline+sourceMemoryBound, "%s: op-node grew from %d MiB to %d MiB", tc.name, baseline>>20, peak>>20)
+		t.Logf("%s: %v errors counted, op-node RSS %d MiB -> peak %d MiB", tc.name, counted, baseline>>20, peak>>20)
+
+		proxy.SetFailure(devnet.FailNone)
+		target := waitReachesHead(t, d, rep, seq)
+		requireSameBlocks(t, rep.EL, seq, before.Number, target.Number)
+		require.Equal(t, stateRunning, status(t, rep).State)
+	}
+}

@@ -2,39 +2,56 @@ package devnet
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 )
 
-// portAllocator hands out free TCP ports on 127.0.0.1. The OS picks each port; the allocator only
-// remembers what it handed out, so that two processes of one devnet never get the same port even if
-// the first has not bound it yet.
+// Devnet ports come from below the kernel's ephemeral port range (32768-60999 on Linux by default). A port the OS
+// picks for a probe listener is in that range, where an outgoing connection of any process (the devnet's own RPC
+// clients, a test's load, anything else on the machine) can take it between the probe and the moment the devnet
+// process binds it; the process then fails with "address already in use".
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+// portAllocator hands out TCP ports that were free a moment ago, from [portLow, portHigh). It starts at a random
+// port and remembers what it handed out, so that two processes of one devnet never get the same port even if the
+// first has not bound it yet.
 type portAllocator struct {
-	mu   sync.Mutex
-	used map[int]bool
+	mu     sync.Mutex
+	cursor int
+	used   map[int]bool
 }
 
 func newPortAllocator() *portAllocator {
-	return &portAllocator{used: make(map[int]bool)}
+	return &portAllocator{cursor: portLow + rand.IntN(portHigh-portLow), used: make(map[int]bool)}
 }
 
-// next returns a port that was free a moment ago and that this allocator never returned before.
+// next returns a port that was free on every interface a moment ago and that this allocator never returned before.
 func (a *portAllocator) next() (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("find free port: %w", err)
+	for range portHigh - portLow {
+		port := a.cursor
+		a.cursor++
+		if a.cursor == portHigh {
+			a.cursor = portLow
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		if a.used[port] {
+			continue
+		}
+		// All interfaces: op-geth binds its devp2p listener on ":port".
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			continue // in use
+		}
 		if err := l.Close(); err != nil {
 			return 0, fmt.Errorf("release probe port %d: %w", port, err)
 		}
-		if !a.used[port] {
-			a.used[port] = true
-			return port, nil
-		}
+		a.used[port] = true
+		return port, nil
 	}
-	return 0, fmt.Errorf("no unused free port after 100 attempts")
+	return 0, fmt.Errorf("no free port in [%d, %d)", portLow, portHigh)
 }

@@ -193,3 +193,27 @@ func runToCompletion(logPath, bin string, args ...string) error {
 	}
 	return nil
 }
+
+// RSS returns the resident set size of the running process in bytes (VmRSS in /proc/<pid>/status; Linux only).
+func (p *Process) RSS() (uint64, error) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return 0, fmt.Errorf("%s is not running", p.Name)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.Name, err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kib uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kib); err != nil {
+				return 0, fmt.Errorf("%s: VmRSS %q: %w", p.Name, rest, err)
+			}
+			return kib << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no VmRSS in /proc/%d/status", p.Name, cmd.Process.Pid)
+}

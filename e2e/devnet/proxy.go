@@ -33,6 +33,12 @@ const (
 	FailErrors
 	// FailDown answers every request with HTTP 503, as an unreachable node behind a load balancer would.
 	FailDown
+	// FailEndless answers 200 and streams a JSON string that never ends, as fast as the client reads.
+	FailEndless
+	// FailDrip answers 200 and sends a valid-looking response one byte a second.
+	FailDrip
+	// FailGarbage answers 200 with bytes that are not JSON.
+	FailGarbage
 )
 
 // Tamper is how TamperFrom changes a block.
@@ -192,8 +198,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if failure == FailDown {
+	switch failure {
+	case FailDown:
 		http.Error(w, "proxy: down", http.StatusServiceUnavailable)
+		return
+	case FailEndless, FailDrip, FailGarbage:
+		serveHostile(w, r, failure)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize))
@@ -257,6 +267,46 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeMessages(w, status, resps, batch)
+}
+
+// serveHostile answers a request as a hostile or broken server would, until the client gives up.
+func serveHostile(w http.ResponseWriter, r *http.Request, f Failure) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	switch f {
+	case FailEndless:
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":"0x`)
+		chunk := bytes.Repeat([]byte("ab"), 32<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	case FailDrip:
+		msg := []byte(`{"jsonrpc":"2.0","id":1,"result":{"number":"0x1"}}`)
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		for _, b := range msg {
+			if _, err := w.Write([]byte{b}); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-ticker.C:
+			}
+		}
+	case FailGarbage:
+		garbage := make([]byte, 4096)
+		for i := range garbage {
+			garbage[i] = byte(i*7 + 3)
+		}
+		_, _ = w.Write(garbage)
+	}
 }
 
 // rewriteRequest applies the request-side lies: "safe" and "finalized" become "latest", and a tampered
