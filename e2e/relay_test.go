@@ -47,10 +47,9 @@ func relayArgs(port int, limits ...string) []string {
 // freePort picks a free port of 127.0.0.1 before a devnet exists (for the sequencer's relay).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := devnet.FreePort()
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func devnetPort(t *testing.T, d *devnet.Devnet) int {

@@ -51,8 +51,7 @@ type Devnet struct {
 	// BatcherRPC is the op-batcher's RPC, with the admin namespace enabled.
 	BatcherRPC *rpc.Client
 
-	cfg   Config
-	ports *portAllocator
+	cfg Config
 
 	stopWatch context.CancelFunc
 	watching  sync.WaitGroup
@@ -76,7 +75,6 @@ func New(ctx context.Context, cfg Config) (*Devnet, error) {
 	d := &Devnet{
 		Keys:      newKeys(cfg.L2Accounts),
 		cfg:       cfg,
-		ports:     newPortAllocator(),
 		stopWatch: stopWatch,
 	}
 	if err := d.start(ctx, watchCtx); err != nil {
@@ -195,7 +193,7 @@ func (d *Devnet) start(ctx, watchCtx context.Context) error {
 
 // FreePort returns a free port of 127.0.0.1 that the devnet has not handed out yet, for a service a test
 // configures itself (e.g. a relay listener).
-func (d *Devnet) FreePort() (int, error) { return d.ports.next() }
+func (d *Devnet) FreePort() (int, error) { return portPool.next() }
 
 // startNode creates a node, registers it for Close, and starts it.
 func (d *Devnet) startNode(ctx context.Context, spec nodeSpec) (*Node, error) {
@@ -221,7 +219,7 @@ func (d *Devnet) startNode(ctx context.Context, spec nodeSpec) (*Node, error) {
 }
 
 func (d *Devnet) startBatcher() error {
-	rpcPort, err := d.ports.next()
+	rpcPort, err := portPool.next()
 	if err != nil {
 		return err
 	}
@@ -413,7 +411,7 @@ func (d *Devnet) bin(name string) string {
 func (d *Devnet) ports3() (httpPort, wsPort, authPort int, err error) {
 	var ports [3]int
 	for i := range ports {
-		if ports[i], err = d.ports.next(); err != nil {
+		if ports[i], err = portPool.next(); err != nil {
 			return 0, 0, 0, err
 		}
 	}

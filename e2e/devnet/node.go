@@ -137,20 +137,20 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 	}
 	// Not --port 0: geth binds its devp2p listener first, and an ephemeral port can be one of the ports
 	// allocated above, which geth then fails to bind for its RPC ("address already in use").
-	if ports.gethP2P, err = d.ports.next(); err != nil {
+	if ports.gethP2P, err = portPool.next(); err != nil {
 		return nil, err
 	}
-	if ports.rpc, err = d.ports.next(); err != nil {
+	if ports.rpc, err = portPool.next(); err != nil {
 		return nil, err
 	}
 	if spec.p2p {
-		if ports.p2p, err = d.ports.next(); err != nil {
+		if ports.p2p, err = portPool.next(); err != nil {
 			return nil, err
 		}
 	}
 	metricsURL := ""
 	if spec.metrics {
-		if ports.metrics, err = d.ports.next(); err != nil {
+		if ports.metrics, err = portPool.next(); err != nil {
 			return nil, err
 		}
 		metricsURL = httpURL(ports.metrics) + "/metrics"

@@ -17,17 +17,20 @@ const (
 )
 
 // portAllocator hands out TCP ports that were free a moment ago, from [portLow, portHigh). It starts at a random
-// port and remembers what it handed out, so that two processes of one devnet never get the same port even if the
-// first has not bound it yet.
+// port and remembers what it handed out, so that two processes never get the same port even if the first has
+// not bound it yet. One allocator serves every devnet of a test binary (portPool), and ports picked before a
+// devnet exists (FreePort).
 type portAllocator struct {
 	mu     sync.Mutex
 	cursor int
 	used   map[int]bool
 }
 
-func newPortAllocator() *portAllocator {
-	return &portAllocator{cursor: portLow + rand.IntN(portHigh-portLow), used: make(map[int]bool)}
-}
+var portPool = &portAllocator{cursor: portLow + rand.IntN(portHigh-portLow), used: make(map[int]bool)}
+
+// FreePort returns a port of 127.0.0.1 that no devnet of this process will hand out, e.g. for a sequencer's relay
+// given in Config.SequencerArgs.
+func FreePort() (int, error) { return portPool.next() }
 
 // next returns a port that was free on every interface a moment ago and that this allocator never returned before.
 func (a *portAllocator) next() (int, error) {
