@@ -56,5 +56,10 @@ test: unit-test upstream-test e2e-test
 demo: build
 	$(WORK) $(GO) run ./e2e/cmd/demo
 
+# Benchmarks on a real devnet (not part of `make test`); see docs/benchmarks.md.
+BENCH ?= TestBench
+bench: build
+	$(WORK) $(GO) test -tags bench -count=1 -timeout 0 -v -run '$(BENCH)' ./e2e/
+
 clean:
 	rm -rf $(BUILD)

@@ -175,24 +175,6 @@ func (s *fakeSource) Head(ctx context.Context) (eth.BlockID, error) {
 	return s.blocks[s.head-1].ref.ID(), nil
 }
 
-func (s *fakeSource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
-	if err := s.wait(ctx); err != nil {
-		return common.Hash{}, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return common.Hash{}, s.err
-	}
-	if n == 0 {
-		return testGenesis.Hash, nil
-	}
-	if n > s.head {
-		return common.Hash{}, ethereum.NotFound
-	}
-	return s.blocks[n-1].ref.Hash, nil
-}
-
 func (s *fakeSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	if err := s.wait(ctx); err != nil {
 		return nil, err
@@ -228,8 +210,7 @@ type fakeEngine struct {
 	// sysCfgReads counts SystemConfigByL2Hash calls.
 	sysCfgReads atomic.Int64
 
-	invalid   map[common.Hash]bool        // blocks the engine finds INVALID
-	badRoot   map[common.Hash]common.Hash // blocks whose local execution yields another state root
+	invalid   map[common.Hash]bool // blocks the engine finds INVALID
 	insertErr error
 	rewinds   int
 	held      bool // unsafe input held (HoldUnsafeInput, RewindUnsafeToSafe)
@@ -239,7 +220,7 @@ type fakeEngine struct {
 func newFakeEngine(cfg *rollup.Config) *fakeEngine {
 	genesis := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
 	return &fakeEngine{chain: []eth.L2BlockRef{genesis}, roots: map[common.Hash]common.Hash{},
-		l1Head: l1Block(1000, 0), invalid: map[common.Hash]bool{}, badRoot: map[common.Hash]common.Hash{}}
+		l1Head: l1Block(1000, 0), invalid: map[common.Hash]bool{}}
 }
 
 func (e *fakeEngine) head() eth.L2BlockRef {
@@ -281,11 +262,7 @@ func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayload
 		return fmt.Errorf("test engine: insert at or below safe %d: %s", e.safe, ref.ID())
 	}
 	e.chain = append(e.chain, ref)
-	root := common.Hash(env.ExecutionPayload.StateRoot)
-	if r, ok := e.badRoot[ref.Hash]; ok {
-		root = r
-	}
-	e.roots[ref.Hash] = root
+	e.roots[ref.Hash] = common.Hash(env.ExecutionPayload.StateRoot)
 	e.inserted++
 	return nil
 }

@@ -28,7 +28,9 @@ const (
 	ReasonHeadMismatch Reason = "head-mismatch"
 	// ReasonInvalidPayload: the local engine executed the source's block and found it INVALID.
 	ReasonInvalidPayload Reason = "invalid-payload"
-	// ReasonExecutionMismatch: after insertion, the local block hash or state root differs from the source's.
+	// ReasonExecutionMismatch: after insertion, the local block hash or state root differs from the source's. The
+	// engine's VALID already proves they match (see inserter), so no halt has this reason any more; it stays listed
+	// so that metrics labels, dashboards and alerts that name it keep working.
 	ReasonExecutionMismatch Reason = "execution-mismatch"
 	// ReasonL1OriginMismatch: the block's L1 origin is not the block our own L1 view has at that height, or is
 	// neither the parent's origin nor its successor.

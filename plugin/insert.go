@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
@@ -17,18 +15,22 @@ import (
 // errEngine: the local engine failed transiently (RPC error, not VALID yet); the block is tried again.
 var errEngine = errors.New("local engine error")
 
-// inserter puts a verified block at the tip of the local engine, as unsafe only, through the engine
-// controller (which refuses anything that does not extend the unsafe head), and checks that local
-// execution produced exactly the sequencer's block.
+// inserter puts a verified block at the tip of the local engine, as unsafe only, through the engine controller
+// (which refuses anything that does not extend the unsafe head).
+//
+// The engine's VALID is the check that local execution produced exactly the sequencer's block: op-geth recomputes
+// the block hash over the payload's header fields (the state root among them) and refuses a payload whose hash
+// differs, then executes the block and refuses it unless its own state root is the header's. A VALID block therefore
+// has the sequencer's hash and state root, and reading it back would only repeat that check.
 type inserter struct {
 	engine driverhook.Engine
-	l2     driverhook.L2Chain
 }
 
 func (i *inserter) Insert(ctx context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef) error {
 	err := i.engine.ProcessPayload(ctx, env, ref, time.Time{})
 	switch {
 	case err == nil:
+		return nil
 	case errors.Is(err, engine.ErrPayloadInvalid), errors.Is(err, engine.ErrPayloadDenied):
 		return disagree(ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
 	case errors.Is(err, engine.ErrStaleBuild):
@@ -36,14 +38,4 @@ func (i *inserter) Insert(ctx context.Context, env *eth.ExecutionPayloadEnvelope
 	default:
 		return fmt.Errorf("%w: inserting block %s: %v", errEngine, ref.ID(), err)
 	}
-	local, err := i.l2.InfoByNumber(ctx, ref.Number)
-	if err != nil {
-		// Inserted; the next round compares the local head with the source again.
-		return fmt.Errorf("%w: reading back block %d: %v", errEngine, ref.Number, err)
-	}
-	if local.Hash() != env.ExecutionPayload.BlockHash || local.Root() != common.Hash(env.ExecutionPayload.StateRoot) {
-		return disagree(ReasonExecutionMismatch, "block %d: local hash %s state root %s, sequencer's hash %s state root %s",
-			ref.Number, local.Hash(), local.Root(), env.ExecutionPayload.BlockHash, common.Hash(env.ExecutionPayload.StateRoot))
-	}
-	return nil
 }

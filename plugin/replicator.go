@@ -161,9 +161,9 @@ func (r *Replicator) round(ctx context.Context) error {
 	if status.UnsafeL2 == (eth.L2BlockRef{}) {
 		return nil // the engine controller has not found its heads yet
 	}
-	head, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
+	head, err := r.localHead(ctx, status)
 	if err != nil {
-		return fmt.Errorf("%w: local unsafe head: %v", errEngine, err)
+		return err
 	}
 	if err := r.checkLocalChain(ctx, head, status); err != nil {
 		return err
@@ -174,7 +174,7 @@ func (r *Replicator) round(ctx context.Context) error {
 	}
 	r.publish(func(s *snapshot) { s.sourceHead = srcHead })
 	r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
-	if err := r.checkHead(ctx, head); err != nil {
+	if err := r.checkHead(head, srcHead); err != nil {
 		return err
 	}
 	for i := 0; i < maxBlocksPerRound && head.Number < srcHead.Number; i++ {
@@ -189,6 +189,20 @@ func (r *Replicator) round(ctx context.Context) error {
 		r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
 	}
 	return nil
+}
+
+// localHead is the local unsafe head. At the steady state op-node's view of it is the block we inserted last, and
+// the engine is not asked; otherwise (derivation, gossip or a reset moved it, or op-node's status has not caught up
+// with our last insert yet) the engine is.
+func (r *Replicator) localHead(ctx context.Context, status *eth.SyncStatus) (eth.L2BlockRef, error) {
+	if last := r.lastReplicated(); last != (eth.L2BlockRef{}) && status.UnsafeL2 == last {
+		return last, nil
+	}
+	head, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
+	if err != nil {
+		return eth.L2BlockRef{}, fmt.Errorf("%w: local unsafe head: %v", errEngine, err)
+	}
+	return head, nil
 }
 
 // replicate takes the source's block after head through verify and insert.
@@ -239,17 +253,16 @@ func (r *Replicator) provenance(ref eth.L2BlockRef, now time.Time) arrival {
 	return arrival{source: r.source.Name(), at: now}
 }
 
-// checkHead compares the local unsafe head with the source's block at the same height (the spec's step 1).
-// A source that does not have that block yet is not a disagreement.
-func (r *Replicator) checkHead(ctx context.Context, head eth.L2BlockRef) error {
-	hash, err := r.source.HashAt(ctx, head.Number)
-	if errors.Is(err, ethereum.NotFound) {
-		return fmt.Errorf("%w: source has no block %d (behind us)", errWait, head.Number)
-	} else if err != nil {
-		return fmt.Errorf("source block %d: %w", head.Number, err)
-	}
-	if hash != head.Hash {
-		return disagree(ReasonHeadMismatch, "local unsafe head %s, source has %s at that height", head.ID(), hash)
+// checkHead compares the local unsafe head with the source's block at the same height (the spec's step 1), without
+// a request: where the source's head is at our height, its hash is that block's; where the source is ahead, the
+// next block's parent hash is compared with our head before anything is inserted (head-mismatch as well). A source
+// behind us is not a disagreement: it has nothing for us yet.
+func (r *Replicator) checkHead(head eth.L2BlockRef, srcHead eth.BlockID) error {
+	switch {
+	case srcHead.Number < head.Number:
+		return fmt.Errorf("%w: the source's head %s is behind our unsafe head %s", errWait, srcHead, head.ID())
+	case srcHead.Number == head.Number && srcHead.Hash != head.Hash:
+		return disagree(ReasonHeadMismatch, "local unsafe head %s, source has %s at that height", head.ID(), srcHead.Hash)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
@@ -75,14 +74,6 @@ func TestInvalidPayloadHalts(t *testing.T) {
 	h.round()
 	h.requireHalted(ReasonInvalidPayload)
 	require.Equal(t, 2, h.engine.inserted, "blocks 2 and 3 inserted, 4 refused")
-}
-
-func TestExecutionMismatchHalts(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
-	h := newHarness(t, driverhook.HaltManual, blocks)
-	h.engine.badRoot[blocks[2].ref.Hash] = common.Hash{0xde, 0xad}
-	h.round()
-	h.requireHalted(ReasonExecutionMismatch)
 }
 
 func TestSourceDownDoesNotHalt(t *testing.T) {

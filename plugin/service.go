@@ -155,7 +155,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m
 		cfg:      cfg,
 		source:   src,
 		verify:   newVerifier(deps),
-		insert:   &inserter{engine: deps.Engine, l2: deps.L2},
+		insert:   &inserter{engine: deps.Engine},
 		watch:    newWatcher(now),
 		halt:     newHaltState(cfg.HaltPolicy, cfg.HaltDuration, now()),
 		engine:   deps.Engine,

@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -29,8 +29,6 @@ type Source interface {
 	Name() string
 	// Head returns the source's latest block.
 	Head(ctx context.Context) (eth.BlockID, error)
-	// HashAt returns the hash of the source's block at a height (ethereum.NotFound if it has none).
-	HashAt(ctx context.Context, num uint64) (common.Hash, error)
 	// Payload returns the source's block at a height, its header hash and transactions root verified.
 	Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error)
 	// NewHeads signals that the source has a new head (ws only; never closed).
@@ -97,6 +95,15 @@ type rpcSource struct {
 	heads  chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// notified is the head the newHeads subscription last announced. Head uses it for up to one block time
+	// instead of asking: the subscription already told us, and a silent subscription is polled again.
+	notified  atomic.Pointer[notifiedHead]
+	blockTime time.Duration
+}
+
+type notifiedHead struct {
+	id eth.BlockID
+	at time.Time
 }
 
 var _ Source = (*rpcSource)(nil)
@@ -120,7 +127,7 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout tim
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, timeout: timeout, metrics: m,
-		heads: make(chan struct{}, 1), cancel: cancel}
+		heads: make(chan struct{}, 1), cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second}
 	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "ws" || u.Scheme == "wss") {
 		s.wg.Add(1)
 		go s.subscribeHeads(ctx)
@@ -133,6 +140,9 @@ func (s *rpcSource) Name() string { return s.name }
 func (s *rpcSource) NewHeads() <-chan struct{} { return s.heads }
 
 func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
+	if n := s.notified.Load(); n != nil && time.Since(n.at) < s.blockTime {
+		return n.id, nil
+	}
 	ctx, done := s.call(ctx, "head")
 	defer done()
 	info, err := s.l2.InfoByLabel(ctx, eth.Unsafe)
@@ -140,16 +150,6 @@ func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
 		return eth.BlockID{}, err
 	}
 	return eth.ToBlockID(info), nil
-}
-
-func (s *rpcSource) HashAt(ctx context.Context, num uint64) (common.Hash, error) {
-	ctx, done := s.call(ctx, "header")
-	defer done()
-	info, err := s.l2.InfoByNumber(ctx, num)
-	if err != nil {
-		return common.Hash{}, err
-	}
-	return info.Hash(), nil
 }
 
 func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
@@ -203,12 +203,14 @@ func (s *rpcSource) subscribeHeads(ctx context.Context) {
 func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, subErr <-chan error) error {
 	for {
 		select {
-		case <-ch:
+		case h := <-ch:
+			s.notified.Store(&notifiedHead{id: eth.BlockID{Hash: h.Hash(), Number: h.Number.Uint64()}, at: time.Now()})
 			select {
 			case s.heads <- struct{}{}:
 			default: // a wake-up is already pending
 			}
 		case err := <-subErr:
+			s.notified.Store(nil)
 			return err
 		case <-ctx.Done():
 			return nil

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum"
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -68,30 +67,21 @@ func newRelaySource(lgr log.Logger, rawURL string, cfg *rollup.Config, signers d
 func (s *relaySource) Name() string              { return s.name }
 func (s *relaySource) NewHeads() <-chan struct{} { return s.heads }
 
-// Head is the highest verified block received from this relay.
+// Head is the highest verified block received from this relay. At or below the safe head it is the safe head
+// itself: L1 settled those heights, so no relay has a say there (after a halt the replicator's unsafe head is the
+// safe head, and it compares it with this).
 func (s *relaySource) Head(context.Context) (eth.BlockID, error) {
 	n := s.head.Load()
 	if n == 0 {
 		return eth.BlockID{}, fmt.Errorf("relay %s: no block received yet", s.name)
 	}
+	if safe, ok := s.store.settled(n); ok {
+		return safe, nil
+	}
 	if h := s.store.Latest(n); h != nil {
 		return eth.BlockID{Hash: h.hash(), Number: n}, nil
 	}
 	return eth.BlockID{}, fmt.Errorf("relay %s: block %d no longer held", s.name, n)
-}
-
-// HashAt is the hash of the latest verified block at a height. At the safe head it is the safe head's own: L1
-// settled that height, so no relay has a say there (after a halt the replicator's unsafe head is the safe head,
-// and it compares it with this).
-func (s *relaySource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
-	if safe, ok := s.store.settled(n); ok && n == safe.Number {
-		return safe.Hash, nil
-	}
-	h, err := s.envelope(ctx, n)
-	if err != nil {
-		return common.Hash{}, err
-	}
-	return h.hash(), nil
 }
 
 func (s *relaySource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum"
-	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
@@ -194,10 +193,6 @@ func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
 		return eth.BlockID{}, errors.Join(errs...)
 	}
 	return best, nil
-}
-
-func (m *multiSource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
-	return firstOf(m, func(s Source) (common.Hash, error) { return s.HashAt(ctx, n) })
 }
 
 func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {

@@ -87,9 +87,9 @@ func TestRelaySource(t *testing.T) {
 
 	require.Eventually(t, func() bool { h, err := src.Head(ctx); return err == nil && h.Number == 3 }, 5*time.Second, 10*time.Millisecond,
 		"replayed blocks are received and verified")
-	hash, err := src.HashAt(ctx, 2)
+	env, err := src.Payload(ctx, 2)
 	require.NoError(t, err)
-	require.Equal(t, good[1].Envelope.ExecutionPayload.BlockHash, hash)
+	require.Equal(t, good[1].Envelope.ExecutionPayload.BlockHash, env.ExecutionPayload.BlockHash)
 
 	upstreamStore.Add(forged[3], "gossip", time.Now()) // the upstream relay passes on a block not signed by the sequencer
 	upstreamStore.Add(good[4], "gossip", time.Now())
@@ -116,10 +116,7 @@ func TestRelaySource(t *testing.T) {
 	require.NotEqual(t, evs[0].First.Envelope.ExecutionPayload.BlockHash, evs[0].Second.Envelope.ExecutionPayload.BlockHash)
 
 	// The latest arrived block at a height is the sequencer's current one (after an unsafe reorg): it is followed.
-	hash, err = src.HashAt(ctx, 2)
-	require.NoError(t, err)
-	require.Equal(t, other[1].Envelope.ExecutionPayload.BlockHash, hash)
-	env, err := src.Payload(ctx, 2)
+	env, err = src.Payload(ctx, 2)
 	require.NoError(t, err)
 	require.Equal(t, other[1].Envelope.ExecutionPayload.BlockHash, env.ExecutionPayload.BlockHash)
 }
@@ -181,14 +178,11 @@ func TestRelaySourceDropsReplays(t *testing.T) {
 		})
 	}
 
-	hash, err := src.HashAt(ctx, 3)
-	require.NoError(t, err)
-	require.Equal(t, status.SyncStatus().SafeL2.Hash, hash, "at the safe head, the block is the one L1 settled")
-	_, err = src.Payload(ctx, 2)
+	_, err := src.Payload(ctx, 2)
 	require.ErrorIs(t, err, ethereum.NotFound, "settled heights are not asked of the relay")
-	hash, err = src.HashAt(ctx, 5)
+	env, err := src.Payload(ctx, 5)
 	require.NoError(t, err)
-	require.Equal(t, orphans[4].Envelope.ExecutionPayload.BlockHash, hash, "above it, the latest arrived")
+	require.Equal(t, orphans[4].Envelope.ExecutionPayload.BlockHash, env.ExecutionPayload.BlockHash, "above it, the latest arrived")
 }
 
 // A block the relay serves by number below the heights held (we are far behind) is handed on without holding it.
@@ -325,17 +319,18 @@ func TestEquivocationExplainsDisagreement(t *testing.T) {
 	store := newEnvelopeStore(8)
 	held, _, _, _ := store.Add(a[1], "relay-a", time.Now())
 	other, _, _, _ := store.Add(b[1], "relay-b", time.Now())
-	h.rep.source = &hookSource{Source: h.source, onHashAt: func() { h.rep.evidence.record(held, other) }}
+	h.rep.source = &hookSource{Source: h.source, onPayload: func() { h.rep.evidence.record(held, other) }}
 	h.round()
 	h.requireHalted(ReasonEquivocation)
 }
 
+// hookSource calls onPayload as it serves a block: something that happens while the block is fetched.
 type hookSource struct {
 	Source
-	onHashAt func()
+	onPayload func()
 }
 
-func (s *hookSource) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
-	s.onHashAt()
-	return s.Source.HashAt(ctx, n)
+func (s *hookSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	s.onPayload()
+	return s.Source.Payload(ctx, n)
 }

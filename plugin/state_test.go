@@ -110,7 +110,7 @@ func restarted(t *testing.T, h *harness, policy driverhook.HaltPolicy) *harness 
 	h2 := newHarness(t, policy, h.source.blocks)
 	h2.source, h2.rep.source = h.source, h.source
 	h2.engine = h.engine
-	h2.rep.engine, h2.rep.insert.engine, h2.rep.insert.l2, h2.rep.l2, h2.rep.status = h.engine, h.engine, h.engine, h.engine, h.engine
+	h2.rep.engine, h2.rep.insert.engine, h2.rep.l2, h2.rep.status = h.engine, h.engine, h.engine, h.engine
 	h2.rep.verify.l1 = h.l1
 	h2.clock = h.clock
 	h2.rep.now, h2.rep.watch.now = h.clock.Now, h.clock.Now

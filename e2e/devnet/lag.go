@@ -13,7 +13,7 @@ import (
 
 const (
 	// lagWindow is how many recent lags a LagMeter keeps.
-	lagWindow = 128
+	lagWindow = 4096
 	// maxLag is the largest lag measured: blocks only one engine got for longer are forgotten.
 	maxLag = 10 * time.Minute
 	// resubscribeDelay is the pause before a LagMeter re-subscribes to an engine it lost.

@@ -217,3 +217,32 @@ func (p *Process) RSS() (uint64, error) {
 	}
 	return 0, fmt.Errorf("%s: no VmRSS in /proc/%d/status", p.Name, cmd.Process.Pid)
 }
+
+// CPUTime returns the CPU time (user and system) the running process has used so far (/proc/<pid>/stat; Linux
+// only, in clock ticks of 10 ms).
+func (p *Process) CPUTime() (time.Duration, error) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return 0, fmt.Errorf("%s is not running", p.Name)
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.Name, err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("%s: short /proc/%d/stat", p.Name, cmd.Process.Pid)
+	}
+	var utime, stime uint64
+	if _, err := fmt.Sscan(fields[11], &utime); err != nil {
+		return 0, fmt.Errorf("%s: utime %q: %w", p.Name, fields[11], err)
+	}
+	if _, err := fmt.Sscan(fields[12], &stime); err != nil {
+		return 0, fmt.Errorf("%s: stime %q: %w", p.Name, fields[12], err)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on every Linux ABI Go supports
+	return time.Duration(utime+stime) * tick, nil
+}

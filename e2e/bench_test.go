@@ -1,0 +1,134 @@
+//go:build bench
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/op-replicator/op-replicator/e2e/devnet"
+)
+
+// Benchmarks of the replicator on real binaries (`make bench`, not part of `make test`): one devnet, every path
+// measured in the same run under the same load, each figure printed with its ratio against the anchor measured
+// alongside it. Settings: OP_REPLICATOR_BENCH_BLOCKS (blocks measured, default 300), OP_REPLICATOR_BENCH_TX_RATE
+// (transfers a second, default 60), OP_REPLICATOR_BENCH_REPORT (a file the table is also written to).
+
+// follower is one path to the head measured by the bench.
+type follower struct {
+	name string
+	node *devnet.Node
+	lag  *devnet.LagMeter
+	cpu  time.Duration // op-node CPU time at the start of the window
+	rss  uint64        // op-node peak RSS in the window
+}
+
+// TestBenchFollow measures, for a stock gossip follower and replicators with a websocket source, an http source
+// and a relay source, the head lag behind the sequencer (newHeads on each op-geth against the sequencer's), and the
+// op-node's CPU time and peak RSS per 100 blocks.
+func TestBenchFollow(t *testing.T) {
+	blocks := envUint(t, "OP_REPLICATOR_BENCH_BLOCKS", 300)
+	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
+	relayPort := freePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(relayPort)})
+	seq := d.Sequencer.EL
+	followers := []*follower{
+		{name: "stock op-node, libp2p gossip", node: addFollower(t, d, "gossip", devnet.RoleGossipFollower)},
+		{name: "replicator, sequencer op-geth over ws", node: addFollower(t, d, "rep-ws", devnet.RoleReplicator, devnet.WithSource(seq.WS))},
+		{name: "replicator, sequencer op-geth over http", node: addFollower(t, d, "rep-http", devnet.RoleReplicator, devnet.WithSource(seq.HTTP))},
+		{name: "replicator, the sequencer's relay", node: addFollower(t, d, "rep-relay", devnet.RoleReplicator,
+			devnet.WithSource(relayNode{port: relayPort}.source()))},
+	}
+	txs, err := devnet.StartTxGen(t.Context(), seq, d.Keys.L2Accounts, float64(rate))
+	require.NoError(t, err)
+	t.Cleanup(txs.Stop)
+	for _, f := range followers[1:] {
+		waitReplicating(t, d, f.node, seq, 5)
+	}
+
+	start := header(t, seq, rpc.LatestBlockNumber).Number.Uint64()
+	for _, f := range followers {
+		f.lag = devnet.StartLagMeter(seq.WS, f.node.EL.WS)
+		t.Cleanup(f.lag.Stop)
+		f.cpu, err = f.node.OpNode.CPUTime()
+		require.NoError(t, err)
+	}
+	startedAt := time.Now()
+	require.NoError(t, d.WaitFor(t.Context(), time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
+		func(ctx context.Context) (bool, error) {
+			for _, f := range followers {
+				rss, err := f.node.OpNode.RSS()
+				if err != nil {
+					return false, err
+				}
+				f.rss = max(f.rss, rss)
+			}
+			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
+			return err == nil && h.Number.Uint64() >= start+blocks, err
+		}))
+	elapsed := time.Since(startedAt)
+
+	var out strings.Builder
+	fmt.Fprintf(&out, "### Following the head: %d blocks, %d transfers/s (%s, %s, %d CPUs, GOMAXPROCS %d)\n\n",
+		blocks, rate, time.Now().UTC().Format(time.RFC3339), hostname(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	// Lags are compared with gossip's as differences: gossip's p50 is about zero (it can even be negative: gossip
+	// publishes a block before the sequencer's own op-geth announces it), where a ratio means nothing.
+	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | op-node CPU per 100 blocks | vs gossip | op-node peak RSS |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|")
+	var anchorP50, anchorP99, anchorCPU float64
+	for i, f := range followers {
+		p50, ok50 := f.lag.Percentile(50)
+		p90, _ := f.lag.Percentile(90)
+		p99, _ := f.lag.Percentile(99)
+		require.True(t, ok50, "%s: no lag measured", f.name)
+		cpu, err := f.node.OpNode.CPUTime()
+		require.NoError(t, err)
+		cpuPer100 := (cpu - f.cpu).Seconds() * 100 / float64(blocks)
+		if i == 0 {
+			anchorP50, anchorP99, anchorCPU = ms(p50), ms(p99), cpuPer100
+		}
+		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.2f s | %.2f× | %d MiB |\n", f.name,
+			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, cpuPer100, cpuPer100/anchorCPU, f.rss>>20)
+	}
+	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
+	report(t, out.String())
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func envUint(t *testing.T, name string, def uint64) uint64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	require.NoError(t, err, name)
+	return n
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// report prints a result table, and appends it to OP_REPLICATOR_BENCH_REPORT if set.
+func report(t *testing.T, table string) {
+	fmt.Println(table)
+	if path := os.Getenv("OP_REPLICATOR_BENCH_REPORT"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = fmt.Fprintln(f, table)
+		require.NoError(t, err)
+	}
+}
