@@ -177,18 +177,23 @@ func (r *Replicator) round(ctx context.Context) error {
 	if err := r.checkHead(head, srcHead); err != nil {
 		return err
 	}
-	for i := 0; i < maxBlocksPerRound && head.Number < srcHead.Number; i++ {
-		if r.halt.Halted() || ctx.Err() != nil {
+	if head.Number >= srcHead.Number {
+		return nil
+	}
+	fetch := newPrefetcher(ctx, r.source, head.Number+1, min(srcHead.Number, head.Number+maxBlocksPerRound))
+	defer fetch.Close()
+	for {
+		env, err, ok := fetch.Next()
+		if !ok || r.halt.Halted() || ctx.Err() != nil {
 			return nil
 		}
-		next, err := r.replicate(ctx, head)
+		next, err := r.replicate(ctx, head, env, err)
 		if err != nil {
 			return err
 		}
 		head = next
 		r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
 	}
-	return nil
 }
 
 // localHead is the local unsafe head. At the steady state op-node's view of it is the block we inserted last, and
@@ -205,9 +210,9 @@ func (r *Replicator) localHead(ctx context.Context, status *eth.SyncStatus) (eth
 	return head, nil
 }
 
-// replicate takes the source's block after head through verify and insert.
-func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef) (eth.L2BlockRef, error) {
-	env, err := r.source.Payload(ctx, head.Number+1)
+// replicate takes the source's block after head (env, or the source's error fetching it) through verify and
+// insert.
+func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, env *eth.ExecutionPayloadEnvelope, err error) (eth.L2BlockRef, error) {
 	if errors.Is(err, ethereum.NotFound) {
 		return eth.L2BlockRef{}, fmt.Errorf("%w: source has no block %d yet", errWait, head.Number+1)
 	} else if err != nil {
@@ -247,8 +252,10 @@ func (r *Replicator) provenance(ref eth.L2BlockRef, now time.Time) arrival {
 			return arrival{source: held.Source, signed: true, at: held.Arrived}
 		}
 	}
-	if m, ok := r.source.(interface{ ServedBy() string }); ok {
-		return arrival{source: m.ServedBy(), at: now}
+	if m, ok := r.source.(interface{ ServedBy(common.Hash) string }); ok {
+		if name := m.ServedBy(ref.Hash); name != "" {
+			return arrival{source: name, at: now}
+		}
 	}
 	return arrival{source: r.source.Name(), at: now}
 }

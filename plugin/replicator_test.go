@@ -232,7 +232,7 @@ func TestHeadMovedByGossipIsStale(t *testing.T) {
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	// The status tracker already shows block 2 (inserted by gossip) while this round started at block 1.
 	h.engine.setChain(blocks[:1])
-	_, err := h.rep.replicate(context.Background(), eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: h.cfg.Genesis.L1})
+	_, err := h.rep.replicate(context.Background(), eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: h.cfg.Genesis.L1}, blocks[0].env, nil)
 	require.ErrorIs(t, err, errStale)
 	require.Zero(t, h.engine.inserted, "no insertion attempt on a head that moved")
 	h.round()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
@@ -42,16 +44,20 @@ type multiSource struct {
 
 	mu       sync.Mutex
 	health   []SourceHealth
-	servedBy string
-	asking   []bool // a head request to the source is in flight
+	servedBy *lru.Cache[common.Hash, string] // which source served a recent block
+	asking   []bool                          // a head request to the source is in flight
 }
+
+// servedByKept is how many recent blocks multiSource remembers the source of: more than are fetched at once.
+const servedByKept = 2 * prefetchDepth
 
 var _ Source = (*multiSource)(nil)
 
 func newMultiSource(sources []Source, m Metrics, now func() time.Time) *multiSource {
 	ctx, cancel := context.WithCancel(context.Background())
+	servedBy, _ := lru.New[common.Hash, string](servedByKept) // only fails for a non-positive size
 	ms := &multiSource{sources: sources, metrics: m, now: now, heads: make(chan struct{}, 1), cancel: cancel,
-		health: make([]SourceHealth, len(sources)), asking: make([]bool, len(sources))}
+		health: make([]SourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy}
 	for i, s := range sources {
 		ms.health[i].Name = s.Name()
 		ms.wg.Add(1)
@@ -199,19 +205,16 @@ func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 	return firstOf(m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) {
 		env, err := s.Payload(ctx, n)
 		if err == nil {
-			m.mu.Lock()
-			m.servedBy = s.Name()
-			m.mu.Unlock()
+			m.servedBy.Add(env.ExecutionPayload.BlockHash, s.Name())
 		}
 		return env, err
 	})
 }
 
-// ServedBy names the source of the last block Payload returned.
-func (m *multiSource) ServedBy() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.servedBy
+// ServedBy names the source that served a recent block ("" if none did).
+func (m *multiSource) ServedBy(hash common.Hash) string {
+	name, _ := m.servedBy.Get(hash)
+	return name
 }
 
 // firstOf returns the first answer, healthy sources first. If no source has the block but one answered that it

@@ -299,7 +299,9 @@ func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
 	}
 	h.round()
 	h.requireHalted(ReasonEquivocation)
-	require.Equal(t, 3, h.engine.inserted, "block 4 was inserted after the evidence arrived")
+	// Blocks are fetched ahead while earlier ones are inserted: the evidence arrives with block 4's request, at
+	// the latest while block 3 is verified, and nothing is inserted after it.
+	require.Less(t, h.engine.inserted, 4, "block 4 was inserted after the evidence arrived")
 }
 
 // fakeRewinder stands for op-geth's rewind over --replicator.l2.rpc.
