@@ -64,7 +64,7 @@ func l1Block(n uint64, f byte) eth.L1BlockRef {
 // carry it.
 func l1Info(ref eth.L1BlockRef) *testutils.MockBlockInfo {
 	return &testutils.MockBlockInfo{InfoHash: ref.Hash, InfoParentHash: ref.ParentHash, InfoNum: ref.Number,
-		InfoTime: ref.Time, InfoBaseFee: big.NewInt(1), InfoMixDigest: [32]byte{0x4d, ref.Hash[1], ref.Hash[2], ref.Hash[3]}}
+		InfoTime: ref.Time, InfoBaseFee: big.NewInt(1), InfoBlobBaseFee: big.NewInt(1), InfoMixDigest: [32]byte{0x4d, ref.Hash[1], ref.Hash[2], ref.Hash[3]}}
 }
 
 // chainBlock is a block of an L2 chain the fake source serves: chain c, number n, origin from L1 fork f.

@@ -29,7 +29,7 @@ type Source interface {
 	Name() string
 	// Head returns the source's latest block.
 	Head(ctx context.Context) (eth.BlockID, error)
-	// Payload returns the source's block at a height, its header hash and transactions root verified.
+	// Payload returns the source's block at a height, its block hash checked: the payload hashes to it.
 	Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error)
 	// NewHeads signals that the source has a new head (ws only; never closed).
 	NewHeads() <-chan struct{}
@@ -120,7 +120,7 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout tim
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", name, err)
 	}
-	l2, err := sources.NewL2Client(rpcClient, lgr, nil, sources.L2ClientSimpleConfig(cfg, false, 64, 64))
+	l2, err := sources.NewL2Client(rpcClient, lgr, nil, sourceClientConfig(cfg))
 	if err != nil {
 		rpcClient.Close()
 		return nil, fmt.Errorf("source %s: %w", name, err)
@@ -133,6 +133,12 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout tim
 		go s.subscribeHeads(ctx)
 	}
 	return s, nil
+}
+
+// sourceClientConfig is how a source's op-geth is read: trust off, so that op-service recomputes every block hash
+// and transactions root.
+func sourceClientConfig(cfg *rollup.Config) *sources.L2ClientConfig {
+	return sources.L2ClientSimpleConfig(cfg, false, 64, 64)
 }
 
 func (s *rpcSource) Name() string { return s.name }
@@ -161,6 +167,12 @@ func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayl
 	}
 	if got := uint64(env.ExecutionPayload.BlockNumber); got != num {
 		return nil, fmt.Errorf("%w: asked for block %d, got %d", errBadInput, num, got)
+	}
+	// op-service checked the header's hash, but the engine hashes the payload, which does not carry every header
+	// field (an Isthmus payload implies the requests hash, say). A block whose payload hashes otherwise is malformed:
+	// refused here as bad input, it never reaches the engine, which would find it INVALID (a halt).
+	if actual, ok := env.CheckBlockHash(); !ok {
+		return nil, fmt.Errorf("%w: block %s: its payload hashes to %s", errBadInput, env.ExecutionPayload.ID(), actual)
 	}
 	return env, nil
 }

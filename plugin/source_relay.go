@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -111,14 +112,18 @@ func (s *relaySource) envelope(ctx context.Context, n uint64) (*heldEnvelope, er
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	start := time.Now()
-	var signed *opsigner.SignedExecutionPayloadEnvelope
-	err := client.CallContext(ctx, &signed, "relay_envelopeByNumber", hexutil.Uint64(n))
+	var msg json.RawMessage
+	err := client.CallContext(ctx, &msg, "relay_envelopeByNumber", hexutil.Uint64(n))
 	s.metrics.RecordSourceRequest("relay_envelope", time.Since(start))
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", s.name, err)
 	}
-	if signed == nil {
+	if string(msg) == "null" { // a gap in the relay's window
 		return nil, ethereum.NotFound
+	}
+	signed, err := decodeEnvelope(msg)
+	if err != nil {
+		return nil, s.refuse(err)
 	}
 	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
 		return nil, fmt.Errorf("%w: relay %s answered block %d for %d", errBadInput, s.name, got, n)
@@ -135,13 +140,7 @@ func (s *relaySource) envelope(ctx context.Context, n uint64) (*heldEnvelope, er
 // errBelowWindow; counted and logged there) is not held and never evidence.
 func (s *relaySource) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*heldEnvelope, error) {
 	if err := verifySigned(s.rollup, s.signers, signed); err != nil {
-		kind := ErrKindBadInput
-		if errors.Is(err, errBadSignature) {
-			kind = ErrKindBadSignature
-		}
-		s.metrics.RecordError(kind)
-		s.log.Warn("Refusing block from relay", "relay", s.name, "err", err)
-		return nil, err
+		return nil, s.refuse(err)
 	}
 	held, _, conflicts, err := s.store.Add(signed, s.name, s.now())
 	if err != nil {
@@ -157,6 +156,31 @@ func (s *relaySource) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*
 		}
 	}
 	return held, nil
+}
+
+// refuse counts and logs a block from the relay that is malformed (errBadInput) or not signed by the sequencer
+// (errBadSignature), and returns err.
+func (s *relaySource) refuse(err error) error {
+	kind := ErrKindBadInput
+	if errors.Is(err, errBadSignature) {
+		kind = ErrKindBadSignature
+	}
+	s.metrics.RecordError(kind)
+	s.log.Warn("Refusing block from relay", "relay", s.name, "err", err)
+	return err
+}
+
+// decodeEnvelope decodes a signed block as a relay sends it (relay.go's API encodes it as JSON). A message without
+// a payload is bad input: callers read the block's number before its signature is checked.
+func decodeEnvelope(msg json.RawMessage) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+	var signed *opsigner.SignedExecutionPayloadEnvelope
+	if err := json.Unmarshal(msg, &signed); err != nil {
+		return nil, fmt.Errorf("%w: relay message: %v", errBadInput, err)
+	}
+	if signed == nil || signed.Envelope == nil || signed.Envelope.ExecutionPayload == nil {
+		return nil, fmt.Errorf("%w: relay message without a block", errBadInput)
+	}
+	return signed, nil
 }
 
 // follow keeps a subscription to the relay, from the block after the highest one received.
@@ -194,7 +218,9 @@ func (s *relaySource) subscribe(ctx context.Context, onMessage func()) error {
 		s.mu.Unlock()
 		client.Close()
 	}()
-	ch := make(chan *opsigner.SignedExecutionPayloadEnvelope, 64)
+	// Raw messages, decoded by decodeEnvelope: a malformed one is refused and counted like a badly signed one (geth
+	// would end the subscription on it).
+	ch := make(chan json.RawMessage, 64)
 	// From the block after the highest received, and above the safe head: the store would drop anything lower.
 	from := s.head.Load() + 1
 	if safe := s.store.safeHead(); safe != (eth.BlockID{}) && safe.Number >= from {
@@ -210,9 +236,14 @@ func (s *relaySource) subscribe(ctx context.Context, onMessage func()) error {
 	defer silence.Stop()
 	for {
 		select {
-		case signed := <-ch:
+		case msg := <-ch:
 			onMessage()
 			silence.Reset(s.readTimeout)
+			signed, err := decodeEnvelope(msg)
+			if err != nil {
+				s.refuse(err)
+				continue
+			}
 			if _, err := s.accept(signed); err == nil {
 				select {
 				case s.heads <- struct{}{}:

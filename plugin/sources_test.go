@@ -37,6 +37,9 @@ func TestMultiSourceFailover(t *testing.T) {
 	_, err = m.Payload(ctx, 6)
 	require.ErrorIs(t, err, ethereum.NotFound, "the healthy source does not have it and the other one failed")
 
+	// No source was healthy yet when Head asked: it returned with the first answer, and the failing source's went on
+	// in the background. Counted once it is recorded (with the failure at block 6).
+	require.Eventually(t, func() bool { return m.Health()[0].Errors == 2 }, 5*time.Second, time.Millisecond)
 	calls := down.calls
 	_, err = m.Payload(ctx, 4)
 	require.NoError(t, err)

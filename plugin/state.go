@@ -46,6 +46,11 @@ func (f *stateFile) load() (*persistedState, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("replicator state file %s: %w", f.path, err)
 	}
+	return f.decode(data)
+}
+
+// decode parses and checks the state file's contents, data. Errors name the file.
+func (f *stateFile) decode(data []byte) (*persistedState, error) {
 	var st persistedState
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("replicator state file %s is corrupt (move it away to start without the halt state it held): %w", f.path, err)
@@ -68,8 +73,7 @@ func (f *stateFile) load() (*persistedState, error) {
 // save writes the state to a temporary file next to the state file, syncs it, renames it over the state file and
 // syncs the directory.
 func (f *stateFile) save(st *persistedState) error {
-	st.Version = stateVersion
-	data, err := json.MarshalIndent(st, "", "  ")
+	data, err := f.encode(st)
 	if err != nil {
 		return err
 	}
@@ -102,6 +106,12 @@ func (f *stateFile) save(st *persistedState) error {
 		return fmt.Errorf("replicator state file %s: sync directory: %w", f.path, err)
 	}
 	return nil
+}
+
+// encode is the state file's contents for st (at the current version).
+func (f *stateFile) encode(st *persistedState) ([]byte, error) {
+	st.Version = stateVersion
+	return json.MarshalIndent(st, "", "  ")
 }
 
 // restore takes the evidence kept in the state file, as history: it does not halt again.
