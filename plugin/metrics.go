@@ -160,6 +160,9 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput, ErrKindBadSignature, ErrKindRewind, ErrKindState} {
 		m.errors.WithLabelValues(k)
 	}
+	for _, l := range []string{"max-subscribers", "max-subscribers-per-ip", refusedRateLimit, refusedConns} {
+		m.relayRefused.WithLabelValues(l)
+	}
 	m.RecordState(StateRunning)
 	return m
 }
@@ -207,6 +210,7 @@ func (m *metrics) RecordRelayOversized() { m.relayOversized.Inc() }
 
 func (m *metrics) RecordSourceHead(source string, number uint64) {
 	m.sourceHead.WithLabelValues(source).Set(float64(number))
+	m.sourceErrors.WithLabelValues(source) // its error count exists from the source's first head on, at 0
 }
 
 func (m *metrics) RecordSourceError(source string) { m.sourceErrors.WithLabelValues(source).Inc() }
