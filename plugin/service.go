@@ -4,8 +4,10 @@
 //
 //	source.go   the sequencer's execution-engine RPC (polling, plus newHeads over ws)
 //	source_relay.go, sources.go  another node's relay as a source; several sources at once
+//	prefetch.go blocks fetched ahead, in order, while catching up
 //	verify.go   checks before insertion: next block, above safe, L1 origin canonical on our L1 view
-//	insert.go   insertion through op-node's engine controller; local execution must match the sequencer's
+//	derivation.go  the block must be what derivation would build from L1 (batch rules, payload attributes)
+//	insert.go   insertion through op-node's engine controller; the engine's VALID proves hash and state root
 //	watch.go    op-node's own events: resets, derivation replacing unsafe blocks, derivation idle
 //	halt.go     the running/halted state machine and halt reasons
 //	rewind.go   a halt's rewind of this node's op-geth (debug_setHead over --replicator.l2.rpc)
