@@ -32,6 +32,10 @@ type Engine interface {
 	// ProcessPayload inserts a payload at the tip as unsafe: it refuses a payload whose parent is not the
 	// unsafe head (engine.ErrStaleBuild) and requires the engine to report it VALID (engine.ErrPayloadInvalid).
 	ProcessPayload(ctx context.Context, envelope *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, buildStarted time.Time) error
+	// ProcessPayloads inserts payloads, each on the one before it, the first on the unsafe head, with one forkchoice
+	// update to the last inserted. It stops at the first stale or failing payload, or when ctx is done between
+	// payloads, keeping those before it, and returns how many it inserted.
+	ProcessPayloads(ctx context.Context, envelopes []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error)
 	// HoldUnsafeInput stops (true) or restarts taking unsafe payloads from outside derivation (gossip,
 	// admin_postUnsafePayload, payloads already queued): while held, only derivation moves the unsafe head.
 	HoldUnsafeInput(hold bool)

@@ -215,6 +215,9 @@ type fakeEngine struct {
 	rewinds   int
 	held      bool // unsafe input held (HoldUnsafeInput, RewindUnsafeToSafe)
 	inserted  int
+	// forkchoiceUpdates counts the forkchoice updates insertions made; batches the sizes of ProcessPayloads calls.
+	forkchoiceUpdates int
+	batches           []int
 }
 
 func newFakeEngine(cfg *rollup.Config) *fakeEngine {
@@ -249,6 +252,33 @@ func (e *fakeEngine) setSafe(n uint64) {
 func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, _ time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.forkchoiceUpdates++
+	return e.insertLocked(env, ref)
+}
+
+// ProcessPayloads inserts as the engine controller does: a payload at a time, one forkchoice update at the end.
+func (e *fakeEngine) ProcessPayloads(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.batches = append(e.batches, len(envs))
+	n := 0
+	var err error
+	for i := range envs {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		if err = e.insertLocked(envs[i], refs[i]); err != nil {
+			break
+		}
+		n++
+	}
+	if n > 0 {
+		e.forkchoiceUpdates++
+	}
+	return n, err
+}
+
+func (e *fakeEngine) insertLocked(env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef) error {
 	if e.insertErr != nil {
 		return e.insertErr
 	}

@@ -26,16 +26,31 @@ type inserter struct {
 	engine driverhook.Engine
 }
 
-func (i *inserter) Insert(ctx context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef) error {
-	err := i.engine.ProcessPayload(ctx, env, ref, time.Time{})
+// Insert inserts blocks, each on the one before it, the first on the unsafe head: one block with ProcessPayload (a
+// forkchoice update per block, as at the head), several with ProcessPayloads (one forkchoice update for all). It
+// returns how many were inserted and why it stopped.
+func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error) {
+	var n int
+	var err error
+	if len(envs) == 1 {
+		if err = i.engine.ProcessPayload(ctx, envs[0], refs[0], time.Time{}); err == nil {
+			n = 1
+		}
+	} else {
+		n, err = i.engine.ProcessPayloads(ctx, envs, refs)
+	}
+	if err == nil {
+		return n, nil
+	}
+	ref := refs[n]
 	switch {
-	case err == nil:
-		return nil
 	case errors.Is(err, engine.ErrPayloadInvalid), errors.Is(err, engine.ErrPayloadDenied):
-		return disagree(ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
+		return n, disagree(ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
 	case errors.Is(err, engine.ErrStaleBuild):
-		return fmt.Errorf("%w: block %s no longer extends the unsafe head", errStale, ref.ID())
+		return n, fmt.Errorf("%w: block %s no longer extends the unsafe head", errStale, ref.ID())
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return n, err
 	default:
-		return fmt.Errorf("%w: inserting block %s: %v", errEngine, ref.ID(), err)
+		return n, fmt.Errorf("%w: inserting block %s: %v", errEngine, ref.ID(), err)
 	}
 }

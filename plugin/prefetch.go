@@ -63,5 +63,21 @@ func (p *prefetcher) Next() (*eth.ExecutionPayloadEnvelope, error, bool) {
 	return f.env, f.err, true
 }
 
+// Ready is Next for a block already fetched: it returns false at once if the next block is still on its way (or
+// every block was handed out).
+func (p *prefetcher) Ready() (*eth.ExecutionPayloadEnvelope, error, bool) {
+	if len(p.pending) == 0 {
+		return nil, nil, false
+	}
+	select {
+	case f := <-p.pending[0]:
+		p.pending = p.pending[1:]
+		p.fill()
+		return f.env, f.err, true
+	default:
+		return nil, nil, false
+	}
+}
+
 // Close cancels the requests still in flight; their results are dropped.
 func (p *prefetcher) Close() { p.cancel() }

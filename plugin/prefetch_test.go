@@ -73,3 +73,24 @@ func TestPrefetcherErrorsAndClose(t *testing.T) {
 	defer src.mu.Unlock()
 	require.LessOrEqual(t, len(src.asked), 3+prefetchDepth, "no more than prefetchDepth blocks beyond the one handed out")
 }
+
+func TestPrefetcherReadyHandsOutFetchedBlocksInOrder(t *testing.T) {
+	src := &slowFirstSource{}
+	p := newPrefetcher(context.Background(), src, 1, 3)
+	defer p.Close()
+	require.Eventually(t, func() bool { return len(p.pending) == 3 && len(p.pending[2]) == 1 }, time.Second, time.Millisecond,
+		"block 3 is fetched")
+	_, _, ok := p.Ready()
+	// Blocks are answered in reverse order: block 1 comes last, and Ready hands out nothing before it.
+	for !ok {
+		_, _, ok = p.Ready()
+	}
+	for want := uint64(2); want <= 3; want++ {
+		env, err, ok := p.Ready()
+		require.True(t, ok)
+		require.NoError(t, err)
+		require.Equal(t, want, uint64(env.ExecutionPayload.BlockNumber))
+	}
+	_, _, ok = p.Ready()
+	require.False(t, ok, "every block was handed out")
+}

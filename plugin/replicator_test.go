@@ -232,10 +232,47 @@ func TestHeadMovedByGossipIsStale(t *testing.T) {
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	// The status tracker already shows block 2 (inserted by gossip) while this round started at block 1.
 	h.engine.setChain(blocks[:1])
-	_, err := h.rep.replicate(context.Background(), eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: h.cfg.Genesis.L1}, blocks[0].env, nil)
+	_, _, err := h.rep.prepare(context.Background(), eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: h.cfg.Genesis.L1}, blocks[0].env, nil)
 	require.ErrorIs(t, err, errStale)
 	require.Zero(t, h.engine.inserted, "no insertion attempt on a head that moved")
 	h.round()
 	h.requireRunning()
 	require.Equal(t, blocks[3].ref, h.engine.head())
+}
+
+// Catching up from far behind in batches inserts every block, in order, above the safe head.
+func TestCatchUpInsertsEveryBlockInOrder(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 120, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:10])
+	h.engine.setSafe(10)
+	for h.engine.head().Number < 120 {
+		h.round()
+		h.requireRunning()
+	}
+	require.Equal(t, 110, h.engine.inserted)
+	for i, b := range blocks {
+		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
+	}
+	require.Equal(t, blocks[119].ref, h.rep.lastReplicated())
+	t.Logf("110 blocks in %d forkchoice updates, batches %v", h.engine.forkchoiceUpdates, h.engine.batches)
+}
+
+// A batch is cut short between blocks by an operator's halt: the blocks inserted before it are rewound with the
+// rest of the unsafe chain, and none is inserted after it.
+func TestHaltInterruptsBatch(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 40, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:1])
+	h.engine.setSafe(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the operator's request arrived before the batch
+	b := &batch{}
+	parent := blocks[0].ref
+	for _, blk := range blocks[1:10] {
+		require.NoError(t, b.add(h.rep.prepare(context.Background(), parent, blk.env, nil)))
+		parent = blk.ref
+	}
+	require.NoError(t, h.rep.insertBatch(ctx, b), "an interrupted batch is no error")
+	require.Zero(t, h.engine.inserted, "inserted after the request")
 }
