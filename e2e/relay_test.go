@@ -6,13 +6,11 @@ import (
 	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -328,13 +326,7 @@ func waitLogged(t *testing.T, d *devnet.Devnet, n *devnet.Node, text string) {
 // reads from it: a subscriber that stopped reading.
 func stuckSubscriber(t *testing.T, port int) *websocket.Conn {
 	t.Helper()
-	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var sockErr error
-		err := c.Control(func(fd uintptr) {
-			sockErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048)
-		})
-		return errors.Join(err, sockErr)
-	}}).DialContext}
+	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: devnet.ShrinkReceiveBuffer(2048)}).DialContext}
 	conn, _, err := dialer.DialContext(t.Context(), "ws://127.0.0.1:"+strconv.Itoa(port), nil)
 	require.NoError(t, err)
 	req := `{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`

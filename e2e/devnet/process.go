@@ -134,6 +134,16 @@ func (p *Process) terminate(sig syscall.Signal, grace time.Duration) error {
 	return nil
 }
 
+// Pid returns the operating system's id of the running process, or 0 if it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process has been started and not yet reaped.
 func (p *Process) Running() bool {
 	p.mu.Lock()
