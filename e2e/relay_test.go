@@ -106,7 +106,9 @@ func TestRelays(t *testing.T) {
 
 	forger := startFakeRelay(t, d.L2.Rollup, seq.HTTP, mustKey(t))
 	alterer := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
-	alterer.alter = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.GasLimit-- }
+	alterer.set(func(f *fakeRelay) {
+		f.alter = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.GasLimit-- }
+	})
 	metricsPort := devnetPort(t, d)
 	d1 := addFollower(t, d, "downstream-1", devnet.RoleReplicator, devnet.WithSource(forger.URL+","+alterer.URL+","+r.source()),
 		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
