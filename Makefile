@@ -7,7 +7,7 @@ WORK := GOWORK=$(CURDIR)/$(BUILD)/go.work
 PATCHES := $(sort $(wildcard patches/*.patch))
 OWN_SRC := $(shell find driverhook plugin -name '*.go' -not -name '*_test.go' 2>/dev/null)
 
-.PHONY: all build apply patches test unit-test upstream-test e2e-test demo bench clean
+.PHONY: all build apply patches test unit-test upstream-test e2e-test soak demo bench clean
 
 all: build
 
@@ -52,6 +52,12 @@ e2e-test: build
 	$(WORK) $(GO) test -count=1 -timeout 60m -v ./e2e/...
 
 test: unit-test upstream-test e2e-test
+
+# The soak (docs/soak.md): one devnet under load with faults on a schedule for SOAK_DURATION, invariants checked
+# every second. Not part of `make test`. Set OP_REPLICATOR_SOAK_REPORT=file to keep its report.
+SOAK_DURATION ?= 30m
+soak: build
+	OP_REPLICATOR_SOAK_DURATION=$(SOAK_DURATION) $(WORK) $(GO) test -tags soak -count=1 -timeout 0 -v -run TestSoak ./e2e/
 
 demo: build
 	$(WORK) $(GO) run ./e2e/cmd/demo
