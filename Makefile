@@ -7,7 +7,7 @@ WORK := GOWORK=$(CURDIR)/$(BUILD)/go.work
 PATCHES := $(sort $(wildcard patches/*.patch))
 OWN_SRC := $(shell find driverhook plugin -name '*.go' -not -name '*_test.go' 2>/dev/null)
 
-.PHONY: all build apply patches test unit-test upstream-test e2e-test fuzz demo bench clean
+.PHONY: all build apply patches test unit-test upstream-test e2e-test fuzz soak demo bench clean
 
 all: build
 
@@ -72,6 +72,12 @@ fuzz: apply
 		if [ $$rc = 0 ]; then echo "$$target: ok ($$(grep '^fuzz: elapsed' $$log | tail -n 1))"; \
 		else cat $$log; echo "$$target: FAILED (output above, and in $$log)"; failed=1; fi; \
 	done; [ -z "$$failed" ]
+
+# The soak (docs/soak.md): one devnet under load with faults on a schedule for SOAK_DURATION, invariants checked
+# every second. Not part of `make test`. Set OP_REPLICATOR_SOAK_REPORT=file to keep its report.
+SOAK_DURATION ?= 30m
+soak: build
+	OP_REPLICATOR_SOAK_DURATION=$(SOAK_DURATION) $(WORK) $(GO) test -tags soak -count=1 -timeout 0 -v -run TestSoak ./e2e/
 
 demo: build
 	$(WORK) $(GO) run ./e2e/cmd/demo

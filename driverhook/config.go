@@ -195,8 +195,8 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 		},
 		&cli.IntFlag{
 			Name: RelayMaxConnsPerClientFlagName,
-			Usage: "Most open connections (HTTP requests in progress and websockets) from one client: an IPv4 address or " +
-				"an IPv6 /64; more are refused with HTTP 429.",
+			Usage: "Most open TCP connections (idle or not: HTTP, websockets) from one client: an IPv4 address or " +
+				"an IPv6 /64; more are closed as soon as they are accepted.",
 			Value:    DefaultRelayMaxConnsPerClient,
 			EnvVars:  envVars(envPrefix, "RELAY_MAX_CONNS_PER_CLIENT"),
 			Category: category,

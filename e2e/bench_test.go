@@ -67,11 +67,11 @@ func TestBenchFollow(t *testing.T) {
 	require.NoError(t, d.WaitFor(t.Context(), time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
 		func(ctx context.Context) (bool, error) {
 			for _, f := range followers {
-				rss, err := f.node.OpNode.RSS()
+				res, err := f.node.OpNode.Resources()
 				if err != nil {
 					return false, err
 				}
-				f.rss = max(f.rss, rss)
+				f.rss = max(f.rss, res.PeakRSS)
 			}
 			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
 			return err == nil && h.Number.Uint64() >= start+blocks, err

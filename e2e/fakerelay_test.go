@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,21 +28,77 @@ import (
 // after mutate (if set) changed them. With another key it is a forging relay; with the sequencer's key and a
 // mutation, an equivocating sequencer.
 type fakeRelay struct {
-	URL    string
-	l2     *sources.L2Client
-	chain  eth.ChainID
-	key    *ecdsa.PrivateKey
+	URL   string
+	l2    *sources.L2Client
+	chain eth.ChainID
+
+	// Set before a replicator subscribes:
+
 	mutate func(*eth.ExecutionPayloadEnvelope)
 	// behind, when set, makes the relay serve only the block that many below the source's head, once per head.
 	behind uint64
 	// delay holds a subscription's first block back.
 	delay time.Duration
-	// alter, when set, changes a block after it was signed (its hash recomputed): the signature no longer fits.
-	alter func(*eth.ExecutionPayloadEnvelope)
 	// replay, when set, is sent to every subscriber first, whatever height it subscribed from, once replayGate
 	// is closed.
 	replay     []*opsigner.SignedExecutionPayloadEnvelope
 	replayGate chan struct{}
+
+	// mu guards what may change while the relay serves (with set; the soak switches a relay from one misbehaviour
+	// to the next), and the subscriptions.
+	mu  sync.Mutex
+	key *ecdsa.PrivateKey
+	// alter, when set, changes a block after it was signed (its hash recomputed): the signature no longer fits.
+	alter func(*eth.ExecutionPayloadEnvelope)
+	// silent makes the relay serve nothing: no block by number, none to subscribers.
+	silent bool
+	// subs holds each subscription's queue of pushed messages.
+	subs map[chan []any]struct{}
+	// sent counts the blocks streamed to subscribers.
+	sent uint64
+}
+
+// set changes the relay's behaviour while it serves.
+func (f *fakeRelay) set(change func(f *fakeRelay)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f)
+}
+
+// push sends msgs to every subscriber now, ahead of the blocks it streams, and returns how many subscribers it went
+// to. A subscriber with pushes still pending gets none.
+func (f *fakeRelay) push(msgs ...any) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for ch := range f.subs {
+		select {
+		case ch <- msgs:
+			n++
+		default:
+		}
+	}
+	return n
+}
+
+// subscribers is the number of subscriptions being served.
+func (f *fakeRelay) subscribers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.subs)
+}
+
+// blocksSent is the number of blocks streamed to subscribers so far.
+func (f *fakeRelay) blocksSent() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sent
+}
+
+func (f *fakeRelay) isSilent() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.silent
 }
 
 func startFakeRelay(t *testing.T, cfg *rollup.Config, sourceEL string, key *ecdsa.PrivateKey) *fakeRelay {
@@ -51,7 +108,7 @@ func startFakeRelay(t *testing.T, cfg *rollup.Config, sourceEL string, key *ecds
 	t.Cleanup(rpcClient.Close)
 	l2, err := sources.NewL2Client(rpcClient, log.Root(), nil, sources.L2ClientSimpleConfig(cfg, true, 16, 16))
 	require.NoError(t, err)
-	f := &fakeRelay{l2: l2, chain: eth.ChainIDFromBig(cfg.L2ChainID), key: key}
+	f := &fakeRelay{l2: l2, chain: eth.ChainIDFromBig(cfg.L2ChainID), key: key, subs: make(map[chan []any]struct{})}
 	srv := rpc.NewServer()
 	require.NoError(t, srv.RegisterName("relay", &fakeRelayAPI{f: f}))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,8 +137,11 @@ func (f *fakeRelay) signed(ctx context.Context, n uint64) (*opsigner.SignedExecu
 	if err != nil {
 		return nil, err
 	}
-	if f.alter != nil {
-		f.alter(env)
+	f.mu.Lock()
+	alter := f.alter
+	f.mu.Unlock()
+	if alter != nil {
+		alter(env)
 		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
 	}
 	return signed, nil
@@ -93,7 +153,10 @@ func (f *fakeRelay) sign(ctx context.Context, env *eth.ExecutionPayloadEnvelope)
 	if _, err := env.MarshalSSZ(&buf); err != nil {
 		return nil, err
 	}
-	sig, err := opsigner.NewLocalSigner(f.key).SignBlockV1(ctx, f.chain, opsigner.PayloadHash(buf.Bytes()))
+	f.mu.Lock()
+	key := f.key
+	f.mu.Unlock()
+	sig, err := opsigner.NewLocalSigner(key).SignBlockV1(ctx, f.chain, opsigner.PayloadHash(buf.Bytes()))
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +175,7 @@ func (a *fakeRelayAPI) Head(ctx context.Context) (hexutil.Uint64, error) {
 
 func (a *fakeRelayAPI) EnvelopeByNumber(ctx context.Context, n hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
 	head, err := a.Head(ctx)
-	if err != nil || (a.f.behind > 0 && uint64(n)+a.f.behind != uint64(head)) {
+	if err != nil || a.f.isSilent() || (a.f.behind > 0 && uint64(n)+a.f.behind != uint64(head)) {
 		return nil, err
 	}
 	return a.f.signed(ctx, uint64(n))
@@ -125,7 +188,10 @@ func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc
 		return nil, rpc.ErrNotificationsUnsupported
 	}
 	sub := notifier.CreateSubscription()
+	pushed := make(chan []any, 1)
+	a.f.set(func(f *fakeRelay) { f.subs[pushed] = struct{}{} })
 	go func() {
+		defer a.f.set(func(f *fakeRelay) { delete(f.subs, pushed) })
 		select {
 		case <-time.After(a.f.delay):
 		case <-sub.Err():
@@ -150,10 +216,17 @@ func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc
 			select {
 			case <-sub.Err():
 				return
+			case msgs := <-pushed:
+				for _, msg := range msgs {
+					if notifier.Notify(sub.ID, msg) != nil {
+						return
+					}
+				}
+				continue
 			case <-ticker.C:
 			}
 			head, err := a.Head(context.Background())
-			if err != nil {
+			if err != nil || a.f.isSilent() {
 				continue
 			}
 			if a.f.behind > 0 {
@@ -162,7 +235,7 @@ func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc
 			} else if next == 0 || next+64 < uint64(head) {
 				next = uint64(head)
 			}
-			for ; next <= uint64(head); next++ {
+			for ; next <= uint64(head) && !a.f.isSilent(); next++ {
 				env, err := a.f.signed(context.Background(), next)
 				if err != nil {
 					break
@@ -170,6 +243,7 @@ func (a *fakeRelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc
 				if notifier.Notify(sub.ID, env) != nil {
 					return
 				}
+				a.f.set(func(f *fakeRelay) { f.sent++ })
 			}
 		}
 	}()

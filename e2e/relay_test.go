@@ -6,13 +6,11 @@ import (
 	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -107,7 +105,9 @@ func TestRelays(t *testing.T) {
 
 	forger := startFakeRelay(t, d.L2.Rollup, seq.HTTP, mustKey(t))
 	alterer := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
-	alterer.alter = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.GasLimit-- }
+	alterer.set(func(f *fakeRelay) {
+		f.alter = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.GasLimit-- }
+	})
 	metricsPort := devnetPort(t, d)
 	d1 := addFollower(t, d, "downstream-1", devnet.RoleReplicator, devnet.WithSource(forger.URL+","+alterer.URL+","+r.source()),
 		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
@@ -327,13 +327,7 @@ func waitLogged(t *testing.T, d *devnet.Devnet, n *devnet.Node, text string) {
 // reads from it: a subscriber that stopped reading.
 func stuckSubscriber(t *testing.T, port int) *websocket.Conn {
 	t.Helper()
-	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var sockErr error
-		err := c.Control(func(fd uintptr) {
-			sockErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048)
-		})
-		return errors.Join(err, sockErr)
-	}}).DialContext}
+	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: devnet.ShrinkReceiveBuffer(2048)}).DialContext}
 	conn, _, err := dialer.DialContext(t.Context(), "ws://127.0.0.1:"+strconv.Itoa(port), nil)
 	require.NoError(t, err)
 	req := `{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`

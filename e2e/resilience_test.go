@@ -109,8 +109,9 @@ func TestHostileSource(t *testing.T) {
 		{"garbage", devnet.FailGarbage},
 	} {
 		before := waitReachesHead(t, d, rep, seq)
-		baseline, err := rep.OpNode.RSS()
+		res, err := rep.OpNode.Resources()
 		require.NoError(t, err)
+		baseline := res.RSS
 		errs := errorsTotal()
 		proxy.SetFailure(tc.failure)
 		var peak uint64
@@ -118,9 +119,9 @@ func TestHostileSource(t *testing.T) {
 			require.True(t, rep.OpNode.Running(), "%s: the replicator's op-node exited", tc.name)
 			st := status(t, rep)
 			require.Equal(t, stateRunning, st.State, "%s: the replicator halted (%s: %s)", tc.name, st.HaltReason, st.HaltDetail)
-			rss, err := rep.OpNode.RSS()
+			res, err := rep.OpNode.Resources()
 			require.NoError(t, err)
-			peak = max(peak, rss)
+			peak = max(peak, res.RSS)
 		})
 		counted := errorsTotal() - errs
 		require.Positive(t, counted, "%s: no error counted", tc.name)

@@ -47,9 +47,10 @@ type relayServer struct {
 	store   *envelopeStore
 	metrics Metrics
 
-	rpc     *rpc.Server
-	http    *httputil.HTTPServer
-	clients *clientLimiter
+	rpc      *rpc.Server
+	http     *http.Server
+	listener net.Listener
+	clients  *clientLimiter
 
 	ctx    context.Context // ends subscriptions at Stop
 	cancel context.CancelFunc
@@ -84,24 +85,42 @@ func (r *relayServer) Start() error {
 		}
 		r.rpc.ServeHTTP(w, req)
 	})
-	srv, err := httputil.StartHTTPServer(net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)), r.clients.wrap(handler))
+	// Not httputil.StartHTTPServer: the per-client connection limit needs the listener (clientLimiter.listener).
+	ln, err := net.Listen("tcp", net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	r.http = srv
-	r.log.Info("Relay serving signed blocks", "addr", srv.Addr())
+	r.listener = r.clients.listener(ln)
+	timeouts := httputil.DefaultTimeouts
+	r.http = &http.Server{
+		Handler:           r.clients.wrap(handler),
+		ReadTimeout:       timeouts.ReadTimeout,
+		ReadHeaderTimeout: timeouts.ReadHeaderTimeout,
+		WriteTimeout:      timeouts.WriteTimeout,
+		IdleTimeout:       timeouts.IdleTimeout,
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.http.Serve(r.listener); !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("Relay listener failed", "err", err)
+		}
+	}()
+	r.log.Info("Relay serving signed blocks", "addr", ln.Addr())
 	return nil
 }
 
 // Addr is the listening address (after Start).
-func (r *relayServer) Addr() net.Addr { return r.http.Addr() }
+func (r *relayServer) Addr() net.Addr { return r.listener.Addr() }
 
-// Stop ends every subscription and closes the listener.
+// Stop ends every subscription and closes the listener: gracefully, or, once ctx ends, at once.
 func (r *relayServer) Stop(ctx context.Context) error {
 	r.cancel()
 	var err error
 	if r.http != nil {
-		err = r.http.Stop(ctx)
+		if err = r.http.Shutdown(ctx); errors.Is(err, ctx.Err()) {
+			err = r.http.Close()
+		}
 	}
 	r.rpc.Stop()
 	r.wg.Wait()

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"net"
 	"net/http"
 	"sync"
 
@@ -17,10 +18,10 @@ const (
 	refusedConns     = "max-conns-per-client"
 )
 
-// clientLimiter applies per-client limits in front of the relay's JSON-RPC handler, per clientKey (an IPv4 address
-// or an IPv6 /64): open connections (HTTP requests in progress, and websocket connections, which last as long as
-// the handler does) and a rate of HTTP requests and websocket connections. Calls inside one websocket are bounded
-// by the batch and message size limits and, for subscriptions, by the send queue.
+// clientLimiter applies per-client limits to the relay's listener, per clientKey (an IPv4 address or an IPv6 /64):
+// open TCP connections, counted from accept to close whatever they carry (idle, waiting for a request, a request in
+// progress, a websocket), and a rate of HTTP requests and websocket connections. Calls inside one websocket are
+// bounded by the batch and message size limits and, for subscriptions, by the send queue.
 type clientLimiter struct {
 	maxConns int
 	rate     rate.Limit
@@ -38,8 +39,8 @@ func newClientLimiter(maxConns int, perSecond float64, m Metrics) *clientLimiter
 		conns: make(map[string]int), rates: rates}
 }
 
-// admit takes a connection slot and a token for the client, or says why not.
-func (l *clientLimiter) admit(client string) (release func(), refused string) {
+// allow takes a token of the client's request rate, or reports that it has none left.
+func (l *clientLimiter) allow(client string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim, ok := l.rates.Get(client)
@@ -47,11 +48,15 @@ func (l *clientLimiter) admit(client string) (release func(), refused string) {
 		lim = rate.NewLimiter(l.rate, l.burst)
 		l.rates.Add(client, lim)
 	}
-	if !lim.Allow() {
-		return nil, refusedRateLimit
-	}
+	return lim.Allow()
+}
+
+// open takes a connection slot of the client, or reports that it has none left.
+func (l *clientLimiter) open(client string) (release func(), ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.conns[client] >= l.maxConns {
-		return nil, refusedConns
+		return nil, false
 	}
 	l.conns[client]++
 	return func() {
@@ -60,19 +65,59 @@ func (l *clientLimiter) admit(client string) (release func(), refused string) {
 		if l.conns[client]--; l.conns[client] <= 0 {
 			delete(l.conns, client)
 		}
-	}, ""
+	}, true
 }
 
-// wrap refuses a client beyond its limits with HTTP 429 before next sees the request.
+// wrap refuses a client beyond its request rate with HTTP 429 before next sees the request.
 func (l *clientLimiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		release, refused := l.admit(clientKey(req.RemoteAddr))
-		if release == nil {
-			l.metrics.RecordRelayRefused(refused)
-			http.Error(w, "relay: too many requests from this client ("+refused+")", http.StatusTooManyRequests)
+		if !l.allow(clientKey(req.RemoteAddr)) {
+			l.metrics.RecordRelayRefused(refusedRateLimit)
+			http.Error(w, "relay: too many requests from this client ("+refusedRateLimit+")", http.StatusTooManyRequests)
 			return
 		}
-		defer release()
 		next.ServeHTTP(w, req)
 	})
+}
+
+// listener closes, as soon as it has accepted it, a connection from a client that has all its connection slots
+// open already. The limit has to hold at the socket, not per request: a connection that never sends a request
+// holds a file descriptor and a goroutine until the server's read-header timeout, and a client opening them as
+// fast as it can would otherwise exhaust the node's file descriptors within that timeout.
+func (l *clientLimiter) listener(inner net.Listener) net.Listener {
+	return &limitedListener{Listener: inner, limiter: l}
+}
+
+type limitedListener struct {
+	net.Listener
+	limiter *clientLimiter
+}
+
+func (ln *limitedListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		release, ok := ln.limiter.open(clientKey(conn.RemoteAddr().String()))
+		if ok {
+			return &limitedConn{Conn: conn, release: release}, nil
+		}
+		ln.limiter.metrics.RecordRelayRefused(refusedConns)
+		_ = conn.Close()
+	}
+}
+
+// limitedConn frees its client's slot when it is closed: by the HTTP server, or, for a websocket (hijacked from the
+// server), by the websocket connection.
+type limitedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

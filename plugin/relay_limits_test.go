@@ -2,13 +2,17 @@ package plugin
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -47,7 +51,8 @@ func TestRelayBatchLimit(t *testing.T) {
 	require.Less(t, bytes.Count(body, []byte(`"signature"`)), relayMaxBatch+1, "more blocks answered than the batch limit")
 }
 
-// A client beyond its request rate, or its open connections, is refused with HTTP 429; other clients are not.
+// A client beyond its request rate is refused with HTTP 429; a connection beyond its open connections is closed as
+// soon as it is accepted, bare TCP connections counted as much as websockets; other clients are served.
 func TestRelayClientLimits(t *testing.T) {
 	t.Run("rate", func(t *testing.T) {
 		// One request every 100 s, with a burst of one.
@@ -64,14 +69,55 @@ func TestRelayClientLimits(t *testing.T) {
 	})
 	t.Run("connections", func(t *testing.T) {
 		r, _ := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 16, MaxConnsPerClient: 2})
+		addr := r.Addr().String()
+		// Two bare TCP connections that never send a request take the client's two slots.
+		var held []net.Conn
 		for range 2 {
-			c, err := rpc.Dial(r.wsURL())
+			c, err := net.Dial("tcp", addr)
 			require.NoError(t, err)
 			defer c.Close()
-			var head hexutil.Uint64
-			require.NoError(t, c.Call(&head, "relay_head")) // the connection is up and counted
+			held = append(held, c)
 		}
+		requireClosedAtOnce(t, addr)
 		_, err := rpc.Dial(r.wsURL())
-		require.ErrorContains(t, err, "429", "a third websocket from the same client")
+		require.Error(t, err, "a websocket beyond the client's connections")
+		// Another client is served meanwhile (all of 127.0.0.0/8 is loopback on Linux).
+		other := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		if c, err := other.Dial("tcp", addr); err != nil {
+			t.Logf("no second loopback address to test another client from: %v", err)
+		} else {
+			c.Close()
+			ws, err := rpc.DialOptions(context.Background(), r.wsURL(), rpc.WithWebsocketDialer(websocket.Dialer{NetDialContext: other.DialContext}))
+			require.NoError(t, err, "another client")
+			var head hexutil.Uint64
+			require.NoError(t, ws.Call(&head, "relay_head"))
+			ws.Close()
+		}
+
+		// A closed connection frees its slot (once the server has seen it close): a websocket takes it and holds it.
+		held[0].Close()
+		var ws *rpc.Client
+		require.Eventually(t, func() bool {
+			ws, err = rpc.Dial(r.wsURL())
+			return err == nil
+		}, 5*time.Second, 10*time.Millisecond)
+		defer ws.Close()
+		var head hexutil.Uint64
+		require.NoError(t, ws.Call(&head, "relay_head"))
+		requireClosedAtOnce(t, addr)
 	})
+}
+
+// requireClosedAtOnce opens a TCP connection to addr and requires the relay to close it without waiting for a
+// request.
+func requireClosedAtOnce(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err)
+	var netErr net.Error
+	require.False(t, errors.As(err, &netErr) && netErr.Timeout(), "the relay held a connection beyond the limit: %v", err)
 }

@@ -134,6 +134,16 @@ func (p *Process) terminate(sig syscall.Signal, grace time.Duration) error {
 	return nil
 }
 
+// Pid returns the operating system's id of the running process, or 0 if it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process has been started and not yet reaped.
 func (p *Process) Running() bool {
 	p.mu.Lock()
@@ -194,47 +204,21 @@ func runToCompletion(logPath, bin string, args ...string) error {
 	return nil
 }
 
-// RSS returns the resident set size of the running process in bytes (VmRSS in /proc/<pid>/status; Linux only).
-func (p *Process) RSS() (uint64, error) {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return 0, fmt.Errorf("%s is not running", p.Name)
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", p.Name, err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kib uint64
-			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kib); err != nil {
-				return 0, fmt.Errorf("%s: VmRSS %q: %w", p.Name, rest, err)
-			}
-			return kib << 10, nil
-		}
-	}
-	return 0, fmt.Errorf("%s: no VmRSS in /proc/%d/status", p.Name, cmd.Process.Pid)
-}
-
 // CPUTime returns the CPU time (user and system) the running process has used so far (/proc/<pid>/stat; Linux
 // only, in clock ticks of 10 ms).
 func (p *Process) CPUTime() (time.Duration, error) {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
+	pid := p.Pid()
+	if pid == 0 {
 		return 0, fmt.Errorf("%s is not running", p.Name)
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", p.Name, err)
 	}
 	// The command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'.
 	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("%s: short /proc/%d/stat", p.Name, cmd.Process.Pid)
+		return 0, fmt.Errorf("%s: short /proc/%d/stat", p.Name, pid)
 	}
 	var utime, stime uint64
 	if _, err := fmt.Sscan(fields[11], &utime); err != nil {
