@@ -14,7 +14,7 @@ import (
 
 const (
 	// relayMemoryBound is the most resident memory the relay's op-node may hold under the hostile client, stated in
-	// the README (Relay). Measured on the devnet: 48-60 MiB before the attack, peaks of 55-67 MiB during it; the
+	// the README (Relay). Measured on the devnet (seven runs): 47-60 MiB before the attack, peaks of 54-67 MiB during it; the
 	// bound is the highest peak with half again as much headroom.
 	relayMemoryBound = 100 << 20
 	// maxDownstreamLag is how many blocks a well-behaved downstream replicator may be behind its relay while the
