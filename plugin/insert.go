@@ -33,7 +33,8 @@ func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvel
 	var n int
 	var err error
 	if len(envs) == 1 {
-		if err = i.engine.ProcessPayload(ctx, envs[0], refs[0], time.Time{}); err == nil {
+		// An engine call is not cut short: op-node owns its outcome (ProcessPayloads looks at ctx between payloads).
+		if err = i.engine.ProcessPayload(context.WithoutCancel(ctx), envs[0], refs[0], time.Time{}); err == nil {
 			n = 1
 		}
 	} else {
