@@ -88,11 +88,11 @@ func TestTamperedBlockHalts(t *testing.T) {
 	t.Logf("while halted: safe head %d -> %d, %v gossiped blocks dropped", startSafe, endSafe, dropped)
 }
 
-// TestEquivocationHalts switches a replicator's source, once it replicates the sequencer's chain, to a second
+// TestConflictingChainHaltsWithHeadMismatch switches a replicator's source, once it replicates the sequencer's chain, to a second
 // sequencer that built other blocks at the same heights (an equivocating sequencer). The replicator must halt
 // with head-mismatch, and none of the second sequencer's own blocks may ever enter its chain: its latest block
 // stays the first sequencer's.
-func TestEquivocationHalts(t *testing.T) {
+func TestConflictingChainHaltsWithHeadMismatch(t *testing.T) {
 	d := devnet.Start(t, devnet.Config{})
 	ctx := t.Context()
 	seq := d.Sequencer.EL

@@ -52,7 +52,7 @@ func TestStartupHeadMismatchHalts(t *testing.T) {
 	require.Zero(t, h.engine.inserted)
 }
 
-func TestEquivocationHalts(t *testing.T) {
+func TestSourceSwitchingChainsHaltsWithHeadMismatch(t *testing.T) {
 	cfg := testRollupConfig()
 	blocks := buildChain(t, cfg, 6, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
