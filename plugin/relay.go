@@ -118,7 +118,7 @@ func (r *relayServer) Stop(ctx context.Context) error {
 	r.cancel()
 	var err error
 	if r.http != nil {
-		if err = r.http.Shutdown(ctx); errors.Is(err, ctx.Err()) {
+		if err = r.http.Shutdown(ctx); err != nil && ctx.Err() != nil {
 			err = r.http.Close()
 		}
 	}

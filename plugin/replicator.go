@@ -275,6 +275,9 @@ func (r *Replicator) insertBatch(ctx context.Context, b *batch) error {
 		return equivocation(ev)
 	}
 	n, err := r.insert.Insert(ctx, b.envs, b.refs)
+	if n > 0 {
+		r.failures = 0 // progress: an error later in the round starts its backoff afresh
+	}
 	now := r.now()
 	for i, ref := range b.refs[:n] {
 		r.arrivals.Add(ref.Hash, r.provenance(ref, now))

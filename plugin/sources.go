@@ -48,8 +48,9 @@ type multiSource struct {
 	asking   []bool                          // a head request to the source is in flight
 }
 
-// servedByKept is how many recent blocks multiSource remembers the source of: more than are fetched at once.
-const servedByKept = 2 * prefetchDepth
+// servedByKept is how many recent blocks multiSource remembers the source of: more than can be fetched between a
+// block's fetch and its insertion (a batch, and the blocks fetched ahead of it), twice over.
+const servedByKept = 2 * (maxBatch + prefetchDepth)
 
 var _ Source = (*multiSource)(nil)
 
@@ -202,7 +203,7 @@ func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
 }
 
 func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	return firstOf(m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) {
+	return firstOf(ctx, m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) {
 		env, err := s.Payload(ctx, n)
 		if err == nil {
 			m.servedBy.Add(env.ExecutionPayload.BlockHash, s.Name())
@@ -220,12 +221,18 @@ func (m *multiSource) ServedBy(hash common.Hash) string {
 // firstOf returns the first answer, healthy sources first. If no source has the block but one answered that it
 // does not have it (yet), the result is ethereum.NotFound (wait, do not back off); the failures of the others are
 // in their health. Only when every source failed are the errors returned.
-func firstOf[T any](m *multiSource, f func(Source) (T, error)) (T, error) {
+//
+// A request cancelled by the caller (a round ended, with blocks still being fetched ahead) says nothing of the
+// source: it is not recorded, and no other source is asked.
+func firstOf[T any](ctx context.Context, m *multiSource, f func(Source) (T, error)) (T, error) {
 	var zero T
 	var errs []error
 	notFound := false
 	for _, i := range m.order() {
 		v, err := f(m.sources[i])
+		if err != nil && ctx.Err() != nil {
+			return zero, ctx.Err()
+		}
 		m.record(i, nil, err)
 		switch {
 		case err == nil:

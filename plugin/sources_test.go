@@ -337,3 +337,23 @@ func (s *hookSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPaylo
 	s.onPayload()
 	return s.Source.Payload(ctx, n)
 }
+
+// A request the caller cancels (a round ending with blocks still fetched ahead) is no failure of the source, and
+// is not passed on to the other sources.
+func TestCancelledRequestIsNoSourceFailure(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	a, b := newFakeSource(blocks), newFakeSource(blocks)
+	a.slow = true
+	m := newMultiSource([]Source{a, b}, NoopMetrics{}, time.Now)
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go cancel()
+	_, err := m.Payload(ctx, 2)
+	require.ErrorIs(t, err, context.Canceled)
+	for _, h := range m.Health() {
+		require.Zero(t, h.Errors, "%s counted a failure", h.Name)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	require.Zero(t, b.calls, "the request went on to the next source")
+}
