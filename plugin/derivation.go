@@ -20,6 +20,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // systemConfigsKept is how many recent blocks' SystemConfigs the derivation check keeps, so that checking the
@@ -79,7 +80,7 @@ func (d *derivationRules) Check(ctx context.Context, env *eth.ExecutionPayloadEn
 	payload := env.ExecutionPayload
 	batch, _, err := derive.PayloadToSingularBatch(d.rollup, payload)
 	if err != nil {
-		return disagree(ReasonAttributesMismatch, "block %s cannot be a batch: %v", ref.ID(), err)
+		return disagree(api.ReasonAttributesMismatch, "block %s cannot be a batch: %v", ref.ID(), err)
 	}
 	l1Blocks, err := d.l1Blocks(ctx, parent, origin, l1Head)
 	if err != nil {
@@ -93,22 +94,22 @@ func (d *derivationRules) Check(ctx context.Context, env *eth.ExecutionPayloadEn
 		// Only when the next L1 block, which the rule needs, is beyond our L1 head.
 		return fmt.Errorf("%w: block %s needs L1 block %d to be judged (%s)", errWait, ref.ID(), l1Blocks[0].Number+1, rules.last())
 	default:
-		return disagree(ReasonAttributesMismatch, "block %s breaks a batch rule of derivation: %s", ref.ID(), rules.last())
+		return disagree(api.ReasonAttributesMismatch, "block %s breaks a batch rule of derivation: %s", ref.ID(), rules.last())
 	}
 	attrs, err := d.attrs.PreparePayloadAttributes(ctx, parent, batch.Epoch())
 	if errors.Is(err, derive.ErrTemporary) {
 		return fmt.Errorf("%w: attributes for block %s: %v", errL1, ref.ID(), err)
 	} else if err != nil {
-		return disagree(ReasonAttributesMismatch, "derivation cannot build block %s on %s from L1 origin %s: %v",
+		return disagree(api.ReasonAttributesMismatch, "derivation cannot build block %s on %s from L1 origin %s: %v",
 			ref.ID(), parent.ID(), batch.Epoch(), err)
 	}
 	// As derivation builds a block from a batch: the attributes' deposits, then the batch's transactions.
 	attrs.Transactions = append(attrs.Transactions, batch.Transactions...)
 	if err := matchTransactions(attrs.Transactions, payload.Transactions); err != nil {
-		return disagree(ReasonAttributesMismatch, "block %s is not the block derivation builds: %v", ref.ID(), err)
+		return disagree(api.ReasonAttributesMismatch, "block %s is not the block derivation builds: %v", ref.ID(), err)
 	}
 	if err := attributes.AttributesMatchBlock(d.rollup, attrs, parent.Hash, env, d.log); err != nil {
-		return disagree(ReasonAttributesMismatch, "block %s is not the block derivation builds: %v", ref.ID(), err)
+		return disagree(api.ReasonAttributesMismatch, "block %s is not the block derivation builds: %v", ref.ID(), err)
 	}
 	if sysCfg, err := derive.PayloadToSystemConfig(d.rollup, payload); err == nil {
 		d.sysCfgs.Add(ref.Hash, sysCfg)

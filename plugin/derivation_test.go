@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 func TestDerivationRules(t *testing.T) {
@@ -47,7 +48,7 @@ func TestDerivationRules(t *testing.T) {
 		t.Helper()
 		var d *Disagreement
 		require.ErrorAs(t, err, &d)
-		require.Equal(t, ReasonAttributesMismatch, d.Reason, d.Detail)
+		require.Equal(t, api.ReasonAttributesMismatch, d.Reason, d.Detail)
 		require.Contains(t, d.Detail, contains)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-core/predeploys"
@@ -24,6 +25,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/testutils"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // The fakes model a chain where L2 block n has L1 origin n/2 (two L2 blocks per epoch).
@@ -491,13 +493,13 @@ func (h *harness) round() time.Duration {
 func (h *harness) requireRunning() {
 	h.t.Helper()
 	st := h.rep.halt.Status()
-	require.Equal(h.t, StateRunning, st.State, "halted: %s %s", st.Reason, st.Detail)
+	require.Equal(h.t, api.StateRunning, st.State, "halted: %s %s", st.Reason, st.Detail)
 }
 
-func (h *harness) requireHalted(reason Reason) {
+func (h *harness) requireHalted(reason api.Reason) {
 	h.t.Helper()
 	st := h.rep.halt.Status()
-	require.Equal(h.t, StateHalted, st.State)
+	require.Equal(h.t, api.StateHalted, st.State)
 	require.Equal(h.t, reason, st.Reason, st.Detail)
 	require.Equal(h.t, h.engine.safe, h.engine.head().Number, "unsafe head must be rewound to safe")
 	require.NotNil(h.t, h.logs.FindLog(testlog.NewLevelFilter(log.LevelError),
@@ -517,4 +519,16 @@ func (c *countingMetrics) RecordError(kind string) {
 	case ErrKindSource:
 		c.source.Add(1)
 	}
+}
+
+// client serves h's replicator namespace (admin methods included) in process, and returns a client of it: tests
+// call the API over the wire, as operators do.
+func (h *harness) client() *api.Client {
+	srv := rpc.NewServer()
+	for _, a := range api.APIs(h.svc, true) {
+		require.NoError(h.t, srv.RegisterName(a.Namespace, a.Service))
+	}
+	c := rpc.DialInProc(srv)
+	h.t.Cleanup(func() { c.Close(); srv.Stop() })
+	return api.NewClient(c)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // haltedHarness returns a replicator that halted on a head mismatch at start-up; the source is then fixed, so a
@@ -20,7 +21,7 @@ func haltedHarness(t *testing.T, policy driverhook.HaltPolicy) (*harness, []chai
 	h := newHarness(t, policy, blocks)
 	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
 	h.round()
-	h.requireHalted(ReasonHeadMismatch)
+	h.requireHalted(api.ReasonHeadMismatch)
 	return h, blocks
 }
 
@@ -29,7 +30,7 @@ func TestTimedHaltResumesAfterDuration(t *testing.T) {
 	require.Equal(t, h.clock.Now().Add(time.Minute), h.rep.halt.Status().ResumeAt)
 	h.clock.Advance(59 * time.Second)
 	h.round()
-	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 	require.Zero(t, h.engine.inserted)
 
 	h.clock.Advance(time.Second)
@@ -42,7 +43,7 @@ func TestManualHaltWaitsForOperator(t *testing.T) {
 	h, blocks := haltedHarness(t, driverhook.HaltManual)
 	h.clock.Advance(24 * time.Hour)
 	h.round()
-	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 
 	done := make(chan error, 1)
 	h.rep.handle(context.Background(), request{done: done})
@@ -58,16 +59,16 @@ func TestUntilSyncedHaltResumesWhenDerivationCaughtUp(t *testing.T) {
 
 	h.clock.Advance(time.Hour)
 	h.round()
-	require.Equal(t, StateHalted, h.rep.halt.Status().State, "time alone does not resume")
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State, "time alone does not resume")
 
 	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: l1Block(l1Head.Number-10, 0)})
 	h.round()
-	require.Equal(t, StateHalted, h.rep.halt.Status().State, "idle far behind the L1 head is not caught up")
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State, "idle far behind the L1 head is not caught up")
 
 	h.engine.elSyncing = true
 	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: l1Head})
 	h.round()
-	require.Equal(t, StateHalted, h.rep.halt.Status().State, "not while the engine is EL syncing")
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State, "not while the engine is EL syncing")
 
 	h.engine.elSyncing = false
 	h.round()
@@ -82,39 +83,39 @@ func TestUntilSyncedIgnoresIdleBeforeHalt(t *testing.T) {
 	h.clock.Advance(time.Second)
 	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
 	h.round()
-	h.requireHalted(ReasonHeadMismatch)
+	h.requireHalted(api.ReasonHeadMismatch)
 	h.round()
-	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 }
 
 func TestOperatorHaltAndResumeOverAPI(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
 	h := newHarness(t, driverhook.HaltTimed, blocks)
 	h.engine.setSafe(0)
-	api, admin := &API{s: h.svc}, &AdminAPI{s: h.svc}
+	client := h.client()
 	ctx := context.Background()
-	require.Error(t, admin.Halt(ctx, ptr("not started")), "requests need the running loop")
+	require.Error(t, client.Halt(ctx, "not started"), "requests need the running loop")
 
 	require.NoError(t, h.svc.Start(ctx))
 	t.Cleanup(func() { require.NoError(t, h.svc.Stop(ctx)) })
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
 
-	require.NoError(t, admin.Halt(ctx, ptr("maintenance")))
-	st, err := api.Status(ctx)
+	require.NoError(t, client.Halt(ctx, "maintenance"))
+	st, err := client.Status(ctx)
 	require.NoError(t, err)
-	require.Equal(t, StateHalted, st.State)
-	require.Equal(t, ReasonOperator, st.HaltReason)
+	require.Equal(t, api.StateHalted, st.State)
+	require.Equal(t, api.ReasonOperator, st.HaltReason)
 	require.Equal(t, "maintenance", st.HaltDetail)
 	require.Equal(t, uint64(0), h.engine.head().Number, "halt rewinds to safe")
-	require.Error(t, admin.Halt(ctx, nil), "already halted")
+	require.Error(t, client.Halt(ctx, ""), "already halted")
 
-	require.NoError(t, admin.Resume(ctx))
+	require.NoError(t, client.Resume(ctx))
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
-	st, err = api.Status(ctx)
+	st, err = client.Status(ctx)
 	require.NoError(t, err)
-	require.Equal(t, StateRunning, st.State)
+	require.Equal(t, api.StateRunning, st.State)
 	require.Equal(t, blocks[5].ref.ID(), st.LastReplicated)
-	require.Error(t, admin.Resume(ctx), "not halted")
+	require.Error(t, client.Resume(ctx), "not halted")
 }
 
 func TestAdminMethodsOnlyWithAdmin(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // errEngine: the local engine failed transiently (RPC error, not VALID yet); the block is tried again.
@@ -46,7 +47,7 @@ func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvel
 	ref := refs[n]
 	switch {
 	case errors.Is(err, engine.ErrPayloadInvalid), errors.Is(err, engine.ErrPayloadDenied):
-		return n, disagree(ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
+		return n, disagree(api.ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
 	case errors.Is(err, engine.ErrStaleBuild):
 		return n, fmt.Errorf("%w: block %s no longer extends the unsafe head", errStale, ref.ID())
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):

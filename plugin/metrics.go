@@ -3,6 +3,7 @@ package plugin
 import (
 	"time"
 
+	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/prometheus/client_golang/prometheus"
 
 	opmetrics "github.com/ethereum-optimism/optimism/op-service/metrics"
@@ -29,8 +30,8 @@ const (
 // Metrics is what the replicator records. NoopMetrics is for tests.
 type Metrics interface {
 	RecordReplicated(number uint64)
-	RecordHalt(reason Reason)
-	RecordState(state State)
+	RecordHalt(reason api.Reason)
+	RecordState(state api.State)
 	RecordHeadLag(blocks uint64)
 	RecordSourceRequest(method string, d time.Duration)
 	RecordError(kind string)
@@ -154,7 +155,7 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 			Help: "Failed requests to each source.",
 		}, []string{"source"}),
 	}
-	for _, r := range Reasons {
+	for _, r := range api.Reasons {
 		m.halts.WithLabelValues(string(r))
 	}
 	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput, ErrKindBadSignature, ErrKindRewind, ErrKindState} {
@@ -163,7 +164,7 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 	for _, l := range []string{"max-subscribers", "max-subscribers-per-ip", refusedRateLimit, refusedConns} {
 		m.relayRefused.WithLabelValues(l)
 	}
-	m.RecordState(StateRunning)
+	m.RecordState(api.StateRunning)
 	return m
 }
 
@@ -172,10 +173,10 @@ func (m *metrics) RecordReplicated(number uint64) {
 	m.lastReplicated.Set(float64(number))
 }
 
-func (m *metrics) RecordHalt(reason Reason) { m.halts.WithLabelValues(string(reason)).Inc() }
+func (m *metrics) RecordHalt(reason api.Reason) { m.halts.WithLabelValues(string(reason)).Inc() }
 
-func (m *metrics) RecordState(state State) {
-	for _, s := range []State{StateRunning, StateHalted} {
+func (m *metrics) RecordState(state api.State) {
+	for _, s := range []api.State{api.StateRunning, api.StateHalted} {
 		v := 0.0
 		if s == state {
 			v = 1
@@ -221,8 +222,8 @@ type NoopMetrics struct{}
 var _ Metrics = NoopMetrics{}
 
 func (NoopMetrics) RecordReplicated(uint64)                   {}
-func (NoopMetrics) RecordHalt(Reason)                         {}
-func (NoopMetrics) RecordState(State)                         {}
+func (NoopMetrics) RecordHalt(api.Reason)                     {}
+func (NoopMetrics) RecordState(api.State)                     {}
 func (NoopMetrics) RecordHeadLag(uint64)                      {}
 func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
 func (NoopMetrics) RecordError(string)                        {}

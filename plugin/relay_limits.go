@@ -12,7 +12,7 @@ import (
 // clientLimiterEntries bounds how many clients' request rates are remembered (the least recent are forgotten).
 const clientLimiterEntries = 8192
 
-// Reasons a client's request is refused, the label values of relay_refused_total beside the subscriber limits.
+// api.Reasons a client's request is refused, the label values of relay_refused_total beside the subscriber limits.
 const (
 	refusedRateLimit = "rate-limit"
 	refusedConns     = "max-conns-per-client"

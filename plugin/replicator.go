@@ -16,6 +16,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/retry"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // maxBlocksPerRound bounds one round of catching up, so halts, operator requests and events are looked at
@@ -319,7 +320,7 @@ func (r *Replicator) checkHead(head eth.L2BlockRef, srcHead eth.BlockID) error {
 	case srcHead.Number < head.Number:
 		return fmt.Errorf("%w: the source's head %s is behind our unsafe head %s", errWait, srcHead, head.ID())
 	case srcHead.Number == head.Number && srcHead.Hash != head.Hash:
-		return disagree(ReasonHeadMismatch, "local unsafe head %s, source has %s at that height", head.ID(), srcHead.Hash)
+		return disagree(api.ReasonHeadMismatch, "local unsafe head %s, source has %s at that height", head.ID(), srcHead.Hash)
 	}
 	return nil
 }
@@ -355,7 +356,7 @@ func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, s
 			return err
 		}
 		if !origin.unknown && !origin.canonical {
-			return disagree(ReasonL1OriginReorged, "L1 origin %s of unsafe head %s is no longer canonical, our L1 view has %s",
+			return disagree(api.ReasonL1OriginReorged, "L1 origin %s of unsafe head %s is no longer canonical, our L1 view has %s",
 				head.L1Origin, head.ID(), origin.ours.ID())
 		}
 		if origin.canonical {
@@ -372,14 +373,14 @@ func (r *Replicator) explainLost(ctx context.Context, last, local eth.L2BlockRef
 		now = local.ID().String()
 	}
 	if origin, err := r.verify.originStatus(ctx, last.L1Origin, status.HeadL1); err == nil && !origin.unknown && !origin.canonical {
-		return disagree(ReasonL1OriginReorged, "replicated block %s was dropped (local chain has %s there): its L1 origin %s was reorged out",
+		return disagree(api.ReasonL1OriginReorged, "replicated block %s was dropped (local chain has %s there): its L1 origin %s was reorged out",
 			last.ID(), now, last.L1Origin)
 	}
 	if seen.derivedParent != nil && seen.derivedParent.Number < last.Number {
-		return disagree(ReasonUnsafeReorg, "derivation from L1 replaced replicated block %s with %s (built on %s)",
+		return disagree(api.ReasonUnsafeReorg, "derivation from L1 replaced replicated block %s with %s (built on %s)",
 			last.ID(), now, seen.derivedParent.ID())
 	}
-	return disagree(ReasonUnsafeReorg, "replicated block %s was dropped by op-node (%d engine resets; local chain has %s there)",
+	return disagree(api.ReasonUnsafeReorg, "replicated block %s was dropped by op-node (%d engine resets; local chain has %s there)",
 		last.ID(), seen.resets, now)
 }
 
@@ -399,14 +400,14 @@ func (r *Replicator) synced(haltedAt time.Time) bool {
 // haltNow halts: the state (kept in the state file first, so that a crash restarts halted), then the rewind of the
 // unsafe chain to the safe head, in op-node and in op-geth, with unsafe input held, so that the node is a plain L1
 // verifier until the halt policy resumes it.
-func (r *Replicator) haltNow(ctx context.Context, reason Reason, detail string) {
+func (r *Replicator) haltNow(ctx context.Context, reason api.Reason, detail string) {
 	if !r.halt.Halt(reason, detail, r.now()) {
 		return
 	}
 	r.publish(func(s *snapshot) { s.lastReplicated = eth.L2BlockRef{} })
 	r.persist()
 	r.metrics.RecordHalt(reason)
-	r.metrics.RecordState(StateHalted)
+	r.metrics.RecordState(api.StateHalted)
 	head, err := r.rewind(ctx)
 	r.log.Error("Replicator halted: unsafe head rewound to the safe head", "reason", reason, "detail", detail,
 		"unsafe", head, "policy", r.cfg.HaltPolicy, "rewind_err", err)
@@ -469,7 +470,7 @@ func (r *Replicator) resume(why string) {
 	// replicator_equivocationEvidence), as after a restart; new evidence halts again.
 	r.evidence.takePending()
 	r.persist()
-	r.metrics.RecordState(StateRunning)
+	r.metrics.RecordState(api.StateRunning)
 	r.log.Info("Replicator resumed", "why", why)
 }
 
@@ -510,7 +511,7 @@ func (r *Replicator) restore(st *persistedState) {
 	if st.LastReplicated != nil {
 		r.snap.lastReplicated, r.persisted, r.restored = *st.LastReplicated, *st.LastReplicated, true
 	}
-	if st.State == StateHalted { // running, it is running since this start
+	if st.State == api.StateHalted { // running, it is running since this start
 		h := HaltStatus{State: st.State, Reason: st.Reason, Detail: st.Detail, Since: st.Since}
 		if st.ResumeAt != nil {
 			h.ResumeAt = *st.ResumeAt
@@ -520,7 +521,7 @@ func (r *Replicator) restore(st *persistedState) {
 		// previous run stopped between keeping the halt and rewinding.
 		r.engine.HoldUnsafeInput(true)
 		r.rewindPending = true
-		r.metrics.RecordState(StateHalted)
+		r.metrics.RecordState(api.StateHalted)
 	}
 }
 
@@ -530,7 +531,7 @@ func (r *Replicator) handle(ctx context.Context, req request) {
 			req.done <- errors.New("already halted")
 			return
 		}
-		r.haltNow(ctx, ReasonOperator, req.detail)
+		r.haltNow(ctx, api.ReasonOperator, req.detail)
 	} else {
 		if !r.halt.Halted() {
 			req.done <- errors.New("not halted")

@@ -13,6 +13,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 func TestReplicatesUpToSourceHead(t *testing.T) {
@@ -48,7 +49,7 @@ func TestStartupHeadMismatchHalts(t *testing.T) {
 	h.engine.setChain(ours)
 	h.engine.setSafe(2)
 	h.round()
-	h.requireHalted(ReasonHeadMismatch)
+	h.requireHalted(api.ReasonHeadMismatch)
 	require.Zero(t, h.engine.inserted)
 }
 
@@ -62,7 +63,7 @@ func TestSourceSwitchingChainsHaltsWithHeadMismatch(t *testing.T) {
 	// The source now serves another, internally valid chain that diverges at height 4.
 	h.source.set(buildChain(t, cfg, 8, 1, 4), 8, nil)
 	h.round()
-	h.requireHalted(ReasonHeadMismatch)
+	h.requireHalted(api.ReasonHeadMismatch)
 }
 
 func TestInvalidPayloadHalts(t *testing.T) {
@@ -72,7 +73,7 @@ func TestInvalidPayloadHalts(t *testing.T) {
 	h.engine.setSafe(1)
 	h.engine.invalid[blocks[3].ref.Hash] = true
 	h.round()
-	h.requireHalted(ReasonInvalidPayload)
+	h.requireHalted(api.ReasonInvalidPayload)
 	require.Equal(t, 2, h.engine.inserted, "blocks 2 and 3 inserted, 4 refused")
 }
 
@@ -160,7 +161,7 @@ func TestDerivationReplacingUnsafeBlocksHalts(t *testing.T) {
 	h.engine.setChain(derived)
 	h.engine.setSafe(4)
 	h.round()
-	h.requireHalted(ReasonUnsafeReorg)
+	h.requireHalted(api.ReasonUnsafeReorg)
 }
 
 func TestEngineResetDroppingReplicatedBlocksHalts(t *testing.T) {
@@ -170,7 +171,7 @@ func TestEngineResetDroppingReplicatedBlocksHalts(t *testing.T) {
 	h.rep.watch.OnEvent(context.Background(), engine.EngineResetConfirmedEvent{})
 	h.engine.setChain(blocks[:5])
 	h.round()
-	h.requireHalted(ReasonUnsafeReorg)
+	h.requireHalted(api.ReasonUnsafeReorg)
 }
 
 func TestL1ReorgOfUnsafeOriginHalts(t *testing.T) {
@@ -182,7 +183,7 @@ func TestL1ReorgOfUnsafeOriginHalts(t *testing.T) {
 	require.Equal(t, uint64(8), h.engine.head().Number)
 	h.l1.reorg(3, 9) // the origin of blocks 6..8 is gone from our L1 view
 	h.round()
-	h.requireHalted(ReasonL1OriginReorged)
+	h.requireHalted(api.ReasonL1OriginReorged)
 }
 
 func TestHaltDropsGossip(t *testing.T) {
@@ -193,7 +194,7 @@ func TestHaltDropsGossip(t *testing.T) {
 	gate.OnUnsafeL2Payload(context.Background(), blocks[0].env)
 	require.Equal(t, 1, next.n)
 
-	h.rep.haltNow(context.Background(), ReasonOperator, "test")
+	h.rep.haltNow(context.Background(), api.ReasonOperator, "test")
 	gate.OnUnsafeL2Payload(context.Background(), blocks[1].env)
 	require.Equal(t, 1, next.n, "no gossiped block passes while halted")
 
@@ -209,7 +210,7 @@ func (c *countingReceiver) OnUnsafeL2Payload(context.Context, *eth.ExecutionPayl
 func TestNothingReplicatedWhileHalted(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
-	h.rep.haltNow(context.Background(), ReasonOperator, "test")
+	h.rep.haltNow(context.Background(), api.ReasonOperator, "test")
 	calls := h.source.calls
 	h.round()
 	require.Zero(t, h.engine.inserted)

@@ -36,6 +36,7 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // arrivalsWindow is how many recently replicated blocks replicator_blockStatus knows the source and arrival of.
@@ -242,11 +243,7 @@ func (s *Service) APIs(admin bool) []rpc.API {
 	if s.rep == nil {
 		return nil
 	}
-	apis := []rpc.API{{Namespace: "replicator", Service: &API{s: s}}}
-	if admin {
-		apis = append(apis, rpc.API{Namespace: "replicator", Service: &AdminAPI{s: s}})
-	}
-	return apis
+	return api.APIs(s, admin)
 }
 
 // OnSignedUnsafeL2Payload holds a block P2P gossip accepted (gossip verified its signature) for the relay. A block

@@ -12,24 +12,19 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/op-replicator/op-replicator/plugin/api"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
 
-// SourceHealth is one source's standing, in replicator_status.
-type SourceHealth struct {
-	Name   string      `json:"name"`
-	Head   eth.BlockID `json:"head"`
-	LastOK *time.Time  `json:"lastOk,omitempty"`
-	// Lag is the number of blocks our unsafe head is behind this source's head.
-	Lag       uint64 `json:"lag"`
-	Errors    uint64 `json:"errors"`
-	LastError string `json:"lastError,omitempty"`
-	failedAt  time.Time
+// sourceHealth is one source's standing (api.SourceHealth), and when it last failed.
+type sourceHealth struct {
+	api.SourceHealth
+	failedAt time.Time
 }
 
 // healthy: no error since the last success.
-func (h *SourceHealth) healthy() bool { return h.LastOK != nil && !h.failedAt.After(*h.LastOK) }
+func (h *sourceHealth) healthy() bool { return h.LastOK != nil && !h.failedAt.After(*h.LastOK) }
 
 // multiSource fans several sources into one: the head is the highest any source has, and a block is taken from
 // the first source that has it, healthy sources first, so one source failing loses no block. Blocks from relays
@@ -43,7 +38,7 @@ type multiSource struct {
 	wg      sync.WaitGroup
 
 	mu       sync.Mutex
-	health   []SourceHealth
+	health   []sourceHealth
 	servedBy *lru.Cache[common.Hash, string] // which source served a recent block
 	asking   []bool                          // a head request to the source is in flight
 }
@@ -58,7 +53,7 @@ func newMultiSource(sources []Source, m Metrics, now func() time.Time) *multiSou
 	ctx, cancel := context.WithCancel(context.Background())
 	servedBy, _ := lru.New[common.Hash, string](servedByKept) // only fails for a non-positive size
 	ms := &multiSource{sources: sources, metrics: m, now: now, heads: make(chan struct{}, 1), cancel: cancel,
-		health: make([]SourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy}
+		health: make([]sourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy}
 	for i, s := range sources {
 		ms.health[i].Name = s.Name()
 		ms.wg.Add(1)
@@ -93,10 +88,14 @@ func (m *multiSource) Name() string {
 func (m *multiSource) NewHeads() <-chan struct{} { return m.heads }
 
 // Health returns every source's standing.
-func (m *multiSource) Health() []SourceHealth {
+func (m *multiSource) Health() []api.SourceHealth {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slices.Clone(m.health)
+	out := make([]api.SourceHealth, len(m.health))
+	for i, h := range m.health {
+		out[i] = h.SourceHealth
+	}
+	return out
 }
 
 func (m *multiSource) record(i int, head *eth.BlockID, err error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 func TestMultiSourceFailover(t *testing.T) {
@@ -256,9 +257,9 @@ func TestGossipReplayNeverHalts(t *testing.T) {
 			h.svc.OnSignedUnsafeL2Payload(context.Background(), a[tc.height-1])
 			h.svc.OnSignedUnsafeL2Payload(context.Background(), b[tc.height-1])
 			h.round()
-			evs := (&API{s: h.svc}).EquivocationEvidence(context.Background())
+			evs := h.svc.EquivocationEvidence()
 			if tc.halts {
-				h.requireHalted(ReasonEquivocation)
+				h.requireHalted(api.ReasonEquivocation)
 				require.Len(t, evs, 1)
 				require.Zero(t, m.replays.Load())
 				return
@@ -298,8 +299,8 @@ func TestEquivocationHaltsWithEvidence(t *testing.T) {
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), a[2])
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), b[2])
 	h.round()
-	h.requireHalted(ReasonEquivocation)
-	evs := (&API{s: h.svc}).EquivocationEvidence(context.Background())
+	h.requireHalted(api.ReasonEquivocation)
+	evs := h.svc.EquivocationEvidence()
 	require.Len(t, evs, 1)
 	require.Equal(t, a[2], evs[0].First)
 	require.Equal(t, b[2], evs[0].Second)
@@ -309,7 +310,7 @@ func TestEquivocationHaltsWithEvidence(t *testing.T) {
 	require.NoError(t, <-done)
 	h.round()
 	h.requireRunning() // evidence halts once; it stays available
-	require.Len(t, (&API{s: h.svc}).EquivocationEvidence(context.Background()), 1)
+	require.Len(t, h.svc.EquivocationEvidence(), 1)
 }
 
 // A disagreement found in the same round as equivocation evidence arrives (e.g. the source's block at our height
@@ -324,7 +325,7 @@ func TestEquivocationExplainsDisagreement(t *testing.T) {
 	other, _, _, _ := store.Add(b[1], "relay-b", time.Now())
 	h.rep.source = &hookSource{Source: h.source, onPayload: func() { h.rep.evidence.record(held, other) }}
 	h.round()
-	h.requireHalted(ReasonEquivocation)
+	h.requireHalted(api.ReasonEquivocation)
 }
 
 // hookSource calls onPayload as it serves a block: something that happens while the block is fetched.

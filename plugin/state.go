@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // stateVersion is the state file's format version.
@@ -19,15 +20,15 @@ const stateVersion = 1
 // evidence, and the last replicated block, so that derivation replacing blocks replicated before the restart is
 // still seen as an unsafe reorg.
 type persistedState struct {
-	Version int    `json:"version"`
-	State   State  `json:"state"`
-	Reason  Reason `json:"reason,omitempty"`
-	Detail  string `json:"detail,omitempty"`
+	Version int        `json:"version"`
+	State   api.State  `json:"state"`
+	Reason  api.Reason `json:"reason,omitempty"`
+	Detail  string     `json:"detail,omitempty"`
 	// Since is when the current state began.
 	Since time.Time `json:"since"`
 	// ResumeAt is when a timed halt ends.
 	ResumeAt       *time.Time      `json:"resumeAt,omitempty"`
-	Evidence       []*Evidence     `json:"evidence,omitempty"`
+	Evidence       []*api.Evidence `json:"evidence,omitempty"`
 	LastReplicated *eth.L2BlockRef `json:"lastReplicated,omitempty"`
 }
 
@@ -59,8 +60,8 @@ func (f *stateFile) decode(data []byte) (*persistedState, error) {
 		return nil, fmt.Errorf("replicator state file %s has version %d, this op-node reads version %d", f.path, st.Version, stateVersion)
 	}
 	switch st.State {
-	case StateRunning:
-	case StateHalted:
+	case api.StateRunning:
+	case api.StateHalted:
 		if st.Reason == "" {
 			return nil, fmt.Errorf("replicator state file %s is corrupt: halted without a reason", f.path)
 		}
@@ -115,7 +116,7 @@ func (f *stateFile) encode(st *persistedState) ([]byte, error) {
 }
 
 // restore takes the evidence kept in the state file, as history: it does not halt again.
-func (l *evidenceLog) restore(evidence []*Evidence) {
+func (l *evidenceLog) restore(evidence []*api.Evidence) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.evidence = append(l.evidence[:0], evidence...)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // FuzzStateFile feeds state files through what a start-up does with one: stateFile.decode (load's parsing and
@@ -27,8 +28,8 @@ func FuzzStateFile(f *testing.F) {
 			return
 		}
 		require.Equal(t, stateVersion, st.Version)
-		require.Contains(t, []State{StateRunning, StateHalted}, st.State)
-		if st.State == StateHalted {
+		require.Contains(t, []api.State{api.StateRunning, api.StateHalted}, st.State)
+		if st.State == api.StateHalted {
 			require.NotEmpty(t, st.Reason, "halted without a reason")
 		}
 
@@ -49,7 +50,7 @@ func FuzzStateFile(f *testing.F) {
 
 			h := r.halt.Status()
 			require.Equal(t, st.State, h.State)
-			if st.State == StateHalted {
+			if st.State == api.StateHalted {
 				require.Equal(t, st.Reason, h.Reason)
 				require.Equal(t, st.Detail, h.Detail)
 				require.True(t, st.Since.Equal(h.Since), "halted since %s, restored since %s", st.Since, h.Since)

@@ -15,6 +15,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -28,8 +29,8 @@ func TestStateFileRoundTrip(t *testing.T) {
 
 	since := time.Unix(1_700_000_000, 0).UTC()
 	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
-	want := &persistedState{State: StateHalted, Reason: ReasonEquivocation, Detail: "two blocks at 1", Since: since,
-		ResumeAt: ptr(since.Add(time.Hour)), Evidence: []*Evidence{{Number: 1, First: a[1], Second: b[1], FirstSource: "gossip", SecondSource: "relay"}},
+	want := &persistedState{State: api.StateHalted, Reason: api.ReasonEquivocation, Detail: "two blocks at 1", Since: since,
+		ResumeAt: ptr(since.Add(time.Hour)), Evidence: []*api.Evidence{{Number: 1, First: a[1], Second: b[1], FirstSource: "gossip", SecondSource: "relay"}},
 		LastReplicated: &eth.L2BlockRef{Hash: a[1].Envelope.ExecutionPayload.BlockHash, Number: 1}}
 	require.NoError(t, f.save(want))
 	got, err := f.load()
@@ -40,15 +41,15 @@ func TestStateFileRoundTrip(t *testing.T) {
 	gotJSON, err := json.Marshal(got)
 	require.NoError(t, err)
 	require.JSONEq(t, string(wantJSON), string(gotJSON))
-	require.Equal(t, StateHalted, got.State)
+	require.Equal(t, api.StateHalted, got.State)
 	require.Len(t, got.Evidence, 1)
 
 	// Replaced whole, through a temporary file that does not outlive the write.
-	want.State, want.Reason, want.Detail, want.ResumeAt = StateRunning, "", "", nil
+	want.State, want.Reason, want.Detail, want.ResumeAt = api.StateRunning, "", "", nil
 	require.NoError(t, f.save(want))
 	got, err = f.load()
 	require.NoError(t, err)
-	require.Equal(t, StateRunning, got.State)
+	require.Equal(t, api.StateRunning, got.State)
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "temporary files left behind: %v", entries)
@@ -57,7 +58,7 @@ func TestStateFileRoundTrip(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "replicator.json.tmp-123"), []byte(`{"version":1,"sta`), 0o600))
 	got, err = f.load()
 	require.NoError(t, err)
-	require.Equal(t, StateRunning, got.State)
+	require.Equal(t, api.StateRunning, got.State)
 }
 
 func TestStateFileErrorsNameTheFile(t *testing.T) {
@@ -87,7 +88,7 @@ func TestStateFileErrorsNameTheFile(t *testing.T) {
 	})
 	t.Run("write into a missing directory", func(t *testing.T) {
 		path := filepath.Join(dir, "missing", "replicator.json")
-		require.ErrorContains(t, (&stateFile{path: path}).save(&persistedState{State: StateRunning}), path)
+		require.ErrorContains(t, (&stateFile{path: path}).save(&persistedState{State: api.StateRunning}), path)
 	})
 }
 
@@ -129,13 +130,13 @@ func TestHaltSurvivesRestart(t *testing.T) {
 			require.Equal(t, blocks[5].ref, h.engine.head())
 			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: make(chan error, 1)})
 			before := h.rep.halt.Status()
-			require.Equal(t, StateHalted, before.State)
+			require.Equal(t, api.StateHalted, before.State)
 
 			h.clock.Advance(10 * time.Second)
 			h2 := restarted(t, h, policy)
 			after := h2.rep.halt.Status()
-			require.Equal(t, StateHalted, after.State, "a restart undid the halt")
-			require.Equal(t, ReasonOperator, after.Reason)
+			require.Equal(t, api.StateHalted, after.State, "a restart undid the halt")
+			require.Equal(t, api.ReasonOperator, after.Reason)
 			require.Equal(t, "maintenance", after.Detail)
 			require.True(t, before.Since.Equal(after.Since), "since %s, before the restart %s", after.Since, before.Since)
 			require.True(t, h2.engine.held, "unsafe input is held from start-up")
@@ -149,18 +150,18 @@ func TestHaltSurvivesRestart(t *testing.T) {
 				require.True(t, before.ResumeAt.Equal(after.ResumeAt), "resumeAt %s, before the restart %s", after.ResumeAt, before.ResumeAt)
 				h2.clock.Advance(after.ResumeAt.Sub(h2.clock.Now()) - time.Second)
 				h2.round()
-				require.Equal(t, StateHalted, h2.rep.halt.Status().State, "resumed before its original resumeAt")
+				require.Equal(t, api.StateHalted, h2.rep.halt.Status().State, "resumed before its original resumeAt")
 				h2.clock.Advance(time.Second)
 			case driverhook.HaltManual:
 				h2.clock.Advance(24 * time.Hour)
 				h2.round()
-				require.Equal(t, StateHalted, h2.rep.halt.Status().State)
+				require.Equal(t, api.StateHalted, h2.rep.halt.Status().State)
 				done := make(chan error, 1)
 				h2.rep.handle(context.Background(), request{done: done})
 				require.NoError(t, <-done)
 			case driverhook.HaltUntilSynced:
 				h2.round()
-				require.Equal(t, StateHalted, h2.rep.halt.Status().State, "not synced since the restart")
+				require.Equal(t, api.StateHalted, h2.rep.halt.Status().State, "not synced since the restart")
 				h2.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: h2.engine.SyncStatus().HeadL1})
 			}
 			h2.round()
@@ -171,7 +172,7 @@ func TestHaltSurvivesRestart(t *testing.T) {
 			// The resume is kept too.
 			st, err := h2.rep.state.load()
 			require.NoError(t, err)
-			require.Equal(t, StateRunning, st.State)
+			require.Equal(t, api.StateRunning, st.State)
 		})
 	}
 }
@@ -186,7 +187,7 @@ func TestEvidenceSurvivesRestart(t *testing.T) {
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), a[5])
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), b[5])
 	h.round()
-	h.requireHalted(ReasonEquivocation)
+	h.requireHalted(api.ReasonEquivocation)
 	// More evidence while halted is kept at the next round.
 	c, d := signedChain(t, 1, 7, 0), signedChain(t, 1, 7, 6)
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), c[6])
@@ -194,7 +195,7 @@ func TestEvidenceSurvivesRestart(t *testing.T) {
 	h.round()
 
 	h2 := restarted(t, h, driverhook.HaltManual)
-	require.Equal(t, ReasonEquivocation, h2.rep.halt.Status().Reason)
+	require.Equal(t, api.ReasonEquivocation, h2.rep.halt.Status().Reason)
 	evs := h2.rep.evidence.all()
 	require.Len(t, evs, 2)
 	require.Equal(t, a[5].Envelope.ExecutionPayload.BlockHash, evs[0].First.Envelope.ExecutionPayload.BlockHash)
@@ -237,7 +238,7 @@ func TestLastReplicatedSurvivesRestart(t *testing.T) {
 			require.Equal(t, blocks[4].ref.ID(), h2.rep.lastReplicated().ID())
 			h2.round()
 			if tc.halt {
-				h2.requireHalted(ReasonUnsafeReorg)
+				h2.requireHalted(api.ReasonUnsafeReorg)
 				return
 			}
 			h2.requireRunning()
@@ -245,7 +246,7 @@ func TestLastReplicatedSurvivesRestart(t *testing.T) {
 				// Checked once since the restart: an engine dropping it now is op-node's doing again.
 				h2.engine.setChain(tc.engine[:3])
 				h2.round()
-				h2.requireHalted(ReasonUnsafeReorg)
+				h2.requireHalted(api.ReasonUnsafeReorg)
 			}
 		})
 	}
@@ -276,15 +277,15 @@ func TestOperatorHaltInterruptsSlowRound(t *testing.T) {
 
 	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	require.NoError(t, (&AdminAPI{s: h.svc}).Halt(reqCtx, nil), "the halt waited for the slow round")
+	require.NoError(t, h.client().Halt(reqCtx, ""), "the halt waited for the slow round")
 	st := h.rep.halt.Status()
-	require.Equal(t, StateHalted, st.State)
-	require.Equal(t, ReasonOperator, st.Reason)
+	require.Equal(t, api.StateHalted, st.State)
+	require.Equal(t, api.ReasonOperator, st.Reason)
 	require.Empty(t, st.Detail, "replicator_halt without a detail")
 	require.Zero(t, h.engine.head().Number, "halt rewinds to safe")
 
-	require.NoError(t, (&AdminAPI{s: h.svc}).Resume(reqCtx), "the resume waited for a slow round")
-	require.Equal(t, StateRunning, h.rep.halt.Status().State)
+	require.NoError(t, h.client().Resume(reqCtx), "the resume waited for a slow round")
+	require.Equal(t, api.StateRunning, h.rep.halt.Status().State)
 }
 
 // Equivocation evidence that arrives while a round fetches a block halts before that block is inserted.
@@ -298,7 +299,7 @@ func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
 		}
 	}
 	h.round()
-	h.requireHalted(ReasonEquivocation)
+	h.requireHalted(api.ReasonEquivocation)
 	// Blocks are fetched ahead while earlier ones are inserted: the evidence arrives with block 4's request, at
 	// the latest while block 3 is verified, and nothing is inserted after it.
 	require.Less(t, h.engine.inserted, 4, "block 4 was inserted after the evidence arrived")
@@ -341,7 +342,7 @@ func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 	h.clock.Advance(time.Minute)
 	h.round()
 	require.Equal(t, 3, rw.calls, "rewound again after success")
-	require.Equal(t, StateHalted, h.rep.halt.Status().State)
+	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 }
 
 // Evidence that arrives while halted ends with the halt: resumed, the replicator replicates (as after a restart).

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum"
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/op-replicator/op-replicator/plugin/api"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
@@ -16,37 +16,6 @@ import (
 // Sub-finality (Polymer's consistency check, RIP-7789): every L2 block is anchored to an L1 origin. An unsafe
 // block whose origin is canonical, and deep, on our own L1 view is on the same L1 fork as we are; one whose
 // origin is L1-finalized can only be undone by the sequencer equivocating, not by an L1 reorg.
-
-// Labels of a block in BlockStatus.
-const (
-	LabelUnsafe    = "unsafe"
-	LabelSafe      = "safe"
-	LabelFinalized = "finalized"
-)
-
-// BlockStatus is the result of replicator_blockStatus.
-type BlockStatus struct {
-	Hash   common.Hash `json:"hash"`
-	Number uint64      `json:"number"`
-	// Label is the block's L2 safety: unsafe, safe (derived from L1) or finalized.
-	Label string `json:"label"`
-
-	L1Origin eth.BlockID `json:"l1Origin"`
-	// L1OriginCanonical: our L1 view has this origin at its height. False also when the origin is beyond our L1 head.
-	L1OriginCanonical bool `json:"l1OriginCanonical"`
-	// L1OriginDepth is the number of L1 confirmations of the origin (1 = it is our L1 head); 0 if not canonical.
-	L1OriginDepth uint64 `json:"l1OriginDepth"`
-	// L1OriginSafe / L1OriginFinalized: the origin is canonical and at or below our L1 safe / finalized block.
-	L1OriginSafe      bool `json:"l1OriginSafe"`
-	L1OriginFinalized bool `json:"l1OriginFinalized"`
-
-	// Replicated: the block came from a replicator source (not from gossip or derivation). Source and ArrivedAt
-	// say from which and when; they are kept for a bounded window of recent blocks.
-	Replicated bool       `json:"replicated"`
-	Signed     bool       `json:"signed"`
-	Source     string     `json:"source,omitempty"`
-	ArrivedAt  *time.Time `json:"arrivedAt,omitempty"`
-}
 
 // arrival is what the replicator remembers of a block it inserted.
 type arrival struct {
@@ -56,18 +25,18 @@ type arrival struct {
 }
 
 // blockStatus looks a block of the local canonical chain up and ties it to its L1 origin on our L1 view.
-func (r *Replicator) blockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*BlockStatus, error) {
+func (r *Replicator) blockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*api.BlockStatus, error) {
 	ref, err := r.localBlock(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	sync := r.status.SyncStatus()
-	st := &BlockStatus{Hash: ref.Hash, Number: ref.Number, Label: LabelUnsafe, L1Origin: ref.L1Origin}
+	st := &api.BlockStatus{Hash: ref.Hash, Number: ref.Number, Label: api.LabelUnsafe, L1Origin: ref.L1Origin}
 	switch {
 	case ref.Number <= sync.FinalizedL2.Number:
-		st.Label = LabelFinalized
+		st.Label = api.LabelFinalized
 	case ref.Number <= sync.SafeL2.Number:
-		st.Label = LabelSafe
+		st.Label = api.LabelSafe
 	}
 	origin, err := r.verify.originStatus(ctx, ref.L1Origin, sync.HeadL1)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 func TestBlockStatus(t *testing.T) {
@@ -22,13 +23,13 @@ func TestBlockStatus(t *testing.T) {
 	h.engine.l1Head, h.engine.l1Safe, h.engine.l1Final = l1Block(10, 0), l1Block(3, 0), l1Block(1, 0)
 	h.round()
 	require.Equal(t, uint64(8), h.engine.head().Number)
-	api := &API{s: h.svc}
+	client := h.client()
 	ctx := context.Background()
 
-	st, err := api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.LatestBlockNumber))
+	st, err := client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.LatestBlockNumber))
 	require.NoError(t, err)
 	require.Equal(t, blocks[7].ref.Hash, st.Hash)
-	require.Equal(t, LabelUnsafe, st.Label)
+	require.Equal(t, api.LabelUnsafe, st.Label)
 	require.Equal(t, blocks[7].ref.L1Origin, st.L1Origin) // origin 4
 	require.True(t, st.L1OriginCanonical)
 	require.Equal(t, uint64(10-4+1), st.L1OriginDepth)
@@ -38,32 +39,32 @@ func TestBlockStatus(t *testing.T) {
 	require.Equal(t, "fake", st.Source)
 	require.NotNil(t, st.ArrivedAt)
 
-	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(blocks[5].ref.Hash, true)) // block 6, origin 3
+	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(blocks[5].ref.Hash, true)) // block 6, origin 3
 	require.NoError(t, err)
-	require.Equal(t, LabelUnsafe, st.Label)
+	require.Equal(t, api.LabelUnsafe, st.Label)
 	require.True(t, st.L1OriginSafe, "origin 3 is at our L1 safe head")
 	require.False(t, st.L1OriginFinalized)
 
-	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(2))
+	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(2))
 	require.NoError(t, err)
-	require.Equal(t, LabelSafe, st.Label)
+	require.Equal(t, api.LabelSafe, st.Label)
 	require.False(t, st.Replicated, "block 2 was derived, not replicated")
 
-	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.FinalizedBlockNumber))
+	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.FinalizedBlockNumber))
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), st.Number)
-	require.Equal(t, LabelFinalized, st.Label)
+	require.Equal(t, api.LabelFinalized, st.Label)
 	require.True(t, st.L1OriginFinalized)
 
 	h.l1.reorg(4, 9)
-	st, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(8))
+	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(8))
 	require.NoError(t, err)
 	require.False(t, st.L1OriginCanonical, "origin 4 was reorged out of our L1 view")
 	require.Zero(t, st.L1OriginDepth)
 
-	_, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(9))
+	_, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(9))
 	require.ErrorContains(t, err, "not found")
-	_, err = api.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(common.Hash{0x42}, false))
+	_, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(common.Hash{0x42}, false))
 	require.ErrorContains(t, err, "not found")
 }
 
@@ -79,9 +80,9 @@ func TestBlockStatusProvenance(t *testing.T) {
 	h.rep.store.Add(signed(blocks[2]), "relay+ws://relay", arrived) // block 3 came signed through a relay
 	h.round()
 	require.Equal(t, uint64(3), h.engine.head().Number)
-	api := &API{s: h.svc}
+	client := h.client()
 
-	status, err := api.Status(context.Background())
+	status, err := client.Status(context.Background())
 	require.NoError(t, err)
 	require.Len(t, status.Sources, 2, "per-source health")
 	require.Equal(t, "seq-rpc", status.Sources[1].Name)
@@ -90,20 +91,20 @@ func TestBlockStatusProvenance(t *testing.T) {
 	// Heads are asked of every source at once, and the healthy answer is not held up by the failing one: its
 	// failure is recorded when it comes.
 	require.Eventually(t, func() bool {
-		status, err := api.Status(context.Background())
+		status, err := client.Status(context.Background())
 		return err == nil && status.Sources[0].Errors > 0
 	}, 5*time.Second, 10*time.Millisecond)
 
-	st, err := api.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(2))
+	st, err := client.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(2))
 	require.NoError(t, err)
 	require.Equal(t, "seq-rpc", st.Source)
 	require.False(t, st.Signed)
 
-	st, err = api.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(3))
+	st, err = client.BlockStatus(context.Background(), rpc.BlockNumberOrHashWithNumber(3))
 	require.NoError(t, err)
 	require.Equal(t, "relay+ws://relay", st.Source)
 	require.True(t, st.Signed)
-	require.Equal(t, arrived, *st.ArrivedAt)
+	require.True(t, arrived.Equal(*st.ArrivedAt), "arrived at %s, reported %s", arrived, st.ArrivedAt)
 }
 
 type namedSource struct {

@@ -10,6 +10,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // Errors that stop the current round without halting. Anything that halts is a *Disagreement.
@@ -46,7 +47,7 @@ func newVerifier(deps driverhook.Deps) *verifier {
 func (v *verifier) Check(ctx context.Context, env *eth.ExecutionPayloadEnvelope, head, safe eth.L2BlockRef, l1Head eth.L1BlockRef) (eth.L2BlockRef, error) {
 	ref, err := derive.PayloadToBlockRef(v.rollup, env.ExecutionPayload)
 	if err != nil {
-		return eth.L2BlockRef{}, disagree(ReasonInvalidPayload, "block %s has no valid L1-info deposit: %v", env.ExecutionPayload.ID(), err)
+		return eth.L2BlockRef{}, disagree(api.ReasonInvalidPayload, "block %s has no valid L1-info deposit: %v", env.ExecutionPayload.ID(), err)
 	}
 	if ref.Number != head.Number+1 {
 		return eth.L2BlockRef{}, fmt.Errorf("%w: block %s is not next after local head %s", errStale, ref.ID(), head.ID())
@@ -56,7 +57,7 @@ func (v *verifier) Check(ctx context.Context, env *eth.ExecutionPayloadEnvelope,
 		return eth.L2BlockRef{}, fmt.Errorf("%w: block %s is not above the safe head %s", errStale, ref.ID(), safe.ID())
 	}
 	if ref.ParentHash != head.Hash {
-		return eth.L2BlockRef{}, disagree(ReasonHeadMismatch, "source block %s builds on %s, local unsafe head is %s", ref.ID(), ref.ParentHash, head.ID())
+		return eth.L2BlockRef{}, disagree(api.ReasonHeadMismatch, "source block %s builds on %s, local unsafe head is %s", ref.ID(), ref.ParentHash, head.ID())
 	}
 	origin, err := v.checkOrigin(ctx, ref, l1Head)
 	if err != nil {
@@ -80,7 +81,7 @@ func (v *verifier) checkOrigin(ctx context.Context, ref eth.L2BlockRef, l1Head e
 	case origin.unknown:
 		return eth.L1BlockRef{}, fmt.Errorf("%w: L1 origin %s of block %s is beyond our L1 head %s", errWait, ref.L1Origin, ref.ID(), l1Head.ID())
 	case !origin.canonical:
-		return eth.L1BlockRef{}, disagree(ReasonL1OriginMismatch, "L1 origin %s of block %s is not canonical on our L1 view, which has %s",
+		return eth.L1BlockRef{}, disagree(api.ReasonL1OriginMismatch, "L1 origin %s of block %s is not canonical on our L1 view, which has %s",
 			ref.L1Origin, ref.ID(), origin.ours.ID())
 	}
 	return origin.ours, nil
@@ -110,24 +111,24 @@ func checkOriginSuccession(ref, parent eth.L2BlockRef, origin eth.L1BlockRef) er
 	switch ref.L1Origin.Number {
 	case parent.L1Origin.Number:
 		if ref.L1Origin.Hash != parent.L1Origin.Hash {
-			return disagree(ReasonL1OriginMismatch, "block %s has L1 origin %s, its parent %s has %s at the same height",
+			return disagree(api.ReasonL1OriginMismatch, "block %s has L1 origin %s, its parent %s has %s at the same height",
 				ref.ID(), ref.L1Origin, parent.ID(), parent.L1Origin)
 		}
 		if ref.SequenceNumber != parent.SequenceNumber+1 {
-			return disagree(ReasonL1OriginMismatch, "block %s has sequence number %d, its parent %s has %d in the same epoch",
+			return disagree(api.ReasonL1OriginMismatch, "block %s has sequence number %d, its parent %s has %d in the same epoch",
 				ref.ID(), ref.SequenceNumber, parent.ID(), parent.SequenceNumber)
 		}
 	case parent.L1Origin.Number + 1:
 		if origin.ParentHash != parent.L1Origin.Hash {
-			return disagree(ReasonL1OriginMismatch, "block %s has L1 origin %s, whose L1 parent %s is not its parent's origin %s",
+			return disagree(api.ReasonL1OriginMismatch, "block %s has L1 origin %s, whose L1 parent %s is not its parent's origin %s",
 				ref.ID(), ref.L1Origin, origin.ParentHash, parent.L1Origin)
 		}
 		if ref.SequenceNumber != 0 {
-			return disagree(ReasonL1OriginMismatch, "block %s starts epoch %s with sequence number %d",
+			return disagree(api.ReasonL1OriginMismatch, "block %s starts epoch %s with sequence number %d",
 				ref.ID(), ref.L1Origin, ref.SequenceNumber)
 		}
 	default:
-		return disagree(ReasonL1OriginMismatch, "block %s has L1 origin %s, neither its parent's origin %s nor the next",
+		return disagree(api.ReasonL1OriginMismatch, "block %s has L1 origin %s, neither its parent's origin %s nor the next",
 			ref.ID(), ref.L1Origin, parent.L1Origin)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 func TestVerifierCheck(t *testing.T) {
@@ -23,7 +24,7 @@ func TestVerifierCheck(t *testing.T) {
 	verifierOn := func(l1 *fakeL1) *verifier {
 		return newVerifier(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: l1, L2: newFakeEngine(cfg)})
 	}
-	requireReason := func(t *testing.T, err error, reason Reason) {
+	requireReason := func(t *testing.T, err error, reason api.Reason) {
 		t.Helper()
 		var d *Disagreement
 		require.ErrorAs(t, err, &d)
@@ -50,7 +51,7 @@ func TestVerifierCheck(t *testing.T) {
 		v := verifierOn(&fakeL1{})
 		other := buildChain(t, cfg, 6, 1, 3)
 		_, err := v.Check(context.Background(), blocks[3].env, other[2].ref, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonHeadMismatch)
+		requireReason(t, err, api.ReasonHeadMismatch)
 	})
 	t.Run("origin beyond our L1 head waits", func(t *testing.T) {
 		v := verifierOn(&fakeL1{})
@@ -62,7 +63,7 @@ func TestVerifierCheck(t *testing.T) {
 		l1.reorg(2, 7)
 		v := verifierOn(l1)
 		_, err := v.Check(context.Background(), blocks[3].env, blocks[2].ref, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonL1OriginMismatch)
+		requireReason(t, err, api.ReasonL1OriginMismatch)
 	})
 	t.Run("L1 view unavailable is transient", func(t *testing.T) {
 		v := verifierOn(&fakeL1{err: errors.New("l1 down")})
@@ -73,33 +74,33 @@ func TestVerifierCheck(t *testing.T) {
 		v := verifierOn(&fakeL1{})
 		b := makeBlock(t, cfg, blocks[2].ref, l1Block(blocks[2].ref.L1Origin.Number+2, 0), 0, common.Hash{1})
 		_, err := v.Check(context.Background(), b.env, blocks[2].ref, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonL1OriginMismatch)
+		requireReason(t, err, api.ReasonL1OriginMismatch)
 	})
 	t.Run("origin goes back", func(t *testing.T) {
 		v := verifierOn(&fakeL1{})
 		b := makeBlock(t, cfg, blocks[4].ref, l1Block(blocks[4].ref.L1Origin.Number-1, 0), 0, common.Hash{1})
 		_, err := v.Check(context.Background(), b.env, blocks[4].ref, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonL1OriginMismatch)
+		requireReason(t, err, api.ReasonL1OriginMismatch)
 	})
 	t.Run("same epoch with a wrong sequence number", func(t *testing.T) {
 		v := verifierOn(&fakeL1{})
 		parent := blocks[1].ref // block 2, origin 1, seq 0
 		b := makeBlock(t, cfg, parent, l1Block(parent.L1Origin.Number, 0), 5, common.Hash{1})
 		_, err := v.Check(context.Background(), b.env, parent, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonL1OriginMismatch)
+		requireReason(t, err, api.ReasonL1OriginMismatch)
 	})
 	t.Run("new epoch with a non-zero sequence number", func(t *testing.T) {
 		v := verifierOn(&fakeL1{})
 		parent := blocks[2].ref // block 3, origin 1
 		b := makeBlock(t, cfg, parent, l1Block(parent.L1Origin.Number+1, 0), 1, common.Hash{1})
 		_, err := v.Check(context.Background(), b.env, parent, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonL1OriginMismatch)
+		requireReason(t, err, api.ReasonL1OriginMismatch)
 	})
 	t.Run("no L1-info deposit", func(t *testing.T) {
 		v := verifierOn(&fakeL1{})
 		p := *blocks[3].env.ExecutionPayload
 		p.Transactions = nil
 		_, err := v.Check(context.Background(), &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p}, blocks[2].ref, blocks[0].ref, l1Head)
-		requireReason(t, err, ReasonInvalidPayload)
+		requireReason(t, err, api.ReasonInvalidPayload)
 	})
 }
