@@ -56,16 +56,16 @@ test: unit-test upstream-test e2e-test
 
 # Go native fuzzing of what the plugin decodes from others: a relay's message, a source's block, the state file.
 # go test fuzzes one target of one package at a time, so each runs for FUZZTIME in turn. Seeds and crashers found
-# (regression inputs) are in plugin/testdata/fuzz/, which unit-test runs too. Minimizing a new input is capped at
+# (regression inputs) are in each package's testdata/fuzz/, which unit-test runs too. Minimizing a new input is capped at
 # 1000 runs: the inputs are kilobytes of JSON, and the default (60 s each) would have a short run minimize, not fuzz.
 # Before Go 1.27 a run can end in a spurious "context deadline exceeded" failure with no failing input
 # (go.dev/issue/75804): that run passed.
 FUZZTIME ?= 1m
-FUZZ_TARGETS := FuzzRelayEnvelope FuzzSourceBlock FuzzStateFile
+FUZZ_TARGETS := plugin/relay:FuzzRelayEnvelope plugin:FuzzSourceBlock plugin:FuzzStateFile
 fuzz: apply
-	@failed=; for target in $(FUZZ_TARGETS); do \
-		log=$(BUILD)/$$target.log; \
-		$(WORK) $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1000x ./plugin/ \
+	@failed=; for pkgtarget in $(FUZZ_TARGETS); do \
+		pkg=$${pkgtarget%%:*}; target=$${pkgtarget##*:}; log=$(BUILD)/$$target.log; \
+		$(WORK) $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1000x ./$$pkg/ \
 			>$$log 2>&1; rc=$$?; \
 		if grep -q 'no fuzz tests to fuzz' $$log; then rc=1; \
 		elif [ $$rc != 0 ] && grep -qx '    context deadline exceeded' $$log && ! grep -q 'Failing input' $$log; then rc=0; fi; \

@@ -63,7 +63,7 @@ func (s *Service) BlockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*a
 
 // EquivocationEvidence returns the equivocations seen: pairs of different blocks at one height, both validly signed
 // by the sequencer.
-func (s *Service) EquivocationEvidence() []*api.Evidence { return s.evidence.all() }
+func (s *Service) EquivocationEvidence() []*api.Evidence { return s.evidence.All() }
 
 // Halt rewinds the unsafe head to the safe head and halts, with reason "operator" and the detail given, if any.
 func (s *Service) Halt(ctx context.Context, detail string) error {

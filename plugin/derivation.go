@@ -98,7 +98,7 @@ func (d *derivationRules) Check(ctx context.Context, env *eth.ExecutionPayloadEn
 	}
 	attrs, err := d.attrs.PreparePayloadAttributes(ctx, parent, batch.Epoch())
 	if errors.Is(err, derive.ErrTemporary) {
-		return fmt.Errorf("%w: attributes for block %s: %v", errL1, ref.ID(), err)
+		return fmt.Errorf("%w: attributes for block %s: %w", errL1, ref.ID(), err)
 	} else if err != nil {
 		return disagree(api.ReasonAttributesMismatch, "derivation cannot build block %s on %s from L1 origin %s: %v",
 			ref.ID(), parent.ID(), batch.Epoch(), err)
@@ -150,7 +150,7 @@ func (d *derivationRules) l1Blocks(ctx context.Context, parent eth.L2BlockRef, o
 	if origin.Number != parent.L1Origin.Number {
 		var err error
 		if epoch, err = d.l1.L1BlockRefByNumber(ctx, parent.L1Origin.Number); err != nil {
-			return nil, fmt.Errorf("%w: L1 block %d: %v", errL1, parent.L1Origin.Number, err)
+			return nil, fmt.Errorf("%w: L1 block %d: %w", errL1, parent.L1Origin.Number, err)
 		}
 	}
 	if epoch.Hash != parent.L1Origin.Hash {
@@ -165,7 +165,7 @@ func (d *derivationRules) l1Blocks(ctx context.Context, parent eth.L2BlockRef, o
 	}
 	next, err := d.l1.L1BlockRefByNumber(ctx, epoch.Number+1)
 	if err != nil {
-		return nil, fmt.Errorf("%w: L1 block %d: %v", errL1, epoch.Number+1, err)
+		return nil, fmt.Errorf("%w: L1 block %d: %w", errL1, epoch.Number+1, err)
 	}
 	return []eth.L1BlockRef{epoch, next}, nil
 }

@@ -20,12 +20,14 @@ import (
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 	"github.com/ethereum-optimism/optimism/op-service/testutils"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 // The fakes model a chain where L2 block n has L1 origin n/2 (two L2 blocks per epoch).
@@ -437,51 +439,78 @@ func (l *fakeL1) reorg(from uint64, fork byte) {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// harness is a replicator wired to fakes.
+// harness is a replicator wired to fakes, on a deterministic clock.
 type harness struct {
 	t      *testing.T
 	cfg    *rollup.Config
 	source *fakeSource
 	engine *fakeEngine
 	l1     *fakeL1
-	clock  *fakeClock
+	clock  *clock.DeterministicClock
 	svc    *Service
 	rep    *Replicator
 	logs   *testlog.CapturingHandler
 }
 
-func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock) *harness {
+// harnessOption changes what a harness's replicator is built from.
+type harnessOption func(h *harness, parts *components, m *Metricer)
+
+// withSource makes the replicator's source src(h) instead of h.source.
+func withSource(src func(h *harness) Source) harnessOption {
+	return func(h *harness, parts *components, _ *Metricer) { parts.source = src(h) }
+}
+
+// withStore gives the replicator (and the service) the envelope store store(h).
+func withStore(store func(h *harness) *relay.Store) harnessOption {
+	return func(h *harness, parts *components, _ *Metricer) { parts.store = store(h) }
+}
+
+// plainStore is an envelope store of window heights that drops nothing.
+func plainStore(window int) func(*harness) *relay.Store {
+	return func(h *harness) *relay.Store { return relay.NewStore(window, log.Root(), nil, relay.NoopMetrics{}) }
+}
+
+// withStateFile gives the replicator a state file, restored from as NewService does at start-up.
+func withStateFile(path string) harnessOption {
+	return func(_ *harness, parts *components, _ *Metricer) { parts.state = &stateFile{path: path} }
+}
+
+// withRewinder gives the replicator a rewinder of op-geth's own chain.
+func withRewinder(rw rewinder) harnessOption {
+	return func(_ *harness, parts *components, _ *Metricer) { parts.rewinder = rw }
+}
+
+// withMetrics records on m.
+func withMetrics(m Metricer) harnessOption {
+	return func(_ *harness, _ *components, metrics *Metricer) { *metrics = m }
+}
+
+// sharing builds on prev's engine (op-geth keeps its chain), L1, source and clock: prev's node restarted.
+func sharing(prev *harness) harnessOption {
+	return func(h *harness, parts *components, _ *Metricer) {
+		h.source, h.engine, h.l1, h.clock = prev.source, prev.engine, prev.l1, prev.clock
+		parts.source = prev.source
+	}
+}
+
+func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock, opts ...harnessOption) *harness {
 	cfg := testRollupConfig()
 	h := &harness{t: t, cfg: cfg, source: newFakeSource(blocks), engine: newFakeEngine(cfg), l1: &fakeL1{},
-		clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}}
+		clock: clock.NewDeterministicClock(time.Unix(1_700_000_000, 0))}
 	lgr, logs := testlog.CaptureLogger(t, log.LevelDebug)
 	h.logs = logs
+	parts := components{source: h.source, evidence: relay.NewEvidenceLog()}
+	var m Metricer = NoopMetrics{}
+	for _, opt := range opts {
+		opt(h, &parts, &m)
+	}
 	rcfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://sequencer:8545"}, ReadTimeout: time.Second, PollInterval: time.Second,
 		RequestTimeout: time.Second, HaltPolicy: policy, HaltDuration: time.Minute}
 	deps := driverhook.Deps{Log: lgr, Rollup: cfg, Engine: h.engine, Status: h.engine, L1: h.l1, L2: h.engine}
-	h.rep = newReplicator(rcfg, deps, h.source, NoopMetrics{})
-	h.svc = &Service{log: lgr, rep: h.rep}
-	h.rep.now = h.clock.Now
-	h.rep.halt = newHaltState(policy, time.Minute, h.clock.Now())
-	h.rep.watch.now = h.clock.Now
+	rep, err := newReplicator(rcfg, deps, parts, m, h.clock)
+	require.NoError(t, err)
+	h.rep = rep
+	h.svc = &Service{log: lgr, clock: h.clock, rep: rep, store: parts.store, evidence: parts.evidence}
 	return h
 }
 
@@ -512,7 +541,9 @@ type countingMetrics struct {
 	badSignature, source atomic.Int64
 }
 
-func (c *countingMetrics) RecordError(kind string) {
+func (c *countingMetrics) RecordClientError(err error) { c.RecordError(errorKind(err)) }
+
+func (c *countingMetrics) RecordError(kind ErrKind) {
 	switch kind {
 	case ErrKindBadSignature:
 		c.badSignature.Add(1)
@@ -532,3 +563,5 @@ func (h *harness) client() *api.Client {
 	h.t.Cleanup(func() { c.Close(); srv.Stop() })
 	return api.NewClient(c)
 }
+
+func (s *fakeSource) Start() {}

@@ -21,6 +21,13 @@ func disagree(reason api.Reason, format string, args ...any) *Disagreement {
 	return &Disagreement{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
+// equivocation is the halt the relay's equivocation evidence calls for: the sequencer signed two blocks at a height.
+func equivocation(ev *api.Evidence) *Disagreement {
+	return disagree(api.ReasonEquivocation, "the sequencer signed blocks %s (from %s) and %s (from %s) at height %d",
+		ev.First.Envelope.ExecutionPayload.BlockHash, ev.FirstSource, ev.Second.Envelope.ExecutionPayload.BlockHash,
+		ev.SecondSource, ev.Number)
+}
+
 // haltState is the one place that knows whether the replicator runs or is halted, why, and when it resumes.
 // It is safe for concurrent use: the replication loop, the RPC API and the gossip gate all read it.
 type haltState struct {

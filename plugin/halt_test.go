@@ -28,12 +28,12 @@ func haltedHarness(t *testing.T, policy driverhook.HaltPolicy) (*harness, []chai
 func TestTimedHaltResumesAfterDuration(t *testing.T) {
 	h, blocks := haltedHarness(t, driverhook.HaltTimed)
 	require.Equal(t, h.clock.Now().Add(time.Minute), h.rep.halt.Status().ResumeAt)
-	h.clock.Advance(59 * time.Second)
+	h.clock.AdvanceTime(59 * time.Second)
 	h.round()
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 	require.Zero(t, h.engine.inserted)
 
-	h.clock.Advance(time.Second)
+	h.clock.AdvanceTime(time.Second)
 	h.round()
 	h.requireRunning()
 	require.Equal(t, blocks[5].ref, h.engine.head())
@@ -41,7 +41,7 @@ func TestTimedHaltResumesAfterDuration(t *testing.T) {
 
 func TestManualHaltWaitsForOperator(t *testing.T) {
 	h, blocks := haltedHarness(t, driverhook.HaltManual)
-	h.clock.Advance(24 * time.Hour)
+	h.clock.AdvanceTime(24 * time.Hour)
 	h.round()
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 
@@ -57,7 +57,7 @@ func TestUntilSyncedHaltResumesWhenDerivationCaughtUp(t *testing.T) {
 	h, blocks := haltedHarness(t, driverhook.HaltUntilSynced)
 	l1Head := h.engine.SyncStatus().HeadL1
 
-	h.clock.Advance(time.Hour)
+	h.clock.AdvanceTime(time.Hour)
 	h.round()
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State, "time alone does not resume")
 
@@ -80,7 +80,7 @@ func TestUntilSyncedIgnoresIdleBeforeHalt(t *testing.T) {
 	cfg := testRollupConfig()
 	h := newHarness(t, driverhook.HaltUntilSynced, buildChain(t, cfg, 6, 0, 0))
 	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: h.engine.SyncStatus().HeadL1})
-	h.clock.Advance(time.Second)
+	h.clock.AdvanceTime(time.Second)
 	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
 	h.round()
 	h.requireHalted(api.ReasonHeadMismatch)

@@ -13,9 +13,6 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
-// errEngine: the local engine failed transiently (RPC error, not VALID yet); the block is tried again.
-var errEngine = errors.New("local engine error")
-
 // inserter puts a verified block at the tip of the local engine, as unsafe only, through the engine controller
 // (which refuses anything that does not extend the unsafe head).
 //
@@ -53,6 +50,6 @@ func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvel
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return n, err
 	default:
-		return n, fmt.Errorf("%w: inserting block %s: %v", errEngine, ref.ID(), err)
+		return n, fmt.Errorf("%w: inserting block %s: %w", errEngine, ref.ID(), err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/log"
 
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 )
@@ -54,7 +55,7 @@ func TestHTTPSourceEndlessBody(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testRollupConfig(), 10*time.Second, NoopMetrics{})
+	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testRollupConfig(), 10*time.Second, NoopMetrics{}, clock.SystemClock)
 	require.NoError(t, err)
 	defer src.Close()
 	_, err = src.Head(context.Background())
@@ -78,7 +79,7 @@ func TestMultiSourceHeadDoesNotWaitForBlackholed(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
 	hole := &blockingSource{fakeSource: newFakeSource(nil), release: make(chan struct{})}
 	good := newFakeSource(blocks)
-	m := newMultiSource([]Source{hole, good}, NoopMetrics{}, time.Now)
+	m := newMultiSource([]Source{hole, good}, NoopMetrics{}, clock.SystemClock)
 	defer m.Close()
 	ctx := context.Background()
 	// head runs one Head; the hole answers only when released, so a Head that waits for it never returns.

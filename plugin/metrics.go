@@ -4,44 +4,30 @@ import (
 	"time"
 
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 	"github.com/prometheus/client_golang/prometheus"
 
+	opnodemetrics "github.com/ethereum-optimism/optimism/op-node/metrics"
 	opmetrics "github.com/ethereum-optimism/optimism/op-service/metrics"
 )
 
-// Namespace and subsystem of the replicator's metrics on op-node's registry: op_node_default_replicator_*.
+// Namespace and subsystem of the replicator's metrics on op-node's registry: op_node_default_replicator_*. The
+// namespace is op-node's own: op-node/metrics.Namespace and the process name op-node's main registers under.
 const (
-	metricsNamespace = "op_node_default"
+	metricsNamespace = opnodemetrics.Namespace + "_default"
 	metricsSubsystem = "replicator"
 )
 
-// Error kinds, the label values of op_node_default_replicator_errors_total. Disagreements are counted as halts.
-const (
-	ErrKindSource       = "source"        // the source failed or timed out (retried with backoff)
-	ErrKindL1           = "l1"            // our own L1 view could not be read
-	ErrKindEngine       = "engine"        // the local engine failed transiently
-	ErrKindStale        = "stale"         // the unsafe head moved under us; the block was not inserted
-	ErrKindBadInput     = "bad-input"     // a malformed response from the source
-	ErrKindBadSignature = "bad-signature" // a block from a relay not signed by the sequencer
-	ErrKindRewind       = "rewind"        // a halt could not rewind op-geth to the safe head yet (retried while halted)
-	ErrKindState        = "state"         // the state file could not be written
-)
-
-// Metrics is what the replicator records. NoopMetrics is for tests.
-type Metrics interface {
+// Metricer is what the replicator and its relay record (NoopMetrics records nothing).
+type Metricer interface {
+	relay.Metricer
 	RecordReplicated(number uint64)
 	RecordHalt(reason api.Reason)
 	RecordState(state api.State)
 	RecordHeadLag(blocks uint64)
-	RecordSourceRequest(method string, d time.Duration)
-	RecordError(kind string)
+	RecordError(kind ErrKind)
 	RecordGossipDropped()
-	RecordReplayDropped()
 	RecordUnsafeOriginDepth(confirmations uint64)
-	RecordRelaySubscribers(n int)
-	RecordRelayRefused(reason string)
-	RecordRelayDropped()
-	RecordRelayOversized()
 	RecordSourceHead(source string, number uint64)
 	RecordSourceError(source string)
 }
@@ -67,10 +53,10 @@ type metrics struct {
 	sourceErrors *prometheus.CounterVec
 }
 
-var _ Metrics = (*metrics)(nil)
+var _ Metricer = (*metrics)(nil)
 
 // NewMetrics registers the replicator's metrics on the given registry (op-node's).
-func NewMetrics(registry prometheus.Registerer) Metrics {
+func NewMetrics(registry prometheus.Registerer) Metricer {
 	f := opmetrics.With(registry)
 	m := &metrics{
 		replicated: f.NewCounter(prometheus.CounterOpts{
@@ -158,10 +144,10 @@ func NewMetrics(registry prometheus.Registerer) Metrics {
 	for _, r := range api.Reasons {
 		m.halts.WithLabelValues(string(r))
 	}
-	for _, k := range []string{ErrKindSource, ErrKindL1, ErrKindEngine, ErrKindStale, ErrKindBadInput, ErrKindBadSignature, ErrKindRewind, ErrKindState} {
-		m.errors.WithLabelValues(k)
+	for _, k := range ErrKinds {
+		m.errors.WithLabelValues(string(k))
 	}
-	for _, l := range []string{"max-subscribers", "max-subscribers-per-ip", refusedRateLimit, refusedConns} {
+	for _, l := range relay.RefusedLimits {
 		m.relayRefused.WithLabelValues(l)
 	}
 	m.RecordState(api.StateRunning)
@@ -191,7 +177,10 @@ func (m *metrics) RecordSourceRequest(method string, d time.Duration) {
 	m.sourceRequest.WithLabelValues(method).Observe(d.Seconds())
 }
 
-func (m *metrics) RecordError(kind string) { m.errors.WithLabelValues(kind).Inc() }
+func (m *metrics) RecordError(kind ErrKind) { m.errors.WithLabelValues(string(kind)).Inc() }
+
+// RecordClientError counts a relay client's failure by its kind (errorKind).
+func (m *metrics) RecordClientError(err error) { m.RecordError(errorKind(err)) }
 
 func (m *metrics) RecordGossipDropped() { m.gossipDropped.Inc() }
 
@@ -215,24 +204,3 @@ func (m *metrics) RecordSourceHead(source string, number uint64) {
 }
 
 func (m *metrics) RecordSourceError(source string) { m.sourceErrors.WithLabelValues(source).Inc() }
-
-// NoopMetrics records nothing.
-type NoopMetrics struct{}
-
-var _ Metrics = NoopMetrics{}
-
-func (NoopMetrics) RecordReplicated(uint64)                   {}
-func (NoopMetrics) RecordHalt(api.Reason)                     {}
-func (NoopMetrics) RecordState(api.State)                     {}
-func (NoopMetrics) RecordHeadLag(uint64)                      {}
-func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
-func (NoopMetrics) RecordError(string)                        {}
-func (NoopMetrics) RecordGossipDropped()                      {}
-func (NoopMetrics) RecordReplayDropped()                      {}
-func (NoopMetrics) RecordUnsafeOriginDepth(uint64)            {}
-func (NoopMetrics) RecordRelaySubscribers(int)                {}
-func (NoopMetrics) RecordRelayRefused(string)                 {}
-func (NoopMetrics) RecordRelayDropped()                       {}
-func (NoopMetrics) RecordSourceHead(string, uint64)           {}
-func (NoopMetrics) RecordSourceError(string)                  {}
-func (NoopMetrics) RecordRelayOversized()                     {}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 // maxBlocksPerRound bounds one round of catching up, so halts, operator requests and events are looked at
@@ -41,8 +43,8 @@ type Replicator struct {
 	l2      driverhook.L2Chain
 	status  driverhook.SyncStatus
 	confs   uint64
-	metrics Metrics
-	now     func() time.Time
+	metrics Metricer
+	clock   clock.Clock
 	backoff retry.Strategy
 
 	rewinder rewinder    // rewinds op-geth's own chain at a halt; nil in tests that do not need it
@@ -50,8 +52,8 @@ type Replicator struct {
 	genesis  eth.BlockID // the rollup's L2 genesis, to check that --replicator.l2.rpc is this chain's op-geth
 
 	requests chan request
-	evidence *evidenceLog
-	store    *envelopeStore                   // verified signed blocks (nil without relays); tells which replicated blocks came signed
+	evidence *relay.EvidenceLog
+	store    *relay.Store                     // verified signed blocks (nil in tests); tells which replicated blocks came signed
 	arrivals *lru.Cache[common.Hash, arrival] // recent replicated blocks, for replicator_blockStatus
 
 	// Owned by the loop goroutine.
@@ -109,30 +111,23 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 	}
 	var d *Disagreement
 	if errors.As(err, &d) {
-		if ev := r.evidence.takePending(); ev != nil {
+		if ev := r.evidence.TakePending(); ev != nil {
 			d = equivocation(ev) // the sequencer signing two blocks explains any disagreement that follows
 		}
 		r.haltNow(ctx, d.Reason, d.Detail)
 		return r.cfg.PollInterval
 	}
-	switch {
-	case errors.Is(err, errWait):
+	if errors.Is(err, errWait) {
 		r.log.Debug("Waiting", "err", err)
 		return r.cfg.PollInterval
-	case errors.Is(err, errStale):
-		r.metrics.RecordError(ErrKindStale)
+	}
+	kind := errorKind(err)
+	r.metrics.RecordError(kind)
+	if kind == ErrKindStale {
 		r.stale++
 		delay := min(r.cfg.PollInterval, staleBackoff<<min(r.stale-1, 16))
 		r.log.Debug("Unsafe head moved, starting over", "err", err, "retry_in", delay)
 		return delay
-	case errors.Is(err, errL1):
-		r.metrics.RecordError(ErrKindL1)
-	case errors.Is(err, errEngine):
-		r.metrics.RecordError(ErrKindEngine)
-	case errors.Is(err, errBadInput):
-		r.metrics.RecordError(ErrKindBadInput)
-	default:
-		r.metrics.RecordError(ErrKindSource)
 	}
 	delay := max(r.backoff.Duration(r.failures), r.cfg.PollInterval)
 	r.failures++
@@ -144,15 +139,15 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 // our L1 view and the source (watch), and replicate what the source has beyond our unsafe head.
 func (r *Replicator) round(ctx context.Context) error {
 	if r.halt.Halted() {
-		if r.rewindPending && !r.now().Before(r.rewindRetryAt) {
+		if r.rewindPending && !r.clock.Now().Before(r.rewindRetryAt) {
 			r.rewind(ctx)
 		}
-		if !r.halt.ShouldResume(r.now(), r.synced) {
+		if !r.halt.ShouldResume(r.clock.Now(), r.synced) {
 			return nil
 		}
 		r.resume("halt policy " + string(r.cfg.HaltPolicy))
 	}
-	if ev := r.evidence.takePending(); ev != nil {
+	if ev := r.evidence.TakePending(); ev != nil {
 		return equivocation(ev)
 	}
 	if r.engine.IsEngineInitialELSyncing() {
@@ -171,7 +166,7 @@ func (r *Replicator) round(ctx context.Context) error {
 	}
 	srcHead, err := r.source.Head(ctx)
 	if err != nil {
-		return fmt.Errorf("source head: %w", err)
+		return fmt.Errorf("%w: head: %w", errSource, err)
 	}
 	r.publish(func(s *snapshot) { s.sourceHead = srcHead })
 	r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
@@ -242,7 +237,7 @@ func (r *Replicator) localHead(ctx context.Context, status *eth.SyncStatus) (eth
 	}
 	head, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
 	if err != nil {
-		return eth.L2BlockRef{}, fmt.Errorf("%w: local unsafe head: %v", errEngine, err)
+		return eth.L2BlockRef{}, fmt.Errorf("%w: local unsafe head: %w", errEngine, err)
 	}
 	return head, nil
 }
@@ -253,7 +248,7 @@ func (r *Replicator) prepare(ctx context.Context, head eth.L2BlockRef, env *eth.
 	if errors.Is(err, ethereum.NotFound) {
 		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: source has no block %d yet", errWait, head.Number+1)
 	} else if err != nil {
-		return nil, eth.L2BlockRef{}, fmt.Errorf("source block %d: %w", head.Number+1, err)
+		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: block %d: %w", errSource, head.Number+1, err)
 	}
 	// Re-read the safe head and L1 view for every block: derivation moves on while we catch up.
 	status := r.status.SyncStatus()
@@ -272,14 +267,14 @@ func (r *Replicator) prepare(ctx context.Context, head eth.L2BlockRef, env *eth.
 // is cut short between blocks by a halt or an operator request (ctx), never inside an engine call: op-node owns
 // its outcome. What was inserted is recorded whatever the error.
 func (r *Replicator) insertBatch(ctx context.Context, b *batch) error {
-	if ev := r.evidence.takePending(); ev != nil {
+	if ev := r.evidence.TakePending(); ev != nil {
 		return equivocation(ev)
 	}
 	n, err := r.insert.Insert(ctx, b.envs, b.refs)
 	if n > 0 {
 		r.failures = 0 // progress: an error later in the round starts its backoff afresh
 	}
-	now := r.now()
+	now := r.clock.Now()
 	for i, ref := range b.refs[:n] {
 		r.arrivals.Add(ref.Hash, r.provenance(ref, now))
 		r.metrics.RecordReplicated(ref.Number)
@@ -339,7 +334,7 @@ func (r *Replicator) checkLocalChain(ctx context.Context, head eth.L2BlockRef, s
 		local, err := r.l2.L2BlockRefByNumber(ctx, last.Number)
 		if err != nil && !errors.Is(err, ethereum.NotFound) {
 			r.restored = restored // not looked at yet
-			return fmt.Errorf("%w: local block %d: %v", errEngine, last.Number, err)
+			return fmt.Errorf("%w: local block %d: %w", errEngine, last.Number, err)
 		}
 		if restored && errors.Is(err, ethereum.NotFound) {
 			// Replicated before a restart, and the engine no longer has a block at that height: a crashed op-geth
@@ -401,7 +396,7 @@ func (r *Replicator) synced(haltedAt time.Time) bool {
 // unsafe chain to the safe head, in op-node and in op-geth, with unsafe input held, so that the node is a plain L1
 // verifier until the halt policy resumes it.
 func (r *Replicator) haltNow(ctx context.Context, reason api.Reason, detail string) {
-	if !r.halt.Halt(reason, detail, r.now()) {
+	if !r.halt.Halt(reason, detail, r.clock.Now()) {
 		return
 	}
 	r.publish(func(s *snapshot) { s.lastReplicated = eth.L2BlockRef{} })
@@ -434,9 +429,10 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 		err = r.checkRewound(ctx, head)
 	}
 	if err != nil {
-		r.rewindRetryAt = r.now().Add(r.backoff.Duration(r.rewindFailures))
+		err = fmt.Errorf("%w: %w", errRewind, err)
+		r.rewindRetryAt = r.clock.Now().Add(r.backoff.Duration(r.rewindFailures))
 		r.rewindFailures++
-		r.metrics.RecordError(ErrKindRewind)
+		r.metrics.RecordError(errorKind(err))
 		r.log.Error("Halt could not rewind op-geth to the safe head; retrying while halted", "safe", head, "err", err,
 			"attempt", r.rewindFailures, "retry_at", r.rewindRetryAt)
 		return head, err
@@ -450,7 +446,7 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 func (r *Replicator) checkRewound(ctx context.Context, safe eth.L2BlockRef) error {
 	latest, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
 	if err != nil {
-		return fmt.Errorf("%w: reading the engine's head back: %v", errEngine, err)
+		return fmt.Errorf("%w: reading the engine's head back: %w", errEngine, err)
 	}
 	if latest.Hash != safe.Hash && latest.Number > r.status.SyncStatus().PendingSafeL2.Number {
 		return fmt.Errorf("after the rewind to %s the engine's head is %s: is --%s this node's op-geth (the engine behind --l2)?",
@@ -460,7 +456,7 @@ func (r *Replicator) checkRewound(ctx context.Context, safe eth.L2BlockRef) erro
 }
 
 func (r *Replicator) resume(why string) {
-	if !r.halt.Resume(r.now()) {
+	if !r.halt.Resume(r.clock.Now()) {
 		return
 	}
 	r.engine.HoldUnsafeInput(false)
@@ -468,7 +464,7 @@ func (r *Replicator) resume(why string) {
 	r.failures = 0
 	// Evidence that arrived while halted belongs to the incident this resume ends (kept in
 	// replicator_equivocationEvidence), as after a restart; new evidence halts again.
-	r.evidence.takePending()
+	r.evidence.TakePending()
 	r.persist()
 	r.metrics.RecordState(api.StateRunning)
 	r.log.Info("Replicator resumed", "why", why)
@@ -480,7 +476,7 @@ func (r *Replicator) persist() {
 		return
 	}
 	h := r.halt.Status()
-	st := &persistedState{State: h.State, Reason: h.Reason, Detail: h.Detail, Since: h.Since, Evidence: r.evidence.all()}
+	st := &persistedState{State: h.State, Reason: h.Reason, Detail: h.Detail, Since: h.Since, Evidence: r.evidence.All()}
 	if !h.ResumeAt.IsZero() {
 		st.ResumeAt = &h.ResumeAt
 	}
@@ -489,7 +485,8 @@ func (r *Replicator) persist() {
 		st.LastReplicated = &last
 	}
 	if err := r.state.save(st); err != nil {
-		r.metrics.RecordError(ErrKindState)
+		err = fmt.Errorf("%w: %w", errState, err)
+		r.metrics.RecordError(errorKind(err))
 		r.log.Error("Could not write the replicator state file: a restart now would not know this state", "err", err)
 		return
 	}
@@ -499,14 +496,14 @@ func (r *Replicator) persist() {
 // persistProgress writes the state file when the last replicated block or the evidence changed (at most once a
 // round).
 func (r *Replicator) persistProgress() {
-	if r.state != nil && (r.lastReplicated() != r.persisted || r.evidence.count() != r.persistedEvidence) {
+	if r.state != nil && (r.lastReplicated() != r.persisted || r.evidence.Count() != r.persistedEvidence) {
 		r.persist()
 	}
 }
 
 // restore takes the state a previous run left in the state file.
 func (r *Replicator) restore(st *persistedState) {
-	r.evidence.restore(st.Evidence)
+	r.evidence.Restore(st.Evidence)
 	r.persistedEvidence = len(st.Evidence)
 	if st.LastReplicated != nil {
 		r.snap.lastReplicated, r.persisted, r.restored = *st.LastReplicated, *st.LastReplicated, true
@@ -546,17 +543,19 @@ func (r *Replicator) handle(ctx context.Context, req request) {
 // reports something, or an operator asks. Operator requests are served before the next round, and interrupt the
 // round in progress.
 func (r *Replicator) run(ctx context.Context) {
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case req := <-r.requests:
-			r.handle(ctx, req)
-		case <-timer.C:
-		case <-r.source.NewHeads():
-		case <-r.watch.Wake():
+	timer := r.clock.NewTimer(0)
+	defer func() { timer.Stop() }()
+	for first := true; ; first = false {
+		if !first { // the first round starts at once
+			select {
+			case <-ctx.Done():
+				return
+			case req := <-r.requests:
+				r.handle(ctx, req)
+			case <-timer.Ch():
+			case <-r.source.NewHeads():
+			case <-r.watch.Wake():
+			}
 		}
 		select {
 		case req := <-r.requests:
@@ -566,13 +565,8 @@ func (r *Replicator) run(ctx context.Context) {
 		roundCtx, end := r.startRound(ctx)
 		delay := r.runRound(roundCtx)
 		end()
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(delay)
+		timer.Stop()
+		timer = r.clock.NewTimer(delay)
 	}
 }
 

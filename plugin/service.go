@@ -1,42 +1,24 @@
-// Package plugin is the sequencer replicator: it follows the sequencer's not-yet-batched blocks from an external
-// source, inserts them at the tip of the local engine as unsafe only, and on any disagreement rewinds the unsafe
-// head to the safe head and halts. The pipeline, one file a stage:
-//
-//	source.go   the sequencer's execution-engine RPC (polling, plus newHeads over ws)
-//	source_relay.go, sources.go  another node's relay as a source; several sources at once
-//	prefetch.go blocks fetched ahead, in order, while catching up
-//	verify.go   checks before insertion: next block, above safe, L1 origin canonical on our L1 view
-//	derivation.go  the block must be what derivation would build from L1 (batch rules, payload attributes)
-//	insert.go   insertion through op-node's engine controller; the engine's VALID proves hash and state root
-//	watch.go    op-node's own events: resets, derivation replacing unsafe blocks, derivation idle
-//	halt.go     the running/halted state machine and halt reasons
-//	rewind.go   a halt's rewind of this node's op-geth (debug_setHead over --replicator.l2.rpc)
-//	state.go    the state file: a halt, its evidence and the last replicated block across restarts
-//	replicator.go  the loop that runs the pipeline and owns every engine write
-//	service.go  lifecycle and the gossip gate; api.go the replicator_* RPC; metrics.go the metrics
-//	subfinality.go  replicator_blockStatus: a block's L1 origin on our L1 view
-//	envelopes.go, relay.go, relay_limits.go  sequencer-signed blocks held and served to downstream nodes, and the
-//	            relay's per-client limits
-//	signature.go, equivocation.go  the sequencer's signature on a block; two signed blocks at one height
 package plugin
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
-	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/retry"
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 // arrivalsWindow is how many recently replicated blocks replicator_blockStatus knows the source and arrival of.
@@ -50,15 +32,18 @@ func init() {
 
 // Service is what op-node drives (driverhook.Service): the replicator, the relay, or both. Either may be off: a
 // sequencer or a P2P sentry runs only the relay, a replicator without --replicator.relay.enabled only replicates.
+// As op-conductor's services: NewService builds every part and starts nothing; Start starts every goroutine;
+// Stop stops and closes everything, whatever its context says.
 type Service struct {
 	log   log.Logger
-	rep   *Replicator    // nil unless --replicator.enabled
-	store *envelopeStore // verified signed blocks, from gossip and relay sources
-	relay *relayServer
+	clock clock.Clock
+	rep   *Replicator   // nil unless --replicator.enabled
+	store *relay.Store  // verified signed blocks, from gossip and relay sources
+	relay *relay.Server // nil unless --replicator.relay.enabled
+	// evidence holds equivocations seen by gossip or relay sources.
+	evidence *relay.EvidenceLog
 	// rewinder rewinds this node's op-geth at a halt (with the replicator).
 	rewinder *engineRewinder
-	// evidence holds equivocations seen by gossip or relay sources.
-	evidence *evidenceLog
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -69,117 +54,117 @@ type Service struct {
 
 var _ driverhook.Service = (*Service)(nil)
 
-// NewService builds the enabled parts, and registers the replicator's watcher on op-node's event system.
-func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metrics) (*Service, error) {
+// NewService builds the enabled parts, and registers the replicator's watcher on op-node's event system. A halt kept
+// in the state file is restored now, before op-node starts taking unsafe blocks.
+func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Service, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	s := &Service{log: deps.Log, evidence: &evidenceLog{}}
+	s := &Service{log: deps.Log, clock: clock.SystemClock, evidence: relay.NewEvidenceLog()}
 	// Signed blocks are held whenever something delivers them (gossip, relay sources), so that equivocation
 	// is caught from any source, and for the relay to serve.
-	if cfg.Enabled || cfg.Relay.Enabled {
-		window := cfg.Relay.Window
-		if window <= 0 {
-			window = driverhook.DefaultRelayWindow
-		}
-		s.store = newEnvelopeStore(window).dropSettled(deps.Log, deps.Status, m)
+	window := cfg.Relay.Window
+	if window <= 0 {
+		window = driverhook.DefaultRelayWindow
 	}
+	s.store = relay.NewStore(window, deps.Log, deps.Status, m)
 	if cfg.Relay.Enabled {
-		relay, err := newRelayServer(deps.Log, cfg.Relay, s.store, m)
+		srv, err := relay.NewServer(deps.Log, cfg.Relay, s.store, m)
 		if err != nil {
 			return nil, err
 		}
-		s.relay = relay
+		s.relay = srv
 	}
-	if cfg.Enabled {
-		if err := checkDerivationDeps(deps); err != nil {
-			return nil, err
-		}
-		var srcs []Source
-		for _, url := range cfg.Sources {
-			if driverhook.IsRelaySource(url) {
-				srcs = append(srcs, newRelaySource(deps.Log, url, deps.Rollup, deps.Signers, s.store, s.evidence.record,
-					cfg.RequestTimeout, cfg.ReadTimeout, m))
-				continue
-			}
-			src, err := newRPCSource(deps.Log, url, deps.Rollup, cfg.RequestTimeout, m)
-			if err != nil {
-				for _, s := range srcs {
-					s.Close()
-				}
-				return nil, err
-			}
-			srcs = append(srcs, src)
-		}
-		s.rep = newReplicator(cfg, deps, newMultiSource(srcs, m, time.Now), m)
-		s.rep.evidence, s.rep.store = s.evidence, s.store
-		// Evidence wakes the loop, and cuts a round waiting on a slow source short.
-		s.evidence.wake = func() { s.rep.watch.poke(); s.rep.interruptRound(0) }
-		if err := s.initHaltSafety(cfg, deps); err != nil {
-			s.rep.source.Close()
-			return nil, err
-		}
+	if !cfg.Enabled {
+		return s, nil
 	}
+	if err := checkDerivationDeps(deps); err != nil {
+		return nil, err
+	}
+	rewinder, err := newEngineRewinder(cfg.L2RPC, cfg.RequestTimeout)
+	if err != nil {
+		return nil, err
+	}
+	srcs, err := newSources(cfg, deps, s.store, s.evidence, m, s.clock)
+	if err != nil {
+		rewinder.Close()
+		return nil, err
+	}
+	parts := components{source: newMultiSource(srcs, m, s.clock), store: s.store, evidence: s.evidence, rewinder: rewinder}
+	if cfg.StatePath != "" {
+		parts.state = &stateFile{path: cfg.StatePath}
+	} else {
+		deps.Log.Warn("No --" + driverhook.StatePathFlagName + ": a halt, and the equivocation evidence, do not survive a restart")
+	}
+	s.rep, err = newReplicator(cfg, deps, parts, m, s.clock)
+	if err != nil {
+		parts.source.Close()
+		rewinder.Close()
+		return nil, err
+	}
+	s.rewinder = rewinder
 	return s, nil
 }
 
-// initHaltSafety sets up what makes a halt hold: the rewinder of this node's op-geth (checked at Start), and the
-// state file, whose halt is restored now, before op-node starts taking unsafe blocks.
-func (s *Service) initHaltSafety(cfg driverhook.CLIConfig, deps driverhook.Deps) error {
-	rewinder, err := newEngineRewinder(cfg.L2RPC, cfg.RequestTimeout)
-	if err != nil {
-		return err
-	}
-	s.rep.rewinder, s.rewinder = rewinder, rewinder
-	if cfg.StatePath == "" {
-		deps.Log.Warn("No --" + driverhook.StatePathFlagName + ": a halt, and the equivocation evidence, do not survive a restart")
-		return nil
-	}
-	s.rep.state = &stateFile{path: cfg.StatePath}
-	st, err := s.rep.state.load()
-	if err != nil {
-		rewinder.Close()
-		return err
-	}
-	if st != nil {
-		s.rep.restore(st)
-		h := s.rep.halt.Status()
-		deps.Log.Info("Replicator state restored", "file", cfg.StatePath, "state", h.State, "reason", h.Reason,
-			"since", h.Since, "evidence", len(st.Evidence))
-	}
-	return nil
+// components are the parts of a Replicator that are not op-node's.
+type components struct {
+	source   Source
+	store    *relay.Store       // verified signed blocks; nil in tests that need none
+	evidence *relay.EvidenceLog // equivocations seen
+	rewinder rewinder           // rewinds op-geth's own chain at a halt; nil in tests that need none
+	state    *stateFile         // nil without --replicator.state.path
 }
 
-func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, src Source, m Metrics) *Replicator {
-	now := time.Now
+// newReplicator wires a replicator: its watcher on op-node's events, the evidence log waking its loop, and the
+// state a previous run left in the state file, if any.
+func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, parts components, m Metricer, clk clock.Clock) (*Replicator, error) {
 	arrivals, _ := lru.New[common.Hash, arrival](arrivalsWindow) // only fails for a non-positive size
 	rep := &Replicator{
 		log:      deps.Log,
 		cfg:      cfg,
-		source:   src,
+		source:   parts.source,
 		verify:   newVerifier(deps),
 		insert:   &inserter{engine: deps.Engine},
-		watch:    newWatcher(now),
-		halt:     newHaltState(cfg.HaltPolicy, cfg.HaltDuration, now()),
+		watch:    newWatcher(clk),
+		halt:     newHaltState(cfg.HaltPolicy, cfg.HaltDuration, clk.Now()),
 		engine:   deps.Engine,
 		l2:       deps.L2,
 		status:   deps.Status,
 		confs:    deps.L1ConfDepth,
 		metrics:  m,
-		now:      now,
+		clock:    clk,
 		backoff:  retry.Exponential(),
 		requests: make(chan request),
 		arrivals: arrivals,
-		evidence: &evidenceLog{},
+		evidence: parts.evidence,
+		store:    parts.store,
+		rewinder: parts.rewinder,
+		state:    parts.state,
 		genesis:  deps.Rollup.Genesis.L2,
 	}
 	if deps.Events != nil {
 		deps.Events.Register("replicator-watch", rep.watch)
 	}
-	return rep
+	// Evidence wakes the loop, and cuts a round waiting on a slow source short.
+	rep.evidence.OnRecord(func() { rep.watch.poke(); rep.interruptRound(0) })
+	if rep.state != nil {
+		st, err := rep.state.load()
+		if err != nil {
+			return nil, err
+		}
+		if st != nil {
+			rep.restore(st)
+			h := rep.halt.Status()
+			deps.Log.Info("Replicator state restored", "file", rep.state.path, "state", h.State, "reason", h.Reason,
+				"since", h.Since, "evidence", len(st.Evidence))
+		}
+	}
+	return rep, nil
 }
 
-func (s *Service) Start(startCtx context.Context) error {
+// Start starts the relay's listener and, with the replicator, checks --replicator.l2.rpc and starts the sources and
+// the loop.
+func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
@@ -195,22 +180,25 @@ func (s *Service) Start(startCtx context.Context) error {
 		return nil
 	}
 	if s.rewinder != nil { // nil only in unit tests: NewService always builds it
-		if err := s.rewinder.Check(startCtx, s.rep.genesis); err != nil {
+		if err := s.rewinder.Check(ctx, s.rep.genesis); err != nil {
 			return err
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	s.rep.source.Start()
+	loopCtx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	s.rep.log.Info("Starting replicator", "source", s.rep.source.Name(), "poll_interval", s.rep.cfg.PollInterval,
 		"halt_policy", s.rep.cfg.HaltPolicy)
 	go func() {
 		defer close(s.done)
-		s.rep.run(ctx)
+		s.rep.run(loopCtx)
 	}()
 	return nil
 }
 
-// Stop stops the loop and waits for it, closes the source, and stops the relay. It is idempotent.
+// Stop stops the loop, closes the sources and the rewinder's connection, and stops the relay: all of them, whatever
+// ctx says. ctx bounds the waits (for the loop to finish its engine call, for the relay's connections to close
+// gracefully); an error of each is joined into the result. It is idempotent.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,7 +213,7 @@ func (s *Service) Stop(ctx context.Context) error {
 			select {
 			case <-s.done:
 			case <-ctx.Done():
-				return ctx.Err()
+				result = errors.Join(result, fmt.Errorf("replicator loop still running: %w", ctx.Err()))
 			}
 		}
 		s.rep.source.Close()
@@ -253,7 +241,7 @@ func (s *Service) OnSignedUnsafeL2Payload(_ context.Context, signed *opsigner.Si
 	if s.store == nil {
 		return
 	}
-	held, added, conflicts, err := s.store.Add(signed, "gossip", time.Now())
+	held, added, conflicts, err := s.store.Add(signed, "gossip", s.clock.Now())
 	if err != nil {
 		return
 	}
@@ -261,7 +249,7 @@ func (s *Service) OnSignedUnsafeL2Payload(_ context.Context, signed *opsigner.Si
 		s.log.Debug("Holding signed block", "block", signed.ID())
 	}
 	for _, c := range conflicts {
-		s.evidence.record(c, held)
+		s.evidence.Record(c, held)
 	}
 }
 

@@ -2,24 +2,13 @@ package plugin
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
-	"github.com/ethereum/go-ethereum/core/types"
-	"github.com/ethereum/go-ethereum/log"
-	"github.com/ethereum/go-ethereum/rpc"
-
-	"github.com/ethereum-optimism/optimism/op-node/rollup"
-	"github.com/ethereum-optimism/optimism/op-service/client"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
-	"github.com/ethereum-optimism/optimism/op-service/retry"
-	"github.com/ethereum-optimism/optimism/op-service/sources"
+	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 // Source is where the sequencer's blocks come from. Everything it returns is at most unsafe: the replicator
@@ -31,209 +20,36 @@ type Source interface {
 	Head(ctx context.Context) (eth.BlockID, error)
 	// Payload returns the source's block at a height, its block hash checked: the payload hashes to it.
 	Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error)
-	// NewHeads signals that the source has a new head (ws only; never closed).
+	// NewHeads signals that the source has a new head (ws and relays; never closed).
 	NewHeads() <-chan struct{}
+	// Start starts the source's goroutines (a ws subscription, a relay's); Close stops them and closes its
+	// connections. A source is built without starting anything.
+	Start()
 	Close()
 }
 
-// maxSourceResponse bounds one response of an http(s) source, as go-ethereum's websocket client bounds a message:
-// a source (or a man in the middle on plain http) cannot stream an endless body into op-node's memory.
-const maxSourceResponse = 32 << 20
-
-// errResponseTooLarge: an http(s) source answered with a body above maxSourceResponse.
-var errResponseTooLarge = fmt.Errorf("%w: response above %d bytes", errBadInput, maxSourceResponse)
-
-// limitedTransport cuts every response body at limit bytes: reading past it fails with errResponseTooLarge.
-type limitedTransport struct {
-	next  http.RoundTripper
-	limit int64
-}
-
-func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &limitedBody{ReadCloser: resp.Body, left: t.limit}
-	return resp, nil
-}
-
-type limitedBody struct {
-	io.ReadCloser
-	left int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		// One byte more tells a body of exactly the limit from a longer one.
-		var one [1]byte
-		if n, err := b.ReadCloser.Read(one[:]); n > 0 {
-			return 0, errResponseTooLarge
-		} else if err != nil {
-			return 0, err
+// newSources builds a source per URL of --replicator.source: a relay (relay+ws://) through a relay.Client into the
+// shared store, anything else as the sequencer's execution-engine RPC.
+func newSources(cfg driverhook.CLIConfig, deps driverhook.Deps, store *relay.Store, evidence *relay.EvidenceLog, m Metricer, clk clock.Clock) ([]Source, error) {
+	var srcs []Source
+	for _, rawURL := range cfg.Sources {
+		if driverhook.IsRelaySource(rawURL) {
+			c := relay.NewClient(deps.Log, relay.ClientConfig{Name: redactURL(rawURL), URL: strings.TrimPrefix(rawURL, driverhook.RelayScheme),
+				Rollup: deps.Rollup, Signers: deps.Signers, Timeout: cfg.RequestTimeout, ReadTimeout: cfg.ReadTimeout},
+				store, evidence, m, clk)
+			srcs = append(srcs, relaySource{c})
+			continue
 		}
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.ReadCloser.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
-
-// rpcSource reads the sequencer's execution-engine RPC with op-service's L2 client, trust off: block hashes and
-// transaction roots are recomputed. The state root can only be checked by executing the block locally.
-type rpcSource struct {
-	log     log.Logger
-	name    string
-	rpc     client.RPC
-	l2      *sources.L2Client
-	timeout time.Duration
-	metrics Metrics
-
-	heads  chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	// notified is the head the newHeads subscription last announced. Head uses it for up to one block time
-	// instead of asking: the subscription already told us, and a silent subscription is polled again.
-	notified  atomic.Pointer[notifiedHead]
-	blockTime time.Duration
-}
-
-type notifiedHead struct {
-	id eth.BlockID
-	at time.Time
-}
-
-var _ Source = (*rpcSource)(nil)
-
-func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout time.Duration, m Metrics) (*rpcSource, error) {
-	name := redactURL(rawURL)
-	// Lazy dial: a source that is down at start-up is retried like one that goes down later.
-	opts := []client.RPCOption{client.WithLazyDial(), client.WithCallTimeout(timeout)}
-	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "http" || u.Scheme == "https") {
-		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(&http.Client{
-			Transport: limitedTransport{next: http.DefaultTransport, limit: maxSourceResponse}})))
-	}
-	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", name, err)
-	}
-	l2, err := sources.NewL2Client(rpcClient, lgr, nil, sourceClientConfig(cfg))
-	if err != nil {
-		rpcClient.Close()
-		return nil, fmt.Errorf("source %s: %w", name, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, timeout: timeout, metrics: m,
-		heads: make(chan struct{}, 1), cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second}
-	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "ws" || u.Scheme == "wss") {
-		s.wg.Add(1)
-		go s.subscribeHeads(ctx)
-	}
-	return s, nil
-}
-
-// sourceClientConfig is how a source's op-geth is read: trust off, so that op-service recomputes every block hash
-// and transactions root.
-func sourceClientConfig(cfg *rollup.Config) *sources.L2ClientConfig {
-	return sources.L2ClientSimpleConfig(cfg, false, 64, 64)
-}
-
-func (s *rpcSource) Name() string { return s.name }
-
-func (s *rpcSource) NewHeads() <-chan struct{} { return s.heads }
-
-func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
-	if n := s.notified.Load(); n != nil && time.Since(n.at) < s.blockTime {
-		return n.id, nil
-	}
-	ctx, done := s.call(ctx, "head")
-	defer done()
-	info, err := s.l2.InfoByLabel(ctx, eth.Unsafe)
-	if err != nil {
-		return eth.BlockID{}, err
-	}
-	return eth.ToBlockID(info), nil
-}
-
-func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	ctx, done := s.call(ctx, "payload")
-	defer done()
-	env, err := s.l2.PayloadByNumber(ctx, num)
-	if err != nil {
-		return nil, err
-	}
-	if got := uint64(env.ExecutionPayload.BlockNumber); got != num {
-		return nil, fmt.Errorf("%w: asked for block %d, got %d", errBadInput, num, got)
-	}
-	// op-service checked the header's hash, but the engine hashes the payload, which does not carry every header
-	// field (an Isthmus payload implies the requests hash, say). A block whose payload hashes otherwise is malformed:
-	// refused here as bad input, it never reaches the engine, which would find it INVALID (a halt).
-	if actual, ok := env.CheckBlockHash(); !ok {
-		return nil, fmt.Errorf("%w: block %s: its payload hashes to %s", errBadInput, env.ExecutionPayload.ID(), actual)
-	}
-	return env, nil
-}
-
-// call bounds one request by the request timeout and records its latency.
-func (s *rpcSource) call(ctx context.Context, method string) (context.Context, func()) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	return ctx, func() {
-		cancel()
-		s.metrics.RecordSourceRequest(method, time.Since(start))
-	}
-}
-
-// subscribeHeads keeps a newHeads subscription open, re-subscribing with backoff, and turns each head into a
-// wake-up. Polling stays on regardless: a silent subscription delays blocks by one poll interval at most.
-func (s *rpcSource) subscribeHeads(ctx context.Context) {
-	defer s.wg.Done()
-	backoff := retry.Exponential()
-	for attempt := 0; ctx.Err() == nil; attempt++ {
-		ch := make(chan *types.Header, 16)
-		sub, err := s.rpc.Subscribe(ctx, "eth", ch, "newHeads")
-		if err == nil {
-			attempt = 0
-			err = s.forwardHeads(ctx, ch, sub.Err())
-			sub.Unsubscribe()
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("Source head subscription failed, polling meanwhile", "source", s.name, "err", err)
-		select {
-		case <-time.After(backoff.Duration(attempt)):
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, subErr <-chan error) error {
-	for {
-		select {
-		case h := <-ch:
-			s.notified.Store(&notifiedHead{id: eth.BlockID{Hash: h.Hash(), Number: h.Number.Uint64()}, at: time.Now()})
-			select {
-			case s.heads <- struct{}{}:
-			default: // a wake-up is already pending
+		src, err := newRPCSource(deps.Log, rawURL, deps.Rollup, cfg.RequestTimeout, m, clk)
+		if err != nil {
+			for _, s := range srcs {
+				s.Close()
 			}
-		case err := <-subErr:
-			s.notified.Store(nil)
-			return err
-		case <-ctx.Done():
-			return nil
+			return nil, err
 		}
+		srcs = append(srcs, src)
 	}
-}
-
-func (s *rpcSource) Close() {
-	s.cancel()
-	s.wg.Wait()
-	s.rpc.Close()
+	return srcs, nil
 }
 
 // redactURL drops credentials and query parameters, which commonly carry API keys.

@@ -21,10 +21,12 @@ import (
 	"github.com/ethereum-optimism/optimism/op-core/predeploys"
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // FuzzSourceBlock feeds a source's answer to eth_getBlockByNumber through what the replicator does with it before
@@ -88,7 +90,7 @@ func FuzzSourceBlock(f *testing.F) {
 func answeringSource(tb testing.TB, cfg *rollup.Config, answer []byte) *rpcSource {
 	l2, err := sources.NewL2Client(answerRPC(answer), log.NewLogger(log.DiscardHandler()), nil, sourceClientConfig(cfg))
 	require.NoError(tb, err)
-	return &rpcSource{name: "fuzz", l2: l2, timeout: time.Second, metrics: NoopMetrics{}}
+	return &rpcSource{name: "fuzz", l2: l2, timeout: time.Second, metrics: NoopMetrics{}, clock: clock.SystemClock}
 }
 
 // answerRPC is an RPC client that receives the same result for every call, as geth's client decodes a result.
@@ -158,7 +160,7 @@ func fuzzBlock(tb testing.TB, cfg *rollup.Config) *types.Block {
 	var l1InfoTx types.Transaction
 	require.NoError(tb, l1InfoTx.UnmarshalBinary(deposit))
 
-	key, signer, to := testKey(9), types.LatestSignerForChainID(cfg.L2ChainID), common.Address{0x42}
+	key, signer, to := testkit.Key(9), types.LatestSignerForChainID(cfg.L2ChainID), common.Address{0x42}
 	txs := types.Transactions{&l1InfoTx,
 		types.MustSignNewTx(key, signer, &types.DynamicFeeTx{ChainID: cfg.L2ChainID, GasTipCap: big.NewInt(1),
 			GasFeeCap: big.NewInt(2_000_000_000), Gas: 21_000, To: &to, Value: big.NewInt(1)}),

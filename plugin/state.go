@@ -114,17 +114,3 @@ func (f *stateFile) encode(st *persistedState) ([]byte, error) {
 	st.Version = stateVersion
 	return json.MarshalIndent(st, "", "  ")
 }
-
-// restore takes the evidence kept in the state file, as history: it does not halt again.
-func (l *evidenceLog) restore(evidence []*api.Evidence) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.evidence = append(l.evidence[:0], evidence...)
-}
-
-// count is how many equivocations are kept.
-func (l *evidenceLog) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.evidence)
-}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 // FuzzStateFile feeds state files through what a start-up does with one: stateFile.decode (load's parsing and
@@ -44,7 +45,7 @@ func FuzzStateFile(f *testing.F) {
 
 		for _, policy := range []driverhook.HaltPolicy{driverhook.HaltManual, driverhook.HaltTimed, driverhook.HaltUntilSynced} {
 			now := time.Unix(1_800_000_000, 0)
-			r := &Replicator{halt: newHaltState(policy, time.Minute, now), evidence: &evidenceLog{},
+			r := &Replicator{halt: newHaltState(policy, time.Minute, now), evidence: relay.NewEvidenceLog(),
 				engine: newFakeEngine(cfg), metrics: NoopMetrics{}}
 			r.restore(st)
 
@@ -65,7 +66,7 @@ func FuzzStateFile(f *testing.F) {
 			} else {
 				require.Equal(t, now, h.Since, "running since the start")
 			}
-			require.True(t, slices.Equal(st.Evidence, r.evidence.all()), "evidence")
+			require.True(t, slices.Equal(st.Evidence, r.evidence.All()), "evidence")
 			if st.LastReplicated != nil {
 				require.Equal(t, *st.LastReplicated, r.lastReplicated())
 			}

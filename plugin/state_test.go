@@ -16,6 +16,7 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -92,32 +93,12 @@ func TestStateFileErrorsNameTheFile(t *testing.T) {
 	})
 }
 
-// withStateFile gives a harness a state file and restores from it, as NewService does at start-up.
-func withStateFile(t *testing.T, h *harness, path string) *harness {
-	t.Helper()
-	h.rep.state = &stateFile{path: path}
-	st, err := h.rep.state.load()
-	require.NoError(t, err)
-	if st != nil {
-		h.rep.restore(st)
-	}
-	return h
-}
-
-// restarted is h's node after a restart: a new replicator on the same engine (op-geth keeps its chain) and source,
-// at the same time, restored from the same state file.
+// restarted is h's node after a restart: a new replicator on the same engine (op-geth keeps its chain), L1 and
+// source, at the same time, restored from the same state file.
 func restarted(t *testing.T, h *harness, policy driverhook.HaltPolicy) *harness {
 	t.Helper()
-	h2 := newHarness(t, policy, h.source.blocks)
-	h2.source, h2.rep.source = h.source, h.source
-	h2.engine = h.engine
-	h2.rep.engine, h2.rep.insert.engine, h2.rep.l2, h2.rep.status = h.engine, h.engine, h.engine, h.engine
-	h2.rep.verify.l1 = h.l1
-	h2.clock = h.clock
-	h2.rep.now, h2.rep.watch.now = h.clock.Now, h.clock.Now
-	h2.rep.halt = newHaltState(policy, time.Minute, h.clock.Now())
 	h.engine.held = false // a restarted op-node takes unsafe input unless the replicator holds it
-	return withStateFile(t, h2, h.rep.state.path)
+	return newHarness(t, policy, h.source.blocks, sharing(h), withStateFile(h.rep.state.path))
 }
 
 func TestHaltSurvivesRestart(t *testing.T) {
@@ -125,14 +106,14 @@ func TestHaltSurvivesRestart(t *testing.T) {
 		t.Run(string(policy), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "replicator.json")
 			blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
-			h := withStateFile(t, newHarness(t, policy, blocks), path)
+			h := newHarness(t, policy, blocks, withStateFile(path))
 			h.round()
 			require.Equal(t, blocks[5].ref, h.engine.head())
 			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: make(chan error, 1)})
 			before := h.rep.halt.Status()
 			require.Equal(t, api.StateHalted, before.State)
 
-			h.clock.Advance(10 * time.Second)
+			h.clock.AdvanceTime(10 * time.Second)
 			h2 := restarted(t, h, policy)
 			after := h2.rep.halt.Status()
 			require.Equal(t, api.StateHalted, after.State, "a restart undid the halt")
@@ -148,12 +129,12 @@ func TestHaltSurvivesRestart(t *testing.T) {
 			switch policy {
 			case driverhook.HaltTimed:
 				require.True(t, before.ResumeAt.Equal(after.ResumeAt), "resumeAt %s, before the restart %s", after.ResumeAt, before.ResumeAt)
-				h2.clock.Advance(after.ResumeAt.Sub(h2.clock.Now()) - time.Second)
+				h2.clock.AdvanceTime(after.ResumeAt.Sub(h2.clock.Now()) - time.Second)
 				h2.round()
 				require.Equal(t, api.StateHalted, h2.rep.halt.Status().State, "resumed before its original resumeAt")
-				h2.clock.Advance(time.Second)
+				h2.clock.AdvanceTime(time.Second)
 			case driverhook.HaltManual:
-				h2.clock.Advance(24 * time.Hour)
+				h2.clock.AdvanceTime(24 * time.Hour)
 				h2.round()
 				require.Equal(t, api.StateHalted, h2.rep.halt.Status().State)
 				done := make(chan error, 1)
@@ -180,8 +161,7 @@ func TestHaltSurvivesRestart(t *testing.T) {
 func TestEvidenceSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "replicator.json")
 	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
-	h := withStateFile(t, newHarness(t, driverhook.HaltManual, blocks), path)
-	h.svc.store, h.svc.evidence = newEnvelopeStore(16), h.rep.evidence
+	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path), withStore(plainStore(16)))
 	h.round()
 	a, b := signedChain(t, 1, 6, 0), signedChain(t, 1, 6, 5)
 	h.svc.OnSignedUnsafeL2Payload(context.Background(), a[5])
@@ -196,7 +176,7 @@ func TestEvidenceSurvivesRestart(t *testing.T) {
 
 	h2 := restarted(t, h, driverhook.HaltManual)
 	require.Equal(t, api.ReasonEquivocation, h2.rep.halt.Status().Reason)
-	evs := h2.rep.evidence.all()
+	evs := h2.rep.evidence.All()
 	require.Len(t, evs, 2)
 	require.Equal(t, a[5].Envelope.ExecutionPayload.BlockHash, evs[0].First.Envelope.ExecutionPayload.BlockHash)
 	require.Equal(t, b[5].Signature, evs[0].Second.Signature)
@@ -224,7 +204,7 @@ func TestLastReplicatedSurvivesRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "replicator.json")
 			blocks := buildChain(t, cfg, 5, 0, 0)
-			h := withStateFile(t, newHarness(t, driverhook.HaltManual, blocks), path)
+			h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
 			h.round()
 			require.Equal(t, blocks[4].ref.ID(), h.rep.lastReplicated().ID())
 			st, err := h.rep.state.load()
@@ -270,6 +250,7 @@ func TestOperatorHaltInterruptsSlowRound(t *testing.T) {
 	calls := h.source.calls
 	h.source.mu.Unlock()
 	require.Eventually(t, func() bool { // a round is waiting on the source
+		h.clock.AdvanceTime(h.rep.cfg.PollInterval) // the next round is due
 		h.source.mu.Lock()
 		defer h.source.mu.Unlock()
 		return h.source.calls > calls
@@ -295,7 +276,7 @@ func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
 	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
 	h.source.onPayload = func(n uint64) {
 		if n == 4 {
-			h.rep.evidence.record(&heldEnvelope{Signed: a[7], Source: "x"}, &heldEnvelope{Signed: b[7], Source: "y"})
+			h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
 		}
 	}
 	h.round()
@@ -330,16 +311,16 @@ func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 		h.round()
 	}
 	require.Equal(t, 1, rw.calls, "retried before the backoff")
-	h.clock.Advance(time.Minute)
+	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 2, rw.calls)
 
 	rw.err = nil
-	h.clock.Advance(time.Minute)
+	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 3, rw.calls)
 	require.False(t, h.rep.rewindPending)
-	h.clock.Advance(time.Minute)
+	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 3, rw.calls, "rewound again after success")
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
@@ -349,7 +330,7 @@ func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 func TestEvidenceWhileHaltedEndsWithTheHalt(t *testing.T) {
 	h, blocks := haltedHarness(t, driverhook.HaltManual)
 	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
-	h.rep.evidence.record(&heldEnvelope{Signed: a[7], Source: "x"}, &heldEnvelope{Signed: b[7], Source: "y"})
+	h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
 	h.round()
 	done := make(chan error, 1)
 	h.rep.handle(context.Background(), request{done: done})
@@ -357,5 +338,5 @@ func TestEvidenceWhileHaltedEndsWithTheHalt(t *testing.T) {
 	h.round()
 	h.requireRunning()
 	require.Equal(t, blocks[5].ref, h.engine.head())
-	require.Len(t, h.rep.evidence.all(), 1, "the evidence is kept")
+	require.Len(t, h.rep.evidence.All(), 1, "the evidence is kept")
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/stretchr/testify/require"
@@ -70,14 +72,13 @@ func TestBlockStatus(t *testing.T) {
 
 func TestBlockStatusProvenance(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
-	h := newHarness(t, driverhook.HaltManual, blocks)
 	down := newFakeSource(blocks)
 	down.set(blocks, 3, errors.New("down"))
-	named := &namedSource{Source: h.source, name: "seq-rpc"}
-	h.rep.source = newMultiSource([]Source{down, named}, NoopMetrics{}, h.clock.Now)
-	h.rep.store = newEnvelopeStore(8)
+	h := newHarness(t, driverhook.HaltManual, blocks, withStore(plainStore(8)), withSource(func(h *harness) Source {
+		return newMultiSource([]Source{down, &namedSource{Source: h.source, name: "seq-rpc"}}, NoopMetrics{}, h.clock)
+	}))
 	arrived := h.clock.Now().Add(-time.Second)
-	h.rep.store.Add(signed(blocks[2]), "relay+ws://relay", arrived) // block 3 came signed through a relay
+	h.rep.store.Add(&opsigner.SignedExecutionPayloadEnvelope{Envelope: blocks[2].env, Signature: eth.Bytes65{1}}, "relay+ws://relay", arrived) // block 3 came signed through a relay
 	h.round()
 	require.Equal(t, uint64(3), h.engine.head().Number)
 	client := h.client()

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
@@ -11,18 +10,6 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
-)
-
-// Errors that stop the current round without halting. Anything that halts is a *Disagreement.
-var (
-	// errWait: the block cannot be judged yet (its L1 origin is beyond our L1 view); try again later.
-	errWait = errors.New("not yet verifiable")
-	// errStale: the local unsafe head moved while the block was prepared (gossip, derivation); start over.
-	errStale = errors.New("local unsafe head moved")
-	// errBadInput: the source returned something malformed; it is dropped and asked for again.
-	errBadInput = errors.New("bad response from source")
-	// errL1: our own L1 view could not be read.
-	errL1 = errors.New("L1 view unavailable")
 )
 
 // verifier checks a block from the source against the local chain and our own L1 view before it may be
@@ -100,7 +87,7 @@ func (v *verifier) originStatus(ctx context.Context, origin eth.BlockID, l1Head 
 	}
 	ours, err := v.l1.L1BlockRefByNumber(ctx, origin.Number)
 	if err != nil {
-		return originStatus{}, fmt.Errorf("%w: L1 block %d: %v", errL1, origin.Number, err)
+		return originStatus{}, fmt.Errorf("%w: L1 block %d: %w", errL1, origin.Number, err)
 	}
 	return originStatus{canonical: ours.Hash == origin.Hash, ours: ours}, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/event"
 )
@@ -26,13 +27,13 @@ type watcher struct {
 	idleAt     time.Time
 	idleOrigin eth.L1BlockRef
 
-	now func() time.Time
+	clock clock.Clock
 }
 
 var _ event.Deriver = (*watcher)(nil)
 
-func newWatcher(now func() time.Time) *watcher {
-	return &watcher{wake: make(chan struct{}, 1), now: now}
+func newWatcher(clk clock.Clock) *watcher {
+	return &watcher{wake: make(chan struct{}, 1), clock: clk}
 }
 
 // OnEvent must not block: it runs on op-node's event loop.
@@ -51,7 +52,7 @@ func (w *watcher) OnEvent(_ context.Context, ev event.Event) bool {
 	case engine.EngineResetConfirmedEvent:
 		w.resets++
 	case derive.DeriverIdleEvent:
-		w.idleAt, w.idleOrigin = w.now(), x.Origin
+		w.idleAt, w.idleOrigin = w.clock.Now(), x.Origin
 	default:
 		w.mu.Unlock()
 		return false

@@ -65,7 +65,9 @@ func (a *publicAPI) BlockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (
 
 // EquivocationEvidence returns the equivocations seen: pairs of different blocks at one height, both validly signed
 // by the sequencer.
-func (a *publicAPI) EquivocationEvidence(context.Context) []*Evidence { return a.b.EquivocationEvidence() }
+func (a *publicAPI) EquivocationEvidence(context.Context) []*Evidence {
+	return a.b.EquivocationEvidence()
+}
 
 // adminAPI holds the methods that change state; op-node serves them only with --rpc.enable-admin.
 type adminAPI struct{ b Backend }

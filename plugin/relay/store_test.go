@@ -1,4 +1,4 @@
-package plugin
+package relay
 
 import (
 	"sync/atomic"
@@ -6,15 +6,12 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/log"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 )
-
-func signed(b chainBlock) *opsigner.SignedExecutionPayloadEnvelope {
-	return &opsigner.SignedExecutionPayloadEnvelope{Envelope: b.env, Signature: eth.Bytes65{1}}
-}
 
 // envelopeAt is a signed block at height n, variant v (another variant is another block at that height): all the
 // store looks at is the number and the hash.
@@ -29,9 +26,9 @@ func hashOf(s *opsigner.SignedExecutionPayloadEnvelope) common.Hash {
 	return s.Envelope.ExecutionPayload.BlockHash
 }
 
-type collectingListener struct{ got []*heldEnvelope }
+type collectingListener struct{ got []*Held }
 
-func (c *collectingListener) offer(h *heldEnvelope) { c.got = append(c.got, h) }
+func (c *collectingListener) Offer(h *Held) { c.got = append(c.got, h) }
 
 // safeStatus is a SyncStatus with only a safe head (number 0 with a zero hash: unknown).
 type safeStatus struct{ safe atomic.Uint64 }
@@ -53,11 +50,10 @@ type replayMetrics struct {
 func (m *replayMetrics) RecordReplayDropped() { m.replays.Add(1) }
 
 func TestEnvelopeStore(t *testing.T) {
-	cfg := testRollupConfig()
-	blocks := buildChain(t, cfg, 6, 0, 0)
-	other := buildChain(t, cfg, 6, 1, 4)
+	blocks := buildChain(6, 0, 0)
+	other := buildChain(6, 1, 4)
 	now := time.Unix(1000, 0)
-	s := newEnvelopeStore(4)
+	s := newTestStore(4)
 
 	for _, b := range blocks[:3] {
 		_, added, conflicts, err := s.Add(signed(b), "gossip", now)
@@ -73,8 +69,8 @@ func TestEnvelopeStore(t *testing.T) {
 	l := &collectingListener{}
 	replay := s.Subscribe(2, l)
 	require.Len(t, replay, 2)
-	require.Equal(t, uint64(2), replay[0].number())
-	require.Equal(t, uint64(3), replay[1].number())
+	require.Equal(t, uint64(2), replay[0].Number())
+	require.Equal(t, uint64(3), replay[1].Number())
 
 	_, added, _, err = s.Add(signed(blocks[3]), "gossip", now)
 	require.NoError(t, err)
@@ -83,7 +79,7 @@ func TestEnvelopeStore(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, added, "another block at a held height is held too: equivocation evidence")
 	require.Len(t, conflicts, 1)
-	require.Equal(t, blocks[3].ref.Hash, conflicts[0].hash())
+	require.Equal(t, blocks[3].ExecutionPayload.BlockHash, conflicts[0].Hash())
 	require.Len(t, s.ByNumber(4), 2)
 	require.Len(t, l.got, 2, "the listener is offered every new envelope")
 
@@ -94,8 +90,8 @@ func TestEnvelopeStore(t *testing.T) {
 
 	require.Equal(t, 4, s.Len(), "the window is bounded by heights")
 	require.Empty(t, s.ByNumber(1), "the lowest heights are evicted")
-	require.Nil(t, s.ByHash(blocks[0].ref.Hash), "evicted from the hash index too")
-	require.NotNil(t, s.ByHash(blocks[5].ref.Hash))
+	require.Nil(t, s.ByHash(blocks[0].ExecutionPayload.BlockHash), "evicted from the hash index too")
+	require.NotNil(t, s.ByHash(blocks[5].ExecutionPayload.BlockHash))
 	require.Equal(t, uint64(6), s.Head())
 }
 
@@ -124,7 +120,7 @@ func TestEnvelopeStoreWindowEvictsLowest(t *testing.T) {
 		{"shuffled", shuffled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newEnvelopeStore(window)
+			s := newTestStore(window)
 			for n := uint64(recentFrom); n <= recentTo; n++ {
 				_, _, _, err := s.Add(envelopeAt(n, 0), "gossip", time.Now())
 				require.NoError(t, err)
@@ -136,7 +132,7 @@ func TestEnvelopeStoreWindowEvictsLowest(t *testing.T) {
 			for _, n := range tc.replay {
 				held, _, _, err := s.Add(envelopeAt(n, 9), "relay", time.Now())
 				if err != nil {
-					require.ErrorIs(t, err, errBelowWindow)
+					require.ErrorIs(t, err, ErrBelowWindow)
 					require.Nil(t, held)
 					require.Nil(t, s.ByHash(hashOf(envelopeAt(n, 9))), "a refused block is not held")
 				}
@@ -154,13 +150,13 @@ func TestEnvelopeStoreWindowEvictsLowest(t *testing.T) {
 			require.NotNil(t, s.Latest(lowest))
 			require.Nil(t, s.Latest(lowest-1))
 			_, _, _, err = s.Add(envelopeAt(lowest-1, 3), "relay", time.Now())
-			require.ErrorIs(t, err, errBelowWindow, "below a full window")
+			require.ErrorIs(t, err, ErrBelowWindow, "below a full window")
 		})
 	}
 }
 
 func TestEnvelopeStoreBelowWindow(t *testing.T) {
-	s := newEnvelopeStore(4)
+	s := newTestStore(4)
 	for n := uint64(10); n <= 13; n++ {
 		_, _, _, err := s.Add(envelopeAt(n, 0), "gossip", time.Now())
 		require.NoError(t, err)
@@ -173,10 +169,10 @@ func TestEnvelopeStoreBelowWindow(t *testing.T) {
 		evicted uint64 // 0: nothing
 		lowest  uint64
 	}{
-		{name: "below a full window is refused", n: 5, err: errBelowWindow, lowest: 10},
+		{name: "below a full window is refused", n: 5, err: ErrBelowWindow, lowest: 10},
 		{name: "another block at the lowest height held is held", n: 10, v: 1, lowest: 10},
 		{name: "a new highest height evicts the lowest", n: 14, evicted: 10, lowest: 11},
-		{name: "an evicted height is below the window now", n: 10, v: 2, err: errBelowWindow, lowest: 11},
+		{name: "an evicted height is below the window now", n: 10, v: 2, err: ErrBelowWindow, lowest: 11},
 		{name: "a gap inside the window evicts the lowest", n: 20, evicted: 11, lowest: 12},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,14 +190,14 @@ func TestEnvelopeStoreBelowWindow(t *testing.T) {
 			}
 			require.Equal(t, 4, s.Len())
 			replay := s.Subscribe(0, &collectingListener{})
-			require.Equal(t, tc.lowest, replay[0].number())
+			require.Equal(t, tc.lowest, replay[0].Number())
 		})
 	}
 }
 
 // A height holds at most maxEnvelopesPerHeight distinct blocks, as op-node's gossip accepts.
 func TestEnvelopeStorePerHeightCap(t *testing.T) {
-	s := newEnvelopeStore(8)
+	s := newTestStore(8)
 	for v := range byte(maxEnvelopesPerHeight) {
 		_, added, conflicts, err := s.Add(envelopeAt(7, v), "relay", time.Now())
 		require.NoError(t, err)
@@ -209,7 +205,7 @@ func TestEnvelopeStorePerHeightCap(t *testing.T) {
 		require.Len(t, conflicts, int(v), "every block held at the height is a conflict")
 	}
 	held, added, conflicts, err := s.Add(envelopeAt(7, maxEnvelopesPerHeight), "relay", time.Now())
-	require.ErrorIs(t, err, errHeightFull)
+	require.ErrorIs(t, err, ErrHeightFull)
 	require.Nil(t, held)
 	require.False(t, added)
 	require.Empty(t, conflicts, "a refused block is not evidence")
@@ -219,7 +215,7 @@ func TestEnvelopeStorePerHeightCap(t *testing.T) {
 	held, added, _, err = s.Add(envelopeAt(7, 0), "gossip", time.Now())
 	require.NoError(t, err, "a block held already is no new block")
 	require.False(t, added)
-	require.Equal(t, hashOf(envelopeAt(7, 0)), held.hash())
+	require.Equal(t, hashOf(envelopeAt(7, 0)), held.Hash())
 	_, _, _, err = s.Add(envelopeAt(8, 0), "gossip", time.Now())
 	require.NoError(t, err, "other heights are not affected")
 }
@@ -227,7 +223,7 @@ func TestEnvelopeStorePerHeightCap(t *testing.T) {
 // The latest arrived block at a height is the sequencer's current one (after an unsafe reorg): what is followed
 // and relayed. ByNumber keeps all of them, first arrived first.
 func TestEnvelopeStoreLatest(t *testing.T) {
-	s := newEnvelopeStore(8)
+	s := newTestStore(8)
 	require.Nil(t, s.Latest(3))
 	for _, v := range []byte{0, 1, 2} {
 		_, _, _, err := s.Add(envelopeAt(3, v), "relay", time.Now())
@@ -239,16 +235,16 @@ func TestEnvelopeStoreLatest(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, added)
 
-	require.Equal(t, hashOf(envelopeAt(3, 2)), s.Latest(3).hash(), "a block arriving again does not become the latest")
+	require.Equal(t, hashOf(envelopeAt(3, 2)), s.Latest(3).Hash(), "a block arriving again does not become the latest")
 	all := s.ByNumber(3)
 	require.Len(t, all, 3)
 	for i, h := range all {
-		require.Equal(t, hashOf(envelopeAt(3, byte(i))), h.hash())
+		require.Equal(t, hashOf(envelopeAt(3, byte(i))), h.Hash())
 	}
 	replay := s.Subscribe(3, &collectingListener{})
 	require.Len(t, replay, 2, "one block a height")
-	require.Equal(t, hashOf(envelopeAt(3, 2)), replay[0].hash())
-	require.Equal(t, uint64(4), replay[1].number())
+	require.Equal(t, hashOf(envelopeAt(3, 2)), replay[0].Hash())
+	require.Equal(t, uint64(4), replay[1].Number())
 }
 
 // Signed blocks at or below the safe head are replays of settled history: dropped, counted, never evidence. Above
@@ -269,12 +265,12 @@ func TestEnvelopeStoreDropsSettled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			status, m := &safeStatus{}, &replayMetrics{}
 			status.safe.Store(tc.safe)
-			s := newEnvelopeStore(16).dropSettled(nil, status, m)
-			var conflicts []*heldEnvelope
+			s := NewStore(16, log.Root(), status, m)
+			var conflicts []*Held
 			for _, v := range []byte{0, 1} {
 				held, _, c, err := s.Add(envelopeAt(tc.height, v), "relay", time.Now())
 				if tc.dropped {
-					require.ErrorIs(t, err, errReplay)
+					require.ErrorIs(t, err, ErrReplay)
 					require.Nil(t, held)
 				} else {
 					require.NoError(t, err)
@@ -296,12 +292,12 @@ func TestEnvelopeStoreDropsSettled(t *testing.T) {
 	t.Run("a height becoming safe", func(t *testing.T) {
 		status, m := &safeStatus{}, &replayMetrics{}
 		status.safe.Store(5)
-		s := newEnvelopeStore(16).dropSettled(nil, status, m)
+		s := NewStore(16, log.Root(), status, m)
 		_, _, _, err := s.Add(envelopeAt(6, 0), "gossip", time.Now())
 		require.NoError(t, err)
 		status.safe.Store(6)
 		_, _, conflicts, err := s.Add(envelopeAt(6, 1), "relay", time.Now())
-		require.ErrorIs(t, err, errReplay, "a conflicting block arriving once its height is settled is a replay")
+		require.ErrorIs(t, err, ErrReplay, "a conflicting block arriving once its height is settled is a replay")
 		require.Empty(t, conflicts)
 		require.Equal(t, int64(1), m.replays.Load())
 		require.NotNil(t, s.Latest(6), "what was held stays held (and relayed)")

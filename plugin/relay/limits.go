@@ -1,4 +1,4 @@
-package plugin
+package relay
 
 import (
 	"net"
@@ -12,12 +12,6 @@ import (
 // clientLimiterEntries bounds how many clients' request rates are remembered (the least recent are forgotten).
 const clientLimiterEntries = 8192
 
-// api.Reasons a client's request is refused, the label values of relay_refused_total beside the subscriber limits.
-const (
-	refusedRateLimit = "rate-limit"
-	refusedConns     = "max-conns-per-client"
-)
-
 // clientLimiter applies per-client limits to the relay's listener, per clientKey (an IPv4 address or an IPv6 /64):
 // open TCP connections, counted from accept to close whatever they carry (idle, waiting for a request, a request in
 // progress, a websocket), and a rate of HTTP requests and websocket connections. Calls inside one websocket are
@@ -26,14 +20,14 @@ type clientLimiter struct {
 	maxConns int
 	rate     rate.Limit
 	burst    int
-	metrics  Metrics
+	metrics  Metricer
 
 	mu    sync.Mutex
 	conns map[string]int
 	rates *lru.Cache[string, *rate.Limiter]
 }
 
-func newClientLimiter(maxConns int, perSecond float64, m Metrics) *clientLimiter {
+func newClientLimiter(maxConns int, perSecond float64, m Metricer) *clientLimiter {
 	rates, _ := lru.New[string, *rate.Limiter](clientLimiterEntries) // only fails for a non-positive size
 	return &clientLimiter{maxConns: maxConns, rate: rate.Limit(perSecond), burst: max(1, int(perSecond)), metrics: m,
 		conns: make(map[string]int), rates: rates}
@@ -72,8 +66,8 @@ func (l *clientLimiter) open(client string) (release func(), ok bool) {
 func (l *clientLimiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !l.allow(clientKey(req.RemoteAddr)) {
-			l.metrics.RecordRelayRefused(refusedRateLimit)
-			http.Error(w, "relay: too many requests from this client ("+refusedRateLimit+")", http.StatusTooManyRequests)
+			l.metrics.RecordRelayRefused(RefusedRateLimit)
+			http.Error(w, "relay: too many requests from this client ("+RefusedRateLimit+")", http.StatusTooManyRequests)
 			return
 		}
 		next.ServeHTTP(w, req)
@@ -103,7 +97,7 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 		if ok {
 			return &limitedConn{Conn: conn, release: release}, nil
 		}
-		ln.limiter.metrics.RecordRelayRefused(refusedConns)
+		ln.limiter.metrics.RecordRelayRefused(RefusedConns)
 		_ = conn.Close()
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -31,9 +32,10 @@ func (h *sourceHealth) healthy() bool { return h.LastOK != nil && !h.failedAt.Af
 // are deduplicated in the envelope store (the first valid copy wins).
 type multiSource struct {
 	sources []Source
-	metrics Metrics
-	now     func() time.Time
+	metrics Metricer
+	clock   clock.Clock
 	heads   chan struct{}
+	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -49,17 +51,24 @@ const servedByKept = 2 * (maxBatch + prefetchDepth)
 
 var _ Source = (*multiSource)(nil)
 
-func newMultiSource(sources []Source, m Metrics, now func() time.Time) *multiSource {
+func newMultiSource(sources []Source, m Metricer, clk clock.Clock) *multiSource {
 	ctx, cancel := context.WithCancel(context.Background())
 	servedBy, _ := lru.New[common.Hash, string](servedByKept) // only fails for a non-positive size
-	ms := &multiSource{sources: sources, metrics: m, now: now, heads: make(chan struct{}, 1), cancel: cancel,
+	ms := &multiSource{sources: sources, metrics: m, clock: clk, heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		health: make([]sourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy}
 	for i, s := range sources {
 		ms.health[i].Name = s.Name()
-		ms.wg.Add(1)
-		go ms.forwardHeads(ctx, s)
 	}
 	return ms
+}
+
+// Start starts every source, and forwards their new heads.
+func (m *multiSource) Start() {
+	for _, s := range m.sources {
+		s.Start()
+		m.wg.Add(1)
+		go m.forwardHeads(m.ctx, s)
+	}
 }
 
 func (m *multiSource) forwardHeads(ctx context.Context, s Source) {
@@ -102,7 +111,7 @@ func (m *multiSource) record(i int, head *eth.BlockID, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := &m.health[i]
-	now := m.now()
+	now := m.clock.Now()
 	if err != nil && !errors.Is(err, ethereum.NotFound) {
 		h.Errors++
 		h.LastError, h.failedAt = err.Error(), now

@@ -1,4 +1,4 @@
-package plugin
+package relay
 
 import (
 	"context"
@@ -15,52 +15,51 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // FuzzRelayEnvelope feeds relay messages through what a relay source does with one before holding it:
-// decodeEnvelope, then verifySigned (block hash, sequencer's signature). With resign, the block of a decodable
+// decodeEnvelope, then VerifySigned (block hash, sequencer's signature). With resign, the block of a decodable
 // message is re-hashed and signed by the sequencer first, so that what lies past the signature check is fuzzed too.
 // What is accepted hashes to its block hash, is signed by the sequencer's key, and is accepted again, unchanged, by
 // the next node it is relayed to.
 func FuzzRelayEnvelope(f *testing.F) {
-	cfg := fuzzRollupConfig()
-	sequencer := testKey(1)
+	cfg := testRollup
+	sequencer := testkit.Key(1)
 	seqAddr := crypto.PubkeyToAddress(sequencer.PublicKey)
 	sign := func(env *eth.ExecutionPayloadEnvelope) (*opsigner.SignedExecutionPayloadEnvelope, error) {
 		return driverhook.SignEnvelope(context.Background(), opsigner.NewLocalSigner(sequencer), cfg.L2ChainID, env)
 	}
 	// signers are op-node's, as they are before a block of the sequencer is seen.
-	signers := func() *fakeSigners { return &fakeSigners{current: seqAddr} }
+	signers := func() *testkit.Signers { return &testkit.Signers{Current: seqAddr} }
 
 	// The seed passes.
-	env, err := eth.BlockAsPayloadEnv(fuzzBlock(f, cfg), cfg)
-	require.NoError(f, err)
-	signed, err := sign(env)
+	signed, err := sign(buildChain(1, 0, 0)[0])
 	require.NoError(f, err)
 	seed, err := json.Marshal(signed)
 	require.NoError(f, err)
-	signed, err = decodeEnvelope(seed)
+	signed, err = DecodeEnvelope(seed)
 	require.NoError(f, err)
-	require.NoError(f, verifySigned(cfg, signers(), signed))
+	require.NoError(f, VerifySigned(cfg, signers(), signed))
 	f.Add(seed, false)
 
 	f.Fuzz(func(t *testing.T, msg []byte, resign bool) {
 		if resign {
-			if s, err := decodeEnvelope(msg); err == nil {
+			if s, err := DecodeEnvelope(msg); err == nil {
 				s.Envelope.ExecutionPayload.BlockHash, _ = s.Envelope.CheckBlockHash()
 				if s, err = sign(s.Envelope); err == nil {
 					msg, _ = json.Marshal(s)
 				}
 			}
 		}
-		signed, err := decodeEnvelope(msg)
+		signed, err := DecodeEnvelope(msg)
 		if err != nil {
-			require.ErrorIs(t, err, errBadInput)
+			require.ErrorIs(t, err, ErrBadInput)
 			return
 		}
 		require.NotNil(t, signed.Envelope.ExecutionPayload, "decoded without a block") // envelope() reads its number
-		if err := verifySigned(cfg, signers(), signed); err != nil {
-			require.True(t, errors.Is(err, errBadInput) || errors.Is(err, errBadSignature), "unexpected error: %v", err)
+		if err := VerifySigned(cfg, signers(), signed); err != nil {
+			require.True(t, errors.Is(err, ErrBadInput) || errors.Is(err, ErrBadSignature), "unexpected error: %v", err)
 			return
 		}
 
@@ -68,12 +67,12 @@ func FuzzRelayEnvelope(f *testing.F) {
 		require.True(t, ok, "accepted block %s hashes to %s", signed.ID(), actual)
 		require.Equal(t, seqAddr, signerOf(t, cfg, signed), "accepted a block the sequencer did not sign")
 
-		// Relayed on as the relay serves it (heldEnvelope.json), the next node accepts it, and relays it unchanged.
+		// Relayed on as the relay serves it (Held.json), the next node accepts it, and relays it unchanged.
 		relayed, err := json.Marshal(signed)
 		require.NoError(t, err)
-		again, err := decodeEnvelope(relayed)
+		again, err := DecodeEnvelope(relayed)
 		require.NoError(t, err, "the next node cannot decode a block this one accepted")
-		require.NoError(t, verifySigned(cfg, signers(), again), "the next node refuses a block this one accepted")
+		require.NoError(t, VerifySigned(cfg, signers(), again), "the next node refuses a block this one accepted")
 		relayedAgain, err := json.Marshal(again)
 		require.NoError(t, err)
 		require.Equal(t, string(relayed), string(relayedAgain))

@@ -1,4 +1,4 @@
-package plugin
+package relay
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/log"
@@ -21,9 +22,10 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
-func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*relayServer, *envelopeStore) {
+func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*Server, *Store) {
 	t.Helper()
 	cfg.Enabled, cfg.Addr, cfg.Port = true, "127.0.0.1", 0
 	if cfg.Window == 0 {
@@ -39,23 +41,29 @@ func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*relayServer, *envelo
 		cfg.RateLimit = 1000
 	}
 	require.NoError(t, cfg.Check())
-	store := newEnvelopeStore(cfg.Window)
-	r, err := newRelayServer(testlog.Logger(t, log.LevelInfo), cfg, store, NoopMetrics{})
+	store := newTestStore(cfg.Window)
+	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, store, NoopMetrics{})
 	require.NoError(t, err)
 	require.NoError(t, r.Start())
 	t.Cleanup(func() { require.NoError(t, r.Stop(context.Background())) })
 	return r, store
 }
 
-func (r *relayServer) wsURL() string { return "ws://" + r.Addr().String() }
+func (r *Server) wsURL() string { return "ws://" + r.Addr().String() }
 
-func subscribe(t *testing.T, r *relayServer, from uint64) (chan *opsigner.SignedExecutionPayloadEnvelope, *rpc.ClientSubscription, error) {
+// relayClient is a client of r, as downstream nodes and operators call it.
+func relayClient(t *testing.T, r *Server) *api.RelayClient {
 	t.Helper()
 	c, err := rpc.Dial(r.wsURL())
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
+	return api.NewRelayClient(c)
+}
+
+func subscribe(t *testing.T, r *Server, from uint64) (chan *opsigner.SignedExecutionPayloadEnvelope, ethereum.Subscription, error) {
+	t.Helper()
 	ch := make(chan *opsigner.SignedExecutionPayloadEnvelope, 100)
-	sub, err := c.Subscribe(context.Background(), "relay", ch, "envelopes", hexutil.Uint64(from))
+	sub, err := relayClient(t, r).SubscribeEnvelopes(context.Background(), from, ch)
 	return ch, sub, err
 }
 
@@ -71,7 +79,7 @@ func receive(t *testing.T, ch chan *opsigner.SignedExecutionPayloadEnvelope) *op
 }
 
 func TestRelayReplaysThenStreams(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := buildChain(6, 0, 0)
 	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 16})
 	for _, b := range blocks[:4] {
 		store.Add(signed(b), "gossip", time.Now())
@@ -81,18 +89,18 @@ func TestRelayReplaysThenStreams(t *testing.T) {
 	defer sub.Unsubscribe()
 	for _, want := range blocks[2:4] { // replay from 3
 		got := receive(t, ch)
-		require.Equal(t, want.ref.Hash, got.Envelope.ExecutionPayload.BlockHash)
+		require.Equal(t, want.ExecutionPayload.BlockHash, got.Envelope.ExecutionPayload.BlockHash)
 		require.Equal(t, eth.Bytes65{1}, got.Signature)
 	}
 	store.Add(signed(blocks[4]), "gossip", time.Now())
-	require.Equal(t, blocks[4].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, "then live")
+	require.Equal(t, blocks[4].ExecutionPayload.BlockHash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, "then live")
 
 	c, err := rpc.Dial("http://" + r.Addr().String())
 	require.NoError(t, err)
 	defer c.Close()
 	var byNumber *opsigner.SignedExecutionPayloadEnvelope
 	require.NoError(t, c.Call(&byNumber, "relay_envelopeByNumber", hexutil.Uint64(2)))
-	require.Equal(t, blocks[1].ref.Hash, byNumber.Envelope.ExecutionPayload.BlockHash, "get by number over HTTP, for gaps")
+	require.Equal(t, blocks[1].ExecutionPayload.BlockHash, byNumber.Envelope.ExecutionPayload.BlockHash, "get by number over HTTP, for gaps")
 	require.NoError(t, c.Call(&byNumber, "relay_envelopeByNumber", hexutil.Uint64(99)))
 	require.Nil(t, byNumber)
 	var head hexutil.Uint64
@@ -119,21 +127,23 @@ func TestRelaySubscriberLimits(t *testing.T) {
 // A subscriber that stops reading is dropped once its send queue is full; the relay frees its slot and keeps
 // serving the others.
 func TestRelayDropsSlowSubscriber(t *testing.T) {
-	cfg := testRollupConfig()
 	const sendQueue = 4
 	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 2, MaxSubscribersPerIP: 2, SendQueue: sendQueue})
 
 	// Block n's state root (and so its hash) is n: the store holds a block once, by hash, and offers it once.
-	parent := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	n, last := uint64(0), common.Hash{}
 	next := func(extra []byte) *opsigner.SignedExecutionPayloadEnvelope {
+		n++
 		var root common.Hash
-		binary.BigEndian.PutUint64(root[:], parent.Number+1)
-		b := makeBlock(t, cfg, parent, l1Block(parent.L1Origin.Number, 0), parent.SequenceNumber+1, root)
+		binary.BigEndian.PutUint64(root[:], n)
+		env := &eth.ExecutionPayloadEnvelope{ExecutionPayload: &eth.ExecutionPayload{BlockNumber: eth.Uint64Quantity(n),
+			StateRoot: eth.Bytes32(root), Transactions: []eth.Data{}}}
 		if extra != nil {
-			b.env.ExecutionPayload.Transactions = append(b.env.ExecutionPayload.Transactions, extra)
+			env.ExecutionPayload.Transactions = append(env.ExecutionPayload.Transactions, extra)
 		}
-		parent = b.ref
-		return signed(b)
+		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
+		last = env.ExecutionPayload.BlockHash
+		return signed(env)
 	}
 	first := next(nil)
 	_, _, _, err := store.Add(first, "gossip", time.Now())
@@ -188,70 +198,32 @@ func TestRelayDropsSlowSubscriber(t *testing.T) {
 	require.NoError(t, addErr)
 
 	// The slot is free again and a well-behaved subscriber is served.
-	ch, sub, err := subscribe(t, r, parent.Number)
+	ch, sub, err := subscribe(t, r, n)
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
-	require.Equal(t, parent.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
+	require.Equal(t, last, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
 }
 
 func TestRelayMessageSizeLimit(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
+	blocks := buildChain(2, 0, 0)
 	small, err := json.Marshal(signed(blocks[1]))
 	require.NoError(t, err)
 	r, store := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4,
 		MaxMessageSize: len(small)})
-	big := *blocks[0].env.ExecutionPayload
+	big := *blocks[0].ExecutionPayload
 	big.Transactions = append(big.Transactions, make([]byte, 4096))
 	store.Add(&opsigner.SignedExecutionPayloadEnvelope{Envelope: &eth.ExecutionPayloadEnvelope{ExecutionPayload: &big}}, "gossip", time.Now())
 	store.Add(signed(blocks[1]), "gossip", time.Now())
 	ch, sub, err := subscribe(t, r, 0)
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
-	require.Equal(t, blocks[1].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, fmt.Sprintf("block 1 (over %d bytes) is skipped", len(small)))
+	require.Equal(t, blocks[1].ExecutionPayload.BlockHash, receive(t, ch).Envelope.ExecutionPayload.BlockHash, fmt.Sprintf("block 1 (over %d bytes) is skipped", len(small)))
 
 	// Asked for by number, it is refused too.
-	_, err = (&RelayAPI{r: r}).EnvelopeByNumber(1)
-	require.ErrorIs(t, err, ErrRelayTooLarge)
-	got, err := (&RelayAPI{r: r}).EnvelopeByNumber(2)
+	client := relayClient(t, r)
+	_, err = client.EnvelopeByNumber(context.Background(), 1)
+	require.ErrorContains(t, err, ErrRelayTooLarge.Error())
+	got, err := client.EnvelopeByNumber(context.Background(), 2)
 	require.NoError(t, err)
-	require.Equal(t, blocks[1].ref.Hash, got.Envelope.ExecutionPayload.BlockHash)
-}
-
-// A relay-only service (a sequencer or a P2P sentry) holds what gossip accepted and relays it; it replicates
-// nothing, serves no replicator_* RPC and lets gossip through untouched.
-func TestRelayOnlyService(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
-	cfg := driverhook.CLIConfig{Relay: driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Port: 0, Window: 8,
-		MaxConnsPerClient: 4, RateLimit: 100,
-		MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4, MaxMessageSize: 1 << 20}}
-	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
-	require.NoError(t, err)
-	require.Nil(t, svc.rep)
-	require.Empty(t, svc.APIs(true))
-	next := &countingReceiver{}
-	svc.GateGossip(next).OnUnsafeL2Payload(context.Background(), blocks[0].env)
-	require.Equal(t, 1, next.n)
-
-	require.NoError(t, svc.Start(context.Background()))
-	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
-	svc.OnSignedUnsafeL2Payload(context.Background(), signed(blocks[0]))
-	ch, sub, err := subscribe(t, svc.relay, 0)
-	require.NoError(t, err)
-	defer sub.Unsubscribe()
-	require.Equal(t, blocks[0].ref.Hash, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
-}
-
-// A replicator with P2P but no relay still holds the signed blocks gossip delivers, so that two validly signed
-// blocks at one height halt it.
-func TestGossipEquivocationWithoutRelay(t *testing.T) {
-	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, L2RPC: "http://127.0.0.1:1", PollInterval: time.Second,
-		RequestTimeout: time.Second, ReadTimeout: time.Second, HaltPolicy: driverhook.HaltManual}
-	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
-	require.NoError(t, err)
-	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
-	require.NotNil(t, svc.store)
-	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
-	svc.OnSignedUnsafeL2Payload(context.Background(), a[1])
-	svc.OnSignedUnsafeL2Payload(context.Background(), b[1])
-	require.Len(t, svc.rep.evidence.all(), 1)
+	require.Equal(t, blocks[1].ExecutionPayload.BlockHash, got.Envelope.ExecutionPayload.BlockHash)
 }

@@ -1,7 +1,6 @@
-package plugin
+package relay
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -13,22 +12,28 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 )
 
-// errBadSignature: a block from a relay is not signed by the sequencer. It is refused; it never halts.
-var errBadSignature = errors.New("not signed by the unsafe-block signer")
+// Signers is op-node's runtime config as the signature check needs it (driverhook.Signers): the unsafe-block
+// signer from the SystemConfig on L1, the previous one during its grace period after a rotation, and the end of
+// that grace period.
+type Signers interface {
+	P2PSequencerAddress() common.Address
+	PreviousP2PSequencerAddress() common.Address
+	ConfirmCurrentSigner()
+}
 
-// verifySigned checks a sequencer-signed block as op-node's gossip does: its block hash must be its header's,
+// VerifySigned checks a sequencer-signed block as op-node's gossip does: its block hash must be its header's,
 // and its signature must recover to the unsafe-block signer op-node itself uses (from the SystemConfig on L1),
 // or to the previous signer during the grace period after a rotation (which a block of the current signer ends).
-func verifySigned(cfg *rollup.Config, signers driverhook.Signers, s *opsigner.SignedExecutionPayloadEnvelope) error {
+func VerifySigned(cfg *rollup.Config, signers Signers, s *opsigner.SignedExecutionPayloadEnvelope) error {
 	if s == nil || s.Envelope == nil || s.Envelope.ExecutionPayload == nil {
-		return fmt.Errorf("%w: empty envelope", errBadInput)
+		return fmt.Errorf("%w: empty envelope", ErrBadInput)
 	}
 	if actual, ok := s.Envelope.CheckBlockHash(); !ok {
-		return fmt.Errorf("%w: block %s has header hash %s", errBadInput, s.ID(), actual)
+		return fmt.Errorf("%w: block %s has header hash %s", ErrBadInput, s.ID(), actual)
 	}
 	signed, err := driverhook.SignedBytes(s.Envelope)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errBadInput, err)
+		return fmt.Errorf("%w: %w", ErrBadInput, err)
 	}
 	block := opsigner.SignedP2PBlock{Raw: signed, Signature: s.Signature}
 	chain := eth.ChainIDFromBig(cfg.L2ChainID)
@@ -43,5 +48,5 @@ func verifySigned(cfg *rollup.Config, signers driverhook.Signers, s *opsigner.Si
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: block %s (signer %s)", errBadSignature, s.ID(), signers.P2PSequencerAddress())
+	return fmt.Errorf("%w: block %s (signer %s)", ErrBadSignature, s.ID(), signers.P2PSequencerAddress())
 }

@@ -1,4 +1,4 @@
-package plugin
+package relay
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // The relay serves the sequencer-signed blocks this node holds to downstream nodes, so that they need neither P2P
@@ -29,23 +30,15 @@ import (
 //	relay_envelopeByNumber(number)            the block held at a height (the latest arrived), or null (for gaps)
 //	relay_head()                              the highest height held
 
-// Errors a subscriber gets when the relay refuses it.
-var (
-	ErrRelayFull      = errors.New("relay: too many subscribers")
-	ErrRelayFullForIP = errors.New("relay: too many subscribers from this address")
-	// ErrRelayTooLarge: the block asked for is above the relay's message size limit.
-	ErrRelayTooLarge = errors.New("relay: block above the message size limit")
-)
-
 // relayMaxBatch bounds the calls in one JSON-RPC batch (a follower sends single calls); the batch's response is
 // bounded by the message size limit.
 const relayMaxBatch = 16
 
-type relayServer struct {
+type Server struct {
 	log     log.Logger
 	cfg     driverhook.RelayConfig
-	store   *envelopeStore
-	metrics Metrics
+	store   *Store
+	metrics Metricer
 
 	rpc      *rpc.Server
 	http     *http.Server
@@ -61,11 +54,11 @@ type relayServer struct {
 	perIP map[string]int
 }
 
-func newRelayServer(lgr log.Logger, cfg driverhook.RelayConfig, store *envelopeStore, m Metrics) (*relayServer, error) {
+func NewServer(lgr log.Logger, cfg driverhook.RelayConfig, store *Store, m Metricer) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &relayServer{log: lgr, cfg: cfg, store: store, metrics: m, rpc: rpc.NewServer(), ctx: ctx, cancel: cancel,
+	r := &Server{log: lgr, cfg: cfg, store: store, metrics: m, rpc: rpc.NewServer(), ctx: ctx, cancel: cancel,
 		perIP: make(map[string]int), clients: newClientLimiter(cfg.MaxConnsPerClient, cfg.RateLimit, m)}
-	if err := r.rpc.RegisterName("relay", &RelayAPI{r: r}); err != nil {
+	if err := r.rpc.RegisterName(api.RelayNamespace, &relayAPI{r: r}); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -76,7 +69,7 @@ func newRelayServer(lgr log.Logger, cfg driverhook.RelayConfig, store *envelopeS
 }
 
 // Start listens on the configured address.
-func (r *relayServer) Start() error {
+func (r *Server) Start() error {
 	ws := r.rpc.WebsocketHandler([]string{"*"})
 	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
@@ -111,10 +104,10 @@ func (r *relayServer) Start() error {
 }
 
 // Addr is the listening address (after Start).
-func (r *relayServer) Addr() net.Addr { return r.listener.Addr() }
+func (r *Server) Addr() net.Addr { return r.listener.Addr() }
 
 // Stop ends every subscription and closes the listener: gracefully, or, once ctx ends, at once.
-func (r *relayServer) Stop(ctx context.Context) error {
+func (r *Server) Stop(ctx context.Context) error {
 	r.cancel()
 	var err error
 	if r.http != nil {
@@ -127,15 +120,15 @@ func (r *relayServer) Stop(ctx context.Context) error {
 	return err
 }
 
-func (r *relayServer) acquire(ip string) error {
+func (r *Server) acquire(ip string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.total >= r.cfg.MaxSubscribers {
-		r.metrics.RecordRelayRefused("max-subscribers")
+		r.metrics.RecordRelayRefused(RefusedMaxSubscribers)
 		return fmt.Errorf("%w (limit %d)", ErrRelayFull, r.cfg.MaxSubscribers)
 	}
 	if r.perIP[ip] >= r.cfg.MaxSubscribersPerIP {
-		r.metrics.RecordRelayRefused("max-subscribers-per-ip")
+		r.metrics.RecordRelayRefused(RefusedMaxSubscribersPerIP)
 		return fmt.Errorf("%w (limit %d)", ErrRelayFullForIP, r.cfg.MaxSubscribersPerIP)
 	}
 	r.total++
@@ -144,7 +137,7 @@ func (r *relayServer) acquire(ip string) error {
 	return nil
 }
 
-func (r *relayServer) release(ip string) {
+func (r *Server) release(ip string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.total--
@@ -156,12 +149,12 @@ func (r *relayServer) release(ip string) {
 
 // relaySubscriber is one subscription: a bounded queue between the store and the connection.
 type relaySubscriber struct {
-	queue    chan *heldEnvelope
+	queue    chan *Held
 	overflow chan struct{} // closed when the queue was full
 	once     sync.Once
 }
 
-func (s *relaySubscriber) offer(h *heldEnvelope) {
+func (s *relaySubscriber) Offer(h *Held) {
 	select {
 	case s.queue <- h:
 	default:
@@ -171,13 +164,13 @@ func (s *relaySubscriber) offer(h *heldEnvelope) {
 
 // serve sends a subscription its replay, then what arrives, until the subscriber leaves, falls a whole send queue
 // behind (then it is dropped: memory stays bounded by the queue), or the relay stops.
-func (r *relayServer) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string, sink *relaySubscriber, replay []*heldEnvelope) {
+func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string, sink *relaySubscriber, replay []*Held) {
 	defer r.wg.Done()
 	defer r.release(ip)
 	defer r.store.Unsubscribe(sink)
 	lgr := r.log.New("subscriber", ip, "subscription", sub.ID)
-	send := func(h *heldEnvelope) error {
-		msg, err := h.json()
+	send := func(h *Held) error {
+		msg, err := h.JSON()
 		if err != nil {
 			return err
 		}
@@ -230,12 +223,12 @@ func (r *relayServer) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip st
 	}
 }
 
-// RelayAPI is the relay namespace.
-type RelayAPI struct{ r *relayServer }
+// relayAPI is the relay namespace (api.MethodRelay*).
+type relayAPI struct{ r *Server }
 
 // Envelopes subscribes to the held sequencer-signed blocks from a height on: those already held (the latest
 // arrived at each height), in order, then every new one as it arrives.
-func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Subscription, error) {
+func (a *relayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Subscription, error) {
 	notifier, ok := rpc.NotifierFromContext(ctx)
 	if !ok {
 		return nil, rpc.ErrNotificationsUnsupported
@@ -244,7 +237,7 @@ func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Sub
 	if err := a.r.acquire(ip); err != nil {
 		return nil, err
 	}
-	sink := &relaySubscriber{queue: make(chan *heldEnvelope, a.r.cfg.SendQueue), overflow: make(chan struct{})}
+	sink := &relaySubscriber{queue: make(chan *Held, a.r.cfg.SendQueue), overflow: make(chan struct{})}
 	replay := a.r.store.Subscribe(uint64(from), sink)
 	sub := notifier.CreateSubscription()
 	a.r.wg.Add(1)
@@ -254,12 +247,12 @@ func (a *RelayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Sub
 
 // EnvelopeByNumber returns the signed block that arrived last at a height (the sequencer's current one, after an
 // unsafe reorg), or null. A block above the message size limit is refused, as it is not relayed to subscribers.
-func (a *RelayAPI) EnvelopeByNumber(number hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+func (a *relayAPI) EnvelopeByNumber(number hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
 	held := a.r.store.Latest(uint64(number))
 	if held == nil {
 		return nil, nil
 	}
-	msg, err := held.json()
+	msg, err := held.JSON()
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +264,7 @@ func (a *RelayAPI) EnvelopeByNumber(number hexutil.Uint64) (*opsigner.SignedExec
 }
 
 // Head returns the highest height held (0 if none).
-func (a *RelayAPI) Head() hexutil.Uint64 { return hexutil.Uint64(a.r.store.Head()) }
+func (a *relayAPI) Head() hexutil.Uint64 { return hexutil.Uint64(a.r.store.Head()) }
 
 // clientKey names the client a connection comes from, for per-client limits: its IPv4 address, or the /64 of its
 // IPv6 address (one host commonly holds a whole /64). Behind a reverse proxy every client is the proxy.

@@ -1,0 +1,24 @@
+// Package plugin is the sequencer replicator: it follows the sequencer's not-yet-batched blocks from external
+// sources, inserts them at the tip of the local engine as unsafe only, and on any disagreement rewinds the unsafe
+// head to the safe head and halts. The relay (package relay) and the RPC contract (package api) are packages of
+// their own. The pipeline, one file a stage:
+//
+//	source.go        Source, and the sources built from --replicator.source
+//	source_rpc.go    the sequencer's execution-engine RPC (polling, plus newHeads over ws)
+//	source_relay.go  another node's relay (relay.Client) as a source
+//	source_multi.go  several sources fanned into one: highest head, first source that has a block
+//	prefetch.go      blocks fetched ahead, in order, while catching up
+//	verify.go        checks before insertion: next block, above safe, L1 origin canonical on our L1 view
+//	derivation.go    the block must be what derivation would build from L1 (batch rules, payload attributes)
+//	insert.go        insertion through op-node's engine controller; the engine's VALID proves hash and state root
+//	watch.go         op-node's own events: resets, derivation replacing unsafe blocks, derivation idle
+//	halt.go          the running/halted state machine, disagreements and their halt reasons
+//	rewind.go        a halt's rewind of this node's op-geth (debug_setHead over --replicator.l2.rpc)
+//	state.go         the state file: a halt, its evidence and the last replicated block across restarts
+//	replicator.go    the loop that runs the pipeline and owns every engine write
+//	subfinality.go   replicator_blockStatus: a block's L1 origin on our L1 view
+//	service.go       the Service op-node drives: construction, Start, Stop, the gossip gate
+//	backend.go       the replicator namespace's reads and requests (api.Backend)
+//	errors.go        the errors that end a round without halting, and their kinds on the errors metric
+//	metrics.go       Metricer and its Prometheus implementation; metrics_noop.go, a no-op
+package plugin

@@ -1,0 +1,267 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/retry"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+
+	"github.com/op-replicator/op-replicator/plugin/api"
+)
+
+// ClientConfig is how a Client reaches its relay and checks what it gets.
+type ClientConfig struct {
+	// Name names the relay in logs, metrics and provenance (its URL without credentials).
+	Name string
+	// URL is the relay's websocket endpoint.
+	URL     string
+	Rollup  *rollup.Config
+	Signers Signers
+	// Timeout bounds each request; ReadTimeout is how long the subscription may stay silent before it is
+	// reconnected.
+	Timeout, ReadTimeout time.Duration
+}
+
+// Client follows another node's relay: a subscription to its signed blocks (reconnected with backoff when it
+// fails or stays silent beyond the read timeout), and get-by-number for gaps. Every block must carry the
+// sequencer's signature (VerifySigned); a block that does not is refused and counted, and never halts anything.
+// Verified blocks go into the shared store, where two validly signed blocks at one height above the safe head are
+// kept as equivocation evidence; the store drops blocks at or below the safe head (replays of settled history).
+// At a height holding several signed blocks, the latest arrived is the sequencer's current one and is what the
+// client answers with.
+type Client struct {
+	log      log.Logger
+	cfg      ClientConfig
+	store    *Store
+	evidence *EvidenceLog
+	metrics  Metricer
+	clock    clock.Clock
+
+	heads  chan struct{}
+	head   atomic.Uint64 // highest verified height received
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	client *api.RelayClient // nil while disconnected
+}
+
+// NewClient builds a client of a relay; Start connects it.
+func NewClient(lgr log.Logger, cfg ClientConfig, store *Store, evidence *EvidenceLog, m Metricer, clk clock.Clock) *Client {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{log: lgr, cfg: cfg, store: store, evidence: evidence, metrics: m, clock: clk,
+		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+}
+
+// Start subscribes to the relay, in the background.
+func (c *Client) Start() {
+	c.wg.Add(1)
+	go c.follow(c.ctx)
+}
+
+// Close ends the subscription and waits for it.
+func (c *Client) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// Name is the relay's name (ClientConfig.Name).
+func (c *Client) Name() string { return c.cfg.Name }
+
+// NewHeads is signalled (without blocking) when a verified block arrives.
+func (c *Client) NewHeads() <-chan struct{} { return c.heads }
+
+// Head is the highest verified block received from the relay. At or below the safe head it is the safe head
+// itself: L1 settled those heights, so no relay has a say there.
+func (c *Client) Head() (eth.BlockID, error) {
+	n := c.head.Load()
+	if n == 0 {
+		return eth.BlockID{}, fmt.Errorf("%w: %s: no block received yet", ErrUnavailable, c.cfg.Name)
+	}
+	if safe, ok := c.store.Settled(n); ok {
+		return safe, nil
+	}
+	if h := c.store.Latest(n); h != nil {
+		return eth.BlockID{Hash: h.Hash(), Number: n}, nil
+	}
+	return eth.BlockID{}, fmt.Errorf("%w: %s: block %d no longer held", ErrUnavailable, c.cfg.Name, n)
+}
+
+// Envelope returns the verified block at a height: held already (from any source; the latest arrived wins), or
+// asked of the relay. Heights at or below the safe head are not asked for: whatever a relay has there is a
+// replay the store drops.
+func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
+	if safe, ok := c.store.Settled(n); ok {
+		return nil, fmt.Errorf("relay %s: block %d is at or below the safe head %d: %w", c.cfg.Name, n, safe.Number, ethereum.NotFound)
+	}
+	if held := c.store.Latest(n); held != nil {
+		return held, nil
+	}
+	c.mu.Lock()
+	client := c.client
+	c.mu.Unlock()
+	if client == nil {
+		return nil, fmt.Errorf("%w: %s: not connected", ErrUnavailable, c.cfg.Name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	start := c.clock.Now()
+	msg, err := client.EnvelopeByNumberRaw(ctx, n)
+	c.metrics.RecordSourceRequest("relay_envelope", c.clock.Since(start))
+	switch {
+	case errors.Is(err, ethereum.NotFound): // a gap in the relay's window
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, c.cfg.Name, err)
+	}
+	signed, err := DecodeEnvelope(msg)
+	if err != nil {
+		return nil, c.refuse(err)
+	}
+	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
+		return nil, c.refuse(fmt.Errorf("%w: relay %s answered block %d for %d", ErrBadInput, c.cfg.Name, got, n))
+	}
+	held, err := c.accept(signed)
+	if errors.Is(err, ErrBelowWindow) {
+		// Older than every height held (we are far behind): verified, handed on without holding it.
+		return &Held{Signed: signed, Source: c.cfg.Name, Arrived: c.clock.Now()}, nil
+	}
+	return held, err
+}
+
+// accept verifies a block from the relay and holds it. A block the store refuses (ErrReplay, ErrHeightFull,
+// ErrBelowWindow; counted and logged there) is not held and never evidence.
+func (c *Client) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*Held, error) {
+	if err := VerifySigned(c.cfg.Rollup, c.cfg.Signers, signed); err != nil {
+		return nil, c.refuse(err)
+	}
+	held, _, conflicts, err := c.store.Add(signed, c.cfg.Name, c.clock.Now())
+	if err != nil {
+		return nil, err
+	}
+	for _, other := range conflicts {
+		c.evidence.Record(other, held)
+	}
+	for {
+		cur := c.head.Load()
+		if held.Number() <= cur || c.head.CompareAndSwap(cur, held.Number()) {
+			break
+		}
+	}
+	return held, nil
+}
+
+// refuse counts and logs a block from the relay that is malformed (ErrBadInput) or not signed by the sequencer
+// (ErrBadSignature), and returns err.
+func (c *Client) refuse(err error) error {
+	c.metrics.RecordClientError(err)
+	c.log.Warn("Refusing block from relay", "relay", c.cfg.Name, "err", err)
+	return err
+}
+
+// DecodeEnvelope decodes a signed block as a relay sends it. A message without a payload is bad input: callers
+// read the block's number before its signature is checked.
+func DecodeEnvelope(msg json.RawMessage) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+	var signed *opsigner.SignedExecutionPayloadEnvelope
+	if err := json.Unmarshal(msg, &signed); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+	}
+	if signed == nil || signed.Envelope == nil || signed.Envelope.ExecutionPayload == nil {
+		return nil, fmt.Errorf("%w: a message without a block", ErrBadInput)
+	}
+	return signed, nil
+}
+
+// follow keeps a subscription to the relay, from the block after the highest one received.
+func (c *Client) follow(ctx context.Context) {
+	defer c.wg.Done()
+	backoff := retry.Exponential()
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		err := c.subscribe(ctx, func() { attempt = 0 })
+		if ctx.Err() != nil {
+			return
+		}
+		err = fmt.Errorf("%w: %s: %w", ErrUnavailable, c.cfg.Name, err)
+		c.metrics.RecordClientError(err)
+		c.log.Warn("Relay subscription ended, reconnecting", "relay", c.cfg.Name, "err", err, "attempt", attempt+1)
+		select {
+		case <-c.clock.After(backoff.Duration(attempt)):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
+	dialCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	conn, err := rpc.DialContext(dialCtx, c.cfg.URL)
+	cancel()
+	if err != nil {
+		return err
+	}
+	client := api.NewRelayClient(conn)
+	c.mu.Lock()
+	c.client = client
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.client = nil
+		c.mu.Unlock()
+		conn.Close()
+	}()
+	// Raw messages, decoded by DecodeEnvelope: a malformed one is refused and counted like a badly signed one (geth
+	// would end the subscription on it).
+	ch := make(chan json.RawMessage, 64)
+	// From the block after the highest received, and above the safe head: the store would drop anything lower.
+	from := c.head.Load() + 1
+	if safe := c.store.SafeHead(); safe != (eth.BlockID{}) && safe.Number >= from {
+		from = safe.Number + 1
+	}
+	sub, err := client.SubscribeEnvelopesRaw(ctx, from, ch)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	c.log.Info("Following relay", "relay", c.cfg.Name, "from", from)
+	silence := c.clock.NewTimer(c.cfg.ReadTimeout)
+	defer func() { silence.Stop() }()
+	for {
+		select {
+		case msg := <-ch:
+			onMessage()
+			silence.Stop()
+			silence = c.clock.NewTimer(c.cfg.ReadTimeout)
+			signed, err := DecodeEnvelope(msg)
+			if err != nil {
+				c.refuse(err)
+				continue
+			}
+			if _, err := c.accept(signed); err == nil {
+				select {
+				case c.heads <- struct{}{}:
+				default:
+				}
+			}
+		case err := <-sub.Err():
+			return err
+		case <-silence.Ch():
+			return fmt.Errorf("no block for %s", c.cfg.ReadTimeout)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

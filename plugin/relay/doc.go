@@ -1,0 +1,15 @@
+// Package relay is the relay: sequencer-signed blocks held by a node and served to downstream nodes, and the
+// client that follows another node's relay. It runs with or without the replicator (a sequencer or a P2P sentry
+// runs only the relay) and imports nothing of it: it declares what it needs (Signers, SyncStatus, Metricer), and
+// the replicator adapts (it wraps a Client as one of its sources, and turns equivocation evidence into a halt).
+// Nobody has to trust a relay: every block it passes on carries the sequencer's signature, checked on arrival.
+//
+//	store.go      Store: verified signed blocks for a window of heights; refuses replays at or below the safe head
+//	signature.go  VerifySigned: the sequencer's signature on a block, as op-node's gossip checks it
+//	evidence.go   EvidenceLog: two signed blocks at one height, kept as proof that the sequencer equivocated
+//	server.go     Server: the relay's own JSON-RPC listener (relay_subscribe, relay_envelopeByNumber, relay_head)
+//	limits.go     per-client connection and request-rate limits on the server's listener
+//	client.go     Client: follows another node's relay into the Store
+//	errors.go     why a block or a subscriber is refused
+//	metrics.go    Metricer, what the relay records, and a no-op
+package relay

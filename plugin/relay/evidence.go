@@ -1,0 +1,76 @@
+package relay
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/op-replicator/op-replicator/plugin/api"
+)
+
+// maxEvidence bounds how many equivocations are kept.
+const maxEvidence = 16
+
+// EvidenceLog keeps the equivocations seen (the first maxEvidence); each new one halts the replicator once.
+type EvidenceLog struct {
+	mu       sync.Mutex
+	evidence []*api.Evidence
+	pending  *api.Evidence // the latest one not acted upon yet
+	onRecord func()
+}
+
+// NewEvidenceLog returns an empty log.
+func NewEvidenceLog() *EvidenceLog { return &EvidenceLog{} }
+
+// OnRecord sets what is called after each new equivocation is recorded (the replicator wakes its loop).
+func (l *EvidenceLog) OnRecord(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onRecord = f
+}
+
+// Record is called when a verified block conflicts with one held at its height (the store's Add returns both).
+func (l *EvidenceLog) Record(held, conflicting *Held) {
+	ev := &api.Evidence{Number: held.Number(), First: held.Signed, Second: conflicting.Signed,
+		FirstSource: held.Source, SecondSource: conflicting.Source}
+	l.mu.Lock()
+	if len(l.evidence) < maxEvidence {
+		l.evidence = append(l.evidence, ev)
+	}
+	l.pending = ev
+	onRecord := l.onRecord
+	l.mu.Unlock()
+	if onRecord != nil {
+		onRecord()
+	}
+}
+
+// TakePending returns the latest evidence not acted upon yet, once.
+func (l *EvidenceLog) TakePending() *api.Evidence {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ev := l.pending
+	l.pending = nil
+	return ev
+}
+
+// All returns the evidence kept.
+func (l *EvidenceLog) All() []*api.Evidence {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evidence)
+}
+
+// Restore takes the evidence kept from a previous run (the replicator's state file), as history: it does not halt
+// again.
+func (l *EvidenceLog) Restore(evidence []*api.Evidence) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evidence = append(l.evidence[:0], evidence...)
+}
+
+// Count returns how many equivocations are kept.
+func (l *EvidenceLog) Count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.evidence)
+}

@@ -1,0 +1,41 @@
+package relay
+
+import "time"
+
+// Label values of the refusals the relay counts (RecordRelayRefused), one per limit.
+const (
+	RefusedMaxSubscribers      = "max-subscribers"
+	RefusedMaxSubscribersPerIP = "max-subscribers-per-ip"
+	RefusedRateLimit           = "rate-limit"
+	RefusedConns               = "max-conns-per-client"
+)
+
+// RefusedLimits lists every refusal label, so that each exists from the start.
+var RefusedLimits = []string{RefusedMaxSubscribers, RefusedMaxSubscribersPerIP, RefusedRateLimit, RefusedConns}
+
+// Metricer is what the relay, its store and its client record. The replicator's metrics implement it.
+type Metricer interface {
+	RecordRelaySubscribers(n int)
+	RecordRelayRefused(limit string)
+	RecordRelayDropped()
+	RecordRelayOversized()
+	// RecordReplayDropped counts signed blocks the store refused as replays of settled history (ErrReplay).
+	RecordReplayDropped()
+	// RecordSourceRequest and RecordClientError are a relay client's requests, and its failures: blocks refused
+	// (ErrBadInput, ErrBadSignature) and a lost or silent relay (ErrUnavailable).
+	RecordSourceRequest(method string, d time.Duration)
+	RecordClientError(err error)
+}
+
+// NoopMetrics records nothing.
+type NoopMetrics struct{}
+
+var _ Metricer = NoopMetrics{}
+
+func (NoopMetrics) RecordRelaySubscribers(int)                {}
+func (NoopMetrics) RecordRelayRefused(string)                 {}
+func (NoopMetrics) RecordRelayDropped()                       {}
+func (NoopMetrics) RecordRelayOversized()                     {}
+func (NoopMetrics) RecordReplayDropped()                      {}
+func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
+func (NoopMetrics) RecordClientError(error)                   {}

@@ -1,0 +1,217 @@
+package relay
+
+import (
+	"encoding/json"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/log"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+)
+
+// maxEnvelopesPerHeight bounds the distinct signed blocks held at one height, as op-node's gossip does (it
+// accepts at most 5 blocks per height).
+const maxEnvelopesPerHeight = 5
+
+// Held is a sequencer-signed block the node holds, with where and when it came from.
+type Held struct {
+	Signed  *opsigner.SignedExecutionPayloadEnvelope
+	Source  string
+	Arrived time.Time
+
+	encodeOnce sync.Once
+	encoded    json.RawMessage
+	encodeErr  error
+}
+
+func (h *Held) Number() uint64    { return uint64(h.Signed.Envelope.ExecutionPayload.BlockNumber) }
+func (h *Held) Hash() common.Hash { return h.Signed.Envelope.ExecutionPayload.BlockHash }
+
+// JSON returns the envelope's JSON encoding, computed once for every subscriber it is relayed to.
+func (h *Held) JSON() (json.RawMessage, error) {
+	h.encodeOnce.Do(func() { h.encoded, h.encodeErr = json.Marshal(h.Signed) })
+	return h.encoded, h.encodeErr
+}
+
+// Listener is told of every envelope added after it subscribed. Offer must not block.
+type Listener interface {
+	Offer(h *Held)
+}
+
+// SyncStatus gives op-node's view of the chain heads (op-node's status tracker; driverhook.SyncStatus).
+type SyncStatus interface {
+	SyncStatus() *eth.SyncStatus
+}
+
+// Store holds verified, sequencer-signed envelopes for a window of the highest block heights seen, by number and
+// by hash. When the window is exceeded the lowest height goes, so old blocks, however many are replayed, never
+// push out recent ones. A height holds at most maxEnvelopesPerHeight envelopes, in arrival order: two validly
+// signed blocks at one height above the safe head are the sequencer equivocating, and the last arrived is the
+// sequencer's current block there (after an unsafe reorg). With a status, blocks at or below op-node's safe head
+// are refused: this is the one place that check is made. Envelopes must be verified before they are added.
+type Store struct {
+	window int
+	log    log.Logger
+	// status gives op-node's safe head (nil: drop nothing); metrics counts what it makes the store drop.
+	status  SyncStatus
+	metrics Metricer
+
+	mu        sync.Mutex
+	heights   []uint64           // held heights, ascending
+	byNumber  map[uint64][]*Held // arrival order
+	byHash    map[common.Hash]*Held
+	listeners map[Listener]struct{}
+}
+
+// NewStore holds window heights (--replicator.relay.window) and every block added within them. With a status, Add
+// refuses (ErrReplay) blocks at or below op-node's safe head as status reports it (a zero safe head, while unknown,
+// drops nothing), counting them on m.
+func NewStore(window int, lgr log.Logger, status SyncStatus, m Metricer) *Store {
+	return &Store{window: max(window, 1), log: lgr, status: status, metrics: m,
+		byNumber: make(map[uint64][]*Held), byHash: make(map[common.Hash]*Held),
+		listeners: make(map[Listener]struct{})}
+}
+
+// SafeHead is op-node's safe head, or the zero ID while it is unknown (or without a status).
+func (s *Store) SafeHead() eth.BlockID {
+	if s.status == nil {
+		return eth.BlockID{}
+	}
+	st := s.status.SyncStatus()
+	if st == nil {
+		return eth.BlockID{}
+	}
+	return st.SafeL2.ID()
+}
+
+// Settled reports whether height n is at or below the safe head (known), and the safe head.
+func (s *Store) Settled(n uint64) (eth.BlockID, bool) {
+	safe := s.SafeHead()
+	return safe, safe != (eth.BlockID{}) && n <= safe.Number
+}
+
+// Add holds a verified envelope. It returns the envelope as held (the earlier copy if the block was held already,
+// with added false) and the envelopes already held at that height with another hash (equivocation evidence), or,
+// with nothing held, why the block was refused: ErrReplay, ErrHeightFull or ErrBelowWindow.
+func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source string, now time.Time) (held *Held, added bool, conflicts []*Held, err error) {
+	h := &Held{Signed: signed, Source: source, Arrived: now}
+	n := h.Number()
+	// Read before taking s.mu: the status is op-node's, with locks of its own.
+	if safe, ok := s.Settled(n); ok {
+		s.metrics.RecordReplayDropped()
+		s.log.Debug("Dropping replayed signed block at or below the safe head", "block", signed.ID(), "safe", safe,
+			"source", source)
+		return nil, false, nil, ErrReplay
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.byHash[h.Hash()]; ok {
+		return prev, false, nil, nil
+	}
+	atHeight, heldHeight := s.byNumber[n]
+	switch {
+	case len(atHeight) >= maxEnvelopesPerHeight:
+		s.log.Debug("Refusing signed block: its height is full", "block", signed.ID(), "held", len(atHeight),
+			"source", source)
+		return nil, false, nil, ErrHeightFull
+	case !heldHeight && len(s.heights) >= s.window && n < s.heights[0]:
+		s.log.Debug("Refusing signed block below the heights held", "block", signed.ID(), "lowest", s.heights[0],
+			"source", source)
+		return nil, false, nil, ErrBelowWindow
+	}
+	conflicts = slices.Clone(atHeight)
+	if !heldHeight {
+		i, _ := slices.BinarySearch(s.heights, n)
+		s.heights = slices.Insert(s.heights, i, n)
+		for len(s.heights) > s.window {
+			s.evictLowest()
+		}
+	}
+	s.byNumber[n] = append(atHeight, h)
+	s.byHash[h.Hash()] = h
+	for l := range s.listeners {
+		l.Offer(h)
+	}
+	return h, true, conflicts, nil
+}
+
+func (s *Store) evictLowest() {
+	n := s.heights[0]
+	s.heights = slices.Delete(s.heights, 0, 1)
+	for _, h := range s.byNumber[n] {
+		delete(s.byHash, h.Hash())
+	}
+	delete(s.byNumber, n)
+}
+
+// ByNumber returns the envelopes held at a height, first arrived first.
+func (s *Store) ByNumber(n uint64) []*Held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.byNumber[n])
+}
+
+// Latest returns the envelope that arrived last at a height, or nil: the sequencer's current block there, the
+// one to follow and to relay (after an unsafe reorg the first one is the orphan).
+func (s *Store) Latest(n uint64) *Held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest(n)
+}
+
+func (s *Store) latest(n uint64) *Held {
+	if held := s.byNumber[n]; len(held) > 0 {
+		return held[len(held)-1]
+	}
+	return nil
+}
+
+// ByHash returns the envelope held with that block hash, or nil.
+func (s *Store) ByHash(hash common.Hash) *Held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byHash[hash]
+}
+
+// Head returns the highest height held (0 if none).
+func (s *Store) Head() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.heights) == 0 {
+		return 0
+	}
+	return s.heights[len(s.heights)-1]
+}
+
+// Len returns how many heights are held.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.heights)
+}
+
+// Subscribe registers l for every envelope added from now on, and returns, atomically with that, the envelopes
+// already held from height from on (the latest arrived at each height), in ascending order: replaying them and
+// then what l is offered misses nothing and repeats nothing.
+func (s *Store) Subscribe(from uint64, l Listener) []*Held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, _ := slices.BinarySearch(s.heights, from)
+	replay := make([]*Held, 0, len(s.heights)-i)
+	for _, n := range s.heights[i:] {
+		replay = append(replay, s.latest(n))
+	}
+	s.listeners[l] = struct{}{}
+	return replay
+}
+
+// Unsubscribe stops offering envelopes to l.
+func (s *Store) Unsubscribe(l Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.listeners, l)
+}
