@@ -58,7 +58,9 @@ func startFakeGeth(t *testing.T, g *fakeGeth, debug bool) *engineRewinder {
 		require.NoError(t, srv.RegisterName("debug", fakeGethDebug{g}))
 	}
 	t.Cleanup(srv.Stop)
-	return &engineRewinder{rpc: rpc.DialInProc(srv), name: "fake", timeout: time.Second}
+	rw := &engineRewinder{rpc: rpc.DialInProc(srv), name: "fake", timeout: time.Second}
+	t.Cleanup(rw.Close)
+	return rw
 }
 
 func hashChain(n int) []common.Hash {
