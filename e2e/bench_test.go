@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
 
 // Benchmarks of the replicator on real binaries (`make bench`, not part of `make test`): one devnet, every path
@@ -27,7 +28,7 @@ import (
 // follower is one path to the head measured by the bench.
 type follower struct {
 	name string
-	node *devnet.Node
+	node *dsl.Node
 	lag  *devnet.LagMeter
 	cpu  time.Duration // op-node CPU time at the start of the window
 	rss  uint64        // op-node peak RSS in the window
@@ -39,24 +40,22 @@ type follower struct {
 func TestBenchFollow(t *testing.T) {
 	blocks := envUint(t, "OP_REPLICATOR_BENCH_BLOCKS", 300)
 	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
-	relayPort := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(relayPort)})
-	seq := d.Sequencer.EL
+	relayPort := dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(relayPort)})
+	seq := sys.Sequencer.EL
 	followers := []*follower{
-		{name: "stock op-node, libp2p gossip", node: addFollower(t, d, "gossip", devnet.RoleGossipFollower)},
-		{name: "replicator, sequencer op-geth over ws", node: addFollower(t, d, "rep-ws", devnet.RoleReplicator, devnet.WithSource(seq.WS))},
-		{name: "replicator, sequencer op-geth over http", node: addFollower(t, d, "rep-http", devnet.RoleReplicator, devnet.WithSource(seq.HTTP))},
-		{name: "replicator, the sequencer's relay", node: addFollower(t, d, "rep-relay", devnet.RoleReplicator,
-			devnet.WithSource(relayNode{port: relayPort}.source()))},
+		{name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower)},
+		{name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", devnet.WithSource(seq.WS)).Node},
+		{name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", devnet.WithSource(seq.HTTP)).Node},
+		{name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort))).Node},
 	}
-	txs, err := devnet.StartTxGen(t.Context(), seq, d.Keys.L2Accounts, float64(rate))
-	require.NoError(t, err)
-	t.Cleanup(txs.Stop)
+	sys.StartTxLoadFrom(seq, sys.Net.Keys.L2Accounts, float64(rate))
 	for _, f := range followers[1:] {
-		waitReplicating(t, d, f.node, seq, 5)
+		sys.Replicator(f.node).WaitReplicating(seq, 5)
 	}
 
-	start := header(t, seq, rpc.LatestBlockNumber).Number.Uint64()
+	start := seq.NumberAt(rpc.LatestBlockNumber)
+	var err error
 	for _, f := range followers {
 		f.lag = devnet.StartLagMeter(seq.WS, f.node.EL.WS)
 		t.Cleanup(f.lag.Stop)
@@ -64,7 +63,7 @@ func TestBenchFollow(t *testing.T) {
 		require.NoError(t, err)
 	}
 	startedAt := time.Now()
-	require.NoError(t, d.WaitFor(t.Context(), time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
+	sys.WaitFor(time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
 		func(ctx context.Context) (bool, error) {
 			for _, f := range followers {
 				res, err := f.node.OpNode.Resources()
@@ -75,7 +74,7 @@ func TestBenchFollow(t *testing.T) {
 			}
 			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
 			return err == nil && h.Number.Uint64() >= start+blocks, err
-		}))
+		})
 	elapsed := time.Since(startedAt)
 
 	var out strings.Builder

@@ -1,25 +1,21 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"net/http"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
 
 // dashboardMetric finds the metric names a dashboard query uses.
-var dashboardMetric = regexp.MustCompile(`op_node_default_replicator_[a-z_]+`)
+var dashboardMetric = regexp.MustCompile(dsl.MetricPrefix + `[a-z_]+`)
 
 // TestDashboardQueriesExportedMetrics requires every metric that docs/dashboard.json queries to be exported, with
 // at least one series, by a running replicator that also serves a relay: a dashboard panel on a misspelt or
@@ -47,14 +43,14 @@ func TestDashboardQueriesExportedMetrics(t *testing.T) {
 	}
 	require.NotEmpty(t, queried)
 
-	d := devnet.Start(t, devnet.Config{})
-	seq := d.Sequencer.EL
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(seq.WS), devnet.WithMetrics(),
-		devnet.WithNodeArgs(relayArgs(devnetPort(t, d))...))
-	startTxLoad(t, d, seq)
-	waitReplicating(t, d, rep, seq, 5)
+	sys := dsl.Start(t, devnet.Config{})
+	seq := sys.Sequencer.EL
+	rep := sys.AddReplicator("replicator", devnet.WithSource(seq.WS), devnet.WithMetrics(),
+		devnet.WithNodeArgs(dsl.RelayArgs(sys.FreePort())...))
+	sys.StartTxLoad(seq)
+	rep.WaitReplicating(seq, 5)
 
-	families := scrape(t.Context(), t, rep.MetricsURL)
+	families := rep.Metrics()
 	for name, panels := range queried {
 		family := name
 		if _, ok := families[family]; !ok {
@@ -79,19 +75,4 @@ func histogramFamily(name string) string {
 		}
 	}
 	return name
-}
-
-// scrape reads a Prometheus endpoint with the Prometheus text parser.
-func scrape(ctx context.Context, t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode, fmt.Sprintf("GET %s", url))
-	var parser expfmt.TextParser
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	require.NoError(t, err)
-	return families
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // TestUnderivableBlocksHalt gives a replicator a source that serves, from a height on, blocks the sequencer's
@@ -18,14 +20,12 @@ import (
 // op-geth's latest (sampled every 100 ms) nor in its chain, and the forged mint credits nobody. After each, the
 // honest source and replicator_resume bring the replicator back to replicating.
 func TestUnderivableBlocksHalt(t *testing.T) {
-	d := devnet.Start(t, devnet.Config{})
-	seq := d.Sequencer.EL
-	proxy := newProxy(t, seq.HTTP)
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(proxy.URL), devnet.WithHaltPolicy("manual"))
-	startTxLoad(t, d, seq)
-	source, err := devnet.DialEL(proxy.URL) // what the replicator is served
-	require.NoError(t, err)
-	defer source.Close()
+	sys := dsl.Start(t, devnet.Config{})
+	seq := sys.Sequencer.EL
+	proxy := sys.NewProxy(seq.HTTP)
+	rep := sys.AddReplicator("replicator", devnet.WithSource(proxy.URL), devnet.WithHaltPolicy("manual"))
+	sys.StartTxLoad(seq)
+	source := sys.DialEL(proxy.URL) // what the replicator is served
 
 	for _, tc := range []struct {
 		name   string
@@ -37,29 +37,29 @@ func TestUnderivableBlocksHalt(t *testing.T) {
 		{"wrong prev-randao", devnet.TamperPrevRandao, "random field does not match"},
 		{"altered L1-info deposit", devnet.TamperL1InfoField, "L1-info deposit 0 differs"},
 	} {
-		waitReplicating(t, d, rep, seq, header(t, seq, rpc.LatestBlockNumber).Number.Uint64())
-		from := header(t, seq, rpc.LatestBlockNumber).Number.Uint64() + 3
-		stopSampling := sampleHeads(t, rep)
+		rep.WaitReplicating(seq, seq.NumberAt(rpc.LatestBlockNumber))
+		from := seq.NumberAt(rpc.LatestBlockNumber) + 3
+		stopSampling := rep.SampleHeads()
 		proxy.TamperFromWith(from, tc.how)
 		t.Logf("%s: the source tampers with blocks from %d on", tc.name, from)
 
-		st := waitHalted(t, d, rep, reasonAttributesMismatch)
-		tampered := header(t, source, rpc.BlockNumber(from)).Hash()
+		st := rep.WaitHalted(api.ReasonAttributesMismatch)
+		tampered := source.HashAt(rpc.BlockNumber(from))
 		proxy.StopTampering()
-		require.NotEqual(t, header(t, seq, rpc.BlockNumber(from)).Hash(), tampered, "%s: the source did not tamper with block %d", tc.name, from)
+		require.NotEqual(t, seq.HashAt(rpc.BlockNumber(from)), tampered, "%s: the source did not tamper with block %d", tc.name, from)
 		require.Contains(t, st.HaltDetail, tampered.Hex(), "%s: the halt is not about the tampered block", tc.name)
 		require.Contains(t, st.HaltDetail, tc.detail, tc.name)
-		requireHaltLogged(t, d, rep, reasonAttributesMismatch)
-		for _, s := range stopSampling() {
-			require.NotEqual(t, tampered, s.latest.Hash, "%s: op-geth served the tampered block as latest at %s", tc.name, s.at)
+		rep.RequireHaltLogged(api.ReasonAttributesMismatch)
+		for _, s := range stopSampling().Samples {
+			require.NotEqual(t, tampered, s.Latest.Hash, "%s: op-geth served the tampered block as latest at %s", tc.name, s.At)
 		}
-		requireNoBlock(t, rep.EL, tampered, tc.name+": the tampered block")
+		rep.EL.RequireNoBlock(tampered, tc.name+": the tampered block")
 		minted, err := rep.EL.BalanceAt(t.Context(), devnet.ForgedDepositRecipient, nil)
 		require.NoError(t, err)
 		require.Zero(t, minted.Sign(), "%s: the forged deposit's recipient has a balance", tc.name)
 		t.Logf("%s: halted with %s: %s", tc.name, st.HaltReason, st.HaltDetail)
 
-		require.NoError(t, rep.CL.ReplicatorResume(t.Context()))
+		rep.Resume()
 	}
-	waitReplicating(t, d, rep, seq, header(t, seq, rpc.LatestBlockNumber).Number.Uint64())
+	rep.WaitReplicating(seq, seq.NumberAt(rpc.LatestBlockNumber))
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
 
 const (
@@ -46,22 +47,22 @@ var hostileAttack = devnet.HostileConfig{
 // relayMemoryBound of resident memory, the downstream is never more than maxDownstreamLag blocks behind the
 // relay, and the relay refuses the hostile client (without its limits the test fails).
 func TestRelayWithstandsHostileClient(t *testing.T) {
-	seqRelay := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
-	seq := d.Sequencer.EL
-	startTxLoad(t, d, seq)
+	seqRelay := dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(seqRelay)})
+	seq := sys.Sequencer.EL
+	sys.StartTxLoad(seq)
 	// A relay holds and serves signed blocks only: it follows the sequencer's relay (a sentry's gossip would do too).
-	relay := relayNode{port: devnetPort(t, d)}
-	relay.node = addFollower(t, d, "relay", devnet.RoleReplicator, devnet.WithMetrics(),
-		devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)), devnet.WithNodeArgs(relayArgs(relay.port)...))
-	down := addFollower(t, d, "downstream", devnet.RoleReplicator, devnet.WithSource(relay.source()))
-	waitReplicating(t, d, down, seq, 5)
-	waitReachesHead(t, d, down, seq)
-	before, err := relay.node.OpNode.Resources()
+	relayPort := sys.FreePort()
+	relay := sys.AddReplicator("relay", devnet.WithMetrics(),
+		devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(relayPort)...))
+	down := sys.AddReplicator("downstream", devnet.WithSource(dsl.RelaySource(relayPort)))
+	down.WaitReplicating(seq, 5)
+	down.WaitReachesHead(seq)
+	before, err := relay.OpNode.Resources()
 	require.NoError(t, err)
 	t.Logf("relay op-node before the attack: RSS %s, %d fds", mib(before.RSS), before.FDs)
 
-	hostile, err := devnet.StartHostileClient(t.Context(), "http://127.0.0.1:"+strconv.Itoa(relay.port), hostileAttack)
+	hostile, err := devnet.StartHostileClient(t.Context(), "http://127.0.0.1:"+strconv.Itoa(relayPort), hostileAttack)
 	require.NoError(t, err)
 	t.Cleanup(hostile.Stop)
 	var (
@@ -73,12 +74,12 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 	ticker := time.NewTicker(lagSamplePeriod)
 	defer ticker.Stop()
 	for time.Now().Before(end) {
-		require.NoError(t, d.Err(), "devnet fault")
-		res, err := relay.node.OpNode.Resources()
+		require.NoError(t, sys.Net.Err(), "devnet fault")
+		res, err := relay.OpNode.Resources()
 		require.NoError(t, err)
 		peak.RSS, peak.FDs = max(peak.RSS, res.RSS), max(peak.FDs, res.FDs)
 		require.LessOrEqual(t, res.RSS, uint64(relayMemoryBound), "the relay's op-node holds %s under attack", mib(res.RSS))
-		lag, err := blocksBehind(t.Context(), down.EL, relay.node.EL)
+		lag, err := blocksBehind(t.Context(), down.EL.EL, relay.EL.EL)
 		require.NoError(t, err)
 		require.LessOrEqual(t, lag, uint64(maxDownstreamLag), "the downstream replicator is %d blocks behind its relay under attack", lag)
 		maxLag = max(maxLag, lag)
@@ -90,7 +91,7 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 		}
 	}
 	stats := hostile.Stats()
-	after, err := relay.node.OpNode.Resources()
+	after, err := relay.OpNode.Resources()
 	require.NoError(t, err)
 	hostile.Stop()
 	t.Logf("hostile client: %s", stats)
@@ -108,17 +109,18 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 	require.Zero(t, stats.Served, "calls of 1,000-call batches were answered")
 	require.NotZero(t, stats.TooMany, "no request was refused with HTTP 429")
 	require.NotZero(t, stats.Subscribed, "the stuck subscribers never subscribed: the attack did not happen")
-	for _, limit := range []string{"rate-limit", "max-conns-per-client"} {
-		v, err := metricValue(t.Context(), relay.node.MetricsURL, `op_node_default_replicator_relay_refused_total{limit="`+limit+`"}`)
+	metrics := relay.Metrics()
+	for _, limit := range []string{dsl.RelayLimitRate, dsl.RelayLimitConnsPerClient} {
+		v, err := metrics.Value(dsl.MetricRelayRefused, "limit", limit)
 		require.NoError(t, err, "nothing refused by %s", limit)
 		require.NotZero(t, v, "nothing refused by %s", limit)
 		t.Logf("relay refused %v by %s", v, limit)
 	}
 
 	// The downstream replicator is on the sequencer's chain and replicating.
-	require.Equal(t, stateRunning, status(t, down).State)
-	head := waitReachesHead(t, d, down, seq)
-	requireSameBlocks(t, down.EL, seq, head.Number-min(head.Number-1, 60), head.Number)
+	down.RequireRunning()
+	head := down.WaitReachesHead(seq)
+	down.EL.RequireSameBlocks(seq, head.Number-min(head.Number-1, 60), head.Number)
 }
 
 // blocksBehind returns how many blocks follower's latest block is below ref's (0 if it is not below). follower is

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -17,8 +15,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -27,243 +23,227 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
-// relayNode is a follower's relay listener.
-type relayNode struct {
-	node *devnet.Node
-	port int
+// relayTxAccounts leaves the last funded account out of the transfers of the relay tests, for sendFatTransactions.
+func relayTxAccounts(sys *dsl.System) []*ecdsa.PrivateKey {
+	accounts := sys.Net.Keys.L2Accounts
+	return accounts[:len(accounts)-1]
 }
 
-func (r relayNode) source() string { return "relay+ws://127.0.0.1:" + strconv.Itoa(r.port) }
-
-// relayArgs enables a node's relay on port, with room for subscribers unless limits say otherwise.
-func relayArgs(port int, limits ...string) []string {
-	return append([]string{"--replicator.relay.enabled", "--replicator.relay.port", strconv.Itoa(port)}, limits...)
+// startRelayDevnet starts a devnet whose sequencer serves a relay (with the flags given), under transaction load,
+// and returns it with the relay's port.
+func startRelayDevnet(t *testing.T, limits ...string) (*dsl.System, int) {
+	seqRelay := dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(seqRelay, limits...)})
+	sys.StartTxLoadFrom(sys.Sequencer.EL, relayTxAccounts(sys), dsl.TxRate)
+	return sys, seqRelay
 }
 
-// freePort picks a free port of 127.0.0.1 before a devnet exists (for the sequencer's relay).
-func freePort(t *testing.T) int {
+// requireReplicatedSigned waits until rep has replicated the sequencer's head and requires its last replicated
+// block to be reported as replicated, signed, and from a relay. The block looked at is one the replicator says it
+// replicated: a block of its chain above its safe head may have been derived from L1 instead (pending safe, while a
+// span batch is derived; early in the devnet derivation can get there first), and then it was neither replicated
+// nor delivered signed.
+func requireReplicatedSigned(t *testing.T, sys *dsl.System, rep *dsl.Replicator) {
 	t.Helper()
-	p, err := devnet.FreePort()
-	require.NoError(t, err)
-	return p
+	seq := sys.Sequencer.EL
+	last := rep.WaitReplicating(seq, seq.NumberAt(rpc.LatestBlockNumber)).LastReplicated
+	st := rep.BlockStatusOf(last.Hash)
+	require.Equal(t, last.Number, st.Number)
+	require.True(t, st.Replicated, "%s replicated block %s, but blockStatus does not say so", rep.Name, last)
+	require.True(t, st.Signed, "%s replicated block %s without the sequencer's signature", rep.Name, last)
+	require.Contains(t, st.Source, "relay+ws://")
 }
 
-func devnetPort(t *testing.T, d *devnet.Devnet) int {
-	t.Helper()
-	p, err := d.FreePort()
-	require.NoError(t, err)
-	return p
+// TestRelayChainDeliversSignedBlocks proves the distributable head of the chain: the sequencer serves its signed
+// blocks, a replicator R follows only that relay and relays on, and downstream replicators that have neither P2P
+// nor the sequencer's RPC follow R (one of them also a P2P sentry's relay). Each hop replicates the sequencer's head,
+// and every block it replicated came signed, from a relay.
+func TestRelayChainDeliversSignedBlocks(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t)
+	rPort := sys.FreePort()
+	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(rPort)...))
+	sentryPort := sys.FreePort()
+	sys.AddFollower("sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(dsl.RelayArgs(sentryPort)...))
+	d1 := sys.AddReplicator("downstream-1", devnet.WithSource(dsl.RelaySource(rPort)))
+	d2 := sys.AddReplicator("downstream-2", devnet.WithSource(dsl.RelaySource(rPort)+","+dsl.RelaySource(sentryPort)))
+	for _, n := range []*dsl.Replicator{r, d1, d2} {
+		requireReplicatedSigned(t, sys, n)
+	}
 }
 
-// blockStatus calls replicator_blockStatus.
-type blockStatusResult struct {
-	Hash              common.Hash `json:"hash"`
-	Number            uint64      `json:"number"`
-	Label             string      `json:"label"`
-	L1Origin          eth.BlockID `json:"l1Origin"`
-	L1OriginCanonical bool        `json:"l1OriginCanonical"`
-	L1OriginDepth     uint64      `json:"l1OriginDepth"`
-	L1OriginSafe      bool        `json:"l1OriginSafe"`
-	L1OriginFinalized bool        `json:"l1OriginFinalized"`
-	Replicated        bool        `json:"replicated"`
-	Signed            bool        `json:"signed"`
-	Source            string      `json:"source"`
+// TestBlockStatusTiesUnsafeBlocksToL1 checks sub-finality on a replicator following a relay: its latest block is
+// unsafe, and its L1 origin is L1's block at that height, canonical, with as many confirmations as L1 has above it;
+// its safe block is labelled safe (or finalized), its origin canonical and at least as deep, and, if replicated,
+// came signed.
+func TestBlockStatusTiesUnsafeBlocksToL1(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t)
+	rep := sys.AddReplicator("replicator", devnet.WithSource(dsl.RelaySource(seqRelay)))
+	requireReplicatedSigned(t, sys, rep)
+
+	st := rep.BlockStatusAt(rpc.LatestBlockNumber)
+	require.Equal(t, api.LabelUnsafe, st.Label)
+	require.Equal(t, sys.L1.HashAt(rpc.BlockNumber(st.L1Origin.Number)), st.L1Origin.Hash, "the L1 origin is L1's block")
+	require.True(t, st.L1OriginCanonical)
+	l1Head := sys.L1.NumberAt(rpc.LatestBlockNumber)
+	require.InDelta(t, l1Head-st.L1Origin.Number+1, st.L1OriginDepth, 2, "depth in confirmations")
+
+	safe := rep.BlockStatusAt(rpc.SafeBlockNumber)
+	// The safe head is labelled finalized once L1 finality has caught up with it.
+	require.Contains(t, []api.Label{api.LabelSafe, api.LabelFinalized}, safe.Label)
+	require.True(t, safe.L1OriginCanonical)
+	require.GreaterOrEqual(t, safe.L1OriginDepth, st.L1OriginDepth)
+	require.False(t, safe.Replicated && !safe.Signed, "a replicated safe block came signed")
 }
 
-func blockStatus(t *testing.T, n *devnet.Node, id any) blockStatusResult {
-	t.Helper()
-	var st blockStatusResult
-	require.NoError(t, n.CL.RPC.CallContext(t.Context(), &st, "replicator_blockStatus", id))
-	return st
-}
-
-// TestRelays proves the distributable head of the chain on one devnet: the sequencer serves its signed blocks,
-// a replicator R follows only that relay and relays on, and downstream replicators that have neither P2P nor the
-// sequencer's RPC follow R — through forged blocks from a bad relay, R's death (failing over to a P2P sentry's
-// relay), and with every unsafe block tied to its L1 origin. Then an equivocating relay halts a replicator with
-// portable evidence, and a relay refuses subscribers beyond its limit.
-func TestRelays(t *testing.T) {
-	seqRelay := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
-	accounts := d.Keys.L2Accounts
-	txs, err := devnet.StartTxGen(t.Context(), d.Sequencer.EL, accounts[:len(accounts)-1], txRate)
-	require.NoError(t, err)
-	t.Cleanup(txs.Stop)
-	seq := d.Sequencer.EL
-	seqSigner := crypto.PubkeyToAddress(d.Keys.SequencerP2P.PublicKey)
-
-	r := relayNode{port: devnetPort(t, d)}
-	rMetrics := devnetPort(t, d)
-	r.node = addFollower(t, d, "relay-r", devnet.RoleReplicator, devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)),
-		devnet.WithNodeArgs(append(relayArgs(r.port, "--replicator.relay.max-subscribers", "3", "--replicator.relay.max-subscribers-per-ip", "3",
-			"--replicator.relay.send-queue", "4"),
-			"--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(rMetrics))...))
-	sentry := relayNode{port: devnetPort(t, d)}
-	sentry.node = addFollower(t, d, "sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(relayArgs(sentry.port)...))
-
-	forger := startFakeRelay(t, d.L2.Rollup, seq.HTTP, mustKey(t))
-	alterer := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
+// TestRelayForgedAndAlteredBlocksAreRefused gives a replicator, besides an honest relay, a relay that signs the
+// sequencer's blocks with another key and one that alters them after the sequencer's signature: it stays running,
+// counts the refusals (errors_total{kind="bad-signature"}), and its chain is the sequencer's.
+func TestRelayForgedAndAlteredBlocksAreRefused(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t)
+	seq := sys.Sequencer.EL
+	forger := startFakeRelay(t, sys.Net.L2.Rollup, seq.HTTP, mustKey(t))
+	alterer := startFakeRelay(t, sys.Net.L2.Rollup, seq.HTTP, sys.Net.Keys.SequencerP2P)
 	alterer.set(func(f *fakeRelay) {
 		f.alter = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.GasLimit-- }
 	})
-	metricsPort := devnetPort(t, d)
-	d1 := addFollower(t, d, "downstream-1", devnet.RoleReplicator, devnet.WithSource(forger.URL+","+alterer.URL+","+r.source()),
-		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
-	d2 := addFollower(t, d, "downstream-2", devnet.RoleReplicator, devnet.WithSource(r.source()+","+sentry.source()))
+	rep := sys.AddReplicator("replicator", devnet.WithSource(forger.URL+","+alterer.URL+","+dsl.RelaySource(seqRelay)),
+		devnet.WithMetrics())
+	requireReplicatedSigned(t, sys, rep)
 
-	t.Run("relay chain", func(t *testing.T) {
-		// Each hop replicates the sequencer's head from a relay, and every block it replicated came signed. The block
-		// looked at is one the replicator says it replicated: a block of its chain above its safe head may have been
-		// derived from L1 instead (pending safe, while a span batch is derived; early in the devnet derivation can get
-		// there first), and then it was neither replicated nor delivered signed.
-		for _, n := range []*devnet.Node{r.node, d1, d2} {
-			target, err := seq.BlockID(t.Context(), rpc.LatestBlockNumber)
-			require.NoError(t, err)
-			last := waitReplicating(t, d, n, seq, target.Number).LastReplicated
-			st := blockStatus(t, n, last.Hash)
-			require.Equal(t, last.Number, st.Number)
-			require.True(t, st.Replicated, "%s replicated block %s, but blockStatus does not say so", n.Name, last)
-			require.True(t, st.Signed, "%s replicated block %s without the sequencer's signature", n.Name, last)
-			require.Contains(t, st.Source, "relay+ws://")
-		}
-	})
+	rep.RequireRunning() // a forging relay must not halt anything
+	sys.WaitFor(dsl.ReplicationTimeout, "bad-signature errors counted",
+		rep.MetricIs(dsl.Positive, dsl.MetricErrors, "kind", dsl.ErrorKindBadSignature))
+	// Nothing the forger signed is in the replicator's chain: its blocks are the sequencer's.
+	head := rep.WaitReachesHead(seq)
+	rep.EL.RequireSameBlocks(seq, head.Number-min(head.Number-1, 10), head.Number)
+}
 
-	t.Run("forged and altered blocks are refused", func(t *testing.T) {
-		st := status(t, d1)
-		require.Equal(t, stateRunning, st.State, "a forging relay must not halt anything")
-		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
-		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "bad-signature errors counted", func(ctx context.Context) (bool, error) {
-			v, err := metricValue(ctx, url, `op_node_default_replicator_errors_total{kind="bad-signature"}`)
-			return err == nil && v > 0, err
-		}))
-		// Nothing the forger signed is in d1's chain: d1's blocks are the sequencer's.
-		head := waitReachesHead(t, d, d1, seq)
-		requireSameBlocks(t, d1.EL, seq, head.Number-min(head.Number-1, 10), head.Number)
-	})
+// TestRelayRefusesSubscribersBeyondLimit has the sequencer's relay serve at most 3 subscribers (all on 127.0.0.1):
+// with a replicator and two more subscriptions, the next one is refused.
+func TestRelayRefusesSubscribersBeyondLimit(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t, "--replicator.relay.max-subscribers", "3", "--replicator.relay.max-subscribers-per-ip", "3")
+	rep := sys.AddReplicator("replicator", devnet.WithSource(dsl.RelaySource(seqRelay)))
+	requireReplicatedSigned(t, sys, rep)
 
-	t.Run("sub-finality against L1", func(t *testing.T) {
-		st := blockStatus(t, d1, "latest")
-		require.Equal(t, "unsafe", st.Label)
-		origin := header(t, d.L1.EL, rpc.BlockNumber(st.L1Origin.Number))
-		require.Equal(t, origin.Hash(), st.L1Origin.Hash, "the L1 origin is L1's block")
-		require.True(t, st.L1OriginCanonical)
-		l1Head := header(t, d.L1.EL, rpc.LatestBlockNumber).Number.Uint64()
-		require.InDelta(t, l1Head-st.L1Origin.Number+1, st.L1OriginDepth, 2, "depth in confirmations")
-
-		safe := blockStatus(t, d1, "safe")
-		// The safe head is labelled finalized once L1 finality has caught up with it.
-		require.Contains(t, []string{"safe", "finalized"}, safe.Label)
-		require.True(t, safe.L1OriginCanonical)
-		require.GreaterOrEqual(t, safe.L1OriginDepth, st.L1OriginDepth)
-		require.False(t, safe.Replicated && !safe.Signed, "a replicated safe block came signed")
-	})
-
-	t.Run("relay limits", func(t *testing.T) {
-		// R serves d1 and d2; its limit is 3 (all on 127.0.0.1).
-		c, err := rpc.Dial("ws://127.0.0.1:" + strconv.Itoa(r.port))
-		require.NoError(t, err)
-		defer c.Close()
-		ch := make(chan json.RawMessage, 1024)
-		sub, err := c.Subscribe(t.Context(), "relay", ch, "envelopes", hexutil.Uint64(0))
+	relay := sys.DialRelay(seqRelay)
+	for range 2 {
+		sub, err := relay.SubscribeEnvelopesRaw(t.Context(), 0, make(chan json.RawMessage, 1024))
 		require.NoError(t, err)
 		defer sub.Unsubscribe()
-		_, err = c.Subscribe(t.Context(), "relay", make(chan json.RawMessage, 1), "envelopes", hexutil.Uint64(0))
-		require.ErrorContains(t, err, "relay: too many subscribers")
+	}
+	_, err := relay.SubscribeEnvelopesRaw(t.Context(), 0, make(chan json.RawMessage, 1))
+	require.ErrorContains(t, err, "relay: too many subscribers")
+}
+
+// TestRelayDropsSubscriberThatStopsReading has a subscriber that never reads subscribe to a replicator's relay
+// (send queue of 4 blocks) while big blocks are relayed: once its socket buffers and its send queue are full, the
+// relay drops it and frees the slot, while the connection is still open, and goes on serving the downstream
+// replicator that reads.
+func TestRelayDropsSubscriberThatStopsReading(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t)
+	seq := sys.Sequencer.EL
+	rPort := sys.FreePort()
+	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithMetrics(),
+		devnet.WithNodeArgs(dsl.RelayArgs(rPort, "--replicator.relay.send-queue", "4")...))
+	down := sys.AddReplicator("downstream", devnet.WithSource(dsl.RelaySource(rPort)))
+	requireReplicatedSigned(t, sys, down)
+
+	subscribers := func(n float64) func(ctx context.Context) (bool, error) {
+		return r.MetricIs(dsl.Equal(n), dsl.MetricRelaySubscribers)
+	}
+	const before = 1 // the downstream replicator
+	sys.WaitFor(dsl.ReplicationTimeout, "R to serve the downstream replicator only", subscribers(before))
+	conn := stuckSubscriber(t, rPort)
+	defer conn.Close()
+	// Big blocks (zero calldata: cheap to batch, large to relay) fill the socket buffers quickly.
+	stopFat := sendFatTransactions(t, seq.EL, sys.Net.Keys.L2Accounts[len(sys.Net.Keys.L2Accounts)-1])
+	sys.WaitFor(dsl.ReplicationTimeout, "the stuck subscriber to be served", subscribers(before+1))
+	// It never reads: once its socket buffers and its send queue are full, the relay drops it and frees
+	// the slot, while the connection is still open.
+	sys.WaitFor(time.Minute, "the stuck subscriber to be dropped", subscribers(before))
+	stopFat()
+	down.WaitReachesHead(seq) // the downstream is still served
+}
+
+// TestReplicatorFailsOverWhenItsRelayDies kills the relay R a replicator follows, next to a P2P sentry's relay: the
+// replicator goes on from the sentry's relay, running, with no block lost.
+func TestReplicatorFailsOverWhenItsRelayDies(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t)
+	seq := sys.Sequencer.EL
+	rPort := sys.FreePort()
+	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(rPort)...))
+	sentryPort := sys.FreePort()
+	sys.AddFollower("sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(dsl.RelayArgs(sentryPort)...))
+	rep := sys.AddReplicator("downstream", devnet.WithSource(dsl.RelaySource(rPort)+","+dsl.RelaySource(sentryPort)))
+	requireReplicatedSigned(t, sys, rep)
+
+	before := rep.WaitReachesHead(seq)
+	require.NoError(t, r.Kill())
+	sys.WaitFor(dsl.ReplicationTimeout, "the sequencer to move on", func(ctx context.Context) (bool, error) {
+		n, err := seq.BlockNumber(ctx)
+		return n >= before.Number+5, err
 	})
+	after := rep.WaitReachesHead(seq)
+	require.Greater(t, after.Number, before.Number)
+	rep.EL.RequireSameBlocks(seq, before.Number, after.Number) // no block lost
+	rep.RequireRunning()
+}
 
-	t.Run("a subscriber that stops reading is dropped", func(t *testing.T) {
-		subscribers := func(ctx context.Context) (float64, error) {
-			return metricValue(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", rMetrics), "op_node_default_replicator_relay_subscribers")
-		}
-		// R serves d1 and d2, one subscription each, once the previous subtest's subscriptions are released (the
-		// relay notices a closed connection asynchronously): count from there.
-		const before = 2
-		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "R to serve d1 and d2 only", func(ctx context.Context) (bool, error) {
-			n, err := subscribers(ctx)
-			return n == before, err
-		}))
-		conn := stuckSubscriber(t, r.port)
-		defer conn.Close()
-		// Big blocks (zero calldata: cheap to batch, large to relay) fill the socket buffers quickly.
-		stopFat := sendFatTransactions(t, seq, accounts[len(accounts)-1])
-		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "the stuck subscriber to be served", func(ctx context.Context) (bool, error) {
-			n, err := subscribers(ctx)
-			return n == before+1, err
-		}))
-		// It never reads: once its socket buffers and its send queue are full, the relay drops it and frees
-		// the slot, while the connection is still open.
-		require.NoError(t, d.WaitFor(t.Context(), time.Minute, "the stuck subscriber to be dropped", func(ctx context.Context) (bool, error) {
-			n, err := subscribers(ctx)
-			return n == before, err
-		}))
-		stopFat()
-		waitReachesHead(t, d, d1, seq) // the others are still served
-	})
+// TestEquivocatingRelayHaltsWithPortableEvidence has a relay holding the sequencer's key serve, a few blocks behind
+// the head, other blocks than the sequencer's: validly signed conflicting blocks. The replicator following it and
+// the sequencer's relay halts with equivocation; the evidence is a pair of different blocks at one height, each of
+// whose signatures verifies on its own against the sequencer's signer; the halt and its evidence survive a SIGKILL
+// of op-node, and halted it holds nothing above what derivation produced.
+func TestEquivocatingRelayHaltsWithPortableEvidence(t *testing.T) {
+	sys, seqRelay := startRelayDevnet(t)
+	seq := sys.Sequencer.EL
+	seqSigner := crypto.PubkeyToAddress(sys.Net.Keys.SequencerP2P.PublicKey)
+	equivocator := startFakeRelay(t, sys.Net.L2.Rollup, seq.HTTP, sys.Net.Keys.SequencerP2P)
+	equivocator.mutate = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.PrevRandao = eth.Bytes32{0xee} }
+	equivocator.behind = 3
+	equivocator.delay = 5 * time.Second // the sequencer's own blocks reach the node first
+	rep := sys.AddReplicator("replicator", devnet.WithSource(dsl.RelaySource(seqRelay)+","+equivocator.URL),
+		devnet.WithHaltPolicy("manual"))
+	rep.WaitHalted(api.ReasonEquivocation)
 
-	t.Run("failover when a relay dies", func(t *testing.T) {
-		before := waitReachesHead(t, d, d2, seq)
-		require.NoError(t, r.node.Kill())
-		require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "the sequencer to move on", func(ctx context.Context) (bool, error) {
-			n, err := seq.BlockNumber(ctx)
-			return n >= before.Number+5, err
-		}))
-		after := waitReachesHead(t, d, d2, seq)
-		require.Greater(t, after.Number, before.Number)
-		requireSameBlocks(t, d2.EL, seq, before.Number, after.Number) // no block lost
-		require.Equal(t, stateRunning, status(t, d2).State)
-	})
+	evidence := rep.EquivocationEvidence()
+	require.NotEmpty(t, evidence)
+	ev := evidence[0]
+	require.Equal(t, ev.Number, uint64(ev.First.Envelope.ExecutionPayload.BlockNumber))
+	require.Equal(t, ev.Number, uint64(ev.Second.Envelope.ExecutionPayload.BlockNumber))
+	require.NotEqual(t, ev.First.Envelope.ExecutionPayload.BlockHash, ev.Second.Envelope.ExecutionPayload.BlockHash)
+	auth := &opsigner.OPStackP2PBlockAuthV1{Allowed: seqSigner, Chain: eth.ChainIDFromBig(sys.Net.L2.Rollup.L2ChainID)}
+	for _, s := range []*opsigner.SignedExecutionPayloadEnvelope{ev.First, ev.Second} {
+		_, ok := s.Envelope.CheckBlockHash()
+		require.True(t, ok)
+		require.NoError(t, s.VerifySignature(auth), "each envelope of the evidence verifies on its own")
+	}
 
-	t.Run("equivocation", func(t *testing.T) {
-		// A relay holding the sequencer's key serves, a few blocks behind the head, other blocks than the
-		// sequencer's: validly signed conflicting blocks.
-		equivocator := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
-		equivocator.mutate = func(env *eth.ExecutionPayloadEnvelope) { env.ExecutionPayload.PrevRandao = eth.Bytes32{0xee} }
-		equivocator.behind = 3
-		equivocator.delay = 5 * time.Second // the sequencer's own blocks reach the node first
-		d3 := addFollower(t, d, "downstream-3", devnet.RoleReplicator, devnet.WithSource(sentry.source()+","+equivocator.URL),
-			devnet.WithHaltPolicy("manual"))
-		waitHalted(t, d, d3, "equivocation")
+	// The halt and its evidence survive a crash of op-node.
+	halted := rep.Status()
+	require.NoError(t, rep.OpNode.Kill())
+	rep.StartAgain()
+	after := rep.Status()
+	require.Equal(t, api.StateHalted, after.State, "a restart undid the equivocation halt")
+	require.Equal(t, api.ReasonEquivocation, after.HaltReason)
+	require.Equal(t, halted.HaltDetail, after.HaltDetail)
+	require.True(t, halted.Since.Equal(after.Since))
+	// The pair that halted it is kept (the equivocating relay goes on adding pairs at new heights).
+	kept := rep.EquivocationEvidence()
+	require.NotEmpty(t, kept)
+	require.JSONEq(t, string(mustJSON(t, ev)), string(mustJSON(t, kept[0])), "the evidence changed across the restart")
+	rep.RequireNoUnsafeBeyondDerived()
+}
 
-		var evidence []struct {
-			Number uint64                                   `json:"number"`
-			First  *opsigner.SignedExecutionPayloadEnvelope `json:"first"`
-			Second *opsigner.SignedExecutionPayloadEnvelope `json:"second"`
-		}
-		require.NoError(t, d3.CL.RPC.CallContext(t.Context(), &evidence, "replicator_equivocationEvidence"))
-		require.NotEmpty(t, evidence)
-		ev := evidence[0]
-		require.Equal(t, ev.Number, uint64(ev.First.Envelope.ExecutionPayload.BlockNumber))
-		require.Equal(t, ev.Number, uint64(ev.Second.Envelope.ExecutionPayload.BlockNumber))
-		require.NotEqual(t, ev.First.Envelope.ExecutionPayload.BlockHash, ev.Second.Envelope.ExecutionPayload.BlockHash)
-		auth := &opsigner.OPStackP2PBlockAuthV1{Allowed: seqSigner, Chain: eth.ChainIDFromBig(d.L2.Rollup.L2ChainID)}
-		for _, s := range []*opsigner.SignedExecutionPayloadEnvelope{ev.First, ev.Second} {
-			_, ok := s.Envelope.CheckBlockHash()
-			require.True(t, ok)
-			require.NoError(t, s.VerifySignature(auth), "each envelope of the evidence verifies on its own")
-		}
-
-		// The halt and its evidence survive a crash of op-node.
-		halted := status(t, d3)
-		rawEvidence := func() []json.RawMessage {
-			var raw []json.RawMessage
-			require.NoError(t, d3.CL.RPC.CallContext(t.Context(), &raw, "replicator_equivocationEvidence"))
-			require.NotEmpty(t, raw)
-			return raw
-		}
-		before := rawEvidence()
-		require.NoError(t, d3.OpNode.Kill())
-		require.NoError(t, d3.Start(t.Context()))
-		after := status(t, d3)
-		require.Equal(t, stateHalted, after.State, "a restart undid the equivocation halt")
-		require.Equal(t, "equivocation", after.HaltReason)
-		require.Equal(t, halted.HaltDetail, after.HaltDetail)
-		require.True(t, halted.Since.Equal(after.Since))
-		// The pair that halted it is kept (the equivocating relay goes on adding pairs at new heights).
-		require.JSONEq(t, string(before[0]), string(rawEvidence()[0]), "the evidence changed across the restart")
-		requireNoUnsafeBeyondDerived(t, d3)
-	})
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
 }
 
 func mustKey(t *testing.T) *ecdsa.PrivateKey {
@@ -278,49 +258,31 @@ func mustKey(t *testing.T) *ecdsa.PrivateKey {
 // key is accepted during op-node's grace period, the sequencer (restarted with the new key) signs with the new
 // one, and once a block of the new signer has been verified the grace period ends and the old key is refused.
 func TestSignerRotation(t *testing.T) {
-	seqRelay := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
-	startTxLoad(t, d, d.Sequencer.EL)
-	seq := d.Sequencer.EL
-	oldKeyRelay := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
-	metricsPort := devnetPort(t, d)
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator,
-		devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)+","+oldKeyRelay.URL),
-		devnet.WithNodeArgs("--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(metricsPort)))
-	badSignatures := func() float64 {
-		v, err := metricValue(t.Context(), fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
-			`op_node_default_replicator_errors_total{kind="bad-signature"}`)
-		require.NoError(t, err)
-		return v
-	}
-	waitReachesHead(t, d, rep, seq)
+	seqRelay := dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(seqRelay)})
+	seq := sys.Sequencer.EL
+	sys.StartTxLoad(seq)
+	oldKeyRelay := startFakeRelay(t, sys.Net.L2.Rollup, seq.HTTP, sys.Net.Keys.SequencerP2P)
+	rep := sys.AddReplicator("replicator", devnet.WithSource(dsl.RelaySource(seqRelay)+","+oldKeyRelay.URL), devnet.WithMetrics())
+	badSignatures := func() float64 { return rep.Metric(dsl.MetricErrors, "kind", dsl.ErrorKindBadSignature) }
+	rep.WaitReachesHead(seq)
 	require.Zero(t, badSignatures(), "before the rotation both relays serve the signer's blocks")
 
 	newKey := mustKey(t)
-	require.NoError(t, d.RotateSigner(t.Context(), crypto.PubkeyToAddress(newKey.PublicKey)))
-	waitLogged(t, d, rep, "p2p signer rotated, grace period started")
-	waitReachesHead(t, d, rep, seq) // still the old key, within the grace period
+	require.NoError(t, sys.Net.RotateSigner(t.Context(), crypto.PubkeyToAddress(newKey.PublicKey)))
+	rep.WaitLogged("p2p signer rotated, grace period started")
+	rep.WaitReachesHead(seq) // still the old key, within the grace period
 	require.Zero(t, badSignatures(), "the old key is accepted during the grace period")
 
-	require.NoError(t, d.Sequencer.OpNode.Stop())
-	require.NoError(t, d.Sequencer.OpNode.SetArg("--p2p.sequencer.key", hex.EncodeToString(crypto.FromECDSA(newKey))))
-	require.NoError(t, d.Sequencer.Start(t.Context()))
-	waitLogged(t, d, rep, "new signer confirmed in use, ending grace period")
-	waitReachesHead(t, d, rep, seq) // replication continues with the new key
-	require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, "the old key to be refused", func(context.Context) (bool, error) {
-		return badSignatures() > 0, nil
-	}))
-	waitReachesHead(t, d, rep, seq)
-	require.Equal(t, stateRunning, status(t, rep).State, "refused blocks never halt")
-}
-
-// waitLogged waits until n's op-node log has a line containing text.
-func waitLogged(t *testing.T, d *devnet.Devnet, n *devnet.Node, text string) {
-	t.Helper()
-	require.NoError(t, d.WaitFor(t.Context(), replicationTimeout, fmt.Sprintf("%q in %s's log", text, n.Name), func(context.Context) (bool, error) {
-		b, err := os.ReadFile(n.OpNode.LogPath)
-		return err == nil && bytes.Contains(b, []byte(text)), err
-	}))
+	require.NoError(t, sys.Sequencer.OpNode.Stop())
+	require.NoError(t, sys.Sequencer.OpNode.SetArg("--p2p.sequencer.key", hex.EncodeToString(crypto.FromECDSA(newKey))))
+	sys.Sequencer.StartAgain()
+	rep.WaitLogged("new signer confirmed in use, ending grace period")
+	rep.WaitReachesHead(seq) // replication continues with the new key
+	sys.WaitFor(dsl.ReplicationTimeout, "the old key to be refused",
+		rep.MetricIs(dsl.Positive, dsl.MetricErrors, "kind", dsl.ErrorKindBadSignature))
+	rep.WaitReachesHead(seq)
+	rep.RequireRunning() // refused blocks never halt
 }
 
 // stuckSubscriber subscribes to a relay from block 0 over a websocket whose receive buffer is tiny, and never
@@ -330,7 +292,7 @@ func stuckSubscriber(t *testing.T, port int) *websocket.Conn {
 	dialer := websocket.Dialer{NetDialContext: (&net.Dialer{Control: devnet.ShrinkReceiveBuffer(2048)}).DialContext}
 	conn, _, err := dialer.DialContext(t.Context(), "ws://127.0.0.1:"+strconv.Itoa(port), nil)
 	require.NoError(t, err)
-	req := `{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`
+	req := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":%q,"params":[%q,"0x0"]}`, api.MethodRelaySubscribe, api.RelayEnvelopes)
 	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(req)))
 	return conn
 }

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,10 +13,9 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
-
-// replaysDroppedMetric counts signed blocks at or below the safe head, dropped as replays of settled history.
-const replaysDroppedMetric = "op_node_default_replicator_replays_dropped_total"
 
 // TestRelayReplaysHaltNothing has a replicator follow the sequencer's relay and a second relay that replays old
 // history the sequencer really signed (stand-ins signed with the devnet sequencer's key): a pair of different
@@ -27,17 +24,17 @@ const replaysDroppedMetric = "op_node_default_replicator_replays_dropped_total"
 // above our safe head: the replays are dropped and counted, and nothing halts.
 func TestRelayReplaysHaltNothing(t *testing.T) {
 	const oldBlocks = 2000
-	seqRelay := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
-	seq := d.Sequencer.EL
-	startTxLoad(t, d, seq)
-	require.NoError(t, d.WaitFor(t.Context(), time.Minute, "a safe head above block 12", func(ctx context.Context) (bool, error) {
+	seqRelay := dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(seqRelay)})
+	seq := sys.Sequencer.EL
+	sys.StartTxLoad(seq)
+	sys.WaitFor(time.Minute, "a safe head above block 12", func(ctx context.Context) (bool, error) {
 		safe, err := seq.BlockID(ctx, rpc.SafeBlockNumber)
 		return err == nil && safe.Number > 12, err
-	}))
+	})
 
-	replayer := startFakeRelay(t, d.L2.Rollup, seq.HTTP, d.Keys.SequencerP2P)
-	safe := header(t, seq, rpc.SafeBlockNumber).Number.Uint64()
+	replayer := startFakeRelay(t, sys.Net.L2.Rollup, seq.HTTP, sys.Net.Keys.SequencerP2P)
+	safe := seq.NumberAt(rpc.SafeBlockNumber)
 	ctx := t.Context()
 	// The pair at height 10: the sequencer's block and another one it "signed" there.
 	genuine, err := replayer.signed(ctx, 10)
@@ -49,32 +46,25 @@ func TestRelayReplaysHaltNothing(t *testing.T) {
 	t.Logf("replaying a signed pair at height 10 and %d other blocks at heights 1-%d (safe head %d)", oldBlocks, safe, safe)
 
 	replayer.replayGate = make(chan struct{})
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithHaltPolicy("manual"), devnet.WithMetrics(),
-		devnet.WithSource("relay+ws://127.0.0.1:"+strconv.Itoa(seqRelay)+","+replayer.URL))
+	rep := sys.AddReplicator("replicator", devnet.WithHaltPolicy("manual"), devnet.WithMetrics(),
+		devnet.WithSource(dsl.RelaySource(seqRelay)+","+replayer.URL))
 	// The replay comes once the replicator's own safe head is past the replayed heights: a node's safe head is
 	// what tells it that L1 settled a height (a node just started, still deriving, cannot know it yet).
-	require.NoError(t, d.WaitFor(ctx, replicationTimeout, "the replicator's safe head to pass the replayed heights",
+	sys.WaitFor(dsl.ReplicationTimeout, "the replicator's safe head to pass the replayed heights",
 		func(ctx context.Context) (bool, error) {
 			h, err := rep.EL.BlockID(ctx, rpc.SafeBlockNumber)
 			return err == nil && h.Number >= safe, err
-		}))
+		})
 	close(replayer.replayGate)
-	require.NoError(t, d.WaitFor(ctx, replicationTimeout, "the replays to be dropped and counted", func(ctx context.Context) (bool, error) {
-		v, err := metricValue(ctx, rep.MetricsURL, replaysDroppedMetric)
-		return err == nil && v >= oldBlocks+2, nil
-	}))
-	waitReachesHead(t, d, rep, seq)
-	sampleFor(t, d, 5*time.Second, func() {
-		st := status(t, rep)
-		require.Equal(t, stateRunning, st.State, "replayed history halted the replicator: %s %s", st.HaltReason, st.HaltDetail)
+	sys.WaitFor(dsl.ReplicationTimeout, "the replays to be dropped and counted", rep.MetricIs(dsl.AtLeast(oldBlocks+2), dsl.MetricReplaysDropped))
+	rep.WaitReachesHead(seq)
+	sys.SampleFor(5*time.Second, func() {
+		st := rep.Status()
+		require.Equal(t, api.StateRunning, st.State, "replayed history halted the replicator: %s %s", st.HaltReason, st.HaltDetail)
 	})
-	var evidence []json.RawMessage
-	require.NoError(t, rep.CL.RPC.CallContext(ctx, &evidence, "replicator_equivocationEvidence"))
-	require.Empty(t, evidence, "replayed history was taken as equivocation evidence")
-	waitReachesHead(t, d, rep, seq)
-	v, err := metricValue(ctx, rep.MetricsURL, replaysDroppedMetric)
-	require.NoError(t, err)
-	t.Logf("%v replayed blocks dropped", v)
+	require.Empty(t, rep.EquivocationEvidence(), "replayed history was taken as equivocation evidence")
+	rep.WaitReachesHead(seq)
+	t.Logf("%v replayed blocks dropped", rep.Metric(dsl.MetricReplaysDropped))
 }
 
 // oldVariant returns the sequencer's block n changed (its prev-randao set from i, the hash recomputed) and

@@ -9,6 +9,8 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // TestSourceDown takes a replicator's source away for a while, under transaction load. An unreachable source is
@@ -16,29 +18,28 @@ import (
 // safe head advances by derivation. When the source is back, it catches up with the sequencer's head, and
 // every block from the start of the outage on is the sequencer's (no gap, nothing else).
 func TestSourceDown(t *testing.T) {
-	d := devnet.Start(t, devnet.Config{})
-	seq := d.Sequencer.EL
-	proxy := newProxy(t, seq.HTTP)
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(proxy.URL))
-	startTxLoad(t, d, seq)
-	waitReplicating(t, d, rep, seq, 10)
+	sys := dsl.Start(t, devnet.Config{})
+	seq := sys.Sequencer.EL
+	proxy := sys.NewProxy(seq.HTTP)
+	rep := sys.AddReplicator("replicator", devnet.WithSource(proxy.URL))
+	sys.StartTxLoad(seq)
+	rep.WaitReplicating(seq, 10)
 
 	proxy.SetFailure(devnet.FailDown)
-	outageStart := header(t, rep.EL, rpc.LatestBlockNumber).Number.Uint64()
-	startSafe := header(t, rep.EL, rpc.SafeBlockNumber).Number.Uint64()
-	sampleFor(t, d, 15*time.Second, func() {
+	outageStart := rep.EL.NumberAt(rpc.LatestBlockNumber)
+	startSafe := rep.EL.NumberAt(rpc.SafeBlockNumber)
+	sys.SampleFor(15*time.Second, func() {
 		require.True(t, rep.OpNode.Running(), "the replicator's op-node exited")
-		st := status(t, rep)
-		require.Equal(t, stateRunning, st.State, "the replicator halted (%s: %s)", st.HaltReason, st.HaltDetail)
+		rep.RequireRunning() // no halt
 	})
-	endSafe := header(t, rep.EL, rpc.SafeBlockNumber).Number.Uint64()
+	endSafe := rep.EL.NumberAt(rpc.SafeBlockNumber)
 	require.Greater(t, endSafe, startSafe+4, "the safe head did not advance while the source was down")
 	t.Logf("source down from block %d; safe head %d -> %d meanwhile", outageStart, startSafe, endSafe)
 
 	proxy.SetFailure(devnet.FailNone)
-	target := waitReachesHead(t, d, rep, seq)
-	requireSameBlocks(t, rep.EL, seq, outageStart, target.Number)
-	require.Equal(t, stateRunning, status(t, rep).State)
+	target := rep.WaitReachesHead(seq)
+	rep.EL.RequireSameBlocks(seq, outageStart, target.Number)
+	rep.RequireRunning()
 }
 
 // TestKillAndRestart kills a replicator mid-replication under transaction load, first its op-node alone, then
@@ -46,11 +47,11 @@ func TestSourceDown(t *testing.T) {
 // it must come back running, on the sequencer's chain (its latest and safe blocks are the sequencer's), and
 // replicate on to the sequencer's head.
 func TestKillAndRestart(t *testing.T) {
-	d := devnet.Start(t, devnet.Config{})
-	seq := d.Sequencer.EL
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator)
-	startTxLoad(t, d, seq)
-	waitReplicating(t, d, rep, seq, 10)
+	sys := dsl.Start(t, devnet.Config{})
+	seq := sys.Sequencer.EL
+	rep := sys.AddReplicator("replicator")
+	sys.StartTxLoad(seq)
+	rep.WaitReplicating(seq, 10)
 
 	for _, crash := range []struct {
 		what string
@@ -59,20 +60,19 @@ func TestKillAndRestart(t *testing.T) {
 		{"op-node", rep.OpNode.Kill},
 		{"op-node and op-geth", rep.Kill},
 	} {
-		before := waitReachesHead(t, d, rep, seq)
+		before := rep.WaitReachesHead(seq)
 		require.NoError(t, crash.kill(), "kill the replicator's %s", crash.what)
 		t.Logf("killed the replicator's %s at block %d", crash.what, before.Number)
 		restarted := time.Now()
-		require.NoError(t, rep.Start(t.Context()))
+		rep.StartAgain()
 
-		st := status(t, rep)
-		require.Equal(t, stateRunning, st.State, "after a restart (%s: %s)", st.HaltReason, st.HaltDetail)
+		st := rep.RequireRunning() // after a restart
 		require.True(t, st.Since.After(restarted), "the status is not the restarted replicator's")
-		_, _, err := requireConsistent(t.Context(), t, d, rep.EL)
+		_, _, err := rep.EL.ConsistentWith(t.Context(), seq)
 		require.NoError(t, err)
-		waitReplicating(t, d, rep, seq, before.Number+3)
-		waitReachesHead(t, d, rep, seq)
-		require.Equal(t, stateRunning, status(t, rep).State)
+		rep.WaitReplicating(seq, before.Number+3)
+		rep.WaitReachesHead(seq)
+		rep.RequireRunning()
 	}
 }
 
@@ -88,17 +88,13 @@ const sourceMemoryBound = 384 << 20
 // stays running and its op-node up, with its memory bounded (sourceMemoryBound), the failures are counted in
 // errors_total, and once the source is healthy again the replicator replicates to the head with no gap.
 func TestHostileSource(t *testing.T) {
-	d := devnet.Start(t, devnet.Config{})
-	seq := d.Sequencer.EL
-	proxy := newProxy(t, seq.HTTP)
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(proxy.URL), devnet.WithMetrics())
-	startTxLoad(t, d, seq)
-	waitReplicating(t, d, rep, seq, 10)
-	errorsTotal := func() float64 {
-		v, err := metricValue(t.Context(), rep.MetricsURL, "op_node_default_replicator_errors_total")
-		require.NoError(t, err)
-		return v
-	}
+	sys := dsl.Start(t, devnet.Config{})
+	seq := sys.Sequencer.EL
+	proxy := sys.NewProxy(seq.HTTP)
+	rep := sys.AddReplicator("replicator", devnet.WithSource(proxy.URL), devnet.WithMetrics())
+	sys.StartTxLoad(seq)
+	rep.WaitReplicating(seq, 10)
+	errorsTotal := func() float64 { return rep.Metric(dsl.MetricErrors) }
 
 	for _, tc := range []struct {
 		name    string
@@ -108,17 +104,17 @@ func TestHostileSource(t *testing.T) {
 		{"a byte a second", devnet.FailDrip},
 		{"garbage", devnet.FailGarbage},
 	} {
-		before := waitReachesHead(t, d, rep, seq)
+		before := rep.WaitReachesHead(seq)
 		res, err := rep.OpNode.Resources()
 		require.NoError(t, err)
 		baseline := res.RSS
 		errs := errorsTotal()
 		proxy.SetFailure(tc.failure)
 		var peak uint64
-		sampleFor(t, d, 12*time.Second, func() {
+		sys.SampleFor(12*time.Second, func() {
 			require.True(t, rep.OpNode.Running(), "%s: the replicator's op-node exited", tc.name)
-			st := status(t, rep)
-			require.Equal(t, stateRunning, st.State, "%s: the replicator halted (%s: %s)", tc.name, st.HaltReason, st.HaltDetail)
+			st := rep.Status()
+			require.Equal(t, api.StateRunning, st.State, "%s: the replicator halted (%s: %s)", tc.name, st.HaltReason, st.HaltDetail)
 			res, err := rep.OpNode.Resources()
 			require.NoError(t, err)
 			peak = max(peak, res.RSS)
@@ -129,8 +125,8 @@ func TestHostileSource(t *testing.T) {
 		t.Logf("%s: %v errors counted, op-node RSS %d MiB -> peak %d MiB", tc.name, counted, baseline>>20, peak>>20)
 
 		proxy.SetFailure(devnet.FailNone)
-		target := waitReachesHead(t, d, rep, seq)
-		requireSameBlocks(t, rep.EL, seq, before.Number, target.Number)
-		require.Equal(t, stateRunning, status(t, rep).State)
+		target := rep.WaitReachesHead(seq)
+		rep.EL.RequireSameBlocks(seq, before.Number, target.Number)
+		rep.RequireRunning()
 	}
 }

@@ -10,29 +10,28 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
 
 // TestNeverTouchSafe runs a replicator whose source lies about safety (its "safe" and "finalized" blocks are
 // the sequencer's latest), next to an L1-only verifier, under transaction load. Sampling for about half a
 // minute, it checks that the replicator replicates (its latest block is the sequencer's, and often ahead of
 // its safe head), that its safe head is never ahead of what L1 derivation knows (the verifier's safe head,
-// within safeGrace), and that no block at or below its safe head is ever rewritten: every block seen at or
+// within dsl.SafeGrace), and that no block at or below its safe head is ever rewritten: every block seen at or
 // below the safe head keeps its hash until the end.
 func TestNeverTouchSafe(t *testing.T) {
-	d := devnet.Start(t, devnet.Config{})
-	proxy := newProxy(t, d.Sequencer.EL.HTTP)
+	sys := dsl.Start(t, devnet.Config{})
+	proxy := sys.NewProxy(sys.Sequencer.EL.HTTP)
 	proxy.SetLyingTags(true)
-	rep := addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(proxy.URL))
-	verifier := addFollower(t, d, "verifier", devnet.RoleVerifier)
-	startTxLoad(t, d, d.Sequencer.EL)
-	seq := d.Sequencer.EL
+	rep := sys.AddReplicator("replicator", devnet.WithSource(proxy.URL))
+	verifier := sys.AddFollower("verifier", devnet.RoleVerifier)
+	seq := sys.Sequencer.EL
+	sys.StartTxLoad(seq)
 
-	waitReplicating(t, d, rep, seq, 1)
+	rep.WaitReplicating(seq, 1)
 	// The lie is in effect: the source's "safe" block is far ahead of the chain's real safe head.
-	liar, err := devnet.DialEL(proxy.URL)
-	require.NoError(t, err)
-	defer liar.Close()
-	require.Greater(t, header(t, liar, rpc.SafeBlockNumber).Number.Uint64(), header(t, seq, rpc.SafeBlockNumber).Number.Uint64()+1,
+	liar := sys.DialEL(proxy.URL)
+	require.Greater(t, liar.NumberAt(rpc.SafeBlockNumber), seq.NumberAt(rpc.SafeBlockNumber)+1,
 		"the proxy does not lie about the safe head")
 
 	var (
@@ -40,13 +39,12 @@ func TestNeverTouchSafe(t *testing.T) {
 		settledHash  []common.Hash
 		aheadSamples int
 	)
-	samples := sampleFor(t, d, 35*time.Second, func() {
-		safe := header(t, rep.EL, rpc.SafeBlockNumber)
-		latest := header(t, rep.EL, rpc.LatestBlockNumber)
-		safeNum, latestNum := safe.Number.Uint64(), latest.Number.Uint64()
+	samples := sys.SampleFor(35*time.Second, func() {
+		safeNum := rep.EL.NumberAt(rpc.SafeBlockNumber)
+		latestNum := rep.EL.NumberAt(rpc.LatestBlockNumber)
 
-		requireSameBlocks(t, rep.EL, seq, latestNum, latestNum)
-		requireNotAhead(t, d, "the replicator's safe head", safeNum, verifier.EL, rpc.SafeBlockNumber)
+		rep.EL.RequireSameBlocks(seq, latestNum, latestNum)
+		verifier.EL.RequireReaches(rpc.SafeBlockNumber, safeNum, "the replicator's safe head")
 		if latestNum >= safeNum+2 {
 			aheadSamples++
 		}
@@ -57,15 +55,12 @@ func TestNeverTouchSafe(t *testing.T) {
 			next = settled[len(settled)-1] + 1
 		}
 		if next <= safeNum {
-			nums := numberRange(next, safeNum)
-			requireSameBlocks(t, rep.EL, seq, next, safeNum)
-			hashes, err := hashesAt(t.Context(), rep.EL, nums)
-			require.NoError(t, err)
-			settled, settledHash = append(settled, nums...), append(settledHash, hashes...)
+			nums := devnet.NumberRange(next, safeNum)
+			rep.EL.RequireSameBlocks(seq, next, safeNum)
+			settled, settledHash = append(settled, nums...), append(settledHash, rep.EL.Hashes(nums)...)
 		}
 		// No block that was at or below the safe head has changed since.
-		hashes, err := hashesAt(t.Context(), rep.EL, settled)
-		require.NoError(t, err)
+		hashes := rep.EL.Hashes(settled)
 		for i, n := range settled {
 			require.Equal(t, settledHash[i], hashes[i], "the replicator rewrote block %d after it was safe", n)
 		}

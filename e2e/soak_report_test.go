@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
 
 const (
@@ -52,7 +54,7 @@ func (s *soak) markdown(duration time.Duration) string {
 	if head, err := s.seq.BlockNumber(ctx); err == nil {
 		p("- chain: sequencer blocks %d to %d (%d blocks); %d transfers sent, %d refused", s.startHead, head, head-s.startHead, s.txs.Sent(), s.txs.Failed())
 	}
-	if v, err := metricValue(ctx, s.rep.MetricsURL, "op_node_default_replicator_blocks_replicated_total"); err == nil {
+	if v, err := s.rep.MetricValue(ctx, dsl.MetricBlocksReplicated); err == nil {
 		p("- replicator: %.0f blocks replicated", v)
 	}
 	p("")

@@ -22,6 +22,8 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // The soak (make soak): a devnet under transaction load for OP_REPLICATOR_SOAK_DURATION, with faults injected on a
@@ -119,7 +121,7 @@ type soakFault struct {
 	target *devnet.Node
 	// expectHalt is the halt reason the fault causes on target, if it causes one. The soak resumes every halted
 	// replicator after each fault; a halt nobody expects is a violation.
-	expectHalt string
+	expectHalt api.Reason
 	// inject injects the fault and ends it, returning once it has had its effect.
 	inject func()
 }
@@ -158,8 +160,9 @@ const (
 )
 
 func startSoak(t *testing.T) *soak {
-	seqRelay := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(seqRelay)})
+	seqRelay := dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(seqRelay)})
+	d := sys.Net
 	s := &soak{
 		t: t, d: d, seq: d.Sequencer.EL,
 		forger:    mustKey(t),
@@ -167,19 +170,20 @@ func startSoak(t *testing.T) *soak {
 		seenHalts: make(map[string]bool),
 		checks:    make(map[string]int),
 	}
-	s.txs = startTxLoad(t, d, s.seq)
-	s.proxy = newProxy(t, s.seq.HTTP)
+	s.txs = sys.StartTxLoad(sys.Sequencer.EL)
+	s.proxy = sys.NewProxy(s.seq.HTTP)
 	s.hostile = startFakeRelay(t, d.L2.Rollup, s.seq.HTTP, s.forger)
 	s.hostile.set(func(f *fakeRelay) { f.silent = true })
-	s.rep = addFollower(t, d, "replicator", devnet.RoleReplicator, devnet.WithSource(s.proxy.URL+","+s.hostile.URL),
+	rep := sys.AddReplicator("replicator", devnet.WithSource(s.proxy.URL+","+s.hostile.URL),
 		devnet.WithHaltPolicy("manual"), devnet.WithMetrics(),
 		devnet.WithNodeArgs("--replicator.read-timeout", soakRelayReadTimeout.String()))
-	s.sentryPort = devnetPort(t, d)
-	s.sentry = addFollower(t, d, "sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(relayArgs(s.sentryPort)...))
-	s.down = addFollower(t, d, "downstream", devnet.RoleReplicator, devnet.WithHaltPolicy("manual"),
-		devnet.WithSource(fmt.Sprintf("relay+ws://127.0.0.1:%d,relay+ws://127.0.0.1:%d", s.sentryPort, seqRelay)))
-	waitReplicating(t, d, s.rep, s.seq, 5)
-	waitReachesHead(t, d, s.down, s.seq)
+	s.sentryPort = sys.FreePort()
+	sentry := sys.AddFollower("sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(dsl.RelayArgs(s.sentryPort)...))
+	down := sys.AddReplicator("downstream", devnet.WithHaltPolicy("manual"),
+		devnet.WithSource(dsl.RelaySource(s.sentryPort)+","+dsl.RelaySource(seqRelay)))
+	rep.WaitReplicating(sys.Sequencer.EL, 5)
+	down.WaitReachesHead(sys.Sequencer.EL)
+	s.rep, s.sentry, s.down = rep.Node.Node, sentry.Node, down.Node.Node
 	head, err := s.seq.BlockNumber(t.Context())
 	require.NoError(t, err)
 	s.startHead, s.started = head, time.Now()
@@ -203,7 +207,7 @@ func (s *soak) schedule() []*soakFault {
 			s.hold(12 * time.Second)
 			s.proxy.SetDelay(0)
 		}},
-		{name: "source tampered", target: s.rep, expectHalt: reasonInvalidPayload, inject: s.tamperSource},
+		{name: "source tampered", target: s.rep, expectHalt: api.ReasonInvalidPayload, inject: s.tamperSource},
 		{name: "op-geth restart (down 5 s)", target: s.rep, inject: func() {
 			require.NoError(s.t, s.rep.OpGeth.Stop())
 			s.hold(soakDowntime)
@@ -295,15 +299,15 @@ func (s *soak) inject(f *soakFault) {
 func (s *soak) recoverNode(f *soakFault, n *devnet.Node, before uint64) {
 	s.t.Helper()
 	ctx := s.t.Context()
-	var st *devnet.ReplicatorStatus
+	var st *api.Status
 	require.NoError(s.t, s.d.WaitFor(ctx, soakRecoveryTimeout, n.Name+"'s replicator_status", func(ctx context.Context) (bool, error) {
 		var err error
-		st, err = n.CL.ReplicatorStatus(ctx)
+		st, err = n.CL.Replicator.Status(ctx)
 		return err == nil, err
 	}))
-	if st.State == stateHalted {
+	if st.State == api.StateHalted {
 		s.recordHalt(n, st, f)
-		require.NoError(s.t, n.CL.ReplicatorResume(ctx))
+		require.NoError(s.t, n.CL.Replicator.Resume(ctx))
 	}
 	target, err := s.seq.BlockID(ctx, rpc.LatestBlockNumber)
 	require.NoError(s.t, err)
@@ -311,8 +315,8 @@ func (s *soak) recoverNode(f *soakFault, n *devnet.Node, before uint64) {
 		func(ctx context.Context) (bool, error) {
 			// Replicated, not only derived: derivation may have got there first after a long fault, but the
 			// replicator must be replicating the sequencer's new blocks again.
-			st, err := n.CL.ReplicatorStatus(ctx)
-			if err != nil || st.State != stateRunning || st.LastReplicated.Number < target.Number {
+			st, err := n.CL.Replicator.Status(ctx)
+			if err != nil || st.State != api.StateRunning || st.LastReplicated.Number < target.Number {
 				return false, err
 			}
 			got, err := n.EL.BlockID(ctx, rpc.BlockNumber(target.Number))
@@ -330,11 +334,11 @@ func (s *soak) recoverNode(f *soakFault, n *devnet.Node, before uint64) {
 
 // checkNoGap checks that n's blocks from..to are the sequencer's and each one's parent is the block before it.
 func (s *soak) checkNoGap(ctx context.Context, n *devnet.Node, from, to uint64) error {
-	links, err := blockLinks(ctx, n.EL, numberRange(from, to))
+	links, err := blockLinks(ctx, n.EL, devnet.NumberRange(from, to))
 	if err != nil {
 		return err
 	}
-	want, err := hashesAt(ctx, s.seq, numberRange(from, to))
+	want, err := s.seq.HashesAt(ctx, devnet.NumberRange(from, to))
 	if err != nil {
 		return err
 	}
@@ -408,8 +412,8 @@ func (s *soak) tamperSource() {
 	s.proxy.TamperFrom(head + 2)
 	defer s.proxy.StopTampering()
 	s.waitFor("the replicator to halt on a tampered block", func(ctx context.Context) (bool, error) {
-		st, err := s.rep.CL.ReplicatorStatus(ctx)
-		return err == nil && st.State == stateHalted, err
+		st, err := s.rep.CL.Replicator.Status(ctx)
+		return err == nil && st.State == api.StateHalted, err
 	})
 	s.hold(soakHaltHeld)
 }
@@ -419,7 +423,7 @@ func (s *soak) tamperSource() {
 // (errors_total{kind="bad-signature"}).
 func (s *soak) streamHostile(what string, misbehave func(f *fakeRelay)) {
 	refused := func(ctx context.Context) (float64, error) {
-		return metricValue(ctx, s.rep.MetricsURL, `op_node_default_replicator_errors_total{kind="bad-signature"}`)
+		return s.rep.MetricValue(ctx, dsl.MetricErrors, "kind", dsl.ErrorKindBadSignature)
 	}
 	before, _ := refused(s.t.Context()) // no series before the first refusal
 	sent := s.hostile.blocksSent()
@@ -461,7 +465,7 @@ func (s *soak) replayHistory() {
 	s.hostile.set(func(f *fakeRelay) { f.key = s.forger })
 
 	dropped := func(ctx context.Context) (float64, error) {
-		return metricValue(ctx, s.rep.MetricsURL, replaysDroppedMetric)
+		return s.rep.MetricValue(ctx, dsl.MetricReplaysDropped)
 	}
 	before, _ := dropped(ctx)
 	require.Positive(s.t, s.hostile.push(msgs...), "the hostile relay lost its subscriber")
@@ -469,11 +473,12 @@ func (s *soak) replayHistory() {
 		v, err := dropped(ctx)
 		return err == nil && v >= before+float64(len(msgs)), nil
 	})
-	var evidence []json.RawMessage
-	require.NoError(s.t, s.rep.CL.RPC.CallContext(ctx, &evidence, "replicator_equivocationEvidence"))
+	evidence, err := s.rep.CL.Replicator.EquivocationEvidence(ctx)
+	require.NoError(s.t, err)
 	s.count(invHaltsExpected)
 	if len(evidence) > 0 {
-		s.violate(invHaltsExpected, fmt.Sprintf("replayed history was taken as equivocation evidence: %s", evidence[0]))
+		first, _ := json.Marshal(evidence[0])
+		s.violate(invHaltsExpected, fmt.Sprintf("replayed history was taken as equivocation evidence: %s", first))
 	}
 	s.addTraffic(fmt.Sprintf("hostile relay, replayed: %d signed blocks at or below height %d (safe head %d), a conflicting pair among them", len(msgs), top, safe.Number))
 }
@@ -546,7 +551,7 @@ func (s *soak) addTraffic(line string) {
 }
 
 // recordHalt records a halt once (by node and start), as expected if the fault in progress causes it on that node.
-func (s *soak) recordHalt(n *devnet.Node, st *devnet.ReplicatorStatus, f *soakFault) {
+func (s *soak) recordHalt(n *devnet.Node, st *api.Status, f *soakFault) {
 	key := n.Name + "@" + st.Since.String()
 	s.mu.Lock()
 	if s.seenHalts[key] {
@@ -554,7 +559,7 @@ func (s *soak) recordHalt(n *devnet.Node, st *devnet.ReplicatorStatus, f *soakFa
 		return
 	}
 	s.seenHalts[key] = true
-	h := haltRecord{node: n.Name, reason: st.HaltReason, detail: st.HaltDetail, since: st.Since, fault: "(none)"}
+	h := haltRecord{node: n.Name, reason: string(st.HaltReason), detail: st.HaltDetail, since: st.Since, fault: "(none)"}
 	if f != nil {
 		h.fault = f.name
 		h.expected = f.target == n && f.expectHalt == st.HaltReason
@@ -692,7 +697,7 @@ func (s *soak) checkSafeHistory(ctx context.Context, h *safeHistory) {
 	}
 }
 
-// optionalHashesAt is hashesAt with nil for a block el does not have.
+// optionalHashesAt is devnet.EL.HashesAt with nil for a block el does not have.
 func optionalHashesAt(ctx context.Context, el *devnet.EL, nums []uint64) ([]*common.Hash, error) {
 	type block struct {
 		Hash common.Hash `json:"hash"`
@@ -717,17 +722,17 @@ func optionalHashesAt(ctx context.Context, el *devnet.EL, nums []uint64) ([]*com
 	return hashes, nil
 }
 
-// checkHaltHeld checks, while n is halted (from rewindDeadline after the halt on), that its op-geth's latest block
+// checkHaltHeld checks, while n is halted (from dsl.RewindDeadline after the halt on), that its op-geth's latest block
 // is one derivation produced: not above op-node's pending safe head, and the sequencer's block at that height (as
-// requireHaltHeldInOpGeth). It records the halt too. The status is read again afterwards: a look that a resume
+// dsl.HeadSamples.RequireHaltHeld). It records the halt too. The status is read again afterwards: a look that a resume
 // overtook is not a check.
 func (s *soak) checkHaltHeld(ctx context.Context, n *devnet.Node) {
-	st, err := n.CL.ReplicatorStatus(ctx)
-	if err != nil || st.State != stateHalted {
+	st, err := n.CL.Replicator.Status(ctx)
+	if err != nil || st.State != api.StateHalted {
 		return
 	}
 	s.recordHalt(n, st, s.currentFault())
-	if time.Since(st.Since) < rewindDeadline {
+	if time.Since(st.Since) < dsl.RewindDeadline {
 		return
 	}
 	latest, err := n.EL.BlockID(ctx, rpc.LatestBlockNumber)
@@ -738,8 +743,8 @@ func (s *soak) checkHaltHeld(ctx context.Context, n *devnet.Node) {
 	if err != nil {
 		return
 	}
-	again, err := n.CL.ReplicatorStatus(ctx)
-	if err != nil || again.State != stateHalted || !again.Since.Equal(st.Since) {
+	again, err := n.CL.Replicator.Status(ctx)
+	if err != nil || again.State != api.StateHalted || !again.Since.Equal(st.Since) {
 		return
 	}
 	s.count(invHaltHeld)
@@ -761,7 +766,7 @@ func (s *soak) sampleResources(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	goroutines, err := metricValue(ctx, s.rep.MetricsURL, "go_goroutines")
+	goroutines, err := s.rep.MetricValue(ctx, dsl.MetricGoroutines)
 	if err != nil {
 		return
 	}

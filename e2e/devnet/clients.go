@@ -2,11 +2,12 @@ package devnet
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/big"
-	"time"
 
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -14,6 +15,8 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/client"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
+
+	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
 // EL is a client of an execution engine's user RPC (eth_ namespace), over HTTP.
@@ -57,9 +60,66 @@ func (e *EL) BlockID(ctx context.Context, n rpc.BlockNumber) (eth.BlockID, error
 	return eth.HeaderBlockID(h), nil
 }
 
-// CL is a client of an op-node's RPC: the optimism_ namespace and the replicator's replicator_ namespace.
+// HashesAt returns the hashes of the blocks with the given numbers, in one batch request. A block the engine does
+// not have is an error.
+func (e *EL) HashesAt(ctx context.Context, nums []uint64) ([]common.Hash, error) {
+	type block struct {
+		Hash common.Hash `json:"hash"`
+	}
+	results := make([]*block, len(nums))
+	batch := make([]rpc.BatchElem, len(nums))
+	for i, n := range nums {
+		batch[i] = rpc.BatchElem{Method: "eth_getBlockByNumber", Args: []any{hexutil.EncodeUint64(n), false}, Result: &results[i]}
+	}
+	if err := e.RPC.BatchCallContext(ctx, batch); err != nil {
+		return nil, fmt.Errorf("batch eth_getBlockByNumber at %s: %w", e.HTTP, err)
+	}
+	hashes := make([]common.Hash, len(nums))
+	for i, elem := range batch {
+		if elem.Error != nil {
+			return nil, fmt.Errorf("eth_getBlockByNumber(%d) at %s: %w", nums[i], e.HTTP, elem.Error)
+		}
+		if results[i] == nil {
+			return nil, fmt.Errorf("eth_getBlockByNumber(%d) at %s: %w", nums[i], e.HTTP, ethereum.NotFound)
+		}
+		hashes[i] = results[i].Hash
+	}
+	return hashes, nil
+}
+
+// NumberRange returns from, from+1, ..., to.
+func NumberRange(from, to uint64) []uint64 {
+	var nums []uint64
+	for n := from; n <= to; n++ {
+		nums = append(nums, n)
+	}
+	return nums
+}
+
+// Relay is a client of a relay's own JSON-RPC listener (relay_ namespace, plugin/api's typed client).
+type Relay struct {
+	*api.RelayClient
+	rpc *rpc.Client
+}
+
+// DialRelay connects to a relay's listener at url: ws://host:port for subscriptions (a replicator's source
+// relay+ws://host:port is the same listener), or http://host:port.
+func DialRelay(ctx context.Context, url string) (*Relay, error) {
+	c, err := rpc.DialContext(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("dial relay %s: %w", url, err)
+	}
+	return &Relay{RelayClient: api.NewRelayClient(c), rpc: c}, nil
+}
+
+// Close closes the connection.
+func (r *Relay) Close() { r.rpc.Close() }
+
+// CL is a client of an op-node's RPC: the optimism_ namespace, and the replicator_ namespace through Replicator.
 type CL struct {
 	*sources.RollupClient
+	// Replicator calls the replicator_ namespace (plugin/api's typed client).
+	Replicator *api.Client
 	// RPC is the underlying client, for raw calls.
 	RPC *rpc.Client
 	// URL is the op-node's RPC endpoint.
@@ -71,66 +131,5 @@ func newCL(url string) (*CL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
-	return &CL{RollupClient: sources.NewRollupClient(client.NewBaseRPCClient(c)), RPC: c, URL: url}, nil
-}
-
-// ReplicatorStatus is the result of replicator_status, decoded as a client sees it.
-type ReplicatorStatus struct {
-	State      string     `json:"state"` // "running" or "halted"
-	HaltReason string     `json:"haltReason"`
-	HaltDetail string     `json:"haltDetail"`
-	Since      time.Time  `json:"since"`
-	ResumeAt   *time.Time `json:"resumeAt"` // end of a timed halt
-	HaltPolicy string     `json:"haltPolicy"`
-
-	Source           string      `json:"source"`
-	SourceHead       eth.BlockID `json:"sourceHead"`
-	LastReplicated   eth.BlockID `json:"lastReplicated"`
-	LastReplicatedAt *time.Time  `json:"lastReplicatedAt"`
-
-	Unsafe    eth.L2BlockRef `json:"unsafe"`
-	Safe      eth.L2BlockRef `json:"safe"`
-	Finalized eth.L2BlockRef `json:"finalized"`
-	Lag       uint64         `json:"lag"` // blocks between the source's head and the local unsafe head
-
-	// Raw is the result as received.
-	Raw json.RawMessage `json:"-"`
-}
-
-// ReplicatorStatusRaw calls replicator_status and returns the result undecoded.
-func (c *CL) ReplicatorStatusRaw(ctx context.Context) (json.RawMessage, error) {
-	var raw json.RawMessage
-	if err := c.RPC.CallContext(ctx, &raw, "replicator_status"); err != nil {
-		return nil, fmt.Errorf("replicator_status at %s: %w", c.URL, err)
-	}
-	return raw, nil
-}
-
-// ReplicatorStatus calls replicator_status.
-func (c *CL) ReplicatorStatus(ctx context.Context) (*ReplicatorStatus, error) {
-	raw, err := c.ReplicatorStatusRaw(ctx)
-	if err != nil {
-		return nil, err
-	}
-	status := &ReplicatorStatus{Raw: raw}
-	if err := json.Unmarshal(raw, status); err != nil {
-		return nil, fmt.Errorf("decode replicator_status %s: %w", raw, err)
-	}
-	return status, nil
-}
-
-// ReplicatorHalt calls replicator_halt (an admin method).
-func (c *CL) ReplicatorHalt(ctx context.Context, reason string) error {
-	if err := c.RPC.CallContext(ctx, nil, "replicator_halt", reason); err != nil {
-		return fmt.Errorf("replicator_halt at %s: %w", c.URL, err)
-	}
-	return nil
-}
-
-// ReplicatorResume calls replicator_resume (an admin method).
-func (c *CL) ReplicatorResume(ctx context.Context) error {
-	if err := c.RPC.CallContext(ctx, nil, "replicator_resume"); err != nil {
-		return fmt.Errorf("replicator_resume at %s: %w", c.URL, err)
-	}
-	return nil
+	return &CL{RollupClient: sources.NewRollupClient(client.NewBaseRPCClient(c)), Replicator: api.NewClient(c), RPC: c, URL: url}, nil
 }

@@ -104,10 +104,10 @@ func statusLine(ctx context.Context, d *devnet.Devnet, replicator *devnet.Node, 
 		heads = fmt.Sprintf("unsafe %d safe %d finalized %d", s.UnsafeL2.Number, s.SafeL2.Number, s.FinalizedL2.Number)
 	}
 	state := "n/a"
-	if s, err := replicator.CL.ReplicatorStatus(ctx); err == nil {
-		state = s.State
+	if s, err := replicator.CL.Replicator.Status(ctx); err == nil {
+		state = string(s.State)
 		if s.HaltReason != "" {
-			state += " (" + s.HaltReason + ")"
+			state += " (" + string(s.HaltReason) + ")"
 		}
 	}
 	return fmt.Sprintf("%s  sequencer #%s | replicator %s state %s lag %s | gossip lag %s | txs %d sent %d failed",
