@@ -225,6 +225,8 @@ func TestEquivocatingRelayHaltsWithPortableEvidence(t *testing.T) {
 
 	// The halt and its evidence survive a crash of op-node.
 	halted := rep.Status()
+	before := rep.EquivocationEvidence()
+	require.NotEmpty(t, before)
 	require.NoError(t, rep.OpNode.Kill())
 	rep.StartAgain()
 	after := rep.Status()
@@ -235,7 +237,7 @@ func TestEquivocatingRelayHaltsWithPortableEvidence(t *testing.T) {
 	// The pair that halted it is kept (the equivocating relay goes on adding pairs at new heights).
 	kept := rep.EquivocationEvidence()
 	require.NotEmpty(t, kept)
-	require.JSONEq(t, string(mustJSON(t, ev)), string(mustJSON(t, kept[0])), "the evidence changed across the restart")
+	require.JSONEq(t, string(mustJSON(t, before[0])), string(mustJSON(t, kept[0])), "the evidence changed across the restart")
 	rep.RequireNoUnsafeBeyondDerived()
 }
 
