@@ -83,6 +83,11 @@ func TestBlockStatusTiesUnsafeBlocksToL1(t *testing.T) {
 	sys, seqRelay := startRelayDevnet(t)
 	rep := sys.AddReplicator("replicator", devnet.WithSource(dsl.RelaySource(seqRelay)))
 	requireReplicatedSigned(t, sys, rep)
+	// A safe block derived from a batch, not genesis.
+	sys.WaitFor(time.Minute, "the replicator's first safe block", func(ctx context.Context) (bool, error) {
+		safe, err := rep.EL.BlockID(ctx, rpc.SafeBlockNumber)
+		return err == nil && safe.Number > 0, err
+	})
 
 	st := rep.BlockStatusAt(rpc.LatestBlockNumber)
 	require.Equal(t, api.LabelUnsafe, st.Label)
@@ -97,6 +102,8 @@ func TestBlockStatusTiesUnsafeBlocksToL1(t *testing.T) {
 	require.True(t, safe.L1OriginCanonical)
 	require.GreaterOrEqual(t, safe.L1OriginDepth, st.L1OriginDepth)
 	require.False(t, safe.Replicated && !safe.Signed, "a replicated safe block came signed")
+	t.Logf("latest %d: %s, origin %d, depth %d; safe %d: %s, origin %d, depth %d",
+		st.Number, st.Label, st.L1Origin.Number, st.L1OriginDepth, safe.Number, safe.Label, safe.L1Origin.Number, safe.L1OriginDepth)
 }
 
 // TestRelayForgedAndAlteredBlocksAreRefused gives a replicator, besides an honest relay, a relay that signs the
