@@ -739,7 +739,7 @@ func (s *soak) checkHaltHeld(ctx context.Context, n *devnet.Node) {
 	if err != nil {
 		return
 	}
-	ss, err := n.CL.SyncStatus(ctx)
+	ss, err := dsl.PendingSafeAfter(ctx, n.CL, latest)
 	if err != nil {
 		return
 	}

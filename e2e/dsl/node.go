@@ -116,6 +116,29 @@ type HeadSample struct {
 	SS     *eth.SyncStatus
 }
 
+// derivedBlockSettle bounds how long op-node takes to record as pending safe a block derivation just made op-geth's
+// head: op-node updates its pending safe head only after op-geth's forkchoice update returns, so for a moment
+// op-geth's latest is a derived block above what op-node reports.
+const derivedBlockSettle = 100 * time.Millisecond
+
+// PendingSafeAfter reads op-node's sync status after its op-geth reported latest. If latest is above the pending
+// safe head, it reads again for up to derivedBlockSettle, until the pending safe head reaches it: a block derivation
+// made op-geth's head is recorded by op-node right after. A block that came from outside derivation stays above.
+func PendingSafeAfter(ctx context.Context, cl *devnet.CL, latest eth.BlockID) (*eth.SyncStatus, error) {
+	deadline := time.Now().Add(derivedBlockSettle)
+	for {
+		ss, err := cl.SyncStatus(ctx)
+		if err != nil || ss.PendingSafeL2.Number >= latest.Number || !time.Now().Before(deadline) {
+			return ss, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // HeadSamples are a node's samples, in order.
 type HeadSamples struct {
 	base
@@ -143,7 +166,7 @@ func (n *Node) SampleHeads() (stop func() *HeadSamples) {
 			latest, err := n.EL.BlockID(ctx, rpc.LatestBlockNumber)
 			if err == nil {
 				var ss *eth.SyncStatus
-				if ss, err = n.CL.SyncStatus(ctx); err == nil {
+				if ss, err = PendingSafeAfter(ctx, n.CL, latest); err == nil {
 					mu.Lock()
 					samples = append(samples, HeadSample{At: at, Latest: latest, SS: ss})
 					mu.Unlock()
