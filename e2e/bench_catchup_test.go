@@ -1,0 +1,358 @@
+//go:build bench
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/op-replicator/op-replicator/e2e/devnet"
+)
+
+// Catch-up benchmarks: a fresh node started far behind the sequencer, against the engine ceiling (devnet.Engine:
+// the same blocks, prefetched, replayed through the engine API into a fresh op-geth), all in one devnet run.
+// Settings: OP_REPLICATOR_BENCH_CATCHUP_BLOCKS (how far behind the fresh node starts, default 500),
+// OP_REPLICATOR_BENCH_UNSAFE_BLOCKS (the unsafe-only backlog, default 1000), OP_REPLICATOR_BENCH_TX_RATE (default
+// 60), OP_REPLICATOR_BENCH_PPROF (a directory: a CPU profile of the replicator's op-node over its catch-up is
+// written there), OP_REPLICATOR_BENCH_REPORT.
+
+// catchUpResult is one fresh node's catch-up to a target block.
+type catchUpResult struct {
+	name string
+	// total runs from the start of the node's processes to the target on its unsafe head; steady from the first
+	// sample at or above steadyFrom (a tenth of the way) to the target.
+	total, steady time.Duration
+	steadyFrom    uint64
+	blocks        uint64 // the target: blocks from genesis
+	// safeAtTarget is the node's safe head when its unsafe head reached the target.
+	safeAtTarget uint64
+	// replicated is the replicator's blocks_replicated_total at the target; errors its errors_total by kind.
+	replicated float64
+	errors     string
+	cpu        time.Duration // the op-node's CPU time up to the target
+}
+
+func (r catchUpResult) totalRate() float64 { return float64(r.blocks) / r.total.Seconds() }
+func (r catchUpResult) steadyRate() float64 {
+	return float64(r.blocks-r.steadyFrom) / r.steady.Seconds()
+}
+
+// catchUpSample is how often a catching-up node's heads are read.
+const catchUpSample = 50 * time.Millisecond
+
+// measureCatchUp adds a follower and measures how long it takes until its unsafe head is at target, whose hash must
+// be want; then it stops the follower (its CPU is not left to weigh on the next measurement).
+func measureCatchUp(t *testing.T, d *devnet.Devnet, name, label string, role devnet.Role, target uint64, want common.Hash,
+	profile bool, opts ...devnet.FollowerOption) catchUpResult {
+	t.Helper()
+	res := catchUpResult{name: label, blocks: target, steadyFrom: target / 10}
+	var pprofPort int
+	if role == devnet.RoleReplicator {
+		opts = append(opts, devnet.WithMetrics())
+	}
+	if profile {
+		pprofPort = devnetPort(t, d)
+		opts = append(opts, devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort)))
+	}
+	started := time.Now()
+	n := addFollower(t, d, name, role, opts...)
+	t.Cleanup(func() { _ = n.Stop() })
+	var stopProfiles func()
+	if profile {
+		stopProfiles = captureProfiles(t, pprofPort, name)
+	}
+	ticker := time.NewTicker(catchUpSample)
+	defer ticker.Stop()
+	var steadyAt time.Time
+	deadline := time.After(time.Duration(target)*time.Second + 2*time.Minute)
+	for {
+		require.NoError(t, d.Err(), "devnet fault during %s's catch-up", name)
+		st, err := n.CL.SyncStatus(t.Context())
+		if err == nil {
+			if steadyAt.IsZero() && st.UnsafeL2.Number >= res.steadyFrom {
+				steadyAt, res.steadyFrom = time.Now(), st.UnsafeL2.Number
+			}
+			if st.UnsafeL2.Number >= target {
+				res.total, res.steady, res.safeAtTarget = time.Since(started), time.Since(steadyAt), st.SafeL2.Number
+				break
+			}
+		}
+		select {
+		case <-ticker.C:
+		case <-deadline:
+			t.Fatalf("%s did not reach block %d in time (last status %+v, err %v)", name, target, st, err)
+		}
+	}
+	var err error
+	res.cpu, err = n.OpNode.CPUTime()
+	require.NoError(t, err)
+	if role == devnet.RoleReplicator {
+		res.replicated, err = metricValue(t.Context(), n.MetricsURL, "op_node_default_replicator_blocks_replicated_total")
+		require.NoError(t, err)
+		res.errors = metricLines(t, n.MetricsURL, "op_node_default_replicator_errors_total")
+	}
+	got := header(t, n.EL, rpc.BlockNumber(target)).Hash()
+	require.Equal(t, want, got, "%s has another block at %d", name, target)
+	if stopProfiles != nil {
+		stopProfiles()
+	}
+	require.NoError(t, n.Stop())
+	t.Logf("%s: block %d in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s",
+		label, target, res.total.Round(time.Millisecond), res.steadyFrom, res.steady.Round(time.Millisecond), res.safeAtTarget,
+		res.replicated, res.cpu, res.errors)
+	return res
+}
+
+// profileChunk is the length of one CPU profile of a catching-up op-node: profiles are taken back to back while it
+// catches up, and the one in flight when it reaches its target is dropped, so that they cover catch-up only.
+const profileChunk = 3 * time.Second
+
+// captureProfiles takes CPU profiles of the op-node at pprofPort back to back, writing them to
+// $OP_REPLICATOR_BENCH_PPROF/<name>-<i>.pprof (merge them with `go tool pprof -top <files>`), until stop is called.
+func captureProfiles(t *testing.T, pprofPort int, name string) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", pprofPort, int(profileChunk/time.Second))
+		for i := 0; ctx.Err() == nil; i++ {
+			path := filepath.Join(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), fmt.Sprintf("%s-%d.pprof", name, i))
+			if err := fetchTo(ctx, url, path); err != nil {
+				_ = os.Remove(path)
+				if ctx.Err() == nil {
+					t.Logf("profile %s: %v", path, err)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// metricLines returns the series of a metric at a Prometheus endpoint, label and value, joined.
+func metricLines(t *testing.T, url, name string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var out []string
+	scanner := bufio.NewScanner(resp.Body)
+	for scanner.Scan() {
+		if line := scanner.Text(); strings.HasPrefix(line, name+"{") {
+			out = append(out, strings.TrimPrefix(line, name))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
+// ceilings replays the sequencer's blocks 1..target into two fresh op-geths: with a forkchoice update per block,
+// and with one per 32 blocks.
+func ceilings(t *testing.T, d *devnet.Devnet, target uint64) (perBlock, per32 devnet.ReplayResult) {
+	t.Helper()
+	fetchStart := time.Now()
+	envs, err := d.FetchPayloads(t.Context(), d.Sequencer.EL, 1, target)
+	require.NoError(t, err)
+	t.Logf("fetched %d payloads in %s", len(envs), time.Since(fetchStart).Round(time.Millisecond))
+	for _, v := range []struct {
+		name  string
+		every int
+		res   *devnet.ReplayResult
+	}{{"ceiling-fcu1", 1, &perBlock}, {"ceiling-fcu32", 32, &per32}} {
+		e, err := d.StartEngine(t.Context(), v.name)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = e.Stop() })
+		*v.res, err = e.Replay(t.Context(), envs, v.every)
+		require.NoError(t, err)
+		head := header(t, e.EL, rpc.LatestBlockNumber)
+		require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, head.Hash(), "%s: head after the replay", v.name)
+		require.NoError(t, e.Stop())
+		t.Logf("%s: %d blocks in %s: %.1f blocks/s", v.name, v.res.Blocks, v.res.Elapsed.Round(time.Millisecond), v.res.BlocksPerSecond())
+	}
+	return perBlock, per32
+}
+
+func startBenchLoad(t *testing.T, d *devnet.Devnet, rate uint64) {
+	t.Helper()
+	txs, err := devnet.StartTxGen(t.Context(), d.Sequencer.EL, d.Keys.L2Accounts, float64(rate))
+	require.NoError(t, err)
+	t.Cleanup(txs.Stop)
+}
+
+// waitSequencer waits until the sequencer's unsafe head (safe: its safe head) is at least n, and returns it.
+func waitSequencer(t *testing.T, d *devnet.Devnet, n uint64, safe bool) uint64 {
+	t.Helper()
+	label, what := rpc.LatestBlockNumber, "unsafe"
+	if safe {
+		label, what = rpc.SafeBlockNumber, "safe"
+	}
+	var got uint64
+	require.NoError(t, d.WaitFor(t.Context(), time.Duration(n)*3*time.Second+2*time.Minute, fmt.Sprintf("sequencer %s head %d", what, n),
+		func(ctx context.Context) (bool, error) {
+			h, err := d.Sequencer.EL.Header(ctx, label)
+			if err != nil {
+				return false, err
+			}
+			got = h.Number.Uint64()
+			return got >= n, nil
+		}))
+	return got
+}
+
+func benchHeading(title string, blocks, rate uint64) string {
+	return fmt.Sprintf("### %s: %d blocks, %d transfers/s (%s, %s, %d CPUs, GOMAXPROCS %d, load average %s)\n\n", title, blocks, rate,
+		time.Now().UTC().Format(time.RFC3339), hostname(), runtime.NumCPU(), runtime.GOMAXPROCS(0), loadAverage())
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func catchUpRow(out *strings.Builder, r catchUpResult, per32, anchor float64, anchorName string) {
+	note := fmt.Sprintf("steady part %s; from process start %.1f blocks/s in %s; its safe head was %d when it reached %d",
+		r.steady.Round(100*time.Millisecond), r.totalRate(), r.total.Round(100*time.Millisecond), r.safeAtTarget, r.blocks)
+	if r.errors != "" {
+		note += fmt.Sprintf("; replicated %.0f blocks; errors %s", r.replicated, r.errors)
+	}
+	vsAnchor := ""
+	if anchor > 0 {
+		vsAnchor = fmt.Sprintf(", %.2f× %s", r.steadyRate()/anchor, anchorName)
+	}
+	fmt.Fprintf(out, "| %s (steady, block %d → %d) | %.1f | %.2f×%s | %s; op-node CPU %.1f s |\n", r.name, r.steadyFrom, r.blocks,
+		r.steadyRate(), r.steadyRate()/per32, vsAnchor, note, r.cpu.Seconds())
+}
+
+// TestBenchCatchUp measures a fresh node started ~OP_REPLICATOR_BENCH_CATCHUP_BLOCKS blocks behind the sequencer,
+// with L1 holding the batches of every one of them: stock op-node (L1 derivation only), the replicator (source =
+// the sequencer's op-geth over websocket) and the engine ceiling, on the same blocks 1..N.
+func TestBenchCatchUp(t *testing.T) {
+	blocks := envUint(t, "OP_REPLICATOR_BENCH_CATCHUP_BLOCKS", 500)
+	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	d := devnet.Start(t, devnet.Config{})
+	startBenchLoad(t, d, rate)
+	// The target must be on L1 for the stock node: wait until the sequencer's safe head has it.
+	waitSequencer(t, d, blocks, true)
+	target := blocks
+	want := header(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
+
+	perBlock, per32 := ceilings(t, d, target)
+	stock := measureCatchUp(t, d, "stock", "stock op-node, L1 derivation only", devnet.RoleVerifier, target, want, false)
+	rep := measureCatchUp(t, d, "rep-ws", "replicator, sequencer op-geth over ws", devnet.RoleReplicator, target, want, profile,
+		devnet.WithSource(d.Sequencer.EL.WS))
+	head := header(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
+
+	var out strings.Builder
+	out.WriteString(benchHeading("Catch-up of a fresh node, L1 has the batches", target, rate))
+	fmt.Fprintf(&out, "Blocks 1 → %d; the sequencer was at %d when the last measurement ended. Rates are over the steady part "+
+		"(from the first sample at or above a tenth of the way); the ceilings over the same blocks (%d → %d).\n\n",
+		target, head, stock.steadyFrom, target)
+	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling, vs stock | notes |")
+	fmt.Fprintln(&out, "|---|---|---|---|")
+	skip := int(stock.steadyFrom)
+	fmt.Fprintf(&out, "| engine ceiling: prefetched, `newPayload` + forkchoice update per block | %.1f | %.2f× | %d blocks in %s |\n",
+		perBlock.Rate(skip), perBlock.Rate(skip)/per32.Rate(skip), perBlock.Blocks, perBlock.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&out, "| engine ceiling: prefetched, one forkchoice update per 32 blocks | %.1f | 1.00× | %d blocks in %s |\n",
+		per32.Rate(skip), per32.Blocks, per32.Elapsed.Round(time.Millisecond))
+	catchUpRow(&out, stock, per32.Rate(skip), 0, "")
+	catchUpRow(&out, rep, per32.Rate(int(rep.steadyFrom)), stock.steadyRate(), "stock")
+	report(t, out.String())
+}
+
+// TestBenchCatchUpUnsafeOnly measures a fresh node catching up through a backlog of
+// OP_REPLICATOR_BENCH_UNSAFE_BLOCKS blocks that exist only as unsafe blocks (the batcher stopped early, the
+// sequencing window longer than the run): the replicator (ws source) against the engine ceiling. A stock op-node
+// cannot: the blocks are on no L1, and gossip serves no history.
+func TestBenchCatchUpUnsafeOnly(t *testing.T) {
+	blocks := envUint(t, "OP_REPLICATOR_BENCH_UNSAFE_BLOCKS", 1000)
+	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	// The window must outlast the backlog's growth (blocks s of L2 time) and the measurements, with room to spare;
+	// otherwise derivation replaces the unsafe chain with deposit-only blocks once it passes.
+	window := max(200, 2*(blocks+600)/uint64(devnet.L1BlockTime/time.Second))
+	d := devnet.Start(t, devnet.Config{SequencerWindowSize: window})
+	startBenchLoad(t, d, rate)
+	waitSequencer(t, d, 10, true)
+	setBatching(t, d, false)
+	// Whatever the batcher had in flight lands within a few L1 blocks.
+	time.Sleep(4 * devnet.L1BlockTime)
+	stopped := header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64()
+	target := waitSequencer(t, d, stopped+blocks, false)
+	want := header(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
+	safe := header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64()
+	require.Equal(t, stopped, safe, "the safe head moved with the batcher stopped")
+
+	perBlock, per32 := ceilings(t, d, target)
+	rep := measureCatchUp(t, d, "rep-ws", "replicator, sequencer op-geth over ws", devnet.RoleReplicator, target, want, profile,
+		devnet.WithSource(d.Sequencer.EL.WS))
+	require.Equal(t, stopped, header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
+
+	var out strings.Builder
+	out.WriteString(benchHeading("Catch-up through an unsafe-only backlog", target-stopped, rate))
+	fmt.Fprintf(&out, "Batcher stopped with the safe head at %d; sequencing window %d L1 blocks; the fresh node's target is block %d, "+
+		"so %d blocks exist only as unsafe blocks. Rates over the steady part (%d → %d) for every row.\n\n",
+		stopped, window, target, target-stopped, rep.steadyFrom, target)
+	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling | notes |")
+	fmt.Fprintln(&out, "|---|---|---|---|")
+	skip := int(rep.steadyFrom)
+	fmt.Fprintf(&out, "| engine ceiling: prefetched, `newPayload` + forkchoice update per block | %.1f | %.2f× | %d blocks in %s |\n",
+		perBlock.Rate(skip), perBlock.Rate(skip)/per32.Rate(skip), perBlock.Blocks, perBlock.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&out, "| engine ceiling: prefetched, one forkchoice update per 32 blocks | %.1f | 1.00× | %d blocks in %s |\n",
+		per32.Rate(skip), per32.Blocks, per32.Elapsed.Round(time.Millisecond))
+	fmt.Fprintln(&out, "| stock op-node (L1 derivation, gossip) | cannot | – | the blocks are on no L1, and gossip serves no history |")
+	catchUpRow(&out, rep, per32.Rate(skip), 0, "")
+	report(t, out.String())
+}
