@@ -191,28 +191,32 @@ func metricLines(t *testing.T, url, name string) string {
 	return strings.Join(out, ", ")
 }
 
-// ceilings replays the sequencer's blocks 1..target into two fresh op-geths: with a forkchoice update per block,
-// and with one per 32 blocks.
-func ceilings(t *testing.T, d *devnet.Devnet, target uint64) (perBlock, per32 devnet.ReplayResult) {
+// ceilings replays the sequencer's blocks 1..target into fresh op-geths, rounds times each, alternating: with a
+// forkchoice update per block, and with one per 32 blocks.
+func ceilings(t *testing.T, d *devnet.Devnet, target uint64, rounds int) (perBlock, per32 []devnet.ReplayResult) {
 	t.Helper()
 	fetchStart := time.Now()
 	envs, err := d.FetchPayloads(t.Context(), d.Sequencer.EL, 1, target)
 	require.NoError(t, err)
 	t.Logf("fetched %d payloads in %s", len(envs), time.Since(fetchStart).Round(time.Millisecond))
-	for _, v := range []struct {
-		name  string
-		every int
-		res   *devnet.ReplayResult
-	}{{"ceiling-fcu1", 1, &perBlock}, {"ceiling-fcu32", 32, &per32}} {
-		e, err := d.StartEngine(t.Context(), v.name)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = e.Stop() })
-		*v.res, err = e.Replay(t.Context(), envs, v.every)
-		require.NoError(t, err)
-		head := header(t, e.EL, rpc.LatestBlockNumber)
-		require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, head.Hash(), "%s: head after the replay", v.name)
-		require.NoError(t, e.Stop())
-		t.Logf("%s: %d blocks in %s: %.1f blocks/s", v.name, v.res.Blocks, v.res.Elapsed.Round(time.Millisecond), v.res.BlocksPerSecond())
+	for round := range rounds {
+		for _, every := range []int{1, 32} {
+			name := fmt.Sprintf("ceiling-fcu%d-%d", every, round+1)
+			e, err := d.StartEngine(t.Context(), name)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = e.Stop() })
+			res, err := e.Replay(t.Context(), envs, every)
+			require.NoError(t, err)
+			head := header(t, e.EL, rpc.LatestBlockNumber)
+			require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, head.Hash(), "%s: head after the replay", name)
+			require.NoError(t, e.Stop())
+			t.Logf("%s: %d blocks in %s: %.1f blocks/s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond())
+			if every == 1 {
+				perBlock = append(perBlock, res)
+			} else {
+				per32 = append(per32, res)
+			}
+		}
 	}
 	return perBlock, per32
 }
@@ -261,26 +265,67 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
-func catchUpRow(out *strings.Builder, r catchUpResult, per32, anchor float64, anchorName string) {
-	note := fmt.Sprintf("steady part %s; from process start %.1f blocks/s in %s; its safe head was %d when it reached %d",
-		r.steady.Round(100*time.Millisecond), r.totalRate(), r.total.Round(100*time.Millisecond), r.safeAtTarget, r.blocks)
-	if r.errors != "" {
-		note += fmt.Sprintf("; replicated %.0f blocks; errors %s", r.replicated, r.errors)
+// rates lists rates, and returns their mean.
+func rates(rs []float64) (string, float64) {
+	var list []string
+	var sum float64
+	for _, r := range rs {
+		list = append(list, fmt.Sprintf("%.1f", r))
+		sum += r
 	}
-	vsAnchor := ""
+	return strings.Join(list, ", "), sum / float64(len(rs))
+}
+
+func replayRates(rs []devnet.ReplayResult) (string, float64) {
+	var out []float64
+	for _, r := range rs {
+		out = append(out, r.BlocksPerSecond())
+	}
+	return rates(out)
+}
+
+// ceilingRows writes the two ceiling rows, and returns the mean of the per-32 ceiling (the anchor).
+func ceilingRows(out *strings.Builder, perBlock, per32 []devnet.ReplayResult) float64 {
+	list1, mean1 := replayRates(perBlock)
+	list32, mean32 := replayRates(per32)
+	fmt.Fprintf(out, "| engine ceiling: prefetched, `newPayload` + forkchoice update per block | %s | %.2f× | %d blocks from genesis, each round a fresh op-geth |\n",
+		list1, mean1/mean32, perBlock[0].Blocks)
+	fmt.Fprintf(out, "| engine ceiling: prefetched, one forkchoice update per 32 blocks | %s | 1.00× (anchor) | |\n", list32)
+	return mean32
+}
+
+// catchUpRow writes the row of one path's catch-ups, with ratios against the per-32 ceiling and, if anchor > 0,
+// against anchor; it returns the mean steady rate.
+func catchUpRow(out *strings.Builder, rs []catchUpResult, per32, anchor float64, anchorName string) float64 {
+	var steady, total []float64
+	var notes []string
+	for _, r := range rs {
+		steady, total = append(steady, r.steadyRate()), append(total, r.totalRate())
+		note := fmt.Sprintf("%d → %d in %s, safe head %d at the target, op-node CPU %.1f s", r.steadyFrom, r.blocks,
+			r.steady.Round(100*time.Millisecond), r.safeAtTarget, r.cpu.Seconds())
+		if r.errors != "" {
+			note += fmt.Sprintf(", replicated %.0f blocks", r.replicated)
+		}
+		notes = append(notes, note)
+	}
+	list, mean := rates(steady)
+	totalList, _ := rates(total)
+	ratios := fmt.Sprintf("%.2f×", mean/per32)
 	if anchor > 0 {
-		vsAnchor = fmt.Sprintf(", %.2f× %s", r.steadyRate()/anchor, anchorName)
+		ratios += fmt.Sprintf(", %.2f× %s", mean/anchor, anchorName)
 	}
-	fmt.Fprintf(out, "| %s (steady, block %d → %d) | %.1f | %.2f×%s | %s; op-node CPU %.1f s |\n", r.name, r.steadyFrom, r.blocks,
-		r.steadyRate(), r.steadyRate()/per32, vsAnchor, note, r.cpu.Seconds())
+	fmt.Fprintf(out, "| %s | %s | %s | from process start %s; %s |\n", rs[0].name, list, ratios, totalList, strings.Join(notes, "; "))
+	return mean
 }
 
 // TestBenchCatchUp measures a fresh node started ~OP_REPLICATOR_BENCH_CATCHUP_BLOCKS blocks behind the sequencer,
 // with L1 holding the batches of every one of them: stock op-node (L1 derivation only), the replicator (source =
-// the sequencer's op-geth over websocket) and the engine ceiling, on the same blocks 1..N.
+// the sequencer's op-geth over websocket) and the engine ceiling, on the same blocks 1..N, each
+// OP_REPLICATOR_BENCH_ROUNDS times (default 2).
 func TestBenchCatchUp(t *testing.T) {
 	blocks := envUint(t, "OP_REPLICATOR_BENCH_CATCHUP_BLOCKS", 500)
 	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
+	rounds := int(envUint(t, "OP_REPLICATOR_BENCH_ROUNDS", 2))
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	d := devnet.Start(t, devnet.Config{})
 	startBenchLoad(t, d, rate)
@@ -289,36 +334,38 @@ func TestBenchCatchUp(t *testing.T) {
 	target := blocks
 	want := header(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
 
-	perBlock, per32 := ceilings(t, d, target)
-	stock := measureCatchUp(t, d, "stock", "stock op-node, L1 derivation only", devnet.RoleVerifier, target, want, false)
-	rep := measureCatchUp(t, d, "rep-ws", "replicator, sequencer op-geth over ws", devnet.RoleReplicator, target, want, profile,
-		devnet.WithSource(d.Sequencer.EL.WS))
+	perBlock, per32 := ceilings(t, d, target, rounds)
+	var stock, rep []catchUpResult
+	for round := range rounds {
+		stock = append(stock, measureCatchUp(t, d, fmt.Sprintf("stock-%d", round+1), "stock op-node, L1 derivation only",
+			devnet.RoleVerifier, target, want, false))
+		rep = append(rep, measureCatchUp(t, d, fmt.Sprintf("rep-ws-%d", round+1), "replicator, sequencer op-geth over ws",
+			devnet.RoleReplicator, target, want, profile && round == 0, devnet.WithSource(d.Sequencer.EL.WS)))
+	}
 	head := header(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
 
 	var out strings.Builder
 	out.WriteString(benchHeading("Catch-up of a fresh node, L1 has the batches", target, rate))
-	fmt.Fprintf(&out, "Blocks 1 → %d; the sequencer was at %d when the last measurement ended. Rates are over the steady part "+
-		"(from the first sample at or above a tenth of the way); the ceilings over the same blocks (%d → %d).\n\n",
-		target, head, stock.steadyFrom, target)
-	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling, vs stock | notes |")
+	fmt.Fprintf(&out, "A fresh node (new op-geth from genesis, new op-node) started when the sequencer's safe head was at block %d; "+
+		"the sequencer was at %d when the last measurement ended. %d rounds, one value per round, nodes one at a time. A node's "+
+		"rate is over the steady part: from the first sample (every %s) at or above a tenth of the way to the target; the "+
+		"ceilings replay all blocks 1 → %d.\n\n", target, head, rounds, catchUpSample, target)
+	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean), vs stock | notes |")
 	fmt.Fprintln(&out, "|---|---|---|---|")
-	skip := int(stock.steadyFrom)
-	fmt.Fprintf(&out, "| engine ceiling: prefetched, `newPayload` + forkchoice update per block | %.1f | %.2f× | %d blocks in %s |\n",
-		perBlock.Rate(skip), perBlock.Rate(skip)/per32.Rate(skip), perBlock.Blocks, perBlock.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(&out, "| engine ceiling: prefetched, one forkchoice update per 32 blocks | %.1f | 1.00× | %d blocks in %s |\n",
-		per32.Rate(skip), per32.Blocks, per32.Elapsed.Round(time.Millisecond))
-	catchUpRow(&out, stock, per32.Rate(skip), 0, "")
-	catchUpRow(&out, rep, per32.Rate(int(rep.steadyFrom)), stock.steadyRate(), "stock")
+	anchor := ceilingRows(&out, perBlock, per32)
+	stockMean := catchUpRow(&out, stock, anchor, 0, "")
+	catchUpRow(&out, rep, anchor, stockMean, "stock")
 	report(t, out.String())
 }
 
 // TestBenchCatchUpUnsafeOnly measures a fresh node catching up through a backlog of
 // OP_REPLICATOR_BENCH_UNSAFE_BLOCKS blocks that exist only as unsafe blocks (the batcher stopped early, the
-// sequencing window longer than the run): the replicator (ws source) against the engine ceiling. A stock op-node
-// cannot: the blocks are on no L1, and gossip serves no history.
+// sequencing window longer than the run): the replicator (ws source) against the engine ceiling, each
+// OP_REPLICATOR_BENCH_ROUNDS times. A stock op-node cannot: the blocks are on no L1, and gossip serves no history.
 func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 	blocks := envUint(t, "OP_REPLICATOR_BENCH_UNSAFE_BLOCKS", 1000)
 	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
+	rounds := int(envUint(t, "OP_REPLICATOR_BENCH_ROUNDS", 2))
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	// The window must outlast the backlog's growth (blocks s of L2 time) and the measurements, with room to spare;
 	// otherwise derivation replaces the unsafe chain with deposit-only blocks once it passes.
@@ -332,27 +379,26 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 	stopped := header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64()
 	target := waitSequencer(t, d, stopped+blocks, false)
 	want := header(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
-	safe := header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64()
-	require.Equal(t, stopped, safe, "the safe head moved with the batcher stopped")
+	require.Equal(t, stopped, header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
 
-	perBlock, per32 := ceilings(t, d, target)
-	rep := measureCatchUp(t, d, "rep-ws", "replicator, sequencer op-geth over ws", devnet.RoleReplicator, target, want, profile,
-		devnet.WithSource(d.Sequencer.EL.WS))
+	perBlock, per32 := ceilings(t, d, target, rounds)
+	var rep []catchUpResult
+	for round := range rounds {
+		rep = append(rep, measureCatchUp(t, d, fmt.Sprintf("rep-ws-%d", round+1), "replicator, sequencer op-geth over ws",
+			devnet.RoleReplicator, target, want, profile && round == 0, devnet.WithSource(d.Sequencer.EL.WS)))
+	}
 	require.Equal(t, stopped, header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
 
 	var out strings.Builder
 	out.WriteString(benchHeading("Catch-up through an unsafe-only backlog", target-stopped, rate))
-	fmt.Fprintf(&out, "Batcher stopped with the safe head at %d; sequencing window %d L1 blocks; the fresh node's target is block %d, "+
-		"so %d blocks exist only as unsafe blocks. Rates over the steady part (%d → %d) for every row.\n\n",
-		stopped, window, target, target-stopped, rep.steadyFrom, target)
-	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling | notes |")
+	fmt.Fprintf(&out, "Batcher stopped with the safe head at block %d; sequencing window %d L1 blocks; a fresh node's target is "+
+		"block %d, so %d blocks exist only as unsafe blocks. %d rounds, one value per round. A node's rate is over the steady part "+
+		"(from the first sample at or above a tenth of the way); the ceilings replay all blocks 1 → %d.\n\n",
+		stopped, window, target, target-stopped, rounds, target)
+	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean) | notes |")
 	fmt.Fprintln(&out, "|---|---|---|---|")
-	skip := int(rep.steadyFrom)
-	fmt.Fprintf(&out, "| engine ceiling: prefetched, `newPayload` + forkchoice update per block | %.1f | %.2f× | %d blocks in %s |\n",
-		perBlock.Rate(skip), perBlock.Rate(skip)/per32.Rate(skip), perBlock.Blocks, perBlock.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(&out, "| engine ceiling: prefetched, one forkchoice update per 32 blocks | %.1f | 1.00× | %d blocks in %s |\n",
-		per32.Rate(skip), per32.Blocks, per32.Elapsed.Round(time.Millisecond))
+	anchor := ceilingRows(&out, perBlock, per32)
 	fmt.Fprintln(&out, "| stock op-node (L1 derivation, gossip) | cannot | – | the blocks are on no L1, and gossip serves no history |")
-	catchUpRow(&out, rep, per32.Rate(skip), 0, "")
+	catchUpRow(&out, rep, anchor, 0, "")
 	report(t, out.String())
 }

@@ -153,22 +153,10 @@ type ReplayResult struct {
 	Blocks int
 	// Elapsed runs from the first engine_newPayload call to the answer of the last engine_forkchoiceUpdated.
 	Elapsed time.Duration
-	// At holds, for every block, the time from the start until its forkchoice update was answered (blocks
-	// inserted under one forkchoice update share the time of that update).
-	At []time.Duration
 }
 
 // BlocksPerSecond is the replay rate.
 func (r ReplayResult) BlocksPerSecond() float64 { return float64(r.Blocks) / r.Elapsed.Seconds() }
-
-// Rate is the replay rate over the blocks after the first skip: from the time block skip-1 was made the head to
-// the end (the whole run for skip 0).
-func (r ReplayResult) Rate(skip int) float64 {
-	if skip <= 0 || skip >= r.Blocks {
-		return r.BlocksPerSecond()
-	}
-	return float64(r.Blocks-skip) / (r.Elapsed - r.At[skip-1]).Seconds()
-}
 
 // Replay executes envs (consecutive blocks on the engine's head) with engine_newPayload, one after the other, and
 // makes the last of every fcuEvery blocks (and the last block) the head with engine_forkchoiceUpdated (head only:
@@ -177,7 +165,7 @@ func (e *Engine) Replay(ctx context.Context, envs []*eth.ExecutionPayloadEnvelop
 	if fcuEvery < 1 {
 		fcuEvery = 1
 	}
-	res := ReplayResult{Blocks: len(envs), At: make([]time.Duration, len(envs))}
+	res := ReplayResult{Blocks: len(envs)}
 	start := time.Now()
 	pending := 0
 	for i, env := range envs {
@@ -200,10 +188,6 @@ func (e *Engine) Replay(ctx context.Context, envs []*eth.ExecutionPayloadEnvelop
 		}
 		if upd.PayloadStatus.Status != eth.ExecutionValid {
 			return res, fmt.Errorf("%s: engine_forkchoiceUpdated to block %d: %s", e.Name, uint64(p.BlockNumber), upd.PayloadStatus.Status)
-		}
-		at := time.Since(start)
-		for j := i - pending + 1; j <= i; j++ {
-			res.At[j] = at
 		}
 		pending = 0
 	}
