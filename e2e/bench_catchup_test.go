@@ -45,6 +45,8 @@ type catchUpResult struct {
 	replicated float64
 	errors     string
 	cpu        time.Duration // the op-node's CPU time up to the target
+	// cpuSteady is where the machine's CPU went over the steady part.
+	cpuSteady string
 }
 
 func (r catchUpResult) totalRate() float64 { return float64(r.blocks) / r.total.Seconds() }
@@ -79,6 +81,7 @@ func measureCatchUp(t *testing.T, d *devnet.Devnet, name, label string, role dev
 	ticker := time.NewTicker(catchUpSample)
 	defer ticker.Stop()
 	var steadyAt time.Time
+	var steadyCPU cpuSnapshot
 	deadline := time.After(time.Duration(target)*time.Second + 2*time.Minute)
 	for {
 		require.NoError(t, d.Err(), "devnet fault during %s's catch-up", name)
@@ -86,9 +89,11 @@ func measureCatchUp(t *testing.T, d *devnet.Devnet, name, label string, role dev
 		if err == nil {
 			if steadyAt.IsZero() && st.UnsafeL2.Number >= res.steadyFrom {
 				steadyAt, res.steadyFrom = time.Now(), st.UnsafeL2.Number
+				steadyCPU = snapshotCPU(t, d)
 			}
 			if st.UnsafeL2.Number >= target {
 				res.total, res.steady, res.safeAtTarget = time.Since(started), time.Since(steadyAt), st.SafeL2.Number
+				res.cpuSteady = cpuSince(steadyCPU, snapshotCPU(t, d))
 				break
 			}
 		}
@@ -112,9 +117,9 @@ func measureCatchUp(t *testing.T, d *devnet.Devnet, name, label string, role dev
 		stopProfiles()
 	}
 	require.NoError(t, n.Stop())
-	t.Logf("%s: block %d in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s",
+	t.Logf("%s: block %d in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s; CPU in the steady part: %s",
 		label, target, res.total.Round(time.Millisecond), res.steadyFrom, res.steady.Round(time.Millisecond), res.safeAtTarget,
-		res.replicated, res.cpu, res.errors)
+		res.replicated, res.cpu, res.errors, res.cpuSteady)
 	return res
 }
 
@@ -205,12 +210,14 @@ func ceilings(t *testing.T, d *devnet.Devnet, target uint64, rounds int) (perBlo
 			e, err := d.StartEngine(t.Context(), name)
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = e.Stop() })
+			before := snapshotCPU(t, d, e.OpGeth)
 			res, err := e.Replay(t.Context(), envs, every)
 			require.NoError(t, err)
+			res.CPU = cpuSince(before, snapshotCPU(t, d, e.OpGeth))
 			head := header(t, e.EL, rpc.LatestBlockNumber)
 			require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, head.Hash(), "%s: head after the replay", name)
 			require.NoError(t, e.Stop())
-			t.Logf("%s: %d blocks in %s: %.1f blocks/s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond())
+			t.Logf("%s: %d blocks in %s: %.1f blocks/s; CPU: %s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond(), res.CPU)
 			if every == 1 {
 				perBlock = append(perBlock, res)
 			} else {
@@ -355,6 +362,7 @@ func TestBenchCatchUp(t *testing.T) {
 	anchor := ceilingRows(&out, perBlock, per32)
 	stockMean := catchUpRow(&out, stock, anchor, 0, "")
 	catchUpRow(&out, rep, anchor, stockMean, "stock")
+	cpuLines(&out, perBlock, per32, stock, rep)
 	report(t, out.String())
 }
 
@@ -400,5 +408,17 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 	anchor := ceilingRows(&out, perBlock, per32)
 	fmt.Fprintln(&out, "| stock op-node (L1 derivation, gossip) | cannot | – | the blocks are on no L1, and gossip serves no history |")
 	catchUpRow(&out, rep, anchor, 0, "")
+	cpuLines(&out, perBlock, per32, rep)
 	report(t, out.String())
+}
+
+// cpuLines lists where the machine's CPU went in the first round of each measurement (in cores: CPU seconds per
+// second of wall time; processes using under 2% of a core left out).
+func cpuLines(out *strings.Builder, perBlock, per32 []devnet.ReplayResult, nodes ...[]catchUpResult) {
+	fmt.Fprintln(out, "\nCPU in the first round (cores busy, per process):")
+	fmt.Fprintf(out, "- ceiling, forkchoice update per block: %s\n", perBlock[0].CPU)
+	fmt.Fprintf(out, "- ceiling, one per 32 blocks: %s\n", per32[0].CPU)
+	for _, rs := range nodes {
+		fmt.Fprintf(out, "- %s, steady part: %s\n", rs[0].name, rs[0].cpuSteady)
+	}
 }

@@ -153,6 +153,8 @@ type ReplayResult struct {
 	Blocks int
 	// Elapsed runs from the first engine_newPayload call to the answer of the last engine_forkchoiceUpdated.
 	Elapsed time.Duration
+	// CPU is free text for the caller: where the machine's CPU went during the replay.
+	CPU string
 }
 
 // BlocksPerSecond is the replay rate.
