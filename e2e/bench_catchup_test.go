@@ -378,7 +378,10 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 	// The window must outlast the backlog's growth (blocks s of L2 time) and the measurements, with room to spare;
 	// otherwise derivation replaces the unsafe chain with deposit-only blocks once it passes.
 	window := max(200, 2*(blocks+600)/uint64(devnet.L1BlockTime/time.Second))
-	d := devnet.Start(t, devnet.Config{SequencerWindowSize: window})
+	// The sequencer's relay holds every signed block above its safe head (up to its window of 1024 heights): with the
+	// batcher stopped, the whole backlog, for a replicator whose source is the relay.
+	relayPort := freePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerWindowSize: window, SequencerArgs: relayArgs(relayPort)})
 	startBenchLoad(t, d, rate)
 	waitSequencer(t, d, 10, true)
 	setBatching(t, d, false)
@@ -395,6 +398,18 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 		rep = append(rep, measureCatchUp(t, d, fmt.Sprintf("rep-ws-%d", round+1), "replicator, sequencer op-geth over ws",
 			devnet.RoleReplicator, target, want, profile && round == 0, devnet.WithSource(d.Sequencer.EL.WS)))
 	}
+	// A replicator following the relay (signed envelopes, transactions as opaque bytes) instead of the sequencer's
+	// op-geth (blocks with full transaction objects in JSON): how much of the cost is the source's encoding. Only
+	// while the relay's window holds the whole backlog.
+	var relay []catchUpResult
+	if target-stopped < 1000 {
+		for round := range rounds {
+			t.Run(fmt.Sprintf("relay-%d", round+1), func(t *testing.T) {
+				relay = append(relay, measureCatchUp(t, d, fmt.Sprintf("rep-relay-%d", round+1), "replicator, the sequencer's relay",
+					devnet.RoleReplicator, target, want, false, devnet.WithSource(relayNode{port: relayPort}.source())))
+			})
+		}
+	}
 	require.Equal(t, stopped, header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
 
 	var out strings.Builder
@@ -408,7 +423,12 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 	anchor := ceilingRows(&out, perBlock, per32)
 	fmt.Fprintln(&out, "| stock op-node (L1 derivation, gossip) | cannot | – | the blocks are on no L1, and gossip serves no history |")
 	catchUpRow(&out, rep, anchor, 0, "")
-	cpuLines(&out, perBlock, per32, rep)
+	if len(relay) > 0 {
+		catchUpRow(&out, relay, anchor, 0, "")
+		cpuLines(&out, perBlock, per32, rep, relay)
+	} else {
+		cpuLines(&out, perBlock, per32, rep)
+	}
 	report(t, out.String())
 }
 
