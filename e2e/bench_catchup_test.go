@@ -334,7 +334,9 @@ func TestBenchCatchUp(t *testing.T) {
 	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
 	rounds := int(envUint(t, "OP_REPLICATOR_BENCH_ROUNDS", 2))
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
-	d := devnet.Start(t, devnet.Config{})
+	// The sequencer's relay holds the last 1024 heights it signed: the whole backlog while it is shorter.
+	relayPort := freePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(relayPort)})
 	startBenchLoad(t, d, rate)
 	// The target must be on L1 for the stock node: wait until the sequencer's safe head has it.
 	waitSequencer(t, d, blocks, true)
@@ -349,6 +351,17 @@ func TestBenchCatchUp(t *testing.T) {
 		rep = append(rep, measureCatchUp(t, d, fmt.Sprintf("rep-ws-%d", round+1), "replicator, sequencer op-geth over ws",
 			devnet.RoleReplicator, target, want, profile && round == 0, devnet.WithSource(d.Sequencer.EL.WS)))
 	}
+	var relay []catchUpResult
+	for round := range rounds {
+		t.Run(fmt.Sprintf("relay-%d", round+1), func(t *testing.T) {
+			head := header(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
+			if head > 1000 {
+				t.Skipf("the relay's window no longer holds block 1 (head %d)", head)
+			}
+			relay = append(relay, measureCatchUp(t, d, fmt.Sprintf("rep-relay-%d", round+1), "replicator, the sequencer's relay",
+				devnet.RoleReplicator, target, want, false, devnet.WithSource(relayNode{port: relayPort}.source())))
+		})
+	}
 	head := header(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
 
 	var out strings.Builder
@@ -362,7 +375,12 @@ func TestBenchCatchUp(t *testing.T) {
 	anchor := ceilingRows(&out, perBlock, per32)
 	stockMean := catchUpRow(&out, stock, anchor, 0, "")
 	catchUpRow(&out, rep, anchor, stockMean, "stock")
-	cpuLines(&out, perBlock, per32, stock, rep)
+	if len(relay) > 0 {
+		catchUpRow(&out, relay, anchor, stockMean, "stock")
+		cpuLines(&out, perBlock, per32, stock, rep, relay)
+	} else {
+		cpuLines(&out, perBlock, per32, stock, rep)
+	}
 	report(t, out.String())
 }
 
