@@ -30,7 +30,8 @@ import (
 // Relay fan-out: how fast one relay (the sequencer's) delivers each block to 1, 100 and 1,000 websocket
 // subscribers, and what it costs the relay's op-node. Settings: OP_REPLICATOR_BENCH_FANOUT (subscriber counts,
 // default 1,100,1000), OP_REPLICATOR_BENCH_FANOUT_BLOCKS (blocks measured per count, default 30),
-// OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_REPORT.
+// OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of the relay's
+// op-node over each window), OP_REPLICATOR_BENCH_REPORT.
 //
 // The subscribers run in the test process, on the same 2 cores as the relay. Their own cost is measured apart: the
 // test process' CPU time (getrusage) over each window, and the same subscriber count against a trivial websocket
@@ -333,9 +334,17 @@ func TestBenchRelayFanout(t *testing.T) {
 	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
 	limit := strconv.Itoa(slices.Max(counts) + 16)
 	relayPort := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(relayPort,
+	args := relayArgs(relayPort,
 		"--replicator.relay.max-subscribers", limit, "--replicator.relay.max-subscribers-per-ip", limit,
-		"--replicator.relay.max-conns-per-client", limit, "--replicator.relay.rate-limit", "100000")})
+		"--replicator.relay.max-conns-per-client", limit, "--replicator.relay.rate-limit", "100000")
+	// With OP_REPLICATOR_BENCH_PPROF, the sequencer's op-node is profiled over each count's window.
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	pprofPort := 0
+	if profile {
+		pprofPort = freePort(t)
+		args = append(args, "--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort))
+	}
+	d := devnet.Start(t, devnet.Config{SequencerArgs: args})
 	seq := d.Sequencer
 	startBenchLoad(t, d, rate)
 	heads := newHeadTimes(t, seq.EL.WS)
@@ -375,7 +384,14 @@ func TestBenchRelayFanout(t *testing.T) {
 		rec := newDeliveries()
 		start := waitSequencer(t, d, 0, false)
 		subs := subscribe(t, relayURL, count, start+1, rec)
+		var stopProfiles func()
+		if profile {
+			stopProfiles = captureProfiles(t, pprofPort, fmt.Sprintf("relay-%d", count))
+		}
 		from, to, relayCPU, clientCPU := window(count, rec)
+		if stopProfiles != nil {
+			stopProfiles()
+		}
 		res, err := seq.OpNode.Resources()
 		require.NoError(t, err)
 		subs.close()
