@@ -68,11 +68,11 @@ func measureCatchUp(t *testing.T, d *devnet.Devnet, name, label string, role dev
 		opts = append(opts, devnet.WithMetrics())
 	}
 	if profile {
-		pprofPort = devnetPort(t, d)
+		pprofPort = benchFreePort(t)
 		opts = append(opts, devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort)))
 	}
 	started := time.Now()
-	n := addFollower(t, d, name, role, opts...)
+	n := benchFollower(t, d, name, role, opts...)
 	t.Cleanup(func() { _ = n.Stop() })
 	var stopProfiles func()
 	if profile {
@@ -107,11 +107,11 @@ func measureCatchUp(t *testing.T, d *devnet.Devnet, name, label string, role dev
 	res.cpu, err = n.OpNode.CPUTime()
 	require.NoError(t, err)
 	if role == devnet.RoleReplicator {
-		res.replicated, err = metricValue(t.Context(), n.MetricsURL, "op_node_default_replicator_blocks_replicated_total")
+		res.replicated, err = benchMetric(t.Context(), n.MetricsURL, "op_node_default_replicator_blocks_replicated_total")
 		require.NoError(t, err)
 		res.errors = metricLines(t, n.MetricsURL, "op_node_default_replicator_errors_total")
 	}
-	got := header(t, n.EL, rpc.BlockNumber(target)).Hash()
+	got := benchHeader(t, n.EL, rpc.BlockNumber(target)).Hash()
 	require.Equal(t, want, got, "%s has another block at %d", name, target)
 	if stopProfiles != nil {
 		stopProfiles()
@@ -214,7 +214,7 @@ func ceilings(t *testing.T, d *devnet.Devnet, target uint64, rounds int) (perBlo
 			res, err := e.Replay(t.Context(), envs, every)
 			require.NoError(t, err)
 			res.CPU = cpuSince(before, snapshotCPU(t, d, e.OpGeth))
-			head := header(t, e.EL, rpc.LatestBlockNumber)
+			head := benchHeader(t, e.EL, rpc.LatestBlockNumber)
 			require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, head.Hash(), "%s: head after the replay", name)
 			require.NoError(t, e.Stop())
 			t.Logf("%s: %d blocks in %s: %.1f blocks/s; CPU: %s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond(), res.CPU)
@@ -335,13 +335,13 @@ func TestBenchCatchUp(t *testing.T) {
 	rounds := int(envUint(t, "OP_REPLICATOR_BENCH_ROUNDS", 2))
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	// The sequencer's relay holds the last 1024 heights it signed: the whole backlog while it is shorter.
-	relayPort := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerArgs: relayArgs(relayPort)})
+	relayPort := benchFreePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerArgs: benchRelayArgs(relayPort)})
 	startBenchLoad(t, d, rate)
 	// The target must be on L1 for the stock node: wait until the sequencer's safe head has it.
 	waitSequencer(t, d, blocks, true)
 	target := blocks
-	want := header(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
+	want := benchHeader(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
 
 	perBlock, per32 := ceilings(t, d, target, rounds)
 	var stock, rep []catchUpResult
@@ -354,15 +354,15 @@ func TestBenchCatchUp(t *testing.T) {
 	var relay []catchUpResult
 	for round := range rounds {
 		t.Run(fmt.Sprintf("relay-%d", round+1), func(t *testing.T) {
-			head := header(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
+			head := benchHeader(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
 			if head > 1000 {
 				t.Skipf("the relay's window no longer holds block 1 (head %d)", head)
 			}
 			relay = append(relay, measureCatchUp(t, d, fmt.Sprintf("rep-relay-%d", round+1), "replicator, the sequencer's relay",
-				devnet.RoleReplicator, target, want, false, devnet.WithSource(relayNode{port: relayPort}.source())))
+				devnet.RoleReplicator, target, want, false, devnet.WithSource(benchRelaySource(relayPort))))
 		})
 	}
-	head := header(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
+	head := benchHeader(t, d.Sequencer.EL, rpc.LatestBlockNumber).Number.Uint64()
 
 	var out strings.Builder
 	out.WriteString(benchHeading("Catch-up of a fresh node, L1 has the batches", target, rate))
@@ -398,17 +398,17 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 	window := max(200, 2*(blocks+600)/uint64(devnet.L1BlockTime/time.Second))
 	// The sequencer's relay holds every signed block above its safe head (up to its window of 1024 heights): with the
 	// batcher stopped, the whole backlog, for a replicator whose source is the relay.
-	relayPort := freePort(t)
-	d := devnet.Start(t, devnet.Config{SequencerWindowSize: window, SequencerArgs: relayArgs(relayPort)})
+	relayPort := benchFreePort(t)
+	d := devnet.Start(t, devnet.Config{SequencerWindowSize: window, SequencerArgs: benchRelayArgs(relayPort)})
 	startBenchLoad(t, d, rate)
 	waitSequencer(t, d, 10, true)
-	setBatching(t, d, false)
+	require.NoError(t, d.SetBatching(t.Context(), false))
 	// Whatever the batcher had in flight lands within a few L1 blocks.
 	time.Sleep(4 * devnet.L1BlockTime)
-	stopped := header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64()
+	stopped := benchHeader(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64()
 	target := waitSequencer(t, d, stopped+blocks, false)
-	want := header(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
-	require.Equal(t, stopped, header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
+	want := benchHeader(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
+	require.Equal(t, stopped, benchHeader(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
 
 	perBlock, per32 := ceilings(t, d, target, rounds)
 	var rep []catchUpResult
@@ -424,11 +424,11 @@ func TestBenchCatchUpUnsafeOnly(t *testing.T) {
 		for round := range rounds {
 			t.Run(fmt.Sprintf("relay-%d", round+1), func(t *testing.T) {
 				relay = append(relay, measureCatchUp(t, d, fmt.Sprintf("rep-relay-%d", round+1), "replicator, the sequencer's relay",
-					devnet.RoleReplicator, target, want, false, devnet.WithSource(relayNode{port: relayPort}.source())))
+					devnet.RoleReplicator, target, want, false, devnet.WithSource(benchRelaySource(relayPort))))
 			})
 		}
 	}
-	require.Equal(t, stopped, header(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
+	require.Equal(t, stopped, benchHeader(t, d.Sequencer.EL, rpc.SafeBlockNumber).Number.Uint64(), "the safe head moved with the batcher stopped")
 
 	var out strings.Builder
 	out.WriteString(benchHeading("Catch-up through an unsafe-only backlog", target-stopped, rate))

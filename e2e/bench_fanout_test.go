@@ -333,15 +333,15 @@ func TestBenchRelayFanout(t *testing.T) {
 	blocks := envUint(t, "OP_REPLICATOR_BENCH_FANOUT_BLOCKS", 30)
 	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
 	limit := strconv.Itoa(slices.Max(counts) + 16)
-	relayPort := freePort(t)
-	args := relayArgs(relayPort,
+	relayPort := benchFreePort(t)
+	args := benchRelayArgs(relayPort,
 		"--replicator.relay.max-subscribers", limit, "--replicator.relay.max-subscribers-per-ip", limit,
 		"--replicator.relay.max-conns-per-client", limit, "--replicator.relay.rate-limit", "100000")
 	// With OP_REPLICATOR_BENCH_PPROF, the sequencer's op-node is profiled over each count's window.
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	pprofPort := 0
 	if profile {
-		pprofPort = freePort(t)
+		pprofPort = benchFreePort(t)
 		args = append(args, "--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort))
 	}
 	d := devnet.Start(t, devnet.Config{SequencerArgs: args})
