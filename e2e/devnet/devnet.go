@@ -39,6 +39,10 @@ type Config struct {
 	OnFault func(error)
 	// SequencerArgs are appended to the sequencer's op-node command line (e.g. to enable its relay).
 	SequencerArgs []string
+	// SequencerWindowSize is the rollup's sequencing window in L1 blocks. Default: 200 (400 s of L1). Once a
+	// window passes without batches, derivation replaces the unsafe chain with deposit-only blocks: a run that
+	// keeps the batcher stopped for longer needs a longer window.
+	SequencerWindowSize uint64
 }
 
 // Devnet is a running devnet. Its exported fields are set by New and not changed afterwards.
@@ -131,6 +135,9 @@ func (cfg *Config) setDefaults() error {
 	if cfg.L2Accounts == 0 {
 		cfg.L2Accounts = 16
 	}
+	if cfg.SequencerWindowSize == 0 {
+		cfg.SequencerWindowSize = defaultSequencerWindowSize
+	}
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
@@ -171,7 +178,7 @@ func (d *Devnet) start(ctx, watchCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.L2, err = buildL2Chain(d.cfg.Dir, d.cfg.L2BlockTime, d.Keys, l1Start); err != nil {
+	if d.L2, err = buildL2Chain(d.cfg.Dir, d.cfg.L2BlockTime, d.cfg.SequencerWindowSize, d.Keys, l1Start); err != nil {
 		return err
 	}
 	if d.Sequencer, err = d.startNode(ctx, nodeSpec{

@@ -23,6 +23,8 @@ const (
 	L2ChainID = 901
 	// l2GasLimit is the L2 block gas limit.
 	l2GasLimit = 60_000_000
+	// defaultSequencerWindowSize is the sequencing window in L1 blocks unless Config.SequencerWindowSize says otherwise.
+	defaultSequencerWindowSize = 200
 )
 
 // L2Chain is the generated L2 configuration: the genesis op-geth is initialised with and the rollup
@@ -36,7 +38,7 @@ type L2Chain struct {
 
 // deployConfig is the devnet's chain configuration: every fork through Jovian active at genesis, fixed
 // operator keys, and the stand-in L1 addresses of this package (there are no L1 contracts).
-func deployConfig(blockTime uint64, keys Keys) *genesis.DeployConfig {
+func deployConfig(blockTime, seqWindow uint64, keys Keys) *genesis.DeployConfig {
 	dc := &genesis.DeployConfig{
 		L2InitializationConfig: genesis.L2InitializationConfig{
 			L2GenesisBlockDeployConfig: genesis.L2GenesisBlockDeployConfig{
@@ -62,7 +64,7 @@ func deployConfig(blockTime uint64, keys Keys) *genesis.DeployConfig {
 				L2BlockTime:               blockTime,
 				FinalizationPeriodSeconds: 12,
 				MaxSequencerDrift:         600,
-				SequencerWindowSize:       200,
+				SequencerWindowSize:       seqWindow,
 				ChannelTimeoutBedrock:     120,
 				BatchInboxAddress:         batchInboxAddr,
 			},
@@ -78,9 +80,9 @@ func deployConfig(blockTime uint64, keys Keys) *genesis.DeployConfig {
 }
 
 // buildL2Chain creates the L2 genesis, with the given accounts funded, anchored at the L1 block l1Start,
-// and the matching rollup config, and writes both to dir.
-func buildL2Chain(dir string, blockTime uint64, keys Keys, l1Start *types.Header) (*L2Chain, error) {
-	dc := deployConfig(blockTime, keys)
+// and the matching rollup config (sequencing window seqWindow L1 blocks), and writes both to dir.
+func buildL2Chain(dir string, blockTime, seqWindow uint64, keys Keys, l1Start *types.Header) (*L2Chain, error) {
+	dc := deployConfig(blockTime, seqWindow, keys)
 	l1StartRef := eth.BlockRefFromHeader(l1Start)
 	g, err := genesis.NewL2Genesis(dc, l1StartRef)
 	if err != nil {
