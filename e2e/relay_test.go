@@ -230,6 +230,9 @@ func TestEquivocatingRelayHaltsWithPortableEvidence(t *testing.T) {
 		require.NoError(t, s.VerifySignature(auth), "each envelope of the evidence verifies on its own")
 	}
 
+	// Halted, it holds nothing above what derivation produced.
+	waitNoUnsafeBeyondDerived(sys, rep, "the halt to rewind the unsafe chain")
+
 	// The halt and its evidence survive a crash of op-node.
 	halted := rep.Status()
 	before := rep.EquivocationEvidence()
@@ -245,6 +248,18 @@ func TestEquivocatingRelayHaltsWithPortableEvidence(t *testing.T) {
 	kept := rep.EquivocationEvidence()
 	require.NotEmpty(t, kept)
 	require.JSONEq(t, string(mustJSON(t, before[0])), string(mustJSON(t, kept[0])), "the evidence changed across the restart")
+	// op-node forgets its safe head across a restart: until derivation runs again, its pending safe head is where its
+	// sync start put it, below blocks derived before the kill, and the restored halt rewinds op-geth to it.
+	waitNoUnsafeBeyondDerived(sys, rep, "the restored halt to rewind the unsafe chain")
+}
+
+// waitNoUnsafeBeyondDerived waits until every block of rep's unsafe chain came from L1 derivation (its unsafe head
+// is not above its pending safe head), as the halt's rewind makes it within the halt timeout.
+func waitNoUnsafeBeyondDerived(sys *dsl.System, rep *dsl.Replicator, what string) {
+	sys.WaitFor(dsl.HaltTimeout, what, func(ctx context.Context) (bool, error) {
+		ss, err := rep.CL.SyncStatus(ctx)
+		return err == nil && ss.UnsafeL2.Number <= ss.PendingSafeL2.Number, err
+	})
 	rep.RequireNoUnsafeBeyondDerived()
 }
 
