@@ -7,7 +7,8 @@
 //	source_rpc.go    the sequencer's execution-engine RPC (polling, plus newHeads over ws)
 //	source_relay.go  another node's relay (relay.Client) as a source
 //	source_multi.go  several sources fanned into one: highest head, first source that has a block
-//	prefetch.go      blocks fetched ahead, in order, while catching up
+//	pipeline.go      a round's stages overlapped: fetch ahead, verify, insert batches on a goroutine of its own
+//	prefetch.go      blocks fetched ahead, in order, with bounded concurrency
 //	verify.go        checks before insertion: next block, above safe, L1 origin canonical on our L1 view
 //	derivation.go    the block must be what derivation would build from L1 (batch rules, payload attributes)
 //	insert.go        insertion through op-node's engine controller; the engine's VALID proves hash and state root

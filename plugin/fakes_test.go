@@ -222,6 +222,10 @@ type fakeEngine struct {
 	// forkchoiceUpdates counts the forkchoice updates insertions made; batches the sizes of ProcessPayloads calls.
 	forkchoiceUpdates int
 	batches           []int
+	// beforeInsert, if set, runs before each payload of a ProcessPayloads batch; belowSafe counts insertions
+	// attempted at or below the safe head (refused).
+	beforeInsert func(ctx context.Context, ref eth.L2BlockRef)
+	belowSafe    int
 }
 
 func newFakeEngine(cfg *rollup.Config) *fakeEngine {
@@ -261,23 +265,34 @@ func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayload
 }
 
 // ProcessPayloads inserts as the engine controller does: a payload at a time, one forkchoice update at the end.
+// beforeInsert, if set, runs before each payload without the engine's lock (op-node's status stays readable
+// during a batch).
 func (e *fakeEngine) ProcessPayloads(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.batches = append(e.batches, len(envs))
+	hook := e.beforeInsert
+	e.mu.Unlock()
 	n := 0
 	var err error
 	for i := range envs {
+		if hook != nil {
+			hook(ctx, refs[i])
+		}
 		if err = ctx.Err(); err != nil {
 			break
 		}
-		if err = e.insertLocked(envs[i], refs[i]); err != nil {
+		e.mu.Lock()
+		err = e.insertLocked(envs[i], refs[i])
+		e.mu.Unlock()
+		if err != nil {
 			break
 		}
 		n++
 	}
 	if n > 0 {
+		e.mu.Lock()
 		e.forkchoiceUpdates++
+		e.mu.Unlock()
 	}
 	return n, err
 }
@@ -293,6 +308,7 @@ func (e *fakeEngine) insertLocked(env *eth.ExecutionPayloadEnvelope, ref eth.L2B
 		return engine.ErrPayloadInvalid
 	}
 	if ref.Number <= e.safe {
+		e.belowSafe++
 		return fmt.Errorf("test engine: insert at or below safe %d: %s", e.safe, ref.ID())
 	}
 	e.chain = append(e.chain, ref)

@@ -6,17 +6,26 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
 
-// prefetchDepth is how many blocks are requested from the source at once while catching up: while one block is
-// verified and inserted, the next ones are already on their way.
-const prefetchDepth = 8
+// prefetchDepth is how many blocks are fetched ahead at the head of the chain, where a round has a block or a few.
+// Far behind, a round fetches two batches ahead (catchUpDepth), so that a whole batch is on its way while the engine
+// executes the one before it.
+const (
+	prefetchDepth = 8
+	catchUpDepth  = 2 * maxBatch
+)
 
-// prefetcher fetches the blocks from..to from a source with up to prefetchDepth requests in flight, and hands
-// them out in order. It holds at most prefetchDepth blocks.
+// maxInFlight bounds the requests one prefetcher has at the source at once, however deep it fetches ahead.
+const maxInFlight = 16
+
+// prefetcher fetches the blocks from..to from a source, up to depth blocks ahead of the one handed out last with at
+// most maxInFlight requests at once, and hands them out in order. It holds at most depth blocks.
 type prefetcher struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	src     Source
-	next    uint64 // the next block to start fetching
+	depth   int
+	slots   chan struct{} // a request holds a slot while it is at the source
+	next    uint64        // the next block to start fetching
 	to      uint64
 	pending []chan fetched // in block order
 }
@@ -26,19 +35,28 @@ type fetched struct {
 	err error
 }
 
-func newPrefetcher(ctx context.Context, src Source, from, to uint64) *prefetcher {
+func newPrefetcher(ctx context.Context, src Source, from, to uint64, depth int) *prefetcher {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetcher{ctx: ctx, cancel: cancel, src: src, next: from, to: to}
+	p := &prefetcher{ctx: ctx, cancel: cancel, src: src, depth: depth, slots: make(chan struct{}, maxInFlight),
+		next: from, to: to}
 	p.fill()
 	return p
 }
 
-// fill starts requests until prefetchDepth are in flight or every block is asked for.
+// fill starts requests until depth blocks are held or in flight, or every block is asked for. A request waits for a
+// slot; slots are taken in block order.
 func (p *prefetcher) fill() {
-	for len(p.pending) < prefetchDepth && p.next <= p.to {
+	for len(p.pending) < p.depth && p.next <= p.to {
 		ch := make(chan fetched, 1)
 		go func(n uint64) {
+			select {
+			case p.slots <- struct{}{}:
+			case <-p.ctx.Done():
+				ch <- fetched{err: p.ctx.Err()}
+				return
+			}
 			env, err := p.src.Payload(p.ctx, n)
+			<-p.slots
 			ch <- fetched{env: env, err: err}
 		}(p.next)
 		p.pending = append(p.pending, ch)
@@ -79,5 +97,5 @@ func (p *prefetcher) Ready() (*eth.ExecutionPayloadEnvelope, error, bool) {
 	}
 }
 
-// Close cancels the requests still in flight; their results are dropped.
+// Close cancels the requests still in flight; their results are dropped. It may be called from any goroutine.
 func (p *prefetcher) Close() { p.cancel() }

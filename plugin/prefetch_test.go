@@ -43,7 +43,7 @@ func (s *slowFirstSource) Payload(ctx context.Context, n uint64) (*eth.Execution
 
 func TestPrefetcherHandsOutInOrder(t *testing.T) {
 	src := &slowFirstSource{}
-	p := newPrefetcher(context.Background(), src, 1, 40)
+	p := newPrefetcher(context.Background(), src, 1, 40, prefetchDepth)
 	defer p.Close()
 	for want := uint64(1); want <= 40; want++ {
 		env, err, ok := p.Next()
@@ -59,7 +59,7 @@ func TestPrefetcherHandsOutInOrder(t *testing.T) {
 
 func TestPrefetcherErrorsAndClose(t *testing.T) {
 	src := &slowFirstSource{missing: 3}
-	p := newPrefetcher(context.Background(), src, 1, 100)
+	p := newPrefetcher(context.Background(), src, 1, 100, prefetchDepth)
 	for want := uint64(1); want <= 2; want++ {
 		_, err, _ := p.Next()
 		require.NoError(t, err)
@@ -76,7 +76,7 @@ func TestPrefetcherErrorsAndClose(t *testing.T) {
 
 func TestPrefetcherReadyHandsOutFetchedBlocksInOrder(t *testing.T) {
 	src := &slowFirstSource{}
-	p := newPrefetcher(context.Background(), src, 1, 3)
+	p := newPrefetcher(context.Background(), src, 1, 3, prefetchDepth)
 	defer p.Close()
 	require.Eventually(t, func() bool { return len(p.pending) == 3 && len(p.pending[2]) == 1 }, time.Second, time.Millisecond,
 		"block 3 is fetched")
@@ -93,4 +93,23 @@ func TestPrefetcherReadyHandsOutFetchedBlocksInOrder(t *testing.T) {
 	}
 	_, _, ok = p.Ready()
 	require.False(t, ok, "every block was handed out")
+}
+
+// Far behind, the prefetcher holds up to two batches ahead but keeps at most maxInFlight requests at the source.
+func TestPrefetcherCatchUpDepthBoundsRequestsInFlight(t *testing.T) {
+	src := &slowFirstSource{}
+	p := newPrefetcher(context.Background(), src, 1, 300, catchUpDepth)
+	defer p.Close()
+	for want := uint64(1); want <= 300; want++ {
+		env, err, ok := p.Next()
+		require.True(t, ok)
+		require.NoError(t, err)
+		require.Equal(t, want, uint64(env.ExecutionPayload.BlockNumber))
+		src.mu.Lock()
+		asked := len(src.asked)
+		src.mu.Unlock()
+		require.LessOrEqual(t, asked, int(want)+catchUpDepth, "no more than catchUpDepth blocks beyond the one handed out")
+	}
+	require.LessOrEqual(t, src.maxInFlight.Load(), int64(maxInFlight))
+	require.Greater(t, src.maxInFlight.Load(), int64(prefetchDepth), "deeper than at the head")
 }

@@ -21,10 +21,6 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
-// maxBlocksPerRound bounds one round of catching up, so halts, operator requests and events are looked at
-// between batches.
-const maxBlocksPerRound = 256
-
 // staleBackoff is the first wait after the unsafe head moved under a round (gossip or derivation got there first);
 // it doubles while the head keeps moving, up to the poll interval.
 const staleBackoff = 10 * time.Millisecond
@@ -176,57 +172,8 @@ func (r *Replicator) round(ctx context.Context) error {
 	if head.Number >= srcHead.Number {
 		return nil
 	}
-	fetch := newPrefetcher(ctx, r.source, head.Number+1, min(srcHead.Number, head.Number+maxBlocksPerRound))
-	defer fetch.Close()
-	for {
-		env, err, ok := fetch.Next()
-		if !ok || r.halt.Halted() || ctx.Err() != nil {
-			return nil
-		}
-		batch := &batch{}
-		if err := batch.add(r.prepare(ctx, head, env, err)); err != nil {
-			return err
-		}
-		// Blocks already fetched are verified onto the ones before and inserted with them: far behind, the engine
-		// commits its chain once per batch. At the head, a batch is the one block that arrived.
-		var next error
-		for len(batch.envs) < maxBatch && next == nil {
-			env, err, ok := fetch.Ready()
-			if !ok {
-				break
-			}
-			next = batch.add(r.prepare(ctx, batch.last(), env, err))
-		}
-		if err := r.insertBatch(ctx, batch); err != nil {
-			return err
-		}
-		head = batch.last()
-		r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
-		if next != nil {
-			return next
-		}
-	}
+	return r.replicate(ctx, head, srcHead)
 }
-
-// maxBatch is the most blocks inserted with one forkchoice update.
-const maxBatch = 32
-
-// batch is verified blocks, each on the one before, to insert together.
-type batch struct {
-	envs []*eth.ExecutionPayloadEnvelope
-	refs []eth.L2BlockRef
-}
-
-// add appends a block prepare verified, or returns prepare's error.
-func (b *batch) add(env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, err error) error {
-	if err != nil {
-		return err
-	}
-	b.envs, b.refs = append(b.envs, env), append(b.refs, ref)
-	return nil
-}
-
-func (b *batch) last() eth.L2BlockRef { return b.refs[len(b.refs)-1] }
 
 // localHead is the local unsafe head. At the steady state op-node's view of it is the block we inserted last, and
 // the engine is not asked; otherwise (derivation, gossip or a reset moved it, or op-node's status has not caught up
@@ -240,70 +187,6 @@ func (r *Replicator) localHead(ctx context.Context, status *eth.SyncStatus) (eth
 		return eth.L2BlockRef{}, fmt.Errorf("%w: local unsafe head: %w", errEngine, err)
 	}
 	return head, nil
-}
-
-// prepare takes the source's block after head (env, or the source's error fetching it) through verify; head is
-// the local unsafe head or the block of the batch before it.
-func (r *Replicator) prepare(ctx context.Context, head eth.L2BlockRef, env *eth.ExecutionPayloadEnvelope, err error) (*eth.ExecutionPayloadEnvelope, eth.L2BlockRef, error) {
-	if errors.Is(err, ethereum.NotFound) {
-		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: source has no block %d yet", errWait, head.Number+1)
-	} else if err != nil {
-		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: block %d: %w", errSource, head.Number+1, err)
-	}
-	// Re-read the safe head and L1 view for every block: derivation moves on while we catch up.
-	status := r.status.SyncStatus()
-	if status.UnsafeL2.Number > head.Number {
-		// Gossip (or derivation) got there first; the next round starts from the new head.
-		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: unsafe head moved to %s", errStale, status.UnsafeL2.ID())
-	}
-	ref, err := r.verify.Check(ctx, env, head, status.SafeL2, status.HeadL1)
-	if err != nil {
-		return nil, eth.L2BlockRef{}, err
-	}
-	return env, ref, nil
-}
-
-// insertBatch inserts verified blocks, unless equivocation evidence arrived while they were fetched. The insertion
-// is cut short between blocks by a halt or an operator request (ctx), never inside an engine call: op-node owns
-// its outcome. What was inserted is recorded whatever the error.
-func (r *Replicator) insertBatch(ctx context.Context, b *batch) error {
-	if ev := r.evidence.TakePending(); ev != nil {
-		return equivocation(ev)
-	}
-	n, err := r.insert.Insert(ctx, b.envs, b.refs)
-	if n > 0 {
-		r.failures = 0 // progress: an error later in the round starts its backoff afresh
-	}
-	now := r.clock.Now()
-	for i, ref := range b.refs[:n] {
-		r.arrivals.Add(ref.Hash, r.provenance(ref, now))
-		r.metrics.RecordReplicated(ref.Number)
-		r.log.Debug("Replicated block", "block", ref, "origin", ref.L1Origin, "txs", len(b.envs[i].ExecutionPayload.Transactions))
-	}
-	if n > 0 {
-		last := b.refs[n-1]
-		r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = last, now })
-	}
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return nil // interrupted between blocks: the loop serves the request
-	}
-	return err
-}
-
-// provenance says where a block just replicated came from: the relay or gossip that delivered its signed
-// envelope, else the source that served it.
-func (r *Replicator) provenance(ref eth.L2BlockRef, now time.Time) arrival {
-	if r.store != nil {
-		if held := r.store.ByHash(ref.Hash); held != nil {
-			return arrival{source: held.Source, signed: true, at: held.Arrived}
-		}
-	}
-	if m, ok := r.source.(interface{ ServedBy(common.Hash) string }); ok {
-		if name := m.ServedBy(ref.Hash); name != "" {
-			return arrival{source: name, at: now}
-		}
-	}
-	return arrival{source: r.source.Name(), at: now}
 }
 
 // checkHead compares the local unsafe head with the source's block at the same height (the spec's step 1), without

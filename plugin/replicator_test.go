@@ -274,6 +274,8 @@ func TestHaltInterruptsBatch(t *testing.T) {
 		require.NoError(t, b.add(h.rep.prepare(context.Background(), parent, blk.env, nil)))
 		parent = blk.ref
 	}
-	require.NoError(t, h.rep.insertBatch(ctx, b), "an interrupted batch is no error")
+	n, err := h.rep.insertBatch(ctx, b, blocks[39].ref.ID())
+	require.NoError(t, err, "an interrupted batch is no error")
+	require.Zero(t, n)
 	require.Zero(t, h.engine.inserted, "inserted after the request")
 }

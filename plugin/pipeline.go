@@ -1,0 +1,229 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+)
+
+// maxBlocksPerRound bounds one round of catching up, so that the local chain is checked against op-node's view and
+// our L1 view (watch) at least every maxBlocksPerRound blocks. Operator requests and evidence interrupt a round.
+const maxBlocksPerRound = 256
+
+// maxBatch is the most blocks inserted with one forkchoice update.
+const maxBatch = 32
+
+// replicate takes the source's blocks after head, up to its head srcHead (at most maxBlocksPerRound), through the
+// pipeline. Its stages overlap: the prefetcher fetches ahead on goroutines of its own; this goroutine verifies each
+// block on the one before it and groups the blocks already fetched into batches; the insert stage hands one batch
+// at a time to the engine on a goroutine of its own. While the engine executes a batch, the next one is fetched and
+// verified. At the head, a batch is the one block that arrived.
+func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, srcHead eth.BlockID) error {
+	to := min(srcHead.Number, head.Number+maxBlocksPerRound)
+	depth := prefetchDepth
+	if to-head.Number > maxBatch {
+		depth = catchUpDepth
+	}
+	fetch := newPrefetcher(ctx, r.source, head.Number+1, to, depth)
+	defer fetch.Close()
+	ins := r.startInserting(ctx, srcHead, fetch.Close)
+	verr := r.verifyBatches(ctx, fetch, head, ins)
+	n, ierr := ins.finish(verr)
+	if n > 0 {
+		r.failures = 0 // progress: an error later in the round starts its backoff afresh
+	}
+	if ierr != nil {
+		return ierr // about an earlier block than verr
+	}
+	return verr
+}
+
+// verifyBatches is the verify stage: it takes the fetched blocks in order through prepare, each on the block before
+// it (the first on head), and hands them to the insert stage in batches of the blocks already fetched. It stops at
+// the first block that fails, when the insert stage fails, or once every block was handed out.
+func (r *Replicator) verifyBatches(ctx context.Context, fetch *prefetcher, head eth.L2BlockRef, ins *insertStage) error {
+	for {
+		env, err, ok := fetch.Next()
+		if !ok || r.halt.Halted() || ctx.Err() != nil {
+			return nil
+		}
+		b := &batch{}
+		if err := b.add(r.prepare(ctx, head, env, err)); err != nil {
+			return err
+		}
+		var next error
+		for len(b.envs) < maxBatch && next == nil {
+			env, err, ok := fetch.Ready()
+			if !ok {
+				break
+			}
+			next = b.add(r.prepare(ctx, b.last(), env, err))
+		}
+		if !ins.send(b) {
+			return nil // the insert stage failed: its error ends the round
+		}
+		head = b.last()
+		if next != nil {
+			return next
+		}
+	}
+}
+
+// batch is verified blocks, each on the one before, to insert together.
+type batch struct {
+	envs []*eth.ExecutionPayloadEnvelope
+	refs []eth.L2BlockRef
+}
+
+// add appends a block prepare verified, or returns prepare's error.
+func (b *batch) add(env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, err error) error {
+	if err != nil {
+		return err
+	}
+	b.envs, b.refs = append(b.envs, env), append(b.refs, ref)
+	return nil
+}
+
+func (b *batch) last() eth.L2BlockRef { return b.refs[len(b.refs)-1] }
+
+// prepare takes the source's block after head (env, or the source's error fetching it) through verify; head is
+// the local unsafe head or the last block verified before it, which may still be on its way into the engine.
+func (r *Replicator) prepare(ctx context.Context, head eth.L2BlockRef, env *eth.ExecutionPayloadEnvelope, err error) (*eth.ExecutionPayloadEnvelope, eth.L2BlockRef, error) {
+	if errors.Is(err, ethereum.NotFound) {
+		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: source has no block %d yet", errWait, head.Number+1)
+	} else if err != nil {
+		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: block %d: %w", errSource, head.Number+1, err)
+	}
+	// Re-read the safe head and L1 view for every block: derivation moves on while we catch up.
+	status := r.status.SyncStatus()
+	if status.UnsafeL2.Number > head.Number {
+		// Gossip (or derivation) got beyond what we verified; the next round starts from the new head. (Our own
+		// insertions never get there: the insert stage is at most at head.)
+		return nil, eth.L2BlockRef{}, fmt.Errorf("%w: unsafe head moved to %s", errStale, status.UnsafeL2.ID())
+	}
+	ref, err := r.verify.Check(ctx, env, head, status.SafeL2, status.HeadL1)
+	if err != nil {
+		return nil, eth.L2BlockRef{}, err
+	}
+	return env, ref, nil
+}
+
+// insertStage inserts the verified batches it is sent, in order, one at a time, on a goroutine of its own. The
+// engine controller refuses a batch that does not extend the unsafe head, so a race with derivation or gossip for a
+// height stays an errStale, and nothing at or below the safe head is ever touched.
+type insertStage struct {
+	r       *Replicator
+	ctx     context.Context
+	cancel  context.CancelFunc
+	srcHead eth.BlockID
+	batches chan *batch   // capacity 1: one batch waits while the engine executes another
+	failed  chan struct{} // closed when an insertion failed; no batch is taken after it
+	done    chan struct{} // closed when the goroutine returns
+	onFail  func()        // stops fetching for a round that cannot go on
+
+	// Written by the stage's goroutine, read after done.
+	inserted int
+	err      error
+}
+
+func (r *Replicator) startInserting(ctx context.Context, srcHead eth.BlockID, onFail func()) *insertStage {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &insertStage{r: r, ctx: ctx, cancel: cancel, srcHead: srcHead, batches: make(chan *batch, 1),
+		failed: make(chan struct{}), done: make(chan struct{}), onFail: onFail}
+	go s.run()
+	return s
+}
+
+func (s *insertStage) run() {
+	defer close(s.done)
+	for b := range s.batches {
+		n, err := s.r.insertBatch(s.ctx, b, s.srcHead)
+		s.inserted += n
+		if err != nil {
+			s.err = err
+			close(s.failed)
+			s.onFail()
+			return
+		}
+	}
+}
+
+// send hands a verified batch to the stage, waiting while another one waits; it returns false, and drops the batch,
+// if an insertion failed.
+func (s *insertStage) send(b *batch) bool {
+	select {
+	case <-s.failed:
+		return false
+	default:
+	}
+	select {
+	case s.batches <- b:
+		return true
+	case <-s.failed:
+		return false
+	}
+}
+
+// finish ends the stage once the batches sent are inserted, and returns how many blocks it inserted and why it
+// stopped. After a disagreement further down the chain (verr) the batches still waiting are not inserted: the
+// insertion stops at the next block boundary, and the halt rewinds the unsafe chain anyway.
+func (s *insertStage) finish(verr error) (int, error) {
+	var d *Disagreement
+	if errors.As(verr, &d) {
+		s.cancel()
+	}
+	close(s.batches)
+	<-s.done
+	s.cancel()
+	return s.inserted, s.err
+}
+
+// insertBatch inserts verified blocks, unless equivocation evidence arrived while they were fetched. The insertion
+// is cut short between blocks by a halt or an operator request (ctx), never inside an engine call: op-node owns
+// its outcome. What was inserted is recorded whatever the error. It runs on the insert stage's goroutine.
+func (r *Replicator) insertBatch(ctx context.Context, b *batch, srcHead eth.BlockID) (int, error) {
+	if ctx.Err() != nil {
+		return 0, nil // interrupted before the batch: nothing of it is inserted
+	}
+	if ev := r.evidence.TakePending(); ev != nil {
+		return 0, equivocation(ev)
+	}
+	n, err := r.insert.Insert(ctx, b.envs, b.refs)
+	now := r.clock.Now()
+	for i, ref := range b.refs[:n] {
+		r.arrivals.Add(ref.Hash, r.provenance(ref, now))
+		r.metrics.RecordReplicated(ref.Number)
+		r.log.Debug("Replicated block", "block", ref, "origin", ref.L1Origin, "txs", len(b.envs[i].ExecutionPayload.Transactions))
+	}
+	if n > 0 {
+		last := b.refs[n-1]
+		r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = last, now })
+		r.metrics.RecordHeadLag(lag(srcHead.Number, last.Number))
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return n, nil // interrupted between blocks: the loop serves the request
+	}
+	return n, err
+}
+
+// provenance says where a block just replicated came from: the relay or gossip that delivered its signed
+// envelope, else the source that served it.
+func (r *Replicator) provenance(ref eth.L2BlockRef, now time.Time) arrival {
+	if r.store != nil {
+		if held := r.store.ByHash(ref.Hash); held != nil {
+			return arrival{source: held.Source, signed: true, at: held.Arrived}
+		}
+	}
+	if m, ok := r.source.(interface{ ServedBy(common.Hash) string }); ok {
+		if name := m.ServedBy(ref.Hash); name != "" {
+			return arrival{source: name, at: now}
+		}
+	}
+	return arrival{source: r.source.Name(), at: now}
+}
