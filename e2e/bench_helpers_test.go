@@ -7,9 +7,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -83,4 +86,64 @@ func benchMetric(ctx context.Context, url, name string) (float64, error) {
 		return 0, fmt.Errorf("no metric %s at %s", name, url)
 	}
 	return sum, nil
+}
+
+// insertTimes reads, from an op-node's log, how long each unsafe block it inserted took in the engine: op-node's
+// "Inserted new L2 unsafe block" line, whose insert_time runs from the engine_newPayload call to the end of the
+// forkchoice update that made the block the head.
+func insertTimes(t *testing.T, logPath string) map[uint64]time.Duration {
+	f, err := os.Open(logPath)
+	require.NoError(t, err)
+	defer f.Close()
+	times := make(map[uint64]time.Duration)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, `msg="Inserted new L2 unsafe block"`) {
+			continue
+		}
+		num, ok1 := logField(line, "number")
+		dur, ok2 := logField(line, "insert_time")
+		if !ok1 || !ok2 {
+			continue
+		}
+		n, err1 := strconv.ParseUint(num, 10, 64)
+		d, err2 := time.ParseDuration(dur)
+		if err1 == nil && err2 == nil {
+			times[n] = d
+		}
+	}
+	require.NoError(t, sc.Err())
+	return times
+}
+
+// logField returns the value of key in a logfmt line.
+func logField(line, key string) (string, bool) {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return "", false
+	}
+	v := line[i+len(key)+2:]
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	return v, true
+}
+
+// beyondInsert is each block's lag minus its local insertion time (insertTimes), for the blocks in both: what a
+// path adds to the engine's own work. It returns the p50 and p99, and how many blocks they are over.
+func beyondInsert(lags []devnet.BlockLag, inserts map[uint64]time.Duration) (p50, p99 time.Duration, n int) {
+	var rest []time.Duration
+	for _, l := range lags {
+		if d, ok := inserts[l.Number]; ok {
+			rest = append(rest, l.Lag-d)
+		}
+	}
+	if len(rest) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(rest)
+	at := func(p float64) time.Duration { return rest[int(p/100*float64(len(rest)-1))] }
+	return at(50), at(99), len(rest)
 }

@@ -27,10 +27,17 @@ const (
 type LagMeter struct {
 	mu      sync.Mutex
 	arrived [2]map[common.Hash]time.Time // arrival times at the reference (0) and the follower (1)
-	lags    []time.Duration              // the most recent lags, oldest first
+	numbers map[common.Hash]uint64       // the numbers of the blocks in arrived
+	lags    []BlockLag                   // the most recent lags, oldest first
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
+}
+
+// BlockLag is one block's lag.
+type BlockLag struct {
+	Number uint64
+	Lag    time.Duration
 }
 
 // StartLagMeter starts measuring the lag of the engine at followerWS behind the one at referenceWS.
@@ -38,6 +45,7 @@ func StartLagMeter(referenceWS, followerWS string) *LagMeter {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &LagMeter{
 		arrived: [2]map[common.Hash]time.Time{make(map[common.Hash]time.Time), make(map[common.Hash]time.Time)},
+		numbers: make(map[common.Hash]uint64),
 		cancel:  cancel,
 	}
 	for i, url := range []string{referenceWS, followerWS} {
@@ -60,13 +68,23 @@ func (m *LagMeter) Last() (time.Duration, bool) {
 	if len(m.lags) == 0 {
 		return 0, false
 	}
-	return m.lags[len(m.lags)-1], true
+	return m.lags[len(m.lags)-1].Lag, true
+}
+
+// Lags returns the recent lags, oldest first.
+func (m *LagMeter) Lags() []BlockLag {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.lags)
 }
 
 // Percentile returns the p-th percentile (0 to 100) of the recent lags, and false if there are none.
 func (m *LagMeter) Percentile(p float64) (time.Duration, bool) {
 	m.mu.Lock()
-	lags := slices.Clone(m.lags)
+	lags := make([]time.Duration, len(m.lags))
+	for i, l := range m.lags {
+		lags[i] = l.Lag
+	}
 	m.mu.Unlock()
 	if len(lags) == 0 {
 		return 0, false
@@ -106,21 +124,23 @@ func (m *LagMeter) subscribe(ctx context.Context, side int, url string) error {
 		case err := <-sub.Err():
 			return err
 		case h := <-heads:
-			m.record(side, h.Hash(), time.Now())
+			m.record(side, h.Hash(), h.Number.Uint64(), time.Now())
 		}
 	}
 }
 
-func (m *LagMeter) record(side int, hash common.Hash, at time.Time) {
+func (m *LagMeter) record(side int, hash common.Hash, number uint64, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.arrived[side][hash] = at
+	m.numbers[hash] = number
 	other, ok := m.arrived[1-side][hash]
 	if !ok {
 		if len(m.arrived[side]) > lagWindow {
 			for h, t := range m.arrived[side] {
 				if at.Sub(t) > maxLag { // e.g. a block that was reorged out before the other engine got it
 					delete(m.arrived[side], h)
+					delete(m.numbers, h)
 				}
 			}
 		}
@@ -132,7 +152,8 @@ func (m *LagMeter) record(side int, hash common.Hash, at time.Time) {
 	}
 	delete(m.arrived[0], hash)
 	delete(m.arrived[1], hash)
-	m.lags = append(m.lags, follower.Sub(ref))
+	delete(m.numbers, hash)
+	m.lags = append(m.lags, BlockLag{Number: number, Lag: follower.Sub(ref)})
 	if len(m.lags) > lagWindow {
 		m.lags = m.lags[1:]
 	}
