@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,6 +33,23 @@ type follower struct {
 	lag  *devnet.LagMeter
 	cpu  time.Duration // op-node CPU time at the start of the window
 	rss  uint64        // op-node peak RSS in the window
+	// rssSamples is op-node's resident memory through the window, in sampling order.
+	rssSamples []uint64
+}
+
+// rssDrift is the median of the last tenth of samples against the median of the first tenth (after the replicators
+// reached the head): whether memory stays flat over the run.
+func rssDrift(samples []uint64) (first, last uint64) {
+	n := len(samples) / 10
+	if n == 0 {
+		return 0, 0
+	}
+	median := func(xs []uint64) uint64 {
+		xs = slices.Clone(xs)
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	return median(samples[:n]), median(samples[len(samples)-n:])
 }
 
 // TestBenchFollow measures, for a stock gossip follower and replicators with a websocket source, an http source
@@ -71,6 +89,7 @@ func TestBenchFollow(t *testing.T) {
 					return false, err
 				}
 				f.rss = max(f.rss, res.PeakRSS)
+				f.rssSamples = append(f.rssSamples, res.RSS)
 			}
 			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
 			return err == nil && h.Number.Uint64() >= start+blocks, err
@@ -84,8 +103,8 @@ func TestBenchFollow(t *testing.T) {
 	// publishes a block before the sequencer's own op-geth announces it), where a ratio means nothing.
 	// "Beyond the local insert": each block's lag minus its own newPayload + forkchoice update on that node (op-node's
 	// insert_time), so that the path's cost is told apart from the engine's.
-	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | p50 / p99 beyond the local insert | op-node CPU per 100 blocks | vs gossip | op-node peak RSS |")
-	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | p50 / p99 beyond the local insert | op-node CPU per 100 blocks | vs gossip | op-node peak RSS | RSS first → last tenth of the run |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|")
 	var anchorP50, anchorP99, anchorCPU float64
 	for i, f := range followers {
 		p50, ok50 := f.lag.Percentile(50)
@@ -99,8 +118,10 @@ func TestBenchFollow(t *testing.T) {
 			anchorP50, anchorP99, anchorCPU = ms(p50), ms(p99), cpuPer100
 		}
 		b50, b99, nb := beyondInsert(f.lag.Lags(), insertTimes(t, f.node.OpNode.LogPath))
-		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB |\n", f.name,
-			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20)
+		rssFirst, rssLast := rssDrift(f.rssSamples)
+		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %d → %d MiB |\n", f.name,
+			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20,
+			rssFirst>>20, rssLast>>20)
 	}
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
 	report(t, out.String())
