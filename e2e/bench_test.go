@@ -61,11 +61,21 @@ func TestBenchFollow(t *testing.T) {
 	relayPort := dsl.FreePort(t)
 	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(relayPort)})
 	seq := sys.Sequencer.EL
+	// With OP_REPLICATOR_BENCH_PPROF (a directory), each follower's op-node is profiled through the window.
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	pprofPorts := map[string]int{}
+	withProfile := func(name string, opts ...devnet.FollowerOption) []devnet.FollowerOption {
+		if profile {
+			pprofPorts[name] = dsl.FreePort(t)
+			opts = append(opts, devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPorts[name])))
+		}
+		return opts
+	}
 	followers := []*follower{
-		{name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower)},
-		{name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", devnet.WithSource(seq.WS)).Node},
-		{name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", devnet.WithSource(seq.HTTP)).Node},
-		{name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort))).Node},
+		{name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower, withProfile("gossip")...)},
+		{name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", withProfile("rep-ws", devnet.WithSource(seq.WS))...).Node},
+		{name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", withProfile("rep-http", devnet.WithSource(seq.HTTP))...).Node},
+		{name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", withProfile("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort)))...).Node},
 	}
 	sys.StartTxLoadFrom(seq, sys.Net.Keys.L2Accounts, float64(rate))
 	for _, f := range followers[1:] {
@@ -79,6 +89,10 @@ func TestBenchFollow(t *testing.T) {
 		t.Cleanup(f.lag.Stop)
 		f.cpu, err = f.node.OpNode.CPUTime()
 		require.NoError(t, err)
+	}
+	var stopProfiles []func()
+	for name, port := range pprofPorts {
+		stopProfiles = append(stopProfiles, captureProfiles(t, port, "follow-"+name))
 	}
 	startedAt := time.Now()
 	sys.WaitFor(time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
@@ -95,6 +109,9 @@ func TestBenchFollow(t *testing.T) {
 			return err == nil && h.Number.Uint64() >= start+blocks, err
 		})
 	elapsed := time.Since(startedAt)
+	for _, stop := range stopProfiles {
+		stop()
+	}
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "### Following the head: %d blocks, %d transfers/s (%s, %s, %d CPUs, GOMAXPROCS %d)\n\n",
