@@ -5,6 +5,7 @@
 //
 //	source.go        Source, and the sources built from --replicator.source
 //	source_rpc.go    the sequencer's execution-engine RPC (polling, plus newHeads over ws)
+//	source_rlp.go    a block fetched as RLP (debug_getRawBlock): its checks and conversion to a payload
 //	source_relay.go  another node's relay (relay.Client) as a source
 //	source_multi.go  several sources fanned into one: highest head, first source that has a block
 //	pipeline.go      a round's stages overlapped: fetch ahead, verify, insert batches on a goroutine of its own

@@ -4,15 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/consensus/misc/eip1559"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rlp"
 	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/ethereum/go-ethereum/trie"
 	"github.com/stretchr/testify/require"
@@ -21,6 +24,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-core/predeploys"
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-service/client"
 	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
@@ -29,43 +33,61 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
-// FuzzSourceBlock feeds a source's answer to eth_getBlockByNumber through what the replicator does with it before
-// inserting it: rpcSource.Payload (op-service's decoding, block hash and transactions root recomputed), then the
-// verifier (derive.PayloadToBlockRef, next block, L1 origin canonical on our L1 view). With rehash, the transactions
-// root and hash of what the fuzzer made of the block are recomputed first, so that what lies past the hash check is
-// fuzzed too. Nothing is accepted that the engine would find has another hash than it claims, and what the verifier
-// accepts is the next block on our head with an origin on our L1 view.
+// FuzzSourceBlock feeds a source's answer for a block through what the replicator does with it before inserting
+// it: rpcSource.Payload, then the verifier (derive.PayloadToBlockRef, next block, L1 origin canonical on our L1
+// view). With raw, the answer is debug_getRawBlock's (the block's RLP: go-ethereum's decoding, the checks of
+// rawBlockPayload, op-service's conversion); without, the source does not serve debug_getRawBlock and the answer is
+// eth_getBlockByNumber's (op-service's decoding, block hash and transactions root recomputed). With rehash, the
+// transactions root and hash of what the fuzzer made of the block are recomputed first, so that what lies past
+// those checks is fuzzed too. Nothing is accepted that the engine would find has another hash than it claims, and
+// what the verifier accepts is the next block on our head with an origin on our L1 view.
 func FuzzSourceBlock(f *testing.F) {
 	cfg := fuzzRollupConfig()
 	head := eth.L2BlockRef{Hash: testGenesis.Hash, Number: testGenesis.Number, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
 	l1Head := l1Block(1000, 0)
 	ctx := context.Background()
 
-	// The seed passes: op-service makes of it the payload go-ethereum's block is, and the verifier accepts it.
+	// The seeds pass: op-service makes of each the payload go-ethereum's block is, and the verifier accepts it.
 	block := fuzzBlock(f, cfg)
-	seed := rpcBlockJSON(f, block)
 	want, err := eth.BlockAsPayloadEnv(block, cfg)
 	require.NoError(f, err)
-	env, err := answeringSource(f, cfg, seed).Payload(ctx, head.Number+1)
+	jsonSeed := rpcBlockJSON(f, block)
+	rawSeed, err := rlp.EncodeToBytes(block)
 	require.NoError(f, err)
-	require.Equal(f, want, env)
-	_, err = fuzzVerifier(cfg).Check(ctx, env, head, head, l1Head)
-	require.NoError(f, err)
-	f.Add(seed, false)
+	for _, seed := range []struct {
+		answer []byte
+		raw    bool
+	}{{jsonSeed, false}, {rawSeed, true}} {
+		env, err := answeringSource(f, cfg, seed.answer, seed.raw).Payload(ctx, head.Number+1)
+		require.NoError(f, err)
+		require.Equal(f, want, env)
+		_, err = fuzzVerifier(cfg).Check(ctx, env, head, head, l1Head)
+		require.NoError(f, err)
+		f.Add(seed.answer, false, seed.raw)
+	}
 
-	f.Fuzz(func(t *testing.T, answer []byte, rehash bool) {
-		if rehash {
+	f.Fuzz(func(t *testing.T, answer []byte, rehash, raw bool) {
+		if rehash && raw {
+			answer = rehashedRaw(answer)
+		} else if rehash {
 			answer = rehashed(answer)
 		}
-		src := answeringSource(t, cfg, answer)
+		src := answeringSource(t, cfg, answer, raw)
 		env, err := src.Payload(ctx, head.Number+1)
 		if err != nil {
+			if raw {
+				require.True(t, errors.Is(err, errBadInput) || len(answer) == 0 && errors.Is(err, ethereum.NotFound),
+					"refused a raw block other than as bad input: %v", err)
+			}
 			return
 		}
 		payload := env.ExecutionPayload
 		require.Equal(t, head.Number+1, uint64(payload.BlockNumber), "not the block asked for")
 		_, ok := env.CheckBlockHash()
 		require.True(t, ok, "block %s does not hash to its block hash as the engine will compute it", payload.ID())
+		if raw {
+			requireJSONPathAgrees(t, cfg, answer, env)
+		}
 
 		ref, refErr := derive.PayloadToBlockRef(cfg, payload)
 		if refErr == nil {
@@ -86,21 +108,70 @@ func FuzzSourceBlock(f *testing.F) {
 	})
 }
 
-// answeringSource is an rpcSource whose op-geth answers every call with answer.
-func answeringSource(tb testing.TB, cfg *rollup.Config, answer []byte) *rpcSource {
-	l2, err := sources.NewL2Client(answerRPC(answer), log.NewLogger(log.DiscardHandler()), nil, sourceClientConfig(cfg))
-	require.NoError(tb, err)
-	return &rpcSource{name: "fuzz", l2: l2, timeout: time.Second, metrics: NoopMetrics{}, clock: clock.SystemClock}
+// requireJSONPathAgrees requires that a block the RLP path accepted (raw, its payload env) is accepted by the JSON
+// path too, as op-geth's eth_getBlockByNumber would answer it, and made the same payload: the RLP path is as strict.
+func requireJSONPathAgrees(t *testing.T, cfg *rollup.Config, raw []byte, env *eth.ExecutionPayloadEnvelope) {
+	var block types.Block
+	require.NoError(t, rlp.DecodeBytes(raw, &block))
+	answer, err := blockJSON(&block)
+	require.NoError(t, err)
+	viaJSON, err := answeringSource(t, cfg, answer, false).Payload(context.Background(), uint64(env.ExecutionPayload.BlockNumber))
+	require.NoError(t, err, "the JSON path refuses a block the RLP path accepts")
+	want, err := json.Marshal(viaJSON)
+	require.NoError(t, err)
+	got, err := json.Marshal(env)
+	require.NoError(t, err)
+	require.JSONEq(t, string(want), string(got))
 }
 
-// answerRPC is an RPC client that receives the same result for every call, as geth's client decodes a result.
+// answeringSource is an rpcSource whose op-geth answers every call with answer: with raw, debug_getRawBlock with
+// answer as the block's RLP and any other call with "method not found"; else every call but debug_getRawBlock (not
+// served) with answer as the JSON result.
+func answeringSource(tb testing.TB, cfg *rollup.Config, answer []byte, raw bool) *rpcSource {
+	var rpcClient client.RPC = answerRPC(answer)
+	if raw {
+		rpcClient = rawAnswerRPC{answerRPC(answer)}
+	}
+	l2, err := sources.NewL2Client(rpcClient, log.NewLogger(log.DiscardHandler()), nil, sourceClientConfig(cfg))
+	require.NoError(tb, err)
+	return &rpcSource{log: log.NewLogger(log.DiscardHandler()), name: "fuzz", rpc: rpcClient, l2: l2, forks: cfg,
+		timeout: time.Second, metrics: NoopMetrics{}, clock: clock.SystemClock}
+}
+
+// methodNotFound is go-ethereum's error for a method a server does not serve.
+type methodNotFound struct{ method string }
+
+func (e methodNotFound) Error() string {
+	return fmt.Sprintf("the method %s does not exist/is not available", e.method)
+}
+func (e methodNotFound) ErrorCode() int { return -32601 }
+
+// answerRPC is an RPC client that receives the same result for every call, as geth's client decodes a result, and
+// does not serve debug_getRawBlock.
 type answerRPC []byte
 
-func (a answerRPC) CallContext(_ context.Context, result any, _ string, _ ...any) error {
+func (a answerRPC) CallContext(_ context.Context, result any, method string, _ ...any) error {
+	if method == rawBlockMethod {
+		return methodNotFound{method}
+	}
 	if len(a) == 0 {
 		return rpc.ErrNoResult
 	}
 	return json.Unmarshal(a, result)
+}
+
+// rawAnswerRPC answers debug_getRawBlock with its bytes, hex-encoded as on the wire, and nothing else.
+type rawAnswerRPC struct{ answerRPC }
+
+func (a rawAnswerRPC) CallContext(_ context.Context, result any, method string, _ ...any) error {
+	if method != rawBlockMethod {
+		return methodNotFound{method}
+	}
+	enc, err := json.Marshal(hexutil.Bytes(a.answerRPC))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(enc, result)
 }
 
 func (a answerRPC) BatchCallContext(context.Context, []rpc.BatchElem) error {
@@ -123,6 +194,21 @@ func rehashed(answer []byte) []byte {
 	block.TxHash = types.DeriveSha(block.Transactions, trie.NewStackTrie(nil))
 	block.Hash = block.CreateGethHeader().Hash()
 	out, err := json.Marshal(&block)
+	if err != nil {
+		return answer
+	}
+	return out
+}
+
+// rehashedRaw is rehashed for a block's RLP.
+func rehashedRaw(answer []byte) []byte {
+	var block types.Block
+	if rlp.DecodeBytes(answer, &block) != nil {
+		return answer
+	}
+	header := block.Header()
+	header.TxHash = types.DeriveSha(block.Transactions(), trie.NewStackTrie(nil))
+	out, err := rlp.EncodeToBytes(types.NewBlockWithHeader(header).WithBody(*block.Body()))
 	if err != nil {
 		return answer
 	}
@@ -188,15 +274,25 @@ func fuzzBlock(tb testing.TB, cfg *rollup.Config) *types.Block {
 // rpcBlockJSON is b as op-geth answers eth_getBlockByNumber(n, true): the header's fields, its hash, and its
 // transactions and withdrawals in full.
 func rpcBlockJSON(tb testing.TB, b *types.Block) []byte {
-	header, err := json.Marshal(b.Header())
-	require.NoError(tb, err)
-	var fields map[string]json.RawMessage
-	require.NoError(tb, json.Unmarshal(header, &fields))
-	fields["transactions"], err = json.Marshal(b.Transactions())
-	require.NoError(tb, err)
-	fields["withdrawals"], err = json.Marshal(b.Withdrawals())
-	require.NoError(tb, err)
-	out, err := json.Marshal(fields)
+	out, err := blockJSON(b)
 	require.NoError(tb, err)
 	return out
+}
+
+func blockJSON(b *types.Block) ([]byte, error) {
+	header, err := json.Marshal(b.Header())
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(header, &fields); err != nil {
+		return nil, err
+	}
+	if fields["transactions"], err = json.Marshal(b.Transactions()); err != nil {
+		return nil, err
+	}
+	if fields["withdrawals"], err = json.Marshal(b.Withdrawals()); err != nil {
+		return nil, err
+	}
+	return json.Marshal(fields)
 }

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,13 +11,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ethereum-optimism/optimism/op-service/clock"
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
 	"github.com/ethereum-optimism/optimism/op-service/client"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/retry"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
@@ -68,15 +71,22 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// rpcSource reads the sequencer's execution-engine RPC with op-service's L2 client, trust off: block hashes and
-// transaction roots are recomputed. The state root can only be checked by executing the block locally.
+// rpcSource reads the sequencer's execution-engine RPC. A block is fetched as RLP (debug_getRawBlock) and made a
+// payload with op-service's conversion; a source that does not serve debug_getRawBlock is read with op-service's L2
+// client (eth_getBlockByNumber) instead. Either way trust is off: block hashes and transaction roots are
+// recomputed. The state root can only be checked by executing the block locally.
 type rpcSource struct {
 	log     log.Logger
 	name    string
 	rpc     client.RPC
 	l2      *sources.L2Client
+	forks   eth.HardforkConfig // the rollup config: which withdrawals fields a block's payload has
 	timeout time.Duration
 	metrics Metricer
+	// jsonOnly is set once the source answered that it does not serve debug_getRawBlock: its blocks are fetched
+	// with eth_getBlockByNumber from then on (until op-node restarts). rawServed is set by the first block it
+	// served with debug_getRawBlock. Each is logged once.
+	jsonOnly, rawServed atomic.Bool
 
 	clock clock.Clock
 
@@ -117,7 +127,7 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout tim
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u, _ := url.Parse(rawURL)
-	return &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, timeout: timeout, metrics: m, clock: clk,
+	return &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
 		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second,
 		subscribe: u != nil && (u.Scheme == "ws" || u.Scheme == "wss")}, nil
 }
@@ -156,20 +166,58 @@ func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
 func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	ctx, done := s.call(ctx, "payload")
 	defer done()
-	env, err := s.l2.PayloadByNumber(ctx, num)
+	env, err := s.fetchPayload(ctx, num)
 	if err != nil {
 		return nil, err
 	}
 	if got := uint64(env.ExecutionPayload.BlockNumber); got != num {
 		return nil, fmt.Errorf("%w: asked for block %d, got %d", errBadInput, num, got)
 	}
-	// op-service checked the header's hash, but the engine hashes the payload, which does not carry every header
-	// field (an Isthmus payload implies the requests hash, say). A block whose payload hashes otherwise is malformed:
-	// refused here as bad input, it never reaches the engine, which would find it INVALID (a halt).
+	// The block hash is the header's (op-service checked the hash a JSON answer claims), but the engine hashes the
+	// payload, which does not carry every header field (an Isthmus payload implies the requests hash, say). A block
+	// whose payload hashes otherwise is malformed: refused here as bad input, it never reaches the engine, which
+	// would find it INVALID (a halt).
 	if actual, ok := env.CheckBlockHash(); !ok {
 		return nil, fmt.Errorf("%w: block %s: its payload hashes to %s", errBadInput, env.ExecutionPayload.ID(), actual)
 	}
 	return env, nil
+}
+
+// fetchPayload fetches a block as RLP, or with eth_getBlockByNumber from a source that does not serve
+// debug_getRawBlock. Only that answer turns a source to eth_getBlockByNumber: any other error (a timeout, say) is
+// this fetch's.
+func (s *rpcSource) fetchPayload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	if !s.jsonOnly.Load() {
+		env, err := s.rawPayload(ctx, num)
+		if err == nil && s.rawServed.CompareAndSwap(false, true) {
+			s.log.Info("Fetching blocks from source as RLP ("+rawBlockMethod+")", "source", s.name)
+		}
+		if !errors.Is(err, errNoRawBlock) {
+			return env, err
+		}
+		if s.jsonOnly.CompareAndSwap(false, true) {
+			s.log.Info("Source does not serve "+rawBlockMethod+", fetching its blocks with eth_getBlockByNumber",
+				"source", s.name, "err", err)
+		}
+	}
+	return s.l2.PayloadByNumber(ctx, num)
+}
+
+// rawPayload fetches a block with debug_getRawBlock. A block the source does not have is ethereum.NotFound, as
+// with eth_getBlockByNumber: op-geth answers "0x" for a number beyond its head (where eth_getBlockByNumber answers
+// null).
+func (s *rpcSource) rawPayload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	var raw hexutil.Bytes
+	if err := s.rpc.CallContext(ctx, &raw, rawBlockMethod, hexutil.EncodeUint64(num)); err != nil {
+		if rawBlockUnserved(err) {
+			return nil, fmt.Errorf("%w: %w", errNoRawBlock, err)
+		}
+		return nil, eth.MaybeAsNotFoundErr(err)
+	}
+	if len(raw) == 0 {
+		return nil, ethereum.NotFound
+	}
+	return rawBlockPayload(raw, s.forks)
 }
 
 // call bounds one request by the request timeout and records its latency.

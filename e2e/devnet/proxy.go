@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/rlp"
 	"github.com/ethereum/go-ethereum/trie"
 
 	optypes "github.com/ethereum-optimism/optimism/op-core/types"
@@ -66,13 +67,15 @@ const maxBodySize = 32 << 20
 
 // Proxy is an HTTP JSON-RPC reverse proxy in front of an execution engine, e.g. as the replicator's
 // source. Tests switch it at runtime to misbehave like a faulty or lying sequencer:
-//   - TamperFrom: eth_getBlockByNumber and eth_getBlockByHash return, for blocks from a number onwards, blocks
-//     changed in one way (a Tamper: by default a different state root) with the transactions root and block hash
-//     recomputed (and the parent hashes of later blocks relinked), so every block is self-consistent and only
-//     executing it, or deriving it from L1, shows it is wrong;
+//   - TamperFrom: eth_getBlockByNumber, eth_getBlockByHash and debug_getRawBlock return, for blocks from a number
+//     onwards, blocks changed in one way (a Tamper: by default a different state root) with the transactions root
+//     and block hash recomputed (and the parent hashes of later blocks relinked), so every block is self-consistent
+//     and only executing it, or deriving it from L1, shows it is wrong; a block is changed alike whichever method
+//     serves it;
 //   - SetUpstream: forward to another node, e.g. another sequencer's chain;
 //   - SetFailure: return errors or be down;
-//   - SetLyingTags: answer the "safe" and "finalized" labels with the "latest" block;
+//   - SetLyingTags: answer the "safe" and "finalized" labels with the "latest" block (eth_getBlockByNumber,
+//     debug_getRawBlock);
 //   - SetDelay: answer every request only after a delay, as a slow or overloaded source would.
 //
 // Only single HTTP requests and batches are proxied, not websockets. The zero value is not usable; use
@@ -264,6 +267,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				resps[i].Result = nil
 				resps[i].Error = &rpcError{Code: -32000, Message: "proxy: tamper: " + err.Error()}
 			}
+		case rawBlockMethod:
+			if err := p.tamperRawBlock(r.Context(), upstream, tamper, &resps[i].Result); err != nil {
+				resps[i].Result = nil
+				resps[i].Error = &rpcError{Code: -32000, Message: "proxy: tamper: " + err.Error()}
+			}
 		}
 	}
 	writeMessages(w, status, resps, batch)
@@ -309,10 +317,13 @@ func serveHostile(w http.ResponseWriter, r *http.Request, f Failure) {
 	}
 }
 
+// rawBlockMethod is op-geth's debug_getRawBlock: a block (by number, label or hash) as RLP.
+const rawBlockMethod = "debug_getRawBlock"
+
 // rewriteRequest applies the request-side lies: "safe" and "finalized" become "latest", and a tampered
 // block hash is looked up as the original block.
 func rewriteRequest(req *rpcMessage, lieTags bool, tamper *tampering) (bool, error) {
-	if req.Method != "eth_getBlockByNumber" && req.Method != "eth_getBlockByHash" {
+	if req.Method != "eth_getBlockByNumber" && req.Method != "eth_getBlockByHash" && req.Method != rawBlockMethod {
 		return false, nil
 	}
 	var params []json.RawMessage
@@ -321,12 +332,16 @@ func rewriteRequest(req *rpcMessage, lieTags bool, tamper *tampering) (bool, err
 	}
 	var arg string
 	if err := json.Unmarshal(params[0], &arg); err != nil {
+		if req.Method == rawBlockMethod {
+			return false, nil // a block number or hash as an object: not rewritten
+		}
 		return false, fmt.Errorf("%s: first param %s is not a string", req.Method, params[0])
 	}
+	byHash := req.Method == "eth_getBlockByHash" || req.Method == rawBlockMethod && len(arg) == 2+2*common.HashLength
 	switch {
-	case req.Method == "eth_getBlockByNumber" && lieTags && (arg == "safe" || arg == "finalized"):
+	case req.Method != "eth_getBlockByHash" && lieTags && (arg == "safe" || arg == "finalized"):
 		arg = "latest"
-	case req.Method == "eth_getBlockByHash" && tamper != nil:
+	case byHash && tamper != nil:
 		orig, ok := tamper.originalOf(common.HexToHash(arg))
 		if !ok {
 			return false, nil
@@ -409,42 +424,16 @@ func (p *Proxy) tamperBlock(ctx context.Context, upstream string, t *tampering, 
 	if err := json.Unmarshal(block["hash"], &reported); err != nil {
 		return fmt.Errorf("decode block hash: %w", err)
 	}
-	orig := header.Hash()
-	if orig != reported {
+	if orig := header.Hash(); orig != reported {
 		return fmt.Errorf("header of block %d hashes to %s, not the reported %s", header.Number, orig, reported)
 	}
-	number := header.Number.Uint64()
-	if number < t.from {
-		return nil
-	}
-	if number > t.from {
-		parent, err := p.tamperedParent(ctx, upstream, t, header.ParentHash, number-1)
-		if err != nil {
-			return err
-		}
-		header.ParentHash = parent
-	}
-	var txs sources.RawTransactions // set when the tampering changes the transactions
-	switch t.how {
-	case TamperStateRoot:
-		header.Root = crypto.Keccak256Hash([]byte("tampered"), header.Root.Bytes())
-	case TamperPrevRandao:
-		header.MixDigest = crypto.Keccak256Hash([]byte("tampered"), header.MixDigest.Bytes())
-	case TamperTimestamp:
-		header.Time++
-	case TamperForgedDeposit, TamperL1InfoField:
-		var err error
-		if txs, err = p.fullTransactions(ctx, upstream, block["transactions"], orig); err != nil {
-			return err
-		}
-		if txs, err = tamperTransactions(t.how, txs); err != nil {
-			return fmt.Errorf("block %d: %w", number, err)
-		}
-		header.TxHash = types.DeriveSha(txs, trie.NewStackTrie(nil))
+	txs, tampered, err := p.tamperHeader(ctx, upstream, t, &header, func() (sources.RawTransactions, error) {
+		return p.fullTransactions(ctx, upstream, block["transactions"], reported)
+	})
+	if err != nil || !tampered {
+		return err
 	}
 	hash := header.Hash()
-	t.record(orig, hash)
-
 	block["stateRoot"], _ = json.Marshal(header.Root)
 	block["mixHash"], _ = json.Marshal(header.MixDigest)
 	block["timestamp"], _ = json.Marshal(hexutil.Uint64(header.Time))
@@ -470,6 +459,91 @@ func (p *Proxy) tamperBlock(ctx context.Context, upstream string, t *tampering, 
 	}
 	*result = rewritten
 	return nil
+}
+
+// tamperRawBlock is tamperBlock for a debug_getRawBlock result, the block's RLP; the block is changed exactly as
+// tamperBlock changes it. An empty result (unknown block) is left alone.
+func (p *Proxy) tamperRawBlock(ctx context.Context, upstream string, t *tampering, result *json.RawMessage) error {
+	var raw hexutil.Bytes
+	if len(*result) == 0 || string(*result) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(*result, &raw); err != nil {
+		return fmt.Errorf("decode raw block: %w", err)
+	}
+	if len(raw) == 0 {
+		return nil
+	}
+	var block types.Block
+	if err := rlp.DecodeBytes(raw, &block); err != nil {
+		return fmt.Errorf("decode raw block: %w", err)
+	}
+	header := block.Header()
+	txs, tampered, err := p.tamperHeader(ctx, upstream, t, header, func() (sources.RawTransactions, error) {
+		txs := make(sources.RawTransactions, len(block.Transactions()))
+		for i, tx := range block.Transactions() {
+			enc, err := tx.MarshalBinary()
+			if err != nil {
+				return nil, fmt.Errorf("encode tx %d: %w", i, err)
+			}
+			txs[i] = enc
+		}
+		return txs, nil
+	})
+	if err != nil || !tampered {
+		return err
+	}
+	body := *block.Body()
+	if txs != nil {
+		if body.Transactions, err = txs.Geth(); err != nil {
+			return fmt.Errorf("block %d: %w", header.Number, err)
+		}
+	}
+	enc, err := rlp.EncodeToBytes(types.NewBlockWithHeader(header).WithBody(body))
+	if err != nil {
+		return fmt.Errorf("encode block: %w", err)
+	}
+	*result, _ = json.Marshal(hexutil.Bytes(enc))
+	return nil
+}
+
+// tamperHeader changes a block's header in place as t says, if its number is in the tampered range, and records
+// its tampered hash: the parent hash of the tampered parent, and the tampering itself. A tampering that changes the
+// transactions gets them from txs and returns them changed, with the header's transactions root recomputed.
+func (p *Proxy) tamperHeader(ctx context.Context, upstream string, t *tampering, header *types.Header,
+	txs func() (sources.RawTransactions, error)) (sources.RawTransactions, bool, error) {
+	orig := header.Hash()
+	number := header.Number.Uint64()
+	if number < t.from {
+		return nil, false, nil
+	}
+	if number > t.from {
+		parent, err := p.tamperedParent(ctx, upstream, t, header.ParentHash, number-1)
+		if err != nil {
+			return nil, false, err
+		}
+		header.ParentHash = parent
+	}
+	var changed sources.RawTransactions // set when the tampering changes the transactions
+	switch t.how {
+	case TamperStateRoot:
+		header.Root = crypto.Keccak256Hash([]byte("tampered"), header.Root.Bytes())
+	case TamperPrevRandao:
+		header.MixDigest = crypto.Keccak256Hash([]byte("tampered"), header.MixDigest.Bytes())
+	case TamperTimestamp:
+		header.Time++
+	case TamperForgedDeposit, TamperL1InfoField:
+		all, err := txs()
+		if err != nil {
+			return nil, false, err
+		}
+		if changed, err = tamperTransactions(t.how, all); err != nil {
+			return nil, false, fmt.Errorf("block %d: %w", number, err)
+		}
+		header.TxHash = types.DeriveSha(changed, trie.NewStackTrie(nil))
+	}
+	t.record(orig, header.Hash())
+	return changed, true, nil
 }
 
 // fullTransactions returns a block's transactions: from its result if it holds them in full, else from upstream.
