@@ -88,9 +88,10 @@ func benchMetric(ctx context.Context, url, name string) (float64, error) {
 	return sum, nil
 }
 
-// insertTimes reads, from an op-node's log, how long each unsafe block it inserted took in the engine: op-node's
-// "Inserted new L2 unsafe block" line, whose insert_time runs from the engine_newPayload call to the end of the
-// forkchoice update that made the block the head.
+// insertTimes reads, from an op-node's log, how long each unsafe block it inserted took in the engine, from the
+// engine_newPayload call to the end of the forkchoice update that made it the head: insert_time of "Inserted new L2
+// unsafe block" (the engine controller's ProcessPayload: the replicator's path) or total_time of "Inserted new L2
+// unsafe block (synchronous)" (the gossip path).
 func insertTimes(t *testing.T, logPath string) map[uint64]time.Duration {
 	f, err := os.Open(logPath)
 	require.NoError(t, err)
@@ -100,11 +101,16 @@ func insertTimes(t *testing.T, logPath string) map[uint64]time.Duration {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.Contains(line, `msg="Inserted new L2 unsafe block"`) {
+		key := "insert_time"
+		switch {
+		case strings.Contains(line, `msg="Inserted new L2 unsafe block"`):
+		case strings.Contains(line, `msg="Inserted new L2 unsafe block (synchronous)"`):
+			key = "total_time"
+		default:
 			continue
 		}
 		num, ok1 := logField(line, "number")
-		dur, ok2 := logField(line, "insert_time")
+		dur, ok2 := logField(line, key)
 		if !ok1 || !ok2 {
 			continue
 		}
