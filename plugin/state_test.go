@@ -340,3 +340,41 @@ func TestEvidenceWhileHaltedEndsWithTheHalt(t *testing.T) {
 	require.Equal(t, blocks[5].ref, h.engine.head())
 	require.Len(t, h.rep.evidence.All(), 1, "the evidence is kept")
 }
+
+// Progress alone is written at most every persistEvery (a write and two fsyncs per block cost a following node 5%
+// of its CPU), and when the loop stops; new evidence and halts are written at once (other tests).
+func TestProgressPersistedAtMostEveryIntervalAndAtStop(t *testing.T) {
+	cfg := testRollupConfig()
+	path := filepath.Join(t.TempDir(), "replicator.json")
+	blocks := buildChain(t, cfg, 10, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
+	saved := func() eth.BlockID {
+		st, err := h.rep.state.load()
+		require.NoError(t, err)
+		require.NotNil(t, st.LastReplicated)
+		return st.LastReplicated.ID()
+	}
+	h.source.set(blocks, 5, nil)
+	h.round()
+	require.Equal(t, blocks[4].ref.ID(), saved(), "the first progress is written at once")
+
+	h.source.set(blocks, 8, nil)
+	h.round()
+	require.Equal(t, blocks[7].ref.ID(), h.rep.lastReplicated().ID())
+	require.Equal(t, blocks[4].ref.ID(), saved(), "written again within persistEvery")
+	h.clock.AdvanceTime(persistEvery)
+	h.round()
+	require.Equal(t, blocks[7].ref.ID(), saved(), "progress older than persistEvery is written")
+
+	h.source.set(blocks, 10, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.rep.run(ctx)
+	}()
+	require.Eventually(t, func() bool { return h.rep.lastReplicated().Number == 10 }, 5*time.Second, time.Millisecond)
+	cancel()
+	<-done
+	require.Equal(t, blocks[9].ref.ID(), saved(), "the loop writes its progress when it stops")
+}
