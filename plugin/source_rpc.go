@@ -47,6 +47,14 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// sourceTransport is http.DefaultTransport keeping as many idle connections to the source as a prefetcher has
+// requests in flight (the default keeps 2), so that catching up does not open and close connections per block.
+func sourceTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = maxInFlight
+	return t
+}
+
 type limitedBody struct {
 	io.ReadCloser
 	left int64
@@ -114,7 +122,7 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout tim
 	opts := []client.RPCOption{client.WithLazyDial(), client.WithCallTimeout(timeout)}
 	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "http" || u.Scheme == "https") {
 		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(&http.Client{
-			Transport: limitedTransport{next: http.DefaultTransport, limit: maxSourceResponse}})))
+			Transport: limitedTransport{next: sourceTransport(), limit: maxSourceResponse}})))
 	}
 	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, opts...)
 	if err != nil {
