@@ -8,7 +8,7 @@
 //	source_rlp.go    a block fetched as RLP (debug_getRawBlock): its checks and conversion to a payload
 //	source_relay.go  another node's relay (relay.Client) as a source
 //	source_multi.go  several sources fanned into one: highest head, first source that has a block
-//	pipeline.go      a round's stages overlapped: fetch ahead, verify, insert batches on a goroutine of its own
+//	pipeline.go      a round's stages overlapped: fetch ahead, verify, hand an idle engine what was verified
 //	prefetch.go      blocks fetched ahead, in order, with bounded concurrency
 //	verify.go        checks before insertion: next block, above safe, L1 origin canonical on our L1 view
 //	derivation.go    the block must be what derivation would build from L1 (batch rules, payload attributes)

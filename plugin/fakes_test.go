@@ -219,10 +219,11 @@ type fakeEngine struct {
 	rewinds   int
 	held      bool // unsafe input held (HoldUnsafeInput, RewindUnsafeToSafe)
 	inserted  int
-	// forkchoiceUpdates counts the forkchoice updates insertions made; batches the sizes of ProcessPayloads calls.
+	// forkchoiceUpdates counts the forkchoice updates insertions made; batches the blocks of each insertion call.
 	forkchoiceUpdates int
 	batches           []int
-	// beforeInsert, if set, runs before each payload of a ProcessPayloads batch; belowSafe counts insertions
+	// beforeInsert, if set, runs before each payload inserted (with ProcessPayload's or ProcessPayloads' context,
+	// without the engine's lock); belowSafe counts insertions
 	// attempted at or below the safe head (refused).
 	beforeInsert func(ctx context.Context, ref eth.L2BlockRef)
 	belowSafe    int
@@ -257,7 +258,14 @@ func (e *fakeEngine) setSafe(n uint64) {
 	e.safe = n
 }
 
-func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, _ time.Time) error {
+func (e *fakeEngine) ProcessPayload(ctx context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, _ time.Time) error {
+	e.mu.Lock()
+	e.batches = append(e.batches, 1)
+	hook := e.beforeInsert
+	e.mu.Unlock()
+	if hook != nil {
+		hook(ctx, ref)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.forkchoiceUpdates++
@@ -265,8 +273,7 @@ func (e *fakeEngine) ProcessPayload(_ context.Context, env *eth.ExecutionPayload
 }
 
 // ProcessPayloads inserts as the engine controller does: a payload at a time, one forkchoice update at the end.
-// beforeInsert, if set, runs before each payload without the engine's lock (op-node's status stays readable
-// during a batch).
+// beforeInsert runs before each payload without the engine's lock (op-node's status stays readable during a batch).
 func (e *fakeEngine) ProcessPayloads(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error) {
 	e.mu.Lock()
 	e.batches = append(e.batches, len(envs))

@@ -21,9 +21,9 @@ const maxBatch = 32
 
 // replicate takes the source's blocks after head, up to its head srcHead (at most maxBlocksPerRound), through the
 // pipeline. Its stages overlap: the prefetcher fetches ahead on goroutines of its own; this goroutine verifies each
-// block on the one before it and groups the blocks already fetched into batches; the insert stage hands one batch
-// at a time to the engine on a goroutine of its own. While the engine executes a batch, the next one is fetched and
-// verified. At the head, a batch is the one block that arrived.
+// block on the one before it; the insert stage executes one batch at a time on a goroutine of its own. The engine is
+// handed, whenever it is idle, every block verified since its last batch (up to maxBatch): while it executes a batch,
+// the next one is fetched and verified. At the head, a batch is the one block that arrived.
 func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, srcHead eth.BlockID) error {
 	to := min(srcHead.Number, head.Number+maxBlocksPerRound)
 	depth := prefetchDepth
@@ -33,7 +33,7 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, srcHead
 	fetch := newPrefetcher(ctx, r.source, head.Number+1, to, depth)
 	defer fetch.Close()
 	ins := r.startInserting(ctx, srcHead, fetch.Close)
-	verr := r.verifyBatches(ctx, fetch, head, ins)
+	verr := r.verifyBlocks(ctx, fetch, head, ins)
 	n, ierr := ins.finish(verr)
 	if n > 0 {
 		r.failures = 0 // progress: an error later in the round starts its backoff afresh
@@ -44,35 +44,70 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, srcHead
 	return verr
 }
 
-// verifyBatches is the verify stage: it takes the fetched blocks in order through prepare, each on the block before
-// it (the first on head), and hands them to the insert stage in batches of the blocks already fetched. It stops at
-// the first block that fails, when the insert stage fails, or once every block was handed out.
-func (r *Replicator) verifyBatches(ctx context.Context, fetch *prefetcher, head eth.L2BlockRef, ins *insertStage) error {
+// verifyBlocks is the verify stage: it takes the fetched blocks in order through prepare, each on the block before
+// it (the first on head), and offers the insert stage the blocks verified so far whenever it is idle. It stops at the
+// first block that fails (handing over the ones before it), when the insert stage fails, when ctx ends, or once every
+// block was handed over.
+func (r *Replicator) verifyBlocks(ctx context.Context, fetch *prefetcher, head eth.L2BlockRef, ins *insertStage) error {
+	cur := &batch{}
 	for {
-		env, err, ok := fetch.Next()
-		if !ok || r.halt.Halted() || ctx.Err() != nil {
+		next := fetch.Pending()
+		if next == nil {
+			ins.send(cur)
 			return nil
 		}
-		b := &batch{}
-		if err := b.add(r.prepare(ctx, head, env, err)); err != nil {
-			return err
+		var idle chan<- *batch // offered to an idle engine once it holds a block
+		if len(cur.envs) > 0 {
+			idle = ins.batches
 		}
-		var next error
-		for len(b.envs) < maxBatch && next == nil {
-			env, err, ok := fetch.Ready()
-			if !ok {
-				break
+		if len(cur.envs) == maxBatch {
+			next = nil // full: wait for the engine
+		} else if len(cur.envs) > 0 {
+			// Blocks already fetched join the batch before it is offered.
+			select {
+			case f := <-next:
+				if err := r.verifyNext(ctx, cur, head, f, fetch); err != nil {
+					return r.stopAt(cur, ins, err)
+				}
+				continue
+			default:
 			}
-			next = b.add(r.prepare(ctx, b.last(), env, err))
 		}
-		if !ins.send(b) {
-			return nil // the insert stage failed: its error ends the round
-		}
-		head = b.last()
-		if next != nil {
-			return next
+		select {
+		case idle <- cur:
+			head, cur = cur.last(), &batch{}
+		case f := <-next:
+			if err := r.verifyNext(ctx, cur, head, f, fetch); err != nil {
+				return r.stopAt(cur, ins, err)
+			}
+		case <-ins.failed:
+			return nil // its error ends the round
+		case <-ctx.Done():
+			return nil // interrupted: the loop serves the request
 		}
 	}
+}
+
+// verifyNext verifies a fetched block onto the last one verified (cur's last, else head) and adds it to cur; only
+// then does the prefetcher move on, so that how far it fetched tells how far verification got.
+func (r *Replicator) verifyNext(ctx context.Context, cur *batch, head eth.L2BlockRef, f fetched, fetch *prefetcher) error {
+	parent := head
+	if len(cur.envs) > 0 {
+		parent = cur.last()
+	}
+	err := cur.add(r.prepare(ctx, parent, f.env, f.err))
+	fetch.Advance()
+	return err
+}
+
+// stopAt ends verification at a block that failed: the blocks verified before it are still inserted, unless it is a
+// disagreement (the halt rewinds them anyway).
+func (r *Replicator) stopAt(cur *batch, ins *insertStage, err error) error {
+	var d *Disagreement
+	if !errors.As(err, &d) {
+		ins.send(cur)
+	}
+	return err
 }
 
 // batch is verified blocks, each on the one before, to insert together.
@@ -114,7 +149,7 @@ func (r *Replicator) prepare(ctx context.Context, head eth.L2BlockRef, env *eth.
 	return env, ref, nil
 }
 
-// insertStage inserts the verified batches it is sent, in order, one at a time, on a goroutine of its own. The
+// insertStage inserts the verified batches it is handed, in order, one at a time, on a goroutine of its own. The
 // engine controller refuses a batch that does not extend the unsafe head, so a race with derivation or gossip for a
 // height stays an errStale, and nothing at or below the safe head is ever touched.
 type insertStage struct {
@@ -122,7 +157,7 @@ type insertStage struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	srcHead eth.BlockID
-	batches chan *batch   // capacity 1: one batch waits while the engine executes another
+	batches chan *batch   // unbuffered: a send succeeds when the stage is idle
 	failed  chan struct{} // closed when an insertion failed; no batch is taken after it
 	done    chan struct{} // closed when the goroutine returns
 	onFail  func()        // stops fetching for a round that cannot go on
@@ -134,7 +169,7 @@ type insertStage struct {
 
 func (r *Replicator) startInserting(ctx context.Context, srcHead eth.BlockID, onFail func()) *insertStage {
 	ctx, cancel := context.WithCancel(ctx)
-	s := &insertStage{r: r, ctx: ctx, cancel: cancel, srcHead: srcHead, batches: make(chan *batch, 1),
+	s := &insertStage{r: r, ctx: ctx, cancel: cancel, srcHead: srcHead, batches: make(chan *batch),
 		failed: make(chan struct{}), done: make(chan struct{}), onFail: onFail}
 	go s.run()
 	return s
@@ -154,25 +189,20 @@ func (s *insertStage) run() {
 	}
 }
 
-// send hands a verified batch to the stage, waiting while another one waits; it returns false, and drops the batch,
-// if an insertion failed.
-func (s *insertStage) send(b *batch) bool {
-	select {
-	case <-s.failed:
-		return false
-	default:
+// send hands a batch (if it holds a block) to the stage once it is idle; the batch is dropped if an insertion failed.
+func (s *insertStage) send(b *batch) {
+	if len(b.envs) == 0 {
+		return
 	}
 	select {
 	case s.batches <- b:
-		return true
 	case <-s.failed:
-		return false
 	}
 }
 
-// finish ends the stage once the batches sent are inserted, and returns how many blocks it inserted and why it
-// stopped. After a disagreement further down the chain (verr) the batches still waiting are not inserted: the
-// insertion stops at the next block boundary, and the halt rewinds the unsafe chain anyway.
+// finish ends the stage once the batches handed over are inserted, and returns how many blocks it inserted and why
+// it stopped. After a disagreement further down the chain (verr) the batch in the engine stops at its next block
+// boundary: the halt rewinds the unsafe chain anyway.
 func (s *insertStage) finish(verr error) (int, error) {
 	var d *Disagreement
 	if errors.As(verr, &d) {

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,23 +15,42 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
-// firstLastSource answers the first block asked for only once the source answered every other block up to last:
-// the first batch of a round then holds every block up to maxBatch, whatever the goroutines' scheduling.
-type firstLastSource struct {
+// gatedSource answers block 1 only once it answered every other block up to before (so that the blocks after it
+// are ready when it is), and block gate only once open is closed. served is the highest block it answered.
+type gatedSource struct {
 	*fakeSource
-	first, last uint64
-	answered    atomic.Int64
+	before, gate uint64
+	open         chan struct{}
+	answered     atomic.Int64
+	served       atomic.Uint64
 }
 
-func (s *firstLastSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	if n == s.first {
-		for s.answered.Load() < int64(s.last-s.first) && ctx.Err() == nil {
-			time.Sleep(time.Millisecond)
+func (s *gatedSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	timeout := time.After(10 * time.Second) // the test fails below rather than hang
+	switch {
+	case n == 1:
+		for s.before > 2 && s.answered.Load() < int64(s.before-2) && ctx.Err() == nil {
+			select {
+			case <-time.After(time.Millisecond):
+			case <-timeout:
+				return nil, errors.New("test source: blocks before the gate were not asked for")
+			}
 		}
-	} else {
-		defer s.answered.Add(1)
+	case n == s.gate:
+		select {
+		case <-s.open:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timeout:
+		}
 	}
-	return s.fakeSource.Payload(ctx, n)
+	env, err := s.fakeSource.Payload(ctx, n)
+	if n > 1 && n < s.before {
+		s.answered.Add(1)
+	}
+	for cur := s.served.Load(); n > cur && !s.served.CompareAndSwap(cur, n); cur = s.served.Load() {
+	}
+	return env, err
 }
 
 // Catching up in batches while derivation consolidates behind: every block is inserted once, in order, each above
@@ -56,7 +76,6 @@ func TestCatchUpWhileDerivationConsolidates(t *testing.T) {
 		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
 	}
 	require.Equal(t, blocks[399].ref, h.rep.lastReplicated())
-	require.Less(t, h.engine.forkchoiceUpdates, 390/4, "blocks are inserted in batches")
 	t.Logf("390 blocks in %d forkchoice updates", h.engine.forkchoiceUpdates)
 }
 
@@ -92,20 +111,21 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 	cfg := testRollupConfig()
 	ours := buildChain(t, cfg, 40, 0, 0)
 	other := buildChain(t, cfg, 40, 1, 36)
-	// Block 37 of the source is on another block 36 than the one it served: a head mismatch, found while block 37 is
-	// verified, after blocks 1..32 went to the engine as the first batch.
+	// Block 37 of the source is on another block 36 than the one it served: a head mismatch, found as block 37 is
+	// verified. The source answers block 37 only once a batch is in the engine.
 	served := append(append([]chainBlock{}, ours[:36]...), other[36:]...)
+	inEngine := make(chan struct{})
 	h := newHarness(t, driverhook.HaltManual, served, withSource(func(h *harness) Source {
-		return &firstLastSource{fakeSource: h.source, first: 1, last: 40}
+		return &gatedSource{fakeSource: h.source, before: 37, gate: 37, open: inEngine}
 	}))
-	h.engine.setSafe(0)
 	interrupted := make(chan bool, 1)
-	var calls atomic.Int64
+	var blockedAt atomic.Uint64
 	h.engine.beforeInsert = func(ctx context.Context, ref eth.L2BlockRef) {
-		if calls.Add(1) > 1 {
-			return
+		if ctx.Done() == nil || !blockedAt.CompareAndSwap(0, ref.Number) {
+			return // a single block (not interruptible, as in op-node), or not the first batch's first block
 		}
-		select { // the engine is still executing block 1 when the disagreement is found
+		close(inEngine)
+		select { // the engine is still executing this block when the disagreement is found
 		case <-ctx.Done():
 			interrupted <- true
 		case <-time.After(10 * time.Second):
@@ -113,9 +133,50 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 		}
 	}
 	h.round()
-	require.True(t, <-interrupted, "the batch in the engine was not interrupted by the disagreement")
+	select {
+	case ok := <-interrupted:
+		require.True(t, ok, "the batch in the engine was not interrupted by the disagreement")
+	default:
+		t.Fatal("no batch of several blocks reached the engine before block 37")
+	}
 	h.requireHalted(api.ReasonHeadMismatch)
-	require.Equal(t, []int{32}, h.engine.batches[:1], "the first batch was blocks 1..32")
-	require.Zero(t, h.engine.inserted, "nothing inserted after the disagreement was found")
+	require.Equal(t, int(blockedAt.Load()-1), h.engine.inserted, "a block inserted after the disagreement was found")
 	require.Equal(t, uint64(0), h.engine.head().Number, "rewound to the safe head")
+}
+
+// While the engine executes a batch, the next blocks are fetched and verified, and wait; they go to the engine together
+// as its next batch once it is idle: a full one (maxBatch) when the engine took long enough, one forkchoice update.
+func TestFetchAndVerifyGoOnWhileTheEngineWorks(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 200, 0, 0)
+	var src *gatedSource
+	h := newHarness(t, driverhook.HaltManual, blocks, withSource(func(h *harness) Source {
+		src = &gatedSource{fakeSource: h.source, before: 1, open: make(chan struct{})}
+		return src
+	}))
+	var first atomic.Bool
+	released := make(chan bool, 1)
+	h.engine.beforeInsert = func(ctx context.Context, ref eth.L2BlockRef) {
+		if first.Swap(true) {
+			return
+		}
+		h.engine.mu.Lock()
+		k := uint64(h.engine.batches[0])
+		h.engine.mu.Unlock()
+		// Verification stops with a full batch after the k blocks in the engine, and fetching catchUpDepth blocks
+		// further: the source is asked for block k + maxBatch + catchUpDepth once block k + maxBatch is verified.
+		want := k + maxBatch + catchUpDepth
+		deadline := time.Now().Add(10 * time.Second)
+		for src.served.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		released <- src.served.Load() >= want
+	}
+	h.round()
+	require.True(t, <-released, "verification and fetching did not go on while the engine worked")
+	h.requireRunning()
+	require.GreaterOrEqual(t, len(h.engine.batches), 2)
+	require.Equal(t, maxBatch, h.engine.batches[1], "the blocks verified while the engine worked were not its next batch")
+	for i, b := range blocks[:h.engine.head().Number] {
+		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
+	}
 }

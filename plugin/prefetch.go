@@ -56,41 +56,52 @@ func (p *prefetcher) fill() {
 				return
 			}
 			env, err := p.src.Payload(p.ctx, n)
-			<-p.slots
 			ch <- fetched{env: env, err: err}
+			<-p.slots
 		}(p.next)
 		p.pending = append(p.pending, ch)
 		p.next++
 	}
 }
 
+// Pending is the channel the next block in order arrives on, nil once every block was handed out. Whoever receives
+// from it calls Advance.
+func (p *prefetcher) Pending() <-chan fetched {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	return p.pending[0]
+}
+
+// Advance moves past the block just received from Pending, and starts fetching the ones now within depth.
+func (p *prefetcher) Advance() {
+	p.pending = p.pending[1:]
+	p.fill()
+}
+
 // Next returns the next block in order (the source's error for it, if any), and false once every block was
 // handed out.
 func (p *prefetcher) Next() (*eth.ExecutionPayloadEnvelope, error, bool) {
-	if len(p.pending) == 0 {
+	next := p.Pending()
+	if next == nil {
 		return nil, nil, false
 	}
 	var f fetched
 	select {
-	case f = <-p.pending[0]:
+	case f = <-next:
 	case <-p.ctx.Done():
 		return nil, p.ctx.Err(), true
 	}
-	p.pending = p.pending[1:]
-	p.fill()
+	p.Advance()
 	return f.env, f.err, true
 }
 
 // Ready is Next for a block already fetched: it returns false at once if the next block is still on its way (or
 // every block was handed out).
 func (p *prefetcher) Ready() (*eth.ExecutionPayloadEnvelope, error, bool) {
-	if len(p.pending) == 0 {
-		return nil, nil, false
-	}
 	select {
-	case f := <-p.pending[0]:
-		p.pending = p.pending[1:]
-		p.fill()
+	case f := <-p.Pending():
+		p.Advance()
 		return f.env, f.err, true
 	default:
 		return nil, nil, false
