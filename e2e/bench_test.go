@@ -37,19 +37,20 @@ type follower struct {
 	rssSamples []uint64
 }
 
-// rssDrift is the median of the last tenth of samples against the median of the first tenth (after the replicators
-// reached the head): whether memory stays flat over the run.
-func rssDrift(samples []uint64) (first, last uint64) {
+// rssTenths is the median of each tenth of the samples (taken once the replicators reached the head): whether memory
+// stays flat over the run, and where it levels off.
+func rssTenths(samples []uint64) []uint64 {
 	n := len(samples) / 10
 	if n == 0 {
-		return 0, 0
+		return nil
 	}
-	median := func(xs []uint64) uint64 {
-		xs = slices.Clone(xs)
+	out := make([]uint64, 0, 10)
+	for i := 0; i < 10; i++ {
+		xs := slices.Clone(samples[i*n : (i+1)*n])
 		slices.Sort(xs)
-		return xs[len(xs)/2]
+		out = append(out, xs[len(xs)/2]>>20)
 	}
-	return median(samples[:n]), median(samples[len(samples)-n:])
+	return out
 }
 
 // TestBenchFollow measures, for a stock gossip follower and replicators with a websocket source, an http source
@@ -120,7 +121,7 @@ func TestBenchFollow(t *testing.T) {
 	// publishes a block before the sequencer's own op-geth announces it), where a ratio means nothing.
 	// "Beyond the local insert": each block's lag minus its own newPayload + forkchoice update on that node (op-node's
 	// insert_time), so that the path's cost is told apart from the engine's.
-	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | p50 / p99 beyond the local insert | op-node CPU per 100 blocks | vs gossip | op-node peak RSS | RSS first → last tenth of the run |")
+	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | p50 / p99 beyond the local insert | op-node CPU per 100 blocks | vs gossip | op-node peak RSS | RSS by tenth of the run (MiB) |")
 	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|")
 	var anchorP50, anchorP99, anchorCPU float64
 	for i, f := range followers {
@@ -135,10 +136,9 @@ func TestBenchFollow(t *testing.T) {
 			anchorP50, anchorP99, anchorCPU = ms(p50), ms(p99), cpuPer100
 		}
 		b50, b99, nb := beyondInsert(f.lag.Lags(), insertTimes(t, f.node.OpNode.LogPath))
-		rssFirst, rssLast := rssDrift(f.rssSamples)
-		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %d → %d MiB |\n", f.name,
+		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %v |\n", f.name,
 			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20,
-			rssFirst>>20, rssLast>>20)
+			rssTenths(f.rssSamples))
 	}
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
 	report(t, out.String())
