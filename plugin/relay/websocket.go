@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/rpc"
+)
+
+// The relay's websocket endpoint is go-ethereum's JSON-RPC server (rpc.Server.ServeCodec) over a websocket codec of
+// the relay's own. go-ethereum's codec encodes every message with encoding/json, which compacts and validates a
+// notification's result however it is given (a json.RawMessage or any json.Marshaler): for a block relayed to 1,000
+// subscribers, the ~16 KB of its JSON a thousand times, most of the relay's CPU. This codec writes a notification
+// whose result is an encodedResult (the block's JSON, prepared once per block: Held.result) by encoding the
+// notification around a short placeholder and putting the prepared JSON in its place: the bytes encoding/json would
+// have written, without going over the block again. Everything else (responses, errors, other notifications) is
+// written as go-ethereum's codec writes it, and so is the websocket itself: the same upgrader buffers, the same
+// write calls (one data write per message, so the same frames), the same keep-alive pings. What differs is only
+// inside the node: the rpc.PeerInfo of a call says transport "ipc" and has no HTTP headers (the relay reads only
+// its RemoteAddr, which it has).
+
+// Go-ethereum's websocket settings (rpc/websocket.go), which the relay's codec keeps.
+const (
+	wsReadBuffer       = 1024
+	wsWriteBuffer      = 1024
+	wsPingWriteTimeout = 5 * time.Second
+	// wsReadLimit bounds a request: requests to the relay are small; responses are bounded by MaxMessageSize.
+	wsReadLimit = 64 << 10
+)
+
+// wsKeepAlive is when a silent connection is pinged, and how long after a ping it is closed without a pong.
+type wsKeepAlive struct{ pingInterval, pongTimeout time.Duration }
+
+// wsDefaultKeepAlive is go-ethereum's.
+var wsDefaultKeepAlive = wsKeepAlive{pingInterval: 30 * time.Second, pongTimeout: 30 * time.Second}
+
+var wsBufferPool = new(sync.Pool)
+
+// encodedResult is a notification's result, encoded already: exactly what encoding/json writes for it (compact,
+// HTML-escaped). MarshalJSON makes any other encoder write the same, only slower.
+type encodedResult struct{ json []byte }
+
+// newEncodedResult prepares JSON to be sent as a result: what encoding/json makes of it as a json.RawMessage value,
+// which is how it was sent before (and is json.Marshal's output as it is).
+func newEncodedResult(msg json.RawMessage) (*encodedResult, error) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(msg); err != nil {
+		return nil, err
+	}
+	enc := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if bytes.Equal(enc, msg) { // as it is for json.Marshal's output: one copy held, not two
+		enc = msg
+	}
+	return &encodedResult{json: enc}, nil
+}
+
+// resultPlaceholder stands for an encodedResult while the notification around it is encoded: a JSON string no
+// subscription ID or method name contains.
+var resultPlaceholder = json.RawMessage(`"\u0000relay-encoded-result\u0000"`)
+
+// bufferPool holds the buffers a notification is encoded in.
+var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encodedInFull counts encodedResults that encoding/json encoded (MarshalJSON), not appendNotification: every one if
+// go-ethereum's notification is not what appendNotification expects.
+var (
+	encodedInFull     atomic.Uint64
+	encodedInFullOnce sync.Once
+)
+
+func (e *encodedResult) MarshalJSON() ([]byte, error) {
+	encodedInFull.Add(1)
+	encodedInFullOnce.Do(func() {
+		log.Warn("Relay encodes every notification in full: go-ethereum's notification message is not what the relay's codec expects")
+	})
+	return e.json, nil
+}
+
+// appendNotification appends to buf the JSON encoding of v, with its trailing newline, as json.Encoder writes it,
+// if v is go-ethereum's subscription notification and its result an encodedResult; otherwise it returns false and
+// v is for encoding/json. It finds the result by reflection (go-ethereum's message type is unexported) as the field
+// Params.Result, an interface; a go-ethereum without it has every notification encoded in full.
+func appendNotification(buf *bytes.Buffer, v any) bool {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	params := rv.Elem().FieldByName("Params")
+	if params.Kind() != reflect.Struct {
+		return false
+	}
+	result := params.FieldByName("Result")
+	if result.Kind() != reflect.Interface || !result.CanSet() || result.IsNil() {
+		return false
+	}
+	enc, ok := result.Interface().(*encodedResult)
+	if !ok {
+		return false
+	}
+	head := bufferPool.Get().(*bytes.Buffer)
+	defer bufferPool.Put(head)
+	head.Reset()
+	result.Set(reflect.ValueOf(resultPlaceholder))
+	err := json.NewEncoder(head).Encode(v) // as gorilla's Conn.WriteJSON, which go-ethereum's codec calls
+	result.Set(reflect.ValueOf(enc))
+	if err != nil {
+		return false
+	}
+	i := bytes.Index(head.Bytes(), resultPlaceholder)
+	if i < 0 || bytes.Contains(head.Bytes()[i+len(resultPlaceholder):], resultPlaceholder) {
+		return false
+	}
+	buf.Grow(head.Len() - len(resultPlaceholder) + len(enc.json))
+	buf.Write(head.Bytes()[:i])
+	buf.Write(enc.json)
+	buf.Write(head.Bytes()[i+len(resultPlaceholder):])
+	return true
+}
+
+// websocketHandler serves srv's JSON-RPC to websocket connections, as go-ethereum's rpc.Server.WebsocketHandler
+// with every origin allowed, but with wsConn's codec.
+func websocketHandler(srv *rpc.Server, lgr log.Logger, keepAlive wsKeepAlive) http.Handler {
+	upgrader := websocket.Upgrader{
+		ReadBufferSize:  wsReadBuffer,
+		WriteBufferSize: wsWriteBuffer,
+		WriteBufferPool: wsBufferPool,
+		CheckOrigin:     func(*http.Request) bool { return true },
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, err := upgrader.Upgrade(w, req, nil)
+		if err != nil {
+			lgr.Debug("Relay websocket upgrade failed", "err", err)
+			return
+		}
+		ws := newWSConn(conn, keepAlive)
+		srv.ServeCodec(rpc.NewFuncCodec(ws, ws.encode, conn.ReadJSON), 0)
+		<-ws.pinging // ServeCodec closed the connection, which ends the ping loop
+	})
+}
+
+// wsConn is one websocket connection, as go-ethereum's websocket codec (rpc/websocket.go) handles it: JSON messages
+// written with gorilla's Conn.WriteJSON (but for prepared notifications, appendNotification), a ping after 30 s
+// without a message, and the connection closed if no pong arrives within 30 s of a ping.
+type wsConn struct {
+	conn      *websocket.Conn
+	keepAlive wsKeepAlive
+	// writeMu orders pings with messages (a message is written by the codec under its own lock, which pings
+	// cannot take): a ping never comes between a message's frames.
+	writeMu      sync.Mutex
+	closeOnce    sync.Once
+	closed       chan struct{}
+	pingReset    chan struct{}
+	pongReceived chan struct{}
+	pinging      chan struct{} // closed when the ping loop ends
+}
+
+func newWSConn(conn *websocket.Conn, keepAlive wsKeepAlive) *wsConn {
+	conn.SetReadLimit(wsReadLimit)
+	c := &wsConn{conn: conn, keepAlive: keepAlive, closed: make(chan struct{}), pingReset: make(chan struct{}, 1),
+		pongReceived: make(chan struct{}), pinging: make(chan struct{})}
+	conn.SetPongHandler(func(string) error {
+		select {
+		case c.pongReceived <- struct{}{}:
+		case <-c.closed:
+		}
+		return nil
+	})
+	go c.pingLoop()
+	return c
+}
+
+// RemoteAddr names the peer (rpc.PeerInfo.RemoteAddr, which the per-client limits key on).
+func (c *wsConn) RemoteAddr() string { return c.conn.RemoteAddr().String() }
+
+// SetWriteDeadline is called by the codec before each message.
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// Close is called by the codec, once, when the connection ends.
+func (c *wsConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.conn.Close()
+}
+
+// encode writes a message (the codec calls it with its write lock held and the write deadline set).
+func (c *wsConn) encode(v any, _ bool) error {
+	c.writeMu.Lock()
+	err := c.write(v)
+	c.writeMu.Unlock()
+	if err == nil {
+		select { // delays the next idle ping
+		case c.pingReset <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+func (c *wsConn) write(v any) error {
+	buf := bufferPool.Get().(*bytes.Buffer)
+	defer bufferPool.Put(buf)
+	buf.Reset()
+	if !appendNotification(buf, v) {
+		return c.conn.WriteJSON(v)
+	}
+	// One Write of the whole message, as WriteJSON's json.Encoder does: the same frames.
+	w, err := c.conn.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	_, err1 := w.Write(buf.Bytes())
+	err2 := w.Close()
+	if err1 != nil {
+		return err1
+	}
+	return err2
+}
+
+func (c *wsConn) pingLoop() {
+	defer close(c.pinging)
+	timer := time.NewTimer(c.keepAlive.pingInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-c.pingReset:
+			timer.Reset(c.keepAlive.pingInterval) // Go ≥ 1.23: no stale expiry is received after a Reset
+		case <-timer.C:
+			c.writeMu.Lock()
+			_ = c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsPingWriteTimeout))
+			_ = c.conn.SetReadDeadline(time.Now().Add(c.keepAlive.pongTimeout))
+			c.writeMu.Unlock()
+			timer.Reset(c.keepAlive.pingInterval)
+		case <-c.pongReceived:
+			_ = c.conn.SetReadDeadline(time.Time{})
+		}
+	}
+}
