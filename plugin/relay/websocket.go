@@ -22,15 +22,22 @@ import (
 // whose result is an encodedResult (the block's JSON, prepared once per block: Held.result) by encoding the
 // notification around a short placeholder and putting the prepared JSON in its place: the bytes encoding/json would
 // have written, without going over the block again. Everything else (responses, errors, other notifications) is
-// written as go-ethereum's codec writes it, and so is the websocket itself: the same upgrader buffers, the same
-// write calls (one data write per message, so the same frames), the same keep-alive pings. What differs is only
-// inside the node: the rpc.PeerInfo of a call says transport "ipc" and has no HTTP headers (the relay reads only
-// its RemoteAddr, which it has).
+// written as go-ethereum's codec writes it, and the websocket is handled as go-ethereum's codec does (the read limit,
+// keep-alive pings, every origin allowed), but for the write buffer: 64 KB, not 1 KB. With 1 KB, gorilla writes a
+// message above 2 KB as a frame that is not final and then an empty final one, in three writes to the socket (the
+// frame's header, its payload, the final frame: the connection the relay's per-client limit wraps cannot writev);
+// a message that fits the buffer is one frame and one write, which took a third of the relay's CPU per subscriber
+// off. The messages (the JSON, byte for byte) are the same; how they are cut into frames is not part of them
+// (RFC 6455 §5.4: websocket APIs deliver whole messages, and intermediaries may refragment). Inside the node, the
+// rpc.PeerInfo of a call says transport "ipc" and has no HTTP headers (the relay reads only its RemoteAddr).
 
-// Go-ethereum's websocket settings (rpc/websocket.go), which the relay's codec keeps.
+// Go-ethereum's websocket settings (rpc/websocket.go), which the relay's codec keeps, but for wsWriteBuffer.
 const (
-	wsReadBuffer       = 1024
-	wsWriteBuffer      = 1024
+	wsReadBuffer = 1024
+	// wsWriteBuffer is the most of a message written as one frame (and one write to the socket). Connections take
+	// a buffer from wsBufferPool for each message they write and put it back once it is written: only a subscriber
+	// stuck in a write (until the write timeout, 10 s, drops it) holds one.
+	wsWriteBuffer      = 64 << 10
 	wsPingWriteTimeout = 5 * time.Second
 	// wsReadLimit bounds a request: requests to the relay are small; responses are bounded by MaxMessageSize.
 	wsReadLimit = 64 << 10
@@ -69,8 +76,8 @@ var resultPlaceholder = json.RawMessage(`"\u0000relay-encoded-result\u0000"`)
 // bufferPool holds the buffers a notification is encoded in.
 var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// encodedInFull counts encodedResults that encoding/json encoded (MarshalJSON), not appendNotification: every one if
-// go-ethereum's notification is not what appendNotification expects.
+// encodedInFull counts encodedResults that encoding/json encoded (MarshalJSON), not encodeNotification: every one if
+// go-ethereum's notification is not what encodeNotification expects.
 var (
 	encodedInFull     atomic.Uint64
 	encodedInFullOnce sync.Once
@@ -84,45 +91,40 @@ func (e *encodedResult) MarshalJSON() ([]byte, error) {
 	return e.json, nil
 }
 
-// appendNotification appends to buf the JSON encoding of v, with its trailing newline, as json.Encoder writes it,
-// if v is go-ethereum's subscription notification and its result an encodedResult; otherwise it returns false and
-// v is for encoding/json. It finds the result by reflection (go-ethereum's message type is unexported) as the field
-// Params.Result, an interface; a go-ethereum without it has every notification encoded in full.
-func appendNotification(buf *bytes.Buffer, v any) bool {
+// encodeNotification encodes v into buf as json.Encoder does (with its trailing newline), but for a placeholder in
+// place of its result, and returns the result's JSON and where it goes (buf[:at], result, then the rest of buf
+// without the placeholder), if v is go-ethereum's subscription notification and its result an encodedResult;
+// otherwise ok is false and v is for encoding/json. It finds the result by reflection (go-ethereum's message type
+// is unexported) as the field Params.Result, an interface; a go-ethereum without it has every notification encoded
+// in full.
+func encodeNotification(buf *bytes.Buffer, v any) (result []byte, at int, ok bool) {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
-		return false
+		return nil, 0, false
 	}
 	params := rv.Elem().FieldByName("Params")
 	if params.Kind() != reflect.Struct {
-		return false
+		return nil, 0, false
 	}
-	result := params.FieldByName("Result")
-	if result.Kind() != reflect.Interface || !result.CanSet() || result.IsNil() {
-		return false
+	field := params.FieldByName("Result")
+	if field.Kind() != reflect.Interface || !field.CanSet() || field.IsNil() {
+		return nil, 0, false
 	}
-	enc, ok := result.Interface().(*encodedResult)
+	enc, ok := field.Interface().(*encodedResult)
 	if !ok {
-		return false
+		return nil, 0, false
 	}
-	head := bufferPool.Get().(*bytes.Buffer)
-	defer bufferPool.Put(head)
-	head.Reset()
-	result.Set(reflect.ValueOf(resultPlaceholder))
-	err := json.NewEncoder(head).Encode(v) // as gorilla's Conn.WriteJSON, which go-ethereum's codec calls
-	result.Set(reflect.ValueOf(enc))
+	field.Set(reflect.ValueOf(resultPlaceholder))
+	err := json.NewEncoder(buf).Encode(v) // as gorilla's Conn.WriteJSON, which go-ethereum's codec calls
+	field.Set(reflect.ValueOf(enc))
 	if err != nil {
-		return false
+		return nil, 0, false
 	}
-	i := bytes.Index(head.Bytes(), resultPlaceholder)
-	if i < 0 || bytes.Contains(head.Bytes()[i+len(resultPlaceholder):], resultPlaceholder) {
-		return false
+	at = bytes.Index(buf.Bytes(), resultPlaceholder)
+	if at < 0 || bytes.Contains(buf.Bytes()[at+len(resultPlaceholder):], resultPlaceholder) {
+		return nil, 0, false
 	}
-	buf.Grow(head.Len() - len(resultPlaceholder) + len(enc.json))
-	buf.Write(head.Bytes()[:i])
-	buf.Write(enc.json)
-	buf.Write(head.Bytes()[i+len(resultPlaceholder):])
-	return true
+	return enc.json, at, true
 }
 
 // websocketHandler serves srv's JSON-RPC to websocket connections, as go-ethereum's rpc.Server.WebsocketHandler
@@ -147,7 +149,7 @@ func websocketHandler(srv *rpc.Server, lgr log.Logger, keepAlive wsKeepAlive) ht
 }
 
 // wsConn is one websocket connection, as go-ethereum's websocket codec (rpc/websocket.go) handles it: JSON messages
-// written with gorilla's Conn.WriteJSON (but for prepared notifications, appendNotification), a ping after 30 s
+// written with gorilla's Conn.WriteJSON (but for prepared notifications, encodeNotification), a ping after 30 s
 // without a message, and the connection closed if no pong arrives within 30 s of a ping.
 type wsConn struct {
 	conn      *websocket.Conn
@@ -207,20 +209,22 @@ func (c *wsConn) write(v any) error {
 	buf := bufferPool.Get().(*bytes.Buffer)
 	defer bufferPool.Put(buf)
 	buf.Reset()
-	if !appendNotification(buf, v) {
+	result, at, ok := encodeNotification(buf, v)
+	if !ok {
 		return c.conn.WriteJSON(v)
 	}
-	// One Write of the whole message, as WriteJSON's json.Encoder does: the same frames.
+	// Into the connection's write buffer, sent as one frame when the message fits (wsWriteBuffer).
 	w, err := c.conn.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
 	}
-	_, err1 := w.Write(buf.Bytes())
-	err2 := w.Close()
-	if err1 != nil {
-		return err1
+	for _, part := range [][]byte{buf.Bytes()[:at], result, buf.Bytes()[at+len(resultPlaceholder):]} {
+		if _, err := w.Write(part); err != nil {
+			_ = w.Close()
+			return err
+		}
 	}
-	return err2
+	return w.Close()
 }
 
 func (c *wsConn) pingLoop() {

@@ -3,11 +3,14 @@ package relay
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,12 +129,16 @@ func TestRelayNotificationsUnchanged(t *testing.T) {
 }
 
 // A result that is not an encodedResult, or a message that is not a notification, is left to encoding/json.
-func TestAppendNotificationOnlyPrepared(t *testing.T) {
+func TestEncodeNotificationOnlyPrepared(t *testing.T) {
 	var buf bytes.Buffer
-	require.False(t, appendNotification(&buf, map[string]any{"result": 1}))
-	require.False(t, appendNotification(&buf, &struct{ Params struct{ Result any } }{Params: struct{ Result any }{Result: json.RawMessage(`1`)}}))
-	require.False(t, appendNotification(&buf, (*struct{ Params struct{ Result any } })(nil)))
-	require.Zero(t, buf.Len())
+	for _, v := range []any{
+		map[string]any{"result": 1},
+		&struct{ Params struct{ Result any } }{Params: struct{ Result any }{Result: json.RawMessage(`1`)}},
+		(*struct{ Params struct{ Result any } })(nil),
+	} {
+		_, _, ok := encodeNotification(&buf, v)
+		require.False(t, ok)
+	}
 
 	enc, err := newEncodedResult(json.RawMessage(`{"x": "<"}`))
 	require.NoError(t, err)
@@ -143,8 +150,11 @@ func TestAppendNotificationOnlyPrepared(t *testing.T) {
 		} `json:"params"`
 	}{Version: "2.0"}
 	msg.Params.ID, msg.Params.Result = "0x1", enc
-	require.True(t, appendNotification(&buf, msg))
-	require.Equal(t, `{"jsonrpc":"2.0","params":{"subscription":"0x1","result":{"x":"\u003c"}}}`+"\n", buf.String())
+	buf.Reset()
+	result, at, ok := encodeNotification(&buf, msg)
+	require.True(t, ok)
+	require.Equal(t, `{"jsonrpc":"2.0","params":{"subscription":"0x1","result":{"x":"\u003c"}}}`+"\n",
+		string(buf.Bytes()[:at])+string(result)+string(buf.Bytes()[at+len(resultPlaceholder):]))
 	require.Same(t, enc, msg.Params.Result, "the message is left as it was")
 }
 
@@ -200,4 +210,75 @@ func TestCodecPings(t *testing.T) {
 	}
 	conn.Close()
 	<-read
+}
+
+// recordingConn keeps what is read from it.
+type recordingConn struct {
+	net.Conn
+	mu   sync.Mutex
+	read []byte
+}
+
+func (c *recordingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.read = append(c.read, p[:n]...)
+	c.mu.Unlock()
+	return n, err
+}
+
+// A notification that fits the write buffer is sent as one frame; a larger one in several, whole all the same.
+func TestCodecFrames(t *testing.T) {
+	block, err := json.Marshal(fanoutEnvelope(t, 7))
+	require.NoError(t, err)
+	big := json.RawMessage(`"` + strings.Repeat("ab", wsWriteBuffer) + `"`)
+	srv := rpc.NewServer()
+	defer srv.Stop()
+	require.NoError(t, srv.RegisterName("relay", &notifyingAPI{results: []json.RawMessage{block, big}, prepared: true}))
+	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), wsDefaultKeepAlive))
+	defer ts.Close()
+
+	var rec *recordingConn
+	dialer := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		rec = &recordingConn{Conn: conn}
+		return rec, err
+	}}
+	conn, _, err := dialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x0"]}`)))
+	for range 3 { // the response, then the two notifications
+		_, _, err := conn.ReadMessage()
+		require.NoError(t, err)
+	}
+
+	// The server's frames (RFC 6455 §5.2, unmasked), after the handshake response: FIN and opcode, payload length.
+	rec.mu.Lock()
+	stream := rec.read[bytes.Index(rec.read, []byte("\r\n\r\n"))+4:]
+	rec.mu.Unlock()
+	type frame struct {
+		fin    bool
+		opcode byte
+		length int
+	}
+	var frames []frame
+	for len(stream) > 0 {
+		f := frame{fin: stream[0]&0x80 != 0, opcode: stream[0] & 0x0f, length: int(stream[1] & 0x7f)}
+		stream = stream[2:]
+		switch f.length {
+		case 126:
+			f.length, stream = int(binary.BigEndian.Uint16(stream)), stream[2:]
+		case 127:
+			f.length, stream = int(binary.BigEndian.Uint64(stream)), stream[8:]
+		}
+		stream = stream[f.length:]
+		frames = append(frames, f)
+	}
+	require.Len(t, frames, 5, "%+v", frames)
+	require.Equal(t, frame{fin: true, opcode: websocket.TextMessage, length: frames[0].length}, frames[0], "the response")
+	require.Equal(t, frame{fin: true, opcode: websocket.TextMessage, length: frames[1].length}, frames[1], "the block, one frame")
+	require.Greater(t, frames[1].length, len(block))
+	require.Equal(t, []frame{{false, websocket.TextMessage, wsWriteBuffer}, {false, 0, frames[3].length}, {true, 0, frames[4].length}},
+		frames[2:], "the larger one, in frames of the write buffer")
 }
