@@ -20,8 +20,8 @@ import (
 // notification's result however it is given (a json.RawMessage or any json.Marshaler): for a block relayed to 1,000
 // subscribers, the ~16 KB of its JSON a thousand times, most of the relay's CPU. This codec writes a notification
 // whose result is an encodedResult (the block's JSON, prepared once per block: Held.result) by encoding the
-// notification around a short placeholder and putting the prepared JSON in its place: the bytes encoding/json would
-// have written, without going over the block again. Everything else (responses, errors, other notifications) is
+// notification around a short placeholder (once per subscription: only the result changes) and putting the
+// prepared JSON in its place: the bytes encoding/json would have written, without going over the block again. Everything else (responses, errors, other notifications) is
 // written as go-ethereum's codec writes it, and the websocket is handled as go-ethereum's codec does (the read limit,
 // keep-alive pings, every origin allowed), but for the write buffer: 64 KB, not 1 KB. With 1 KB, gorilla writes a
 // message above 2 KB as a frame that is not final and then an empty final one, in three writes to the socket (the
@@ -69,15 +69,16 @@ func newEncodedResult(msg json.RawMessage) (*encodedResult, error) {
 	return &encodedResult{json: enc}, nil
 }
 
-// resultPlaceholder stands for an encodedResult while the notification around it is encoded: a JSON string no
-// subscription ID or method name contains.
-var resultPlaceholder = json.RawMessage(`"\u0000relay-encoded-result\u0000"`)
+// resultMarker stands for an encodedResult while the notification around it is encoded: it is encoded as
+// resultPlaceholder, a JSON string no subscription ID or method name contains.
+type resultMarker struct{}
 
-// bufferPool holds the buffers a notification is encoded in.
-var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var resultPlaceholder = []byte(`"\u0000relay-encoded-result\u0000"`)
 
-// encodedInFull counts encodedResults that encoding/json encoded (MarshalJSON), not encodeNotification: every one if
-// go-ethereum's notification is not what encodeNotification expects.
+func (resultMarker) MarshalJSON() ([]byte, error) { return resultPlaceholder, nil }
+
+// encodedInFull counts encodedResults that encoding/json encoded (MarshalJSON), not notificationEncoder: every one if
+// go-ethereum's notification is not what notificationEncoder expects.
 var (
 	encodedInFull     atomic.Uint64
 	encodedInFullOnce sync.Once
@@ -91,40 +92,94 @@ func (e *encodedResult) MarshalJSON() ([]byte, error) {
 	return e.json, nil
 }
 
-// encodeNotification encodes v into buf as json.Encoder does (with its trailing newline), but for a placeholder in
-// place of its result, and returns the result's JSON and where it goes (buf[:at], result, then the rest of buf
-// without the placeholder), if v is go-ethereum's subscription notification and its result an encodedResult;
-// otherwise ok is false and v is for encoding/json. It finds the result by reflection (go-ethereum's message type
-// is unexported) as the field Params.Result, an interface; a go-ethereum without it has every notification encoded
-// in full.
-func encodeNotification(buf *bytes.Buffer, v any) (result []byte, at int, ok bool) {
+// notificationEncoder writes go-ethereum's subscription notifications of encodedResults on one connection (one
+// message at a time). It finds the result by reflection (go-ethereum's message type is unexported) as the field
+// Params.Result, an interface; a go-ethereum without it has every notification encoded in full. It remembers the
+// last notification, with a marker for its result, and its encoding around the marker: a subscription's
+// notifications differ in their result only, so each is encoded once per subscription, not once per block.
+type notificationEncoder struct {
+	buf        bytes.Buffer
+	last       reflect.Value // a copy of the last message encoded, with the marker: made of plainEqual values
+	head, tail []byte        // its encoding before and after the marker, in buf
+}
+
+// encode returns v's JSON encoding as json.Encoder writes it (with its trailing newline), in three parts: head,
+// result and tail, valid until the next call, if v is go-ethereum's notification of an encodedResult; otherwise ok
+// is false and v is for encoding/json.
+func (e *notificationEncoder) encode(v any) (head, result, tail []byte, ok bool) {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
-		return nil, 0, false
+		return nil, nil, nil, false
 	}
 	params := rv.Elem().FieldByName("Params")
 	if params.Kind() != reflect.Struct {
-		return nil, 0, false
+		return nil, nil, nil, false
 	}
 	field := params.FieldByName("Result")
 	if field.Kind() != reflect.Interface || !field.CanSet() || field.IsNil() {
-		return nil, 0, false
+		return nil, nil, nil, false
 	}
 	enc, ok := field.Interface().(*encodedResult)
 	if !ok {
-		return nil, 0, false
+		return nil, nil, nil, false
 	}
-	field.Set(reflect.ValueOf(resultPlaceholder))
-	err := json.NewEncoder(buf).Encode(v) // as gorilla's Conn.WriteJSON, which go-ethereum's codec calls
-	field.Set(reflect.ValueOf(enc))
-	if err != nil {
-		return nil, 0, false
+	field.Set(reflect.ValueOf(resultMarker{}))
+	defer field.Set(reflect.ValueOf(enc))
+	msg := rv.Elem()
+	if e.last.IsValid() && plainEqual(msg, e.last) {
+		return e.head, enc.json, e.tail, true
 	}
-	at = bytes.Index(buf.Bytes(), resultPlaceholder)
-	if at < 0 || bytes.Contains(buf.Bytes()[at+len(resultPlaceholder):], resultPlaceholder) {
-		return nil, 0, false
+	e.last = reflect.Value{}
+	e.buf.Reset()
+	if err := json.NewEncoder(&e.buf).Encode(v); err != nil { // as gorilla's Conn.WriteJSON, which go-ethereum's codec calls
+		return nil, nil, nil, false
 	}
-	return enc.json, at, true
+	b := e.buf.Bytes()
+	at := bytes.Index(b, resultPlaceholder)
+	if at < 0 || bytes.Contains(b[at+len(resultPlaceholder):], resultPlaceholder) {
+		return nil, nil, nil, false
+	}
+	e.head, e.tail = b[:at], b[at+len(resultPlaceholder):]
+	if plainEqual(msg, msg) {
+		e.last = reflect.New(msg.Type()).Elem()
+		e.last.Set(msg)
+	}
+	return e.head, enc.json, e.tail, true
+}
+
+// plainEqual reports whether a and b are equal and made of plain values only: strings, booleans, numbers, and
+// structs and interfaces holding them. What a pointer, slice or map refers to could change unseen: a message with
+// one is encoded every time.
+func plainEqual(a, b reflect.Value) bool {
+	if a.Type() != b.Type() {
+		return false
+	}
+	switch a.Kind() {
+	case reflect.String:
+		return a.String() == b.String()
+	case reflect.Bool:
+		return a.Bool() == b.Bool()
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return a.Int() == b.Int()
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return a.Uint() == b.Uint()
+	case reflect.Float32, reflect.Float64:
+		return a.Float() == b.Float()
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if !plainEqual(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() && b.IsNil()
+		}
+		return plainEqual(a.Elem(), b.Elem())
+	default:
+		return false
+	}
 }
 
 // websocketHandler serves srv's JSON-RPC to websocket connections, as go-ethereum's rpc.Server.WebsocketHandler
@@ -149,19 +204,20 @@ func websocketHandler(srv *rpc.Server, lgr log.Logger, keepAlive wsKeepAlive) ht
 }
 
 // wsConn is one websocket connection, as go-ethereum's websocket codec (rpc/websocket.go) handles it: JSON messages
-// written with gorilla's Conn.WriteJSON (but for prepared notifications, encodeNotification), a ping after 30 s
+// written with gorilla's Conn.WriteJSON (but for prepared notifications, notificationEncoder), a ping after 30 s
 // without a message written, and the connection closed if no pong arrives within 30 s of a ping.
 type wsConn struct {
 	conn      *websocket.Conn
 	keepAlive wsKeepAlive
 	// writeMu orders pings with messages (a message is written by the codec under its own lock, which pings
-	// cannot take): a ping never comes between a message's frames.
-	writeMu      sync.Mutex
-	closeOnce    sync.Once
-	closed       chan struct{}
-	lastWrite    atomic.Int64 // when the last message was written (monotonic, since wsEpoch)
-	pongReceived chan struct{}
-	pinging      chan struct{} // closed when the ping loop ends
+	// cannot take): a ping never comes between a message's frames. It guards notifications.
+	writeMu       sync.Mutex
+	notifications notificationEncoder
+	closeOnce     sync.Once
+	closed        chan struct{}
+	lastWrite     atomic.Int64 // when the last message was written (monotonic, since wsEpoch)
+	pongReceived  chan struct{}
+	pinging       chan struct{} // closed when the ping loop ends
 }
 
 // wsEpoch is what wsConn.lastWrite counts from: time.Since reads the monotonic clock.
@@ -209,10 +265,7 @@ func (c *wsConn) encode(v any, _ bool) error {
 }
 
 func (c *wsConn) write(v any) error {
-	buf := bufferPool.Get().(*bytes.Buffer)
-	defer bufferPool.Put(buf)
-	buf.Reset()
-	result, at, ok := encodeNotification(buf, v)
+	head, result, tail, ok := c.notifications.encode(v)
 	if !ok {
 		return c.conn.WriteJSON(v)
 	}
@@ -221,7 +274,7 @@ func (c *wsConn) write(v any) error {
 	if err != nil {
 		return err
 	}
-	for _, part := range [][]byte{buf.Bytes()[:at], result, buf.Bytes()[at+len(resultPlaceholder):]} {
+	for _, part := range [][]byte{head, result, tail} {
 		if _, err := w.Write(part); err != nil {
 			_ = w.Close()
 			return err

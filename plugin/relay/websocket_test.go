@@ -129,33 +129,69 @@ func TestRelayNotificationsUnchanged(t *testing.T) {
 }
 
 // A result that is not an encodedResult, or a message that is not a notification, is left to encoding/json.
-func TestEncodeNotificationOnlyPrepared(t *testing.T) {
-	var buf bytes.Buffer
+// A notification is encoded around its result once while the rest of it stays the same.
+func TestNotificationEncoder(t *testing.T) {
+	var e notificationEncoder
 	for _, v := range []any{
 		map[string]any{"result": 1},
 		&struct{ Params struct{ Result any } }{Params: struct{ Result any }{Result: json.RawMessage(`1`)}},
 		(*struct{ Params struct{ Result any } })(nil),
 	} {
-		_, _, ok := encodeNotification(&buf, v)
+		_, _, _, ok := e.encode(v)
 		require.False(t, ok)
 	}
 
-	enc, err := newEncodedResult(json.RawMessage(`{"x": "<"}`))
-	require.NoError(t, err)
-	msg := &struct {
+	type params struct {
+		ID     string `json:"subscription"`
+		Result any    `json:"result"`
+	}
+	type message struct {
 		Version string `json:"jsonrpc"`
-		Params  struct {
-			ID     string `json:"subscription"`
-			Result any    `json:"result"`
-		} `json:"params"`
-	}{Version: "2.0"}
-	msg.Params.ID, msg.Params.Result = "0x1", enc
-	buf.Reset()
-	result, at, ok := encodeNotification(&buf, msg)
-	require.True(t, ok)
-	require.Equal(t, `{"jsonrpc":"2.0","params":{"subscription":"0x1","result":{"x":"\u003c"}}}`+"\n",
-		string(buf.Bytes()[:at])+string(result)+string(buf.Bytes()[at+len(resultPlaceholder):]))
-	require.Same(t, enc, msg.Params.Result, "the message is left as it was")
+		Extra   any    `json:"extra,omitempty"`
+		Params  params `json:"params"`
+	}
+	encode := func(v any) string {
+		head, result, tail, ok := e.encode(v)
+		require.True(t, ok)
+		return string(head) + string(result) + string(tail)
+	}
+	fresh := func(v any) string {
+		var buf bytes.Buffer
+		require.NoError(t, json.NewEncoder(&buf).Encode(v))
+		return buf.String()
+	}
+	var results []*encodedResult
+	for _, r := range []string{`{"x": "<"}`, `[1, 2]`, `"s"`} {
+		enc, err := newEncodedResult(json.RawMessage(r))
+		require.NoError(t, err)
+		results = append(results, enc)
+	}
+	msg := &message{Version: "2.0", Params: params{ID: "0x1", Result: results[0]}}
+	require.Equal(t, `{"jsonrpc":"2.0","params":{"subscription":"0x1","result":{"x":"\u003c"}}}`+"\n", encode(msg))
+	require.Same(t, results[0], msg.Params.Result, "the message is left as it was")
+	require.True(t, e.last.IsValid(), "remembered")
+	lastHead := &e.head[0]
+	msg.Params.Result = results[1]
+	require.Equal(t, fresh(msg), encode(msg))
+	require.Same(t, lastHead, &e.head[0], "not encoded again")
+
+	// Anything else changed, it is encoded again: another subscription, another field.
+	for _, m := range []*message{
+		{Version: "2.0", Params: params{ID: "0x2", Result: results[2]}},
+		{Version: "2.0", Extra: "x", Params: params{ID: "0x2", Result: results[2]}},
+		{Version: "2.0", Extra: 7, Params: params{ID: "0x2", Result: results[1]}},
+		{Version: "2.0", Extra: int64(7), Params: params{ID: "0x2", Result: results[1]}},
+	} {
+		require.Equal(t, fresh(m), encode(m))
+	}
+	// A pointer is never taken as unchanged: a message holding one is encoded every time.
+	extra := &struct{ N int }{1}
+	m := &message{Version: "2.0", Extra: extra, Params: params{ID: "0x2", Result: results[0]}}
+	require.Equal(t, fresh(m), encode(m))
+	require.False(t, e.last.IsValid())
+	extra.N = 2
+	require.Equal(t, fresh(m), encode(m))
+	require.Contains(t, encode(m), `"N":2`)
 }
 
 // A connection that stays silent is pinged, and closed if it does not answer the ping, as go-ethereum's are.
