@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -42,9 +45,69 @@ import (
 //	GOWORK=$PWD/build/go.work go test -run '^$' -bench BenchmarkFanout -benchtime 50x ./plugin/relay/
 //
 // Setting up 1,000 websockets takes a moment, and is done again for each b.N the testing package tries.
+//
+// BenchmarkFanoutTrivial is the same against a trivial websocket server (as e2e's baseline): gorilla's default
+// upgrader, one writer goroutine per connection, each writing the same notification bytes (WriteMessage): what
+// writing alone costs here.
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) { benchFanout(b, n) })
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) { benchFanout(b, n, false) })
+	}
+}
+
+func BenchmarkFanoutTrivial(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) { benchFanout(b, n, true) })
+	}
+}
+
+// trivialServer answers a subscription request with a result and writes every broadcast to every connection, from
+// one goroutine per connection.
+type trivialServer struct {
+	mu    sync.Mutex
+	sinks []chan []byte
+}
+
+func (ts *trivialServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	upgrader := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if _, _, err := conn.ReadMessage(); err != nil {
+		return
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":1,"result":"0x1"}`)); err != nil {
+		return
+	}
+	sink := make(chan []byte, 256)
+	ts.mu.Lock()
+	ts.sinks = append(ts.sinks, sink)
+	ts.mu.Unlock()
+	go func() { // notices the client leaving
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				close(sink)
+				return
+			}
+		}
+	}()
+	for msg := range sink {
+		if err := conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+			return
+		}
+	}
+}
+
+func (ts *trivialServer) broadcast(msg []byte) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, s := range ts.sinks {
+		select {
+		case s <- msg:
+		default:
+		}
 	}
 }
 
@@ -72,24 +135,45 @@ func fanoutEnvelope(tb testing.TB, n uint64) *opsigner.SignedExecutionPayloadEnv
 	return testkit.Sign(tb, testRollup.L2ChainID, testkit.Key(1), env)
 }
 
-func benchFanout(b *testing.B, subs int) {
-	cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: 1024, MaxSubscribers: subs + 16,
-		MaxSubscribersPerIP: subs + 16, SendQueue: driverhook.DefaultRelaySendQueue,
-		MaxMessageSize: driverhook.DefaultRelayMaxMessageSize, MaxConnsPerClient: subs + 16, RateLimit: 100_000}
-	require.NoError(b, cfg.Check())
-	store := newTestStore(cfg.Window)
-	r, err := NewServer(log.NewLogger(log.DiscardHandler()), cfg, store, NoopMetrics{})
-	require.NoError(b, err)
-	require.NoError(b, r.Start())
-	defer func() { require.NoError(b, r.Stop(context.Background())) }()
-
+func benchFanout(b *testing.B, subs int, trivial bool) {
 	blocks := make([]*opsigner.SignedExecutionPayloadEnvelope, b.N)
 	for i := range blocks {
 		blocks[i] = fanoutEnvelope(b, uint64(i+1))
 	}
+	var url string
+	var publish func(i int, at time.Time)
+	if trivial {
+		ts := &trivialServer{}
+		srv := httptest.NewServer(ts)
+		defer srv.Close()
+		url = "ws" + strings.TrimPrefix(srv.URL, "http")
+		msgs := make([][]byte, len(blocks))
+		for i, s := range blocks {
+			block, err := json.Marshal(s)
+			require.NoError(b, err)
+			msgs[i] = fmt.Appendf(nil, `{"jsonrpc":"2.0","method":"relay_subscription","params":{"subscription":"0x1","result":%s}}`+"\n", block)
+		}
+		publish = func(i int, _ time.Time) { ts.broadcast(msgs[i]) }
+	} else {
+		cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: 1024, MaxSubscribers: subs + 16,
+			MaxSubscribersPerIP: subs + 16, SendQueue: driverhook.DefaultRelaySendQueue,
+			MaxMessageSize: driverhook.DefaultRelayMaxMessageSize, MaxConnsPerClient: subs + 16, RateLimit: 100_000}
+		require.NoError(b, cfg.Check())
+		store := newTestStore(cfg.Window)
+		r, err := NewServer(log.NewLogger(log.DiscardHandler()), cfg, store, NoopMetrics{})
+		require.NoError(b, err)
+		require.NoError(b, r.Start())
+		defer func() { require.NoError(b, r.Stop(context.Background())) }()
+		url = r.wsURL()
+		publish = func(i int, at time.Time) {
+			_, ok, _, err := store.Add(blocks[i], "gossip", at)
+			require.NoError(b, err)
+			require.True(b, ok)
+		}
+	}
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFanoutSubscribers$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "RELAY_FANOUT_URL="+r.wsURL(), "RELAY_FANOUT_SUBSCRIBERS="+strconv.Itoa(subs))
+	cmd.Env = append(os.Environ(), "RELAY_FANOUT_URL="+url, "RELAY_FANOUT_SUBSCRIBERS="+strconv.Itoa(subs))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	require.NoError(b, err)
@@ -118,11 +202,9 @@ func benchFanout(b *testing.B, subs int) {
 	var afterFirst, last []time.Duration
 	cpu0 := processCPU(b)
 	b.ResetTimer()
-	for i, s := range blocks {
+	for i := range blocks {
 		added := time.Now()
-		_, ok, _, err := store.Add(s, "gossip", added)
-		require.NoError(b, err)
-		require.True(b, ok)
+		publish(i, added)
 		// "block <n> <last arrival, unix ns> <each subscriber's arrival after the first, µs>..."
 		f := next()
 		require.Equal(b, strconv.Itoa(i+1), f[1], "blocks arrive in order")
@@ -137,7 +219,7 @@ func benchFanout(b *testing.B, subs int) {
 	}
 	b.StopTimer()
 	cpu := (processCPU(b) - cpu0) / time.Duration(b.N)
-	b.ReportMetric(float64(cpu.Microseconds()), "relay-µs/block")
+	b.ReportMetric(float64(cpu.Microseconds()), "relay-µs/block") // or the trivial server's
 	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(subs), "relay-µs/sub")
 	b.ReportMetric(pct(afterFirst, 50), "after-first-p50-ms")
 	b.ReportMetric(pct(afterFirst, 99), "after-first-p99-ms")
@@ -161,7 +243,7 @@ func processCPU(tb testing.TB) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// TestFanoutSubscribers is BenchmarkFanout's subscriber process (skipped otherwise): it subscribes
+// TestFanoutSubscribers is BenchmarkFanout's (and BenchmarkFanoutTrivial's) subscriber process (skipped otherwise): it subscribes
 // RELAY_FANOUT_SUBSCRIBERS websockets to the relay at RELAY_FANOUT_URL from block 1 on, prints "fanout: ready", then
 // for each block, once every subscriber has it, "fanout: block <n> <last arrival> <arrivals after the first>...",
 // until its stdin closes.

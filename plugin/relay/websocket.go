@@ -21,15 +21,17 @@ import (
 // subscribers, the ~16 KB of its JSON a thousand times, most of the relay's CPU. This codec writes a notification
 // whose result is an encodedResult (the block's JSON, prepared once per block: Held.result) by encoding the
 // notification around a short placeholder (once per subscription: only the result changes) and putting the
-// prepared JSON in its place: the bytes encoding/json would have written, without going over the block again. Everything else (responses, errors, other notifications) is
-// written as go-ethereum's codec writes it, and the websocket is handled as go-ethereum's codec does (the read limit,
-// keep-alive pings, every origin allowed), but for the write buffer: 64 KB, not 1 KB. With 1 KB, gorilla writes a
-// message above 2 KB as a frame that is not final and then an empty final one, in three writes to the socket (the
-// frame's header, its payload, the final frame: the connection the relay's per-client limit wraps cannot writev);
-// a message that fits the buffer is one frame and one write, which took a third of the relay's CPU per subscriber
-// off. The messages (the JSON, byte for byte) are the same; how they are cut into frames is not part of them
-// (RFC 6455 §5.4: websocket APIs deliver whole messages, and intermediaries may refragment). Inside the node, the
-// rpc.PeerInfo of a call says transport "ipc" and has no HTTP headers (the relay reads only its RemoteAddr).
+// prepared JSON in its place: the bytes encoding/json would have written, without going over the block again.
+// Everything else (responses, errors, other notifications) is written as go-ethereum's codec writes it.
+//
+// The websocket is handled as go-ethereum's codec does (the read limit, keep-alive pings, every origin allowed) but
+// for the write buffer: 64 KB, not 1 KB. With 1 KB, gorilla writes a message above 2 KB as a frame that is not final
+// and then an empty final one, in three writes to the socket (the frame's header, its payload, the final frame: the
+// connection the relay's per-client limit wraps cannot writev); a message that fits the buffer is one frame and one
+// write, which took a third of the relay's CPU per subscriber off. The messages (the JSON, byte for byte) are the
+// same; how they are cut into frames is not part of them (RFC 6455 §5.4: websocket APIs deliver whole messages, and
+// intermediaries may refragment). Inside the node, the rpc.PeerInfo of a call says transport "ipc" and has no HTTP
+// headers (the relay reads only its RemoteAddr).
 
 // Go-ethereum's websocket settings (rpc/websocket.go), which the relay's codec keeps, but for wsWriteBuffer.
 const (
