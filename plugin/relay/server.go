@@ -62,15 +62,14 @@ func NewServer(lgr log.Logger, cfg driverhook.RelayConfig, store *Store, m Metri
 		cancel()
 		return nil, err
 	}
-	r.rpc.SetWebsocketReadLimit(64 << 10) // requests are small; responses are bounded by MaxMessageSize
-	r.rpc.SetHTTPBodyLimit(64 << 10)
+	r.rpc.SetHTTPBodyLimit(wsReadLimit) // requests are small; responses are bounded by MaxMessageSize
 	r.rpc.SetBatchLimits(relayMaxBatch, cfg.MaxMessageSize)
 	return r, nil
 }
 
 // Start listens on the configured address.
 func (r *Server) Start() error {
-	ws := r.rpc.WebsocketHandler([]string{"*"})
+	ws := websocketHandler(r.rpc, r.log, wsDefaultKeepAlive)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
 			ws.ServeHTTP(w, req)
@@ -179,7 +178,11 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 			lgr.Warn("Not relaying block above the message size limit", "block", h.Signed.ID(), "size", len(msg), "limit", r.cfg.MaxMessageSize)
 			return nil
 		}
-		return notifier.Notify(sub.ID, msg)
+		result, err := h.result()
+		if err != nil {
+			return err
+		}
+		return notifier.Notify(sub.ID, result)
 	}
 	// overflowed reports (and drops the subscriber) once a block could not be queued for it. It is checked before
 	// every send: what is still queued comes after the block it missed, and a select that also has a ready queue

@@ -25,6 +25,7 @@ type Held struct {
 
 	encodeOnce sync.Once
 	encoded    json.RawMessage
+	prepared   *encodedResult
 	encodeErr  error
 }
 
@@ -33,8 +34,23 @@ func (h *Held) Hash() common.Hash { return h.Signed.Envelope.ExecutionPayload.Bl
 
 // JSON returns the envelope's JSON encoding, computed once for every subscriber it is relayed to.
 func (h *Held) JSON() (json.RawMessage, error) {
-	h.encodeOnce.Do(func() { h.encoded, h.encodeErr = json.Marshal(h.Signed) })
+	h.encode()
 	return h.encoded, h.encodeErr
+}
+
+// result is the envelope as a subscription notification's result, prepared once for every subscriber it is relayed
+// to (the relay's websocket codec writes it without encoding it again).
+func (h *Held) result() (*encodedResult, error) {
+	h.encode()
+	return h.prepared, h.encodeErr
+}
+
+func (h *Held) encode() {
+	h.encodeOnce.Do(func() {
+		if h.encoded, h.encodeErr = json.Marshal(h.Signed); h.encodeErr == nil {
+			h.prepared, h.encodeErr = newEncodedResult(h.encoded)
+		}
+	})
 }
 
 // Listener is told of every envelope added after it subscribed. Offer must not block.
