@@ -152,6 +152,17 @@ func captureProfiles(t *testing.T, pprofPort int, name string) (stop func()) {
 	}
 }
 
+// captureHeap writes a heap profile of the op-node at pprofPort, after a garbage collection, to
+// $OP_REPLICATOR_BENCH_PPROF/<name>.pprof: what the follow bench's window starts and ends with, to tell what the
+// resident memory it reports grows with (go tool pprof -sample_index=inuse_space -diff_base <start> <end>).
+func captureHeap(t *testing.T, pprofPort int, name string) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", pprofPort)
+	path := filepath.Join(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), name+".pprof")
+	if err := fetchTo(t.Context(), url, path); err != nil {
+		t.Logf("heap profile %s: %v", path, err)
+	}
+}
+
 func fetchTo(ctx context.Context, url, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 
 // follower is one path to the head measured by the bench.
 type follower struct {
-	name string
+	id, name string
 	node *dsl.Node
 	lag  *devnet.LagMeter
 	cpu  time.Duration // op-node CPU time at the start of the window
@@ -73,16 +73,17 @@ func TestBenchFollow(t *testing.T) {
 		return opts
 	}
 	followers := []*follower{
-		{name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower, withProfile("gossip")...)},
-		{name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", withProfile("rep-ws", devnet.WithSource(seq.WS))...).Node},
-		{name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", withProfile("rep-http", devnet.WithSource(seq.HTTP))...).Node},
-		{name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", withProfile("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort)))...).Node},
+		{id: "gossip", name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower, withProfile("gossip")...)},
+		{id: "rep-ws", name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", withProfile("rep-ws", devnet.WithSource(seq.WS))...).Node},
+		{id: "rep-http", name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", withProfile("rep-http", devnet.WithSource(seq.HTTP))...).Node},
+		{id: "rep-relay", name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", withProfile("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort)))...).Node},
 	}
 	sys.StartTxLoadFrom(seq, sys.Net.Keys.L2Accounts, float64(rate))
 	for _, f := range followers[1:] {
 		sys.Replicator(f.node).WaitReplicating(seq, 5)
 	}
 
+	probe := startFetchProbe(t, seq.WS)
 	start := seq.NumberAt(rpc.LatestBlockNumber)
 	var err error
 	for _, f := range followers {
@@ -93,6 +94,7 @@ func TestBenchFollow(t *testing.T) {
 	}
 	var stopProfiles []func()
 	for name, port := range pprofPorts {
+		captureHeap(t, port, "heap-"+name+"-start")
 		stopProfiles = append(stopProfiles, captureProfiles(t, port, "follow-"+name))
 	}
 	startedAt := time.Now()
@@ -112,6 +114,9 @@ func TestBenchFollow(t *testing.T) {
 	elapsed := time.Since(startedAt)
 	for _, stop := range stopProfiles {
 		stop()
+	}
+	for name, port := range pprofPorts {
+		captureHeap(t, port, "heap-"+name+"-end")
 	}
 
 	var out strings.Builder
@@ -135,12 +140,19 @@ func TestBenchFollow(t *testing.T) {
 		if i == 0 {
 			anchorP50, anchorP99, anchorCPU = ms(p50), ms(p99), cpuPer100
 		}
-		b50, b99, nb := beyondInsert(f.lag.Lags(), insertTimes(t, f.node.OpNode.LogPath))
+		inserts := insertTimes(t, f.node.OpNode.LogPath)
+		b50, b99, nb := beyondInsert(f.lag.Lags(), inserts)
+		dumpLags(t, f.id, f.lag.Lags(), inserts)
 		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %v |\n", f.name,
 			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20,
 			rssTenths(f.rssSamples))
 	}
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
+	f50, f90, f99, nf := probe.percentiles(start+1, start+blocks)
+	fmt.Fprintf(&out, "\nFloor of the sequencer-RPC path, measured alongside: the test's own client of the sequencer's op-geth, "+
+		"from each newHeads notification to the block's debug_getRawBlock answer: p50 / p90 / p99 %.1f / %.1f / %.1f ms (%d blocks).\n",
+		ms(f50), ms(f90), ms(f99), nf)
+	dumpEpochs(t, seq.EL, start, start+blocks)
 	report(t, out.String())
 }
 
