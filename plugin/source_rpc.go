@@ -107,6 +107,20 @@ type rpcSource struct {
 	// instead of asking: the subscription already told us, and a silent subscription is polled again.
 	notified  atomic.Pointer[notifiedHead]
 	blockTime time.Duration
+	// early is the fetch of the block the subscription last announced, started when the notification arrived, for
+	// the loop's next Payload call (nil once taken). At the head this takes the round trip off the loop's path: the
+	// loop wakes, reads op-node's status and starts its round while the block is on its way. A new one starts only
+	// once the last one was taken, so a loop that is not asking (halted, or catching up below the head) costs the
+	// source one fetch at most.
+	early atomic.Pointer[earlyFetch]
+}
+
+// earlyFetch is a fetch started on a newHeads notification; done is closed when env and err are set.
+type earlyFetch struct {
+	num  uint64
+	done chan struct{}
+	env  *eth.ExecutionPayloadEnvelope
+	err  error
 }
 
 type notifiedHead struct {
@@ -172,6 +186,46 @@ func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
 }
 
 func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	if env, ok := s.takeEarly(ctx, num); ok {
+		return env, nil
+	}
+	return s.payload(ctx, num)
+}
+
+// takeEarly returns the block at num if a fetch of it started on its notification and succeeded (after waiting for
+// it, up to ctx). Failed, it is fetched again: the error may be the notification's race with the block's storage.
+func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, bool) {
+	f := s.early.Load()
+	if f == nil || f.num > num { // none, or a block the loop gets to later
+		return nil, false
+	}
+	s.early.CompareAndSwap(f, nil) // taken, or (below num) stale: either way the next notification starts one
+	if f.num < num {
+		return nil, false
+	}
+	select {
+	case <-f.done:
+		return f.env, f.err == nil
+	case <-ctx.Done():
+		return nil, false
+	}
+}
+
+// fetchEarly starts fetching the block a notification announced, unless the last one started is still untaken.
+func (s *rpcSource) fetchEarly(ctx context.Context, num uint64) {
+	f := &earlyFetch{num: num, done: make(chan struct{})}
+	if !s.early.CompareAndSwap(nil, f) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(f.done)
+		f.env, f.err = s.payload(ctx, num)
+	}()
+}
+
+func (s *rpcSource) payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	ctx, done := s.call(ctx, "payload")
 	defer done()
 	env, err := s.fetchPayload(ctx, num)
@@ -268,6 +322,7 @@ func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, s
 		select {
 		case h := <-ch:
 			s.notified.Store(&notifiedHead{id: eth.BlockID{Hash: h.Hash(), Number: h.Number.Uint64()}, at: s.clock.Now()})
+			s.fetchEarly(ctx, h.Number.Uint64()) // before the wake-up: the loop's Payload call finds it
 			select {
 			case s.heads <- struct{}{}:
 			default: // a wake-up is already pending

@@ -48,12 +48,18 @@ type sourceEL struct {
 	// debug_getRawBlock refused as proxyd refuses a method it does not whitelist.
 	noDebug, notWhitelisted bool
 
+	// heads are announced to newHeads subscribers (over ws).
+	heads chan *types.Header
+
 	mu    sync.Mutex
 	calls map[string]int
+	// rawCalls counts debug_getRawBlock calls over either transport.
+	rawCalls int
 }
 
 func newSourceEL(blocks ...*types.Block) *sourceEL {
-	el := &sourceEL{blocks: make(map[uint64]*types.Block), raw: make(map[uint64][]byte), calls: make(map[string]int)}
+	el := &sourceEL{blocks: make(map[uint64]*types.Block), raw: make(map[uint64][]byte), calls: make(map[string]int),
+		heads: make(chan *types.Header)}
 	for _, b := range blocks {
 		el.blocks[b.NumberU64()] = b
 	}
@@ -71,11 +77,34 @@ func (e sourceELEth) GetBlockByNumber(n rpc.BlockNumber, full bool) (json.RawMes
 	return out, err
 }
 
+// NewHeads is eth_subscribe("newHeads"): the headers sent on el.heads.
+func (e sourceELEth) NewHeads(ctx context.Context) (*rpc.Subscription, error) {
+	notifier, ok := rpc.NotifierFromContext(ctx)
+	if !ok {
+		return nil, rpc.ErrNotificationsUnsupported
+	}
+	sub := notifier.CreateSubscription()
+	go func() {
+		for {
+			select {
+			case h := <-e.el.heads:
+				_ = notifier.Notify(sub.ID, h)
+			case <-sub.Err():
+				return
+			}
+		}
+	}()
+	return sub, nil
+}
+
 type sourceELDebug struct{ el *sourceEL }
 
 // GetRawBlock is op-geth's DebugAPI.GetRawBlock: a block number or hash, the block's RLP, empty for a number
 // beyond the head.
 func (d sourceELDebug) GetRawBlock(ctx context.Context, blockNrOrHash rpc.BlockNumberOrHash) (hexutil.Bytes, error) {
+	d.el.mu.Lock()
+	d.el.rawCalls++
+	d.el.mu.Unlock()
 	if d.el.rawStall {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -90,7 +119,9 @@ func (d sourceELDebug) GetRawBlock(ctx context.Context, blockNrOrHash rpc.BlockN
 	if raw, ok := d.el.raw[uint64(n)]; ok {
 		return raw, nil
 	}
+	d.el.mu.Lock()
 	b, ok := d.el.blocks[uint64(n)]
+	d.el.mu.Unlock()
 	if !ok {
 		return nil, nil
 	}
@@ -131,6 +162,12 @@ func (el *sourceEL) serve(t *testing.T, ws bool) string {
 	}))
 	t.Cleanup(hs.Close)
 	return hs.URL
+}
+
+func (el *sourceEL) rawBlockCalls() int {
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	return el.rawCalls
 }
 
 func (el *sourceEL) callsOf(method string) int {
@@ -340,4 +377,83 @@ func TestRPCSourceRawBlockBadInput(t *testing.T) {
 	env, err := testRPCSource(t, cfg, el.serve(t, false), nil).Payload(context.Background(), 2)
 	require.ErrorIs(t, err, errBadInput)
 	require.Nil(t, env)
+}
+
+// blockAt is block with another number (and so another hash): a chain of test blocks for a source to serve.
+func blockAt(block *types.Block, n uint64) *types.Block {
+	h := types.CopyHeader(block.Header())
+	h.Number = new(big.Int).SetUint64(n)
+	return types.NewBlockWithHeader(h).WithBody(*block.Body())
+}
+
+// A websocket source starts fetching a block when its newHeads announces it, and the loop's request for that block
+// takes what was fetched: the round trip is off the loop's path, and the source is asked once.
+func TestRPCSourceFetchesAnnouncedBlockEarly(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	first := fuzzBlock(t, cfg)
+	el := newSourceEL(first, blockAt(first, 2))
+	src := testRPCSource(t, cfg, el.serve(t, true), nil)
+	src.Start()
+	ctx := context.Background()
+	for n := uint64(1); n <= 2; n++ {
+		el.heads <- el.blocks[n].Header()
+		require.Eventually(t, func() bool { return el.rawBlockCalls() == int(n) }, 5*time.Second, time.Millisecond,
+			"block %d fetched on its announcement", n)
+		env, err := src.Payload(ctx, n)
+		require.NoError(t, err)
+		require.Equal(t, el.blocks[n].Hash(), env.ExecutionPayload.BlockHash)
+		require.Equal(t, int(n), el.rawBlockCalls(), "block %d asked for again", n)
+	}
+}
+
+// While the loop does not take the blocks fetched early (halted, or catching up below the head), announcements
+// cost the source one fetch, not one each; a fetch the loop has gone past is dropped, and the next announcement is
+// fetched again. A failed early fetch (the block announced but not served yet) is retried when the loop asks.
+func TestRPCSourceEarlyFetchWaitsToBeTaken(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	first := fuzzBlock(t, cfg)
+	el := newSourceEL(first)
+	for n := uint64(2); n <= 4; n++ {
+		el.blocks[n] = blockAt(first, n)
+	}
+	src := testRPCSource(t, cfg, el.serve(t, true), nil)
+	src.Start()
+	announce := func(n uint64) {
+		el.heads <- el.blocks[n].Header()
+		require.Eventually(t, func() bool {
+			h := src.notified.Load()
+			return h != nil && h.id.Number == n
+		}, 5*time.Second, time.Millisecond)
+	}
+	for n := uint64(1); n <= 3; n++ {
+		announce(n)
+	}
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 1 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, uint64(1), src.early.Load().num, "only the first announcement is fetched while untaken")
+
+	// The loop asks for block 3: the early fetch of block 1 is behind it, dropped; block 3 is fetched now.
+	env, err := src.Payload(context.Background(), 3)
+	require.NoError(t, err)
+	require.Equal(t, el.blocks[3].Hash(), env.ExecutionPayload.BlockHash)
+	require.Equal(t, 2, el.rawBlockCalls())
+	require.Nil(t, src.early.Load())
+
+	// Block 4 is announced before the source serves it: the early fetch finds nothing, the loop's request asks again.
+	b4 := el.blocks[4]
+	el.mu.Lock()
+	delete(el.blocks, 4)
+	el.mu.Unlock()
+	el.heads <- b4.Header()
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 3 }, 5*time.Second, time.Millisecond)
+	f := src.early.Load()
+	require.NotNil(t, f)
+	<-f.done
+	require.ErrorIs(t, f.err, ethereum.NotFound)
+	el.mu.Lock()
+	el.blocks[4] = b4
+	el.mu.Unlock()
+	env, err = src.Payload(context.Background(), 4)
+	require.NoError(t, err)
+	require.Equal(t, b4.Hash(), env.ExecutionPayload.BlockHash)
+	require.Equal(t, 4, el.rawBlockCalls())
 }
