@@ -29,10 +29,10 @@ import (
 // follower is one path to the head measured by the bench.
 type follower struct {
 	id, name string
-	node *dsl.Node
-	lag  *devnet.LagMeter
-	cpu  time.Duration // op-node CPU time at the start of the window
-	rss  uint64        // op-node peak RSS in the window
+	node     *dsl.Node
+	lag      *devnet.LagMeter
+	cpu      time.Duration // op-node CPU time at the start of the window
+	rss      uint64        // op-node peak RSS in the window
 	// rssSamples is op-node's resident memory through the window, in sampling order.
 	rssSamples []uint64
 }
