@@ -321,8 +321,9 @@ func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, s
 	for {
 		select {
 		case h := <-ch:
+			// The fetch is registered before Head can announce the block: the loop's Payload call finds it.
+			s.fetchEarly(ctx, h.Number.Uint64())
 			s.notified.Store(&notifiedHead{id: eth.BlockID{Hash: h.Hash(), Number: h.Number.Uint64()}, at: s.clock.Now()})
-			s.fetchEarly(ctx, h.Number.Uint64()) // before the wake-up: the loop's Payload call finds it
 			select {
 			case s.heads <- struct{}{}:
 			default: // a wake-up is already pending
