@@ -35,6 +35,20 @@ type follower struct {
 	rss      uint64        // op-node peak RSS in the window
 	// rssSamples is op-node's resident memory through the window, in sampling order.
 	rssSamples []uint64
+	// requests is the replicator's requests to its source so far, by method (none for gossip).
+	requests map[string]float64
+}
+
+// sourceRequests reads a replicator's request counts to its source by method (source_request_seconds).
+func sourceRequests(n *dsl.Node) map[string]float64 {
+	out := map[string]float64{}
+	m := n.Metrics()
+	for _, method := range []string{"payload", "head"} {
+		if v, err := m.Value(dsl.MetricPrefix+"source_request_seconds_count", "method", method); err == nil {
+			out[method] = v
+		}
+	}
+	return out
 }
 
 // rssTenths is the median of each tenth of the samples (taken once the replicators reached the head): whether memory
@@ -91,6 +105,7 @@ func TestBenchFollow(t *testing.T) {
 		t.Cleanup(f.lag.Stop)
 		f.cpu, err = f.node.OpNode.CPUTime()
 		require.NoError(t, err)
+		f.requests = sourceRequests(f.node)
 	}
 	var stopProfiles []func()
 	for name, port := range pprofPorts {
@@ -148,6 +163,11 @@ func TestBenchFollow(t *testing.T) {
 			rssTenths(f.rssSamples))
 	}
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
+	for _, f := range followers[1:3] {
+		now := sourceRequests(f.node)
+		fmt.Fprintf(&out, "\n%s: requests to the source per block: %.2f for blocks, %.2f for its head.\n", f.name,
+			(now["payload"]-f.requests["payload"])/float64(blocks), (now["head"]-f.requests["head"])/float64(blocks))
+	}
 	f50, f90, f99, nf := probe.percentiles(start+1, start+blocks)
 	fmt.Fprintf(&out, "\nFloor of the sequencer-RPC path, measured alongside: the test's own client of the sequencer's op-geth, "+
 		"from each newHeads notification to the block's debug_getRawBlock answer: p50 / p90 / p99 %.1f / %.1f / %.1f ms (%d blocks).\n",
