@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum/go-ethereum/log"
@@ -55,7 +56,7 @@ func TestHTTPSourceEndlessBody(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testRollupConfig(), 10*time.Second, NoopMetrics{}, clock.SystemClock)
+	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testRollupConfig(), 10*time.Second, driverhook.DefaultPollInterval, NoopMetrics{}, clock.SystemClock)
 	require.NoError(t, err)
 	defer src.Close()
 	_, err = src.Head(context.Background())

@@ -40,7 +40,7 @@ func newSources(cfg driverhook.CLIConfig, deps driverhook.Deps, store *relay.Sto
 			srcs = append(srcs, relaySource{c})
 			continue
 		}
-		src, err := newRPCSource(deps.Log, rawURL, deps.Rollup, cfg.RequestTimeout, m, clk)
+		src, err := newRPCSource(deps.Log, rawURL, deps.Rollup, cfg.RequestTimeout, cfg.PollInterval, m, clk)
 		if err != nil {
 			for _, s := range srcs {
 				s.Close()

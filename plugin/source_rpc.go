@@ -107,17 +107,20 @@ type rpcSource struct {
 	// instead of asking: the subscription already told us, and a silent subscription is polled again.
 	notified  atomic.Pointer[notifiedHead]
 	blockTime time.Duration
-	// early is the fetch of the block the subscription last announced, started when the notification arrived, for
-	// the loop's next Payload call (nil once taken). At the head this takes the round trip off the loop's path: the
-	// loop wakes, reads op-node's status and starts its round while the block is on its way. A new one starts only
-	// once the last one was taken, so a loop that is not asking (halted, or catching up below the head) costs the
-	// source one fetch at most.
+	// pollInterval bounds the wait between polls of an http source's head (pollHeads).
+	pollInterval time.Duration
+	// early is the fetch of the block the subscription (or the http poller) last announced, started when the
+	// announcement arrived, for the loop's next Payload call (nil once taken; what is older than a block time is
+	// not used). At the head this takes the round trip off the loop's path: the loop wakes, reads op-node's status
+	// and starts its round while the block is on its way. A new one starts only once the last one was taken, so a
+	// loop that is not asking (halted, or catching up below the head) costs the source one fetch at most.
 	early atomic.Pointer[earlyFetch]
 }
 
-// earlyFetch is a fetch started on a newHeads notification; done is closed when env and err are set.
+// earlyFetch is a fetch started on a newHeads notification, at at; done is closed when env and err are set.
 type earlyFetch struct {
 	num  uint64
+	at   time.Time
 	done chan struct{}
 	env  *eth.ExecutionPayloadEnvelope
 	err  error
@@ -130,7 +133,7 @@ type notifiedHead struct {
 
 var _ Source = (*rpcSource)(nil)
 
-func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout time.Duration, m Metricer, clk clock.Clock) (*rpcSource, error) {
+func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, pollInterval time.Duration, m Metricer, clk clock.Clock) (*rpcSource, error) {
 	name := redactURL(rawURL)
 	// Lazy dial: a source that is down at start-up is retried like one that goes down later.
 	opts := []client.RPCOption{client.WithLazyDial(), client.WithCallTimeout(timeout)}
@@ -151,14 +154,18 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout tim
 	u, _ := url.Parse(rawURL)
 	return &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
 		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second,
-		subscribe: u != nil && (u.Scheme == "ws" || u.Scheme == "wss")}, nil
+		pollInterval: pollInterval,
+		subscribe:    u != nil && (u.Scheme == "ws" || u.Scheme == "wss")}, nil
 }
 
-// Start subscribes to the source's newHeads (ws and wss only), in the background.
+// Start subscribes to the source's newHeads (ws and wss), or polls its head around when each block is due (http
+// and https: pollHeads), in the background.
 func (s *rpcSource) Start() {
+	s.wg.Add(1)
 	if s.subscribe {
-		s.wg.Add(1)
 		go s.subscribeHeads(s.ctx)
+	} else {
+		go s.pollHeads(s.ctx, s.pollInterval)
 	}
 }
 
@@ -192,15 +199,18 @@ func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayl
 	return s.payload(ctx, num)
 }
 
-// takeEarly returns the block at num if a fetch of it started on its notification and succeeded (after waiting for
-// it, up to ctx). Failed, it is fetched again: the error may be the notification's race with the block's storage.
+// takeEarly returns the block at num if a fetch of it started on its notification, within the last block time, and
+// succeeded (after waiting for it, up to ctx). Failed, it is fetched again: the error may be the notification's
+// race with the block's storage.
 func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, bool) {
 	f := s.early.Load()
 	if f == nil || f.num > num { // none, or a block the loop gets to later
 		return nil, false
 	}
-	s.early.CompareAndSwap(f, nil) // taken, or (below num) stale: either way the next notification starts one
-	if f.num < num {
+	s.early.CompareAndSwap(f, nil) // taken, or stale: either way the next notification starts one
+	if f.num < num || s.clock.Since(f.at) > s.blockTime {
+		// Behind the loop, or fetched more than a block time ago (the loop was halted or behind meanwhile): what
+		// the source has at num now is asked for.
 		return nil, false
 	}
 	select {
@@ -213,7 +223,7 @@ func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPa
 
 // fetchEarly starts fetching the block a notification announced, unless the last one started is still untaken.
 func (s *rpcSource) fetchEarly(ctx context.Context, num uint64) {
-	f := &earlyFetch{num: num, done: make(chan struct{})}
+	f := &earlyFetch{num: num, at: s.clock.Now(), done: make(chan struct{})}
 	if !s.early.CompareAndSwap(nil, f) {
 		return
 	}
@@ -321,18 +331,28 @@ func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, s
 	for {
 		select {
 		case h := <-ch:
-			// The fetch is registered before Head can announce the block: the loop's Payload call finds it.
-			s.fetchEarly(ctx, h.Number.Uint64())
-			s.notified.Store(&notifiedHead{id: eth.BlockID{Hash: h.Hash(), Number: h.Number.Uint64()}, at: s.clock.Now()})
-			select {
-			case s.heads <- struct{}{}:
-			default: // a wake-up is already pending
-			}
+			s.announce(eth.BlockID{Hash: h.Hash(), Number: h.Number.Uint64()}, true, s.clock.Now())
 		case err := <-subErr:
 			s.notified.Store(nil)
 			return err
 		case <-ctx.Done():
 			return nil
+		}
+	}
+}
+
+// announce takes the source's head as its newHeads subscription (or, over http, its poller) just told it: Head
+// answers it for a block time, and a new head's block is fetched early and the loop woken.
+func (s *rpcSource) announce(id eth.BlockID, isNew bool, at time.Time) {
+	if isNew {
+		// The fetch is registered before Head can announce the block: the loop's Payload call finds it.
+		s.fetchEarly(s.ctx, id.Number)
+	}
+	s.notified.Store(&notifiedHead{id: id, at: at})
+	if isNew {
+		select {
+		case s.heads <- struct{}{}:
+		default: // a wake-up is already pending
 		}
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
+	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
@@ -180,7 +181,7 @@ func testRPCSource(t *testing.T, cfg *rollup.Config, url string, lgr log.Logger)
 	if lgr == nil {
 		lgr = testlog.Logger(t, log.LevelInfo)
 	}
-	src, err := newRPCSource(lgr, url, cfg, 5*time.Second, NoopMetrics{}, clock.SystemClock)
+	src, err := newRPCSource(lgr, url, cfg, 5*time.Second, driverhook.DefaultPollInterval, NoopMetrics{}, clock.SystemClock)
 	require.NoError(t, err)
 	t.Cleanup(src.Close)
 	return src
@@ -263,7 +264,7 @@ func TestRPCSourceNoFallbackOnOtherErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			el := newSourceEL(block)
 			fail(el)
-			src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, false), cfg, 200*time.Millisecond, NoopMetrics{}, clock.SystemClock)
+			src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, false), cfg, 200*time.Millisecond, driverhook.DefaultPollInterval, NoopMetrics{}, clock.SystemClock)
 			require.NoError(t, err)
 			t.Cleanup(src.Close)
 			for range 2 {
@@ -456,4 +457,23 @@ func TestRPCSourceEarlyFetchWaitsToBeTaken(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, b4.Hash(), env.ExecutionPayload.BlockHash)
 	require.Equal(t, 4, el.rawBlockCalls())
+}
+
+// A block fetched early is not used once it is more than a block time old (the loop was halted, or behind, since):
+// the source is asked for its block at that height again.
+func TestRPCSourceEarlyFetchExpires(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	el := newSourceEL(fuzzBlock(t, cfg))
+	clk := clock.NewDeterministicClock(time.Unix(1_800_000_000, 0))
+	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, true), cfg, 5*time.Second, driverhook.DefaultPollInterval, NoopMetrics{}, clk)
+	require.NoError(t, err)
+	t.Cleanup(src.Close)
+	src.Start()
+	el.heads <- el.blocks[1].Header()
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 1 }, 5*time.Second, time.Millisecond)
+	clk.AdvanceTime(time.Duration(cfg.BlockTime)*time.Second + time.Millisecond)
+	env, err := src.Payload(context.Background(), 1)
+	require.NoError(t, err)
+	require.Equal(t, el.blocks[1].Hash(), env.ExecutionPayload.BlockHash)
+	require.Equal(t, 2, el.rawBlockCalls(), "the expired early fetch was used")
 }

@@ -1,0 +1,130 @@
+package plugin
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+)
+
+// An http source has no newHeads subscription: polled at the poll interval, each block would be found half an
+// interval late on average (250 ms by default). Its head is polled instead around when its next block is due.
+// op-node's sequencer seals a block shortly before its timestamp and one every block time, so the next head is due
+// at the last one's timestamp plus the block time plus the offset at which this source's heads appear: the median
+// over the last headOffsetsKept heads that were seen within pollStep of appearing (found by a poll right after
+// one that missed them). It takes in the sequencer's sealing lead, its insert and any skew between our clock and
+// the sequencer's.
+//
+// The first poll for a head goes pollStep before it is due, and earlier still (twice as early each time) while
+// first polls keep finding it: the heads come earlier than measured. A poll that misses is followed pollStep later,
+// for up to a poll interval, then at twice the last wait, up to the poll interval (a source or sequencer that
+// stalled). Until an offset is measured, the first poll goes half a block time before the timestamp. A head far
+// from wall-clock time (a sequencer catching up, a clock off by more than two block times) is polled at the poll
+// interval, as before. Each new head is announced as a newHeads notification is (the early fetch of its block,
+// then the loop's wake-up). In the steady state this is about two polls a block.
+
+const (
+	// pollStep is how soon a poll that found no new head where one was due is followed.
+	pollStep = 10 * time.Millisecond
+	// headOffsetsKept is how many measured offsets the schedule takes the median of.
+	headOffsetsKept = 32
+)
+
+// headSchedule says when to poll a source for its head next.
+type headSchedule struct {
+	blockTime, pollInterval time.Duration
+	offsets                 []time.Duration // measured offsets (first seen minus timestamp), oldest first
+	live                    bool            // the last head was near wall-clock time
+	due                     time.Time       // when the next head is due (live only)
+	hits                    int             // consecutive heads the first poll found
+	missing                 bool            // a poll since the head was due missed it
+	missedFor, lastWait     time.Duration
+}
+
+func newHeadSchedule(blockTime, pollInterval time.Duration) *headSchedule {
+	return &headSchedule{blockTime: blockTime, pollInterval: pollInterval}
+}
+
+// observe takes a successful poll at now, which found a head with timestamp stamp (new: not the head the last poll
+// found), and returns how long to wait before the next poll.
+func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
+	if !isNew {
+		switch {
+		case !h.live:
+			return h.pollInterval
+		case now.Before(h.due): // polled early (a due time beyond the poll interval)
+			return h.wait(h.due.Sub(now))
+		case !h.missing:
+			h.missing, h.missedFor = true, 0
+			return h.wait(pollStep)
+		}
+		h.missedFor += h.lastWait
+		if h.missedFor < h.pollInterval {
+			return h.wait(pollStep)
+		}
+		return h.wait(2 * h.lastWait)
+	}
+	offset := now.Sub(stamp)
+	measured, firstHit := h.missing && h.lastWait <= pollStep, h.live && !h.missing
+	h.missing = false
+	if h.live = h.blockTime > 0 && offset.Abs() <= 2*h.blockTime; !h.live {
+		return h.pollInterval
+	}
+	switch {
+	case measured:
+		if len(h.offsets) == headOffsetsKept {
+			h.offsets = slices.Delete(h.offsets, 0, 1)
+		}
+		h.offsets = append(h.offsets, offset)
+		h.hits = 0
+	case firstHit:
+		h.hits++
+	}
+	next := stamp.Add(h.blockTime)
+	if len(h.offsets) == 0 {
+		h.due = next.Add(-h.blockTime / 2)
+	} else {
+		sorted := slices.Sorted(slices.Values(h.offsets))
+		lead := min(pollStep/2<<min(h.hits, 16), h.blockTime/2)
+		h.due = next.Add(sorted[len(sorted)/2] - lead)
+	}
+	return h.wait(h.due.Sub(now))
+}
+
+// wait bounds a wait to [pollStep, pollInterval] and remembers it.
+func (h *headSchedule) wait(d time.Duration) time.Duration {
+	h.lastWait = min(max(d, pollStep), h.pollInterval)
+	return h.lastWait
+}
+
+// pollHeads polls an http source's head on a headSchedule, announcing each new one, until ctx ends. A failed poll
+// is retried at the poll interval; meanwhile the loop's Head asks the source itself (and reports its error).
+func (s *rpcSource) pollHeads(ctx context.Context, pollInterval time.Duration) {
+	defer s.wg.Done()
+	schedule := newHeadSchedule(s.blockTime, pollInterval)
+	var last eth.BlockID
+	timer := s.clock.NewTimer(0)
+	defer func() { timer.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.Ch():
+		}
+		wait := pollInterval
+		callCtx, done := s.call(ctx, "head")
+		info, err := s.l2.InfoByLabel(callCtx, eth.Unsafe)
+		done()
+		if err != nil {
+			s.notified.Store(nil)
+		} else {
+			now, id := s.clock.Now(), eth.ToBlockID(info)
+			isNew := id != last
+			last = id
+			s.announce(id, isNew, now)
+			wait = schedule.observe(now, time.Unix(int64(info.Time()), 0), isNew)
+		}
+		timer = s.clock.NewTimer(wait)
+	}
+}

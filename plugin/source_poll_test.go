@@ -1,0 +1,102 @@
+package plugin
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+)
+
+// pollSim runs a headSchedule against a source whose block n (timestamp genesis + n block times) becomes its head
+// at its timestamp + availableAt(n), in virtual time, and reports for each block how long after it became the
+// head the schedule's polls saw it, and how many polls that took.
+func pollSim(t *testing.T, blocks int, availableAt func(n int) time.Duration) (late []time.Duration, polls []int) {
+	t.Helper()
+	const blockTime = time.Second
+	genesis := time.Unix(1_800_000_000, 0)
+	stamp := func(n int) time.Time { return genesis.Add(time.Duration(n) * blockTime) }
+	appears := func(n int) time.Time { return stamp(n).Add(availableAt(n)) }
+	schedule := newHeadSchedule(blockTime, driverhook.DefaultPollInterval)
+	head, seen, count := 0, 0, 0
+	now := appears(0)
+	for seen < blocks {
+		for head+1 <= blocks && !appears(head+1).After(now) {
+			head++
+		}
+		count++
+		isNew := head != seen
+		if isNew {
+			late = append(late, now.Sub(appears(head)))
+			polls = append(polls, count)
+			seen, count = head, 0
+		}
+		wait := schedule.observe(now, stamp(head), isNew)
+		require.Positive(t, wait)
+		require.LessOrEqual(t, wait, driverhook.DefaultPollInterval)
+		now = now.Add(wait)
+	}
+	return late, polls
+}
+
+// An http source's head is polled around when its next block is due: once the schedule has seen a few blocks, each
+// is found within two poll steps of becoming the head, in two or three polls, not half a poll interval late.
+func TestHeadSchedulePollsWhenTheNextBlockIsDue(t *testing.T) {
+	for name, available := range map[string]func(n int) time.Duration{
+		// op-node seals ahead of the timestamp: the head appears before it, a few ms apart from block to block
+		"sealed before its timestamp": func(n int) time.Duration { return -30*time.Millisecond + time.Duration(n%5)*time.Millisecond },
+		// our clock behind the sequencer's by 700 ms
+		"clock skew":                func(n int) time.Duration { return -700 * time.Millisecond },
+		"after its timestamp, slow": func(n int) time.Duration { return 80*time.Millisecond + time.Duration(n%7)*3*time.Millisecond },
+	} {
+		t.Run(name, func(t *testing.T) {
+			late, polls := pollSim(t, 200, available)
+			for i := 10; i < len(late); i++ {
+				require.Less(t, late[i], 2*pollStep, "block %d found late", i+1)
+				require.LessOrEqual(t, polls[i], 5, "block %d took %d polls", i+1, polls[i])
+			}
+			total := 0
+			for _, p := range polls[10:] {
+				total += p
+			}
+			t.Logf("polls per block %.2f, %v", float64(total)/float64(len(polls[10:])), polls[10:40])
+			require.LessOrEqual(t, float64(total)/float64(len(polls[10:])), 3.0, "polls per block")
+		})
+	}
+}
+
+// A source whose blocks stop coming is polled every pollStep for a poll interval after the head was due, then less
+// and less often, down to the poll interval; a head far from wall-clock time (a sequencer catching up, a clock far
+// off) is polled at the poll interval.
+func TestHeadScheduleBacksOffToThePollInterval(t *testing.T) {
+	const blockTime = time.Second
+	interval := driverhook.DefaultPollInterval
+	s := newHeadSchedule(blockTime, interval)
+	start := time.Unix(1_800_000_000, 0)
+	now := start
+	wait := s.observe(now, start, true)
+	require.Equal(t, blockTime/2, wait, "no offset measured yet: half a block time before the next timestamp")
+	var waits []time.Duration
+	for range 70 {
+		now = now.Add(wait)
+		wait = s.observe(now, start, false)
+		waits = append(waits, wait)
+	}
+	var missed time.Duration
+	i := 0
+	for ; missed < interval; i++ {
+		require.Equal(t, pollStep, waits[i], "poll %d after the head was due", i+1)
+		missed += waits[i]
+	}
+	for want := 2 * pollStep; i < len(waits); i++ {
+		require.Equal(t, want, waits[i], "poll %d after the head was due", i+1)
+		want = min(2*want, interval)
+	}
+	require.Equal(t, interval, waits[len(waits)-1])
+
+	s = newHeadSchedule(blockTime, interval)
+	require.Equal(t, interval, s.observe(now, now.Add(-time.Hour), true), "a head an hour old")
+	require.Equal(t, interval, s.observe(now.Add(time.Millisecond), now.Add(-time.Hour), false))
+	require.Equal(t, interval, s.observe(now, now.Add(3*blockTime), true), "a head 3 s ahead of our clock")
+}
