@@ -23,6 +23,8 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/retry"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
+
+	"github.com/op-replicator/op-replicator/driverhook"
 )
 
 // maxSourceResponse bounds one response of an http(s) source, as go-ethereum's websocket client bounds a message:
@@ -152,6 +154,9 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, po
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u, _ := url.Parse(rawURL)
+	if pollInterval <= 0 {
+		pollInterval = driverhook.DefaultPollInterval
+	}
 	return &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
 		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second,
 		pollInterval: pollInterval,
