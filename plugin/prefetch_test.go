@@ -17,7 +17,8 @@ import (
 type slowFirstSource struct {
 	Source
 	inFlight, maxInFlight atomic.Int64
-	missing               uint64 // a block the source does not have
+	missing               uint64        // a block the source does not have
+	hold                  chan struct{} // if set, block 1 is answered once it is closed
 	mu                    sync.Mutex
 	asked                 []uint64
 }
@@ -34,6 +35,13 @@ func (s *slowFirstSource) Payload(ctx context.Context, n uint64) (*eth.Execution
 	case <-time.After(time.Duration(100-n%100) * 100 * time.Microsecond):
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if n == 1 && s.hold != nil {
+		select {
+		case <-s.hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	if n == s.missing {
 		return nil, ethereum.NotFound
@@ -75,13 +83,15 @@ func TestPrefetcherErrorsAndClose(t *testing.T) {
 }
 
 func TestPrefetcherReadyHandsOutFetchedBlocksInOrder(t *testing.T) {
-	src := &slowFirstSource{}
+	src := &slowFirstSource{hold: make(chan struct{})}
 	p := newPrefetcher(context.Background(), src, 1, 3, prefetchDepth)
 	defer p.Close()
-	require.Eventually(t, func() bool { return len(p.pending) == 3 && len(p.pending[2]) == 1 }, time.Second, time.Millisecond,
-		"block 3 is fetched")
+	require.Eventually(t, func() bool { return len(p.pending) == 3 && len(p.pending[1]) == 1 && len(p.pending[2]) == 1 },
+		time.Second, time.Millisecond, "blocks 2 and 3 are fetched")
+	// Block 1 comes last: Ready hands out nothing before it.
 	_, _, ok := p.Ready()
-	// Blocks are answered in reverse order: block 1 comes last, and Ready hands out nothing before it.
+	require.False(t, ok, "a block handed out before block 1")
+	close(src.hold)
 	for !ok {
 		_, _, ok = p.Ready()
 	}

@@ -20,9 +20,10 @@ type Source interface {
 	Head(ctx context.Context) (eth.BlockID, error)
 	// Payload returns the source's block at a height, its block hash checked: the payload hashes to it.
 	Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error)
-	// NewHeads signals that the source has a new head (ws and relays; never closed).
+	// NewHeads signals that the source has a new head (its newHeads subscription, its http poller, a relay's
+	// subscription; never closed).
 	NewHeads() <-chan struct{}
-	// Start starts the source's goroutines (a ws subscription, a relay's); Close stops them and closes its
+	// Start starts the source's goroutines (a ws subscription, an http poller, a relay's); Close stops them and closes its
 	// connections. A source is built without starting anything.
 	Start()
 	Close()

@@ -12,17 +12,18 @@ import (
 // interval late on average (250 ms by default). Its head is polled instead around when its next block is due.
 // op-node's sequencer seals a block shortly before its timestamp and one every block time, so the next head is due
 // at the last one's timestamp plus the block time plus the offset at which this source's heads appear: the median
-// over the last headOffsetsKept heads that were seen within pollStep of appearing (found by a poll right after
-// one that missed them). It takes in the sequencer's sealing lead, its insert and any skew between our clock and
-// the sequencer's.
+// of the offsets (first seen minus timestamp) of the last headOffsetsKept heads found by a poll after one that
+// missed them or before they were due, which takes in the sequencer's sealing lead, its own insert and any skew between our clock and the
+// sequencer's (zero until one is measured).
 //
-// The first poll for a head goes pollStep before it is due, and earlier still (twice as early each time) while
-// first polls keep finding it: the heads come earlier than measured. A poll that misses is followed pollStep later,
-// for up to a poll interval, then at twice the last wait, up to the poll interval (a source or sequencer that
-// stalled). Until an offset is measured, the first poll goes half a block time before the timestamp. A head far
-// from wall-clock time (a sequencer catching up, a clock off by more than two block times) is polled at the poll
-// interval, as before. Each new head is announced as a newHeads notification is (the early fetch of its block,
-// then the loop's wake-up). In the steady state this is about two polls a block.
+// The first poll for a head goes half a pollStep before it is due, and earlier still (twice as early each time)
+// while first polls keep finding it: the heads come earlier than measured. A poll that misses is followed pollStep
+// later, for up to a poll interval, then at twice the last wait, up to the poll interval (a source or sequencer that
+// stalled). No wait is longer than the poll interval. A head far from wall-clock time (a sequencer catching up, a
+// clock off by more than two block times) is polled at the poll interval, as before. Each new head is announced as
+// a newHeads notification is (the early fetch of its block, then the loop's wake-up). In the steady state this is
+// the polls of the poll interval until the block is due (none with 1 s blocks and the default 500 ms), and about
+// two around its arrival.
 
 const (
 	// pollStep is how soon a poll that found no new head where one was due is followed.
@@ -52,7 +53,7 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 	if !isNew {
 		switch {
 		case !h.live:
-			return h.pollInterval
+			return h.wait(h.pollInterval)
 		case now.Before(h.due): // polled early (a due time beyond the poll interval)
 			return h.wait(h.due.Sub(now))
 		case !h.missing:
@@ -66,10 +67,12 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 		return h.wait(2 * h.lastWait)
 	}
 	offset := now.Sub(stamp)
-	measured, firstHit := h.missing && h.lastWait <= pollStep, h.live && !h.missing
+	// Found after a miss, or before it was due: the offset is measured (an upper bound, within the last wait).
+	measured := h.missing || (h.live && now.Before(h.due))
+	firstHit := h.live && !measured
 	h.missing = false
 	if h.live = h.blockTime > 0 && offset.Abs() <= 2*h.blockTime; !h.live {
-		return h.pollInterval
+		return h.wait(h.pollInterval)
 	}
 	switch {
 	case measured:
@@ -81,15 +84,19 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 	case firstHit:
 		h.hits++
 	}
-	next := stamp.Add(h.blockTime)
-	if len(h.offsets) == 0 {
-		h.due = next.Add(-h.blockTime / 2)
-	} else {
-		sorted := slices.Sorted(slices.Values(h.offsets))
-		lead := min(pollStep/2<<min(h.hits, 16), h.blockTime/2)
-		h.due = next.Add(sorted[len(sorted)/2] - lead)
+	var median time.Duration
+	if len(h.offsets) > 0 {
+		median = slices.Sorted(slices.Values(h.offsets))[len(h.offsets)/2]
 	}
+	lead := min(pollStep/2<<min(h.hits, 16), h.blockTime/2)
+	h.due = stamp.Add(h.blockTime + median - lead)
 	return h.wait(h.due.Sub(now))
+}
+
+// failed takes a poll that failed: the next poll is at the poll interval, and the head it finds is not measured.
+func (h *headSchedule) failed() time.Duration {
+	h.missing = false
+	return h.wait(h.pollInterval)
 }
 
 // wait bounds a wait to [pollStep, pollInterval] and remembers it.
@@ -112,12 +119,13 @@ func (s *rpcSource) pollHeads(ctx context.Context, pollInterval time.Duration) {
 			return
 		case <-timer.Ch():
 		}
-		wait := pollInterval
+		var wait time.Duration
 		callCtx, done := s.call(ctx, "head")
 		info, err := s.l2.InfoByLabel(callCtx, eth.Unsafe)
 		done()
 		if err != nil {
 			s.notified.Store(nil)
+			wait = schedule.failed()
 		} else {
 			now, id := s.clock.Now(), eth.ToBlockID(info)
 			isNew := id != last

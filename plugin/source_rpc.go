@@ -105,23 +105,24 @@ type rpcSource struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	// notified is the head the newHeads subscription last announced. Head uses it for up to one block time
-	// instead of asking: the subscription already told us, and a silent subscription is polled again.
+	// notified is the head the newHeads subscription (over http, the poller) last announced. Head uses it for up to
+	// one block time instead of asking: the source already told us, and a silent subscription is polled again.
 	notified  atomic.Pointer[notifiedHead]
 	blockTime time.Duration
 	// pollInterval bounds the wait between polls of an http source's head (pollHeads).
 	pollInterval time.Duration
 	// early is the fetch of the block the subscription (or the http poller) last announced, started when the
-	// announcement arrived, for the loop's next Payload call (nil once taken; what is older than a block time is
-	// not used). At the head this takes the round trip off the loop's path: the loop wakes, reads op-node's status
-	// and starts its round while the block is on its way. A new one starts only once the last one was taken, so a
-	// loop that is not asking (halted, or catching up below the head) costs the source one fetch at most.
+	// announcement arrived, for the loop's next Payload call (nil once taken; what is older than a block time, or
+	// not the announced block, is not used). At the head this takes the round trip off the loop's path: the loop
+	// wakes, reads op-node's status and starts its round while the block is on its way. A new one starts only once
+	// the last one was taken (or another block was announced at or below its height: a reorg), so a loop that is
+	// not asking (halted, or catching up below the head) costs the source one fetch at most.
 	early atomic.Pointer[earlyFetch]
 }
 
-// earlyFetch is a fetch started on a newHeads notification, at at; done is closed when env and err are set.
+// earlyFetch is a fetch of the announced block id, started at at; done is closed when env and err are set.
 type earlyFetch struct {
-	num  uint64
+	id   eth.BlockID
 	at   time.Time
 	done chan struct{}
 	env  *eth.ExecutionPayloadEnvelope
@@ -198,45 +199,68 @@ func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
 }
 
 func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	if env, ok := s.takeEarly(ctx, num); ok {
-		return env, nil
+	if env, err, ok := s.takeEarly(ctx, num); ok {
+		return env, err
 	}
 	return s.payload(ctx, num)
 }
 
-// takeEarly returns the block at num if a fetch of it started on its notification, within the last block time, and
-// succeeded (after waiting for it, up to ctx). Failed, it is fetched again: the error may be the notification's
-// race with the block's storage.
-func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, bool) {
+// takeEarly returns the outcome of the early fetch of the block at num (waiting for it, up to ctx), if there is one
+// to use: started within the last block time, and not a block other than the one announced. One that found no
+// block (the announcement's race with the block's storage) is not used: the block is asked for again.
+func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error, bool) {
 	f := s.early.Load()
-	if f == nil || f.num > num { // none, or a block the loop gets to later
-		return nil, false
+	if f == nil || f.id.Number > num { // none, or a block the loop gets to later
+		return nil, nil, false
 	}
-	s.early.CompareAndSwap(f, nil) // taken, or stale: either way the next notification starts one
-	if f.num < num || s.clock.Since(f.at) > s.blockTime {
-		// Behind the loop, or fetched more than a block time ago (the loop was halted or behind meanwhile): what
-		// the source has at num now is asked for.
-		return nil, false
+	expired := s.clock.Since(f.at) > s.blockTime
+	if f.id.Number < num {
+		// Behind this request: kept while fresh for a request for its block still to come (the prefetcher asks
+		// for several blocks at once, in any order).
+		if expired {
+			s.early.CompareAndSwap(f, nil)
+		}
+		return nil, nil, false
+	}
+	s.early.CompareAndSwap(f, nil) // taken (or expired): the next announcement starts another
+	if expired {
+		// The loop was halted or behind since: what the source has at num now is asked for.
+		return nil, nil, false
 	}
 	select {
 	case <-f.done:
-		return f.env, f.err == nil
 	case <-ctx.Done():
-		return nil, false
+		return nil, ctx.Err(), true
 	}
+	switch {
+	case errors.Is(f.err, ethereum.NotFound):
+		return nil, nil, false
+	case f.err != nil:
+		return nil, f.err, true
+	case f.env.ExecutionPayload.BlockHash != f.id.Hash:
+		return nil, nil, false // the source reorged between its announcement and the fetch
+	}
+	return f.env, nil, true
 }
 
-// fetchEarly starts fetching the block a notification announced, unless the last one started is still untaken.
-func (s *rpcSource) fetchEarly(ctx context.Context, num uint64) {
-	f := &earlyFetch{num: num, at: s.clock.Now(), done: make(chan struct{})}
-	if !s.early.CompareAndSwap(nil, f) {
-		return
+// fetchEarly starts fetching the announced block id, unless the last early fetch is untaken and not superseded by
+// id (another block at or below its height).
+func (s *rpcSource) fetchEarly(ctx context.Context, id eth.BlockID) {
+	f := &earlyFetch{id: id, at: s.clock.Now(), done: make(chan struct{})}
+	for {
+		cur := s.early.Load()
+		if cur != nil && (id.Number > cur.id.Number || id.Hash == cur.id.Hash) {
+			return
+		}
+		if s.early.CompareAndSwap(cur, f) {
+			break
+		}
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(f.done)
-		f.env, f.err = s.payload(ctx, num)
+		f.env, f.err = s.payload(ctx, id.Number)
 	}()
 }
 
@@ -351,7 +375,7 @@ func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, s
 func (s *rpcSource) announce(id eth.BlockID, isNew bool, at time.Time) {
 	if isNew {
 		// The fetch is registered before Head can announce the block: the loop's Payload call finds it.
-		s.fetchEarly(s.ctx, id.Number)
+		s.fetchEarly(s.ctx, id)
 	}
 	s.notified.Store(&notifiedHead{id: id, at: at})
 	if isNew {

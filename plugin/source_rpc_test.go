@@ -407,37 +407,55 @@ func TestRPCSourceFetchesAnnouncedBlockEarly(t *testing.T) {
 	}
 }
 
+// testEarlySource is a websocket source of el on a deterministic clock, started.
+func testEarlySource(t *testing.T, cfg *rollup.Config, el *sourceEL) (*rpcSource, *clock.DeterministicClock) {
+	clk := clock.NewDeterministicClock(time.Unix(1_800_000_000, 0))
+	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, true), cfg, 5*time.Second, driverhook.DefaultPollInterval, NoopMetrics{}, clk)
+	require.NoError(t, err)
+	t.Cleanup(src.Close)
+	src.Start()
+	return src, clk
+}
+
+// announce has el's newHeads announce h and waits until src took it in.
+func announce(t *testing.T, el *sourceEL, src *rpcSource, h *types.Header) {
+	el.heads <- h
+	require.Eventually(t, func() bool {
+		n := src.notified.Load()
+		return n != nil && n.id.Hash == h.Hash()
+	}, 5*time.Second, time.Millisecond)
+}
+
 // While the loop does not take the blocks fetched early (halted, or catching up below the head), announcements
-// cost the source one fetch, not one each; a fetch the loop has gone past is dropped, and the next announcement is
-// fetched again. A failed early fetch (the block announced but not served yet) is retried when the loop asks.
+// cost the source one fetch, not one each. One behind the loop's request is kept while fresh (the prefetcher asks
+// for several blocks at once, in any order), dropped once a block time old; the next announcement is then fetched
+// early again. A failed early fetch (the block announced but not served yet) is retried when the loop asks.
 func TestRPCSourceEarlyFetchWaitsToBeTaken(t *testing.T) {
 	cfg := fuzzRollupConfig()
 	first := fuzzBlock(t, cfg)
 	el := newSourceEL(first)
-	for n := uint64(2); n <= 4; n++ {
+	for n := uint64(2); n <= 5; n++ {
 		el.blocks[n] = blockAt(first, n)
 	}
-	src := testRPCSource(t, cfg, el.serve(t, true), nil)
-	src.Start()
-	announce := func(n uint64) {
-		el.heads <- el.blocks[n].Header()
-		require.Eventually(t, func() bool {
-			h := src.notified.Load()
-			return h != nil && h.id.Number == n
-		}, 5*time.Second, time.Millisecond)
-	}
+	src, clk := testEarlySource(t, cfg, el)
 	for n := uint64(1); n <= 3; n++ {
-		announce(n)
+		announce(t, el, src, el.blocks[n].Header())
 	}
 	require.Eventually(t, func() bool { return el.rawBlockCalls() == 1 }, 5*time.Second, time.Millisecond)
-	require.Equal(t, uint64(1), src.early.Load().num, "only the first announcement is fetched while untaken")
+	require.Equal(t, uint64(1), src.early.Load().id.Number, "only the first announcement is fetched while untaken")
 
-	// The loop asks for block 3: the early fetch of block 1 is behind it, dropped; block 3 is fetched now.
+	// The loop asks for block 3: the early fetch of block 1 is behind it, kept while fresh; block 3 is fetched now.
 	env, err := src.Payload(context.Background(), 3)
 	require.NoError(t, err)
 	require.Equal(t, el.blocks[3].Hash(), env.ExecutionPayload.BlockHash)
 	require.Equal(t, 2, el.rawBlockCalls())
+	require.Equal(t, uint64(1), src.early.Load().id.Number)
+	// A block time later it is dropped at the next request, and the next announcement is fetched early.
+	clk.AdvanceTime(time.Duration(cfg.BlockTime)*time.Second + time.Millisecond)
+	_, err = src.Payload(context.Background(), 3)
+	require.NoError(t, err)
 	require.Nil(t, src.early.Load())
+	require.Equal(t, 3, el.rawBlockCalls())
 
 	// Block 4 is announced before the source serves it: the early fetch finds nothing, the loop's request asks again.
 	b4 := el.blocks[4]
@@ -445,7 +463,7 @@ func TestRPCSourceEarlyFetchWaitsToBeTaken(t *testing.T) {
 	delete(el.blocks, 4)
 	el.mu.Unlock()
 	el.heads <- b4.Header()
-	require.Eventually(t, func() bool { return el.rawBlockCalls() == 3 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 4 }, 5*time.Second, time.Millisecond)
 	f := src.early.Load()
 	require.NotNil(t, f)
 	<-f.done
@@ -456,7 +474,54 @@ func TestRPCSourceEarlyFetchWaitsToBeTaken(t *testing.T) {
 	env, err = src.Payload(context.Background(), 4)
 	require.NoError(t, err)
 	require.Equal(t, b4.Hash(), env.ExecutionPayload.BlockHash)
-	require.Equal(t, 4, el.rawBlockCalls())
+	require.Equal(t, 5, el.rawBlockCalls())
+}
+
+// The early fetch is of the block announced: another block announced at its height before it was taken (a reorg)
+// replaces it, and a fetch that got another block than the one announced (the source reorged in between) is not
+// used: the block at that height is asked for again.
+func TestRPCSourceEarlyFetchFollowsReorgs(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	first := fuzzBlock(t, cfg)
+	el := newSourceEL(first, blockAt(first, 2))
+	orphan := el.blocks[2]
+	src, _ := testEarlySource(t, cfg, el)
+	announce(t, el, src, orphan.Header())
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 1 }, 5*time.Second, time.Millisecond)
+	<-src.early.Load().done
+
+	// The sequencer replaces block 2 (another extra field: another hash) and announces it.
+	h := types.CopyHeader(orphan.Header())
+	h.Extra = append(h.Extra[:len(h.Extra):len(h.Extra)], 1)
+	replacement := types.NewBlockWithHeader(h).WithBody(*orphan.Body())
+	require.NotEqual(t, orphan.Hash(), replacement.Hash())
+	el.mu.Lock()
+	el.blocks[2] = replacement
+	el.mu.Unlock()
+	announce(t, el, src, replacement.Header())
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 2 }, 5*time.Second, time.Millisecond)
+	env, err := src.Payload(context.Background(), 2)
+	require.NoError(t, err)
+	require.Equal(t, replacement.Hash(), env.ExecutionPayload.BlockHash)
+	require.Equal(t, 2, el.rawBlockCalls())
+
+	// Announced, but replaced at the source before the early fetch: that fetch is not the block announced.
+	el.mu.Lock()
+	el.blocks[2] = orphan
+	el.mu.Unlock()
+	el.heads <- blockAt(first, 3).Header() // no block 3 served: an early fetch of 3 finds nothing
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 3 }, 5*time.Second, time.Millisecond)
+	_, _ = src.Payload(context.Background(), 3) // takes it (not found), asks again
+	el.mu.Lock()
+	el.blocks[2] = replacement
+	el.mu.Unlock()
+	announce(t, el, src, orphan.Header()) // the source announces the orphan, but serves the replacement
+	require.Eventually(t, func() bool { return el.rawBlockCalls() == 5 }, 5*time.Second, time.Millisecond)
+	<-src.early.Load().done
+	env, err = src.Payload(context.Background(), 2)
+	require.NoError(t, err)
+	require.Equal(t, replacement.Hash(), env.ExecutionPayload.BlockHash)
+	require.Equal(t, 6, el.rawBlockCalls(), "the early fetch of another block than announced was used")
 }
 
 // A block fetched early is not used once it is more than a block time old (the loop was halted, or behind, since):
