@@ -69,7 +69,23 @@ func newSourceEL(blocks ...*types.Block) *sourceEL {
 
 type sourceELEth struct{ el *sourceEL }
 
+// GetBlockByNumber answers with the block's JSON; for "latest", without full transactions, with the highest block's
+// (its header fields are what a head request reads).
 func (e sourceELEth) GetBlockByNumber(n rpc.BlockNumber, full bool) (json.RawMessage, error) {
+	e.el.mu.Lock()
+	defer e.el.mu.Unlock()
+	if n == rpc.LatestBlockNumber && !full {
+		var head *types.Block
+		for _, b := range e.el.blocks {
+			if head == nil || b.NumberU64() > head.NumberU64() {
+				head = b
+			}
+		}
+		if head == nil {
+			return json.RawMessage("null"), nil
+		}
+		return blockJSON(head)
+	}
 	b, ok := e.el.blocks[uint64(n)]
 	if !ok || n < 0 || !full {
 		return json.RawMessage("null"), nil
@@ -541,4 +557,38 @@ func TestRPCSourceEarlyFetchExpires(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, el.blocks[1].Hash(), env.ExecutionPayload.BlockHash)
 	require.Equal(t, 2, el.rawBlockCalls(), "the expired early fetch was used")
+}
+
+// An http source's poller announces each new head as a newHeads notification would: Head answers it without a
+// request, the loop is woken, and the block is fetched early, so the loop's request for it is not another one.
+func TestRPCSourceHTTPPollerAnnouncesHeads(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	first := fuzzBlock(t, cfg)
+	el := newSourceEL(first)
+	src := testRPCSource(t, cfg, el.serve(t, false), nil)
+	src.pollInterval = 200 * time.Millisecond // the block timestamps are far from now: polled at the poll interval
+	src.Start()
+	for n := uint64(1); n <= 2; n++ {
+		if n > 1 {
+			el.mu.Lock()
+			el.blocks[n] = blockAt(first, n)
+			el.mu.Unlock()
+		}
+		select {
+		case <-src.NewHeads():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("block %d not announced", n)
+		}
+		require.Eventually(t, func() bool { return el.rawBlockCalls() == int(n) }, 5*time.Second, time.Millisecond,
+			"block %d fetched early", n)
+		heads := el.callsOf("eth_getBlockByNumber")
+		head, err := src.Head(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, el.blocks[n].Hash(), head.Hash)
+		env, err := src.Payload(context.Background(), n)
+		require.NoError(t, err)
+		require.Equal(t, el.blocks[n].Hash(), env.ExecutionPayload.BlockHash)
+		require.Equal(t, int(n), el.rawBlockCalls(), "block %d asked for again", n)
+		require.LessOrEqual(t, el.callsOf("eth_getBlockByNumber")-heads, 1, "Head asked the source (only the poller may have, meanwhile)")
+	}
 }
