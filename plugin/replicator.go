@@ -55,6 +55,9 @@ type Replicator struct {
 	// Owned by the loop goroutine.
 	failures int // consecutive transient failures, for backoff
 	stale    int // consecutive rounds that found the unsafe head moved under them
+	// rechecked is the local head and the source's announced head at its height that were found to differ and
+	// asked again (headForgetter): the same pair found in the next check is a disagreement.
+	rechecked [2]eth.BlockID
 	// rewindPending: halted, but op-geth was not rewound yet (the rewind failed, or the node restarted halted).
 	rewindPending bool
 	// rewindFailures and rewindRetryAt back a failing rewind off: each retry resets op-node's derivation.
@@ -199,9 +202,24 @@ func (r *Replicator) checkHead(head eth.L2BlockRef, srcHead eth.BlockID) error {
 	case srcHead.Number < head.Number:
 		return fmt.Errorf("%w: the source's head %s is behind our unsafe head %s", errWait, srcHead, head.ID())
 	case srcHead.Number == head.Number && srcHead.Hash != head.Hash:
+		// A source's head may be the one it last announced (a newHeads notification, an http poll) rather than
+		// an answer to this round: before halting on it, the source is asked again, once for this pair.
+		if f, ok := r.source.(headForgetter); ok && r.rechecked != [2]eth.BlockID{head.ID(), srcHead} {
+			r.rechecked = [2]eth.BlockID{head.ID(), srcHead}
+			f.ForgetHead()
+			return fmt.Errorf("%w: local unsafe head %s, the source announced %s at that height: asking it again",
+				errStale, head.ID(), srcHead.Hash)
+		}
 		return disagree(api.ReasonHeadMismatch, "local unsafe head %s, source has %s at that height", head.ID(), srcHead.Hash)
 	}
+	r.rechecked = [2]eth.BlockID{}
 	return nil
+}
+
+// headForgetter is a source whose Head may answer with the head it last announced; ForgetHead makes its next Head
+// ask.
+type headForgetter interface {
+	ForgetHead()
 }
 
 // checkLocalChain looks at what op-node did to the unsafe chain since the last round: the last block we

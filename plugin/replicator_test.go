@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -278,4 +279,71 @@ func TestHaltInterruptsBatch(t *testing.T) {
 	require.NoError(t, err, "an interrupted batch is no error")
 	require.Zero(t, n)
 	require.Zero(t, h.engine.inserted, "inserted after the request")
+}
+
+// announcingSource answers Head with a head it announced earlier, until ForgetHead: a newHeads subscription or an
+// http poller that has not seen the source's latest yet.
+type announcingSource struct {
+	*fakeSource
+	mu        sync.Mutex
+	announced *eth.BlockID
+	forgot    int
+}
+
+func (s *announcingSource) Head(ctx context.Context) (eth.BlockID, error) {
+	s.mu.Lock()
+	announced := s.announced
+	s.mu.Unlock()
+	if announced != nil {
+		return *announced, nil
+	}
+	return s.fakeSource.Head(ctx)
+}
+
+func (s *announcingSource) ForgetHead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.announced = nil
+	s.forgot++
+}
+
+func (s *announcingSource) announce(id eth.BlockID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.announced = &id
+}
+
+// A head the source announced that differs from ours at our height is asked of the source again before it is a
+// disagreement: the source's answer now decides. Confirmed, it halts (head-mismatch) in the next round.
+func TestAnnouncedHeadMismatchIsAskedAgainBeforeItHalts(t *testing.T) {
+	cfg := testRollupConfig()
+	blocks := buildChain(t, cfg, 6, 0, 0)
+	var src *announcingSource
+	h := newHarness(t, driverhook.HaltManual, blocks, func(h *harness, parts *components, _ *Metricer) {
+		src = &announcingSource{fakeSource: h.source}
+		parts.source = src
+	})
+	h.round()
+	h.requireRunning()
+	require.Equal(t, uint64(6), h.engine.head().Number)
+	h.engine.setSafe(2)
+
+	// Stale: the source announced another block 6 before, and serves ours now.
+	other := buildChain(t, cfg, 6, 1, 4)
+	src.announce(other[5].ref.ID())
+	h.round()
+	h.requireRunning()
+	require.Equal(t, 1, src.forgot, "the source was not asked again")
+	h.round()
+	h.requireRunning()
+	require.Equal(t, uint64(6), h.engine.head().Number)
+
+	// Confirmed: the source serves the other chain, as it announced.
+	h.source.set(other, 6, nil)
+	src.announce(other[5].ref.ID())
+	h.round()
+	h.requireRunning()
+	require.Equal(t, 2, src.forgot)
+	h.round()
+	h.requireHalted(api.ReasonHeadMismatch)
 }

@@ -150,6 +150,15 @@ func (m *multiSource) order() []int {
 // answered, sources that were not healthy are not waited for: a blackholed source costs the others nothing after
 // its first timeout. Its request goes on in the background (one at a time), and its answer is recorded for the
 // next round.
+// ForgetHead has every source that answers Head with the head it last announced ask instead, next time.
+func (m *multiSource) ForgetHead() {
+	for _, s := range m.sources {
+		if f, ok := s.(headForgetter); ok {
+			f.ForgetHead()
+		}
+	}
+}
+
 func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
 	type answer struct {
 		head    eth.BlockID

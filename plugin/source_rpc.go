@@ -185,6 +185,9 @@ func (s *rpcSource) Name() string { return s.name }
 
 func (s *rpcSource) NewHeads() <-chan struct{} { return s.heads }
 
+// ForgetHead drops the head last announced: the next Head asks the source (headForgetter).
+func (s *rpcSource) ForgetHead() { s.notified.Store(nil) }
+
 func (s *rpcSource) Head(ctx context.Context) (eth.BlockID, error) {
 	if n := s.notified.Load(); n != nil && s.clock.Since(n.at) < s.blockTime {
 		return n.id, nil
@@ -206,14 +209,17 @@ func (s *rpcSource) Payload(ctx context.Context, num uint64) (*eth.ExecutionPayl
 }
 
 // takeEarly returns the outcome of the early fetch of the block at num (waiting for it, up to ctx), if there is one
-// to use: started within the last block time, and not a block other than the one announced. One that found no
+// to use: of the head the source last announced, started within the last block time, and not a block other than
+// the one announced. One that found no
 // block (the announcement's race with the block's storage) is not used: the block is asked for again.
 func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error, bool) {
 	f := s.early.Load()
 	if f == nil || f.id.Number > num { // none, or a block the loop gets to later
 		return nil, nil, false
 	}
-	expired := s.clock.Since(f.at) > s.blockTime
+	// Only the source's latest announced head, fetched within the last block time, is taken from an early fetch.
+	n := s.notified.Load()
+	expired := s.clock.Since(f.at) > s.blockTime || n == nil || n.id != f.id
 	if f.id.Number < num {
 		// Behind this request: kept while fresh for a request for its block still to come (the prefetcher asks
 		// for several blocks at once, in any order).
@@ -224,7 +230,8 @@ func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPa
 	}
 	s.early.CompareAndSwap(f, nil) // taken (or expired): the next announcement starts another
 	if expired {
-		// The loop was halted or behind since: what the source has at num now is asked for.
+		// The loop was halted or behind since, or the source announced another head: what it has at num now is
+		// asked for.
 		return nil, nil, false
 	}
 	select {
