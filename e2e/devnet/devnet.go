@@ -113,9 +113,31 @@ func Start(t testing.TB, cfg Config) *Devnet {
 		}
 		if t.Failed() {
 			t.Logf("devnet logs in %s; last lines:\n%s", d.LogDir(), d.LogTails(40))
+			keepFailedLogs(t, d.LogDir())
 		}
 	})
 	return d
+}
+
+// keepFailedLogs copies a failed test's devnet logs, which live in its temporary directory, to
+// $OP_REPLICATOR_E2E_FAILED_LOGS/<test name>, by default build/e2e-failed/<test name> in the repository (the e2e
+// tests run in e2e/): the tails printed are rarely the whole story of a flake, and a CI clone keeps its build/.
+func keepFailedLogs(t testing.TB, logs string) {
+	dir := os.Getenv("OP_REPLICATOR_E2E_FAILED_LOGS")
+	if dir == "" {
+		dir = filepath.Join("..", "build", "e2e-failed")
+	}
+	dst := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := os.RemoveAll(dst); err == nil {
+		err = os.CopyFS(dst, os.DirFS(logs))
+		if err != nil {
+			t.Logf("keeping the devnet logs: %v", err)
+			return
+		}
+	}
+	if abs, err := filepath.Abs(dst); err == nil {
+		t.Logf("devnet logs kept in %s", abs)
+	}
 }
 
 func (cfg *Config) setDefaults() error {
