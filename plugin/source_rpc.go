@@ -50,10 +50,14 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // sourceTransport is http.DefaultTransport keeping as many idle connections to the source as a prefetcher has
-// requests in flight (the default keeps 2), so that catching up does not open and close connections per block.
+// requests in flight (the default keeps 2), so that catching up does not open and close connections per block, and
+// not asking for gzip: go-ethereum's http server compresses every answer a client accepts gzip for, which costs
+// the source (the sequencer's op-geth, most often) and this node CPU per block and per poll, for a block of a few
+// tens of KB: what a source is for is sparing the sequencer's own work.
 func sourceTransport() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = maxInFlight
+	t.DisableCompression = true
 	return t
 }
 

@@ -349,10 +349,10 @@ func TestRPCSourceRawBlockBadInput(t *testing.T) {
 		"a transaction changed (transactions root mismatch)": {withBody(func(body *types.Body) {
 			body.Transactions = append(types.Transactions{}, body.Transactions...)
 			body.Transactions[2] = other
-		}), "transactions hash to root"},
+		}), "its payload hashes to"},
 		"a transaction left out": {withBody(func(body *types.Body) {
 			body.Transactions = body.Transactions[:2]
-		}), "transactions hash to root"},
+		}), "its payload hashes to"},
 		"withdrawals": {withBody(func(body *types.Body) {
 			body.Withdrawals = types.Withdrawals{{Index: 1, Amount: 1}}
 		}), "expected empty withdrawals, but got 1"},
