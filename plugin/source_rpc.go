@@ -258,14 +258,8 @@ func (s *rpcSource) takeEarly(ctx context.Context, num uint64) (*eth.ExecutionPa
 // id (another block at or below its height).
 func (s *rpcSource) fetchEarly(ctx context.Context, id eth.BlockID) {
 	f := &earlyFetch{id: id, at: s.clock.Now(), done: make(chan struct{})}
-	for {
-		cur := s.early.Load()
-		if cur != nil && (id.Number > cur.id.Number || id.Hash == cur.id.Hash) {
-			return
-		}
-		if s.early.CompareAndSwap(cur, f) {
-			break
-		}
+	if !s.putEarly(f) {
+		return
 	}
 	s.wg.Add(1)
 	go func() {
@@ -273,6 +267,20 @@ func (s *rpcSource) fetchEarly(ctx context.Context, id eth.BlockID) {
 		defer close(f.done)
 		f.env, f.err = s.payload(ctx, id.Number)
 	}()
+}
+
+// putEarly makes f the early fetch, unless the last one is untaken and not superseded by f's block (another block
+// at or below its height).
+func (s *rpcSource) putEarly(f *earlyFetch) bool {
+	for {
+		cur := s.early.Load()
+		if cur != nil && (f.id.Number > cur.id.Number || f.id.Hash == cur.id.Hash) {
+			return false
+		}
+		if s.early.CompareAndSwap(cur, f) {
+			return true
+		}
+	}
 }
 
 func (s *rpcSource) payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
@@ -384,7 +392,18 @@ func (s *rpcSource) forwardHeads(ctx context.Context, ch <-chan *types.Header, s
 // announce takes the source's head as its newHeads subscription (or, over http, its poller) just told it: Head
 // answers it for a block time, and a new head's block is fetched early and the loop woken.
 func (s *rpcSource) announce(id eth.BlockID, isNew bool, at time.Time) {
-	if isNew {
+	s.announceFetched(id, isNew, at, nil)
+}
+
+// announceFetched is announce, for a head whose block env was fetched already (by the http poller) where it is not
+// nil: that is the early fetch.
+func (s *rpcSource) announceFetched(id eth.BlockID, isNew bool, at time.Time, env *eth.ExecutionPayloadEnvelope) {
+	switch {
+	case isNew && env != nil:
+		done := make(chan struct{})
+		close(done)
+		s.putEarly(&earlyFetch{id: id, at: at, done: done, env: env})
+	case isNew:
 		// The fetch is registered before Head can announce the block: the loop's Payload call finds it.
 		s.fetchEarly(s.ctx, id)
 	}

@@ -587,3 +587,52 @@ func TestRPCSourceHTTPPollerAnnouncesHeads(t *testing.T) {
 		require.LessOrEqual(t, el.callsOf("eth_getBlockByNumber")-heads, 1, "Head asked the source (only the poller may have, meanwhile)")
 	}
 }
+
+// While an http source's heads are live (near wall-clock time), its poller asks for the block after the last head
+// it found, not for the head: a poll that finds none is followed by another, and the block it finds is announced
+// with its fetch done, so that the loop's request for it asks the source nothing more.
+func TestRPCSourceHTTPPollerPollsTheNextBlock(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	first := fuzzBlock(t, cfg)
+	blockTime := time.Duration(cfg.BlockTime) * time.Second
+	stamped := func(n uint64, at time.Time) *types.Block {
+		h := types.CopyHeader(first.Header())
+		h.Number, h.Time = new(big.Int).SetUint64(n), uint64(at.Unix())
+		return types.NewBlockWithHeader(h).WithBody(*first.Body())
+	}
+	// Block 1 sealed a block time before now, give or take a second's rounding: block 2 is due about now.
+	el := newSourceEL(stamped(1, time.Now().Add(-blockTime)))
+	src := testRPCSource(t, cfg, el.serve(t, false), nil)
+	src.Start()
+	waitAnnounced := func(n uint64) {
+		select {
+		case <-src.NewHeads():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("block %d not announced", n)
+		}
+	}
+	waitAnnounced(1)
+	env, err := src.Payload(context.Background(), 1)
+	require.NoError(t, err)
+	require.Equal(t, el.blocks[1].Hash(), env.ExecutionPayload.BlockHash)
+	headPolls, raw := el.callsOf("eth_getBlockByNumber"), el.rawBlockCalls()
+	require.Equal(t, 1, headPolls, "block 1 found by a head poll")
+
+	// The poller asks for block 2 before there is one...
+	require.Eventually(t, func() bool { return el.rawBlockCalls() >= raw+2 }, 5*time.Second, time.Millisecond,
+		"block 2 polled for, twice")
+	el.mu.Lock()
+	el.blocks[2] = stamped(2, time.Now())
+	el.mu.Unlock()
+	// ...and announces it once it is there, fetched.
+	waitAnnounced(2)
+	head, err := src.Head(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, el.blocks[2].Hash(), head.Hash)
+	raw = el.rawBlockCalls()
+	env, err = src.Payload(context.Background(), 2)
+	require.NoError(t, err)
+	require.Equal(t, el.blocks[2].Hash(), env.ExecutionPayload.BlockHash)
+	require.Equal(t, raw, el.rawBlockCalls(), "block 2 asked for again")
+	require.Equal(t, headPolls, el.callsOf("eth_getBlockByNumber"), "the head polled while it was live")
+}
