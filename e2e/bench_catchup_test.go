@@ -163,6 +163,36 @@ func captureHeap(t *testing.T, pprofPort int, name string) {
 	}
 }
 
+// liveHeap is the op-node at pprofPort's heap in use right after a garbage collection (runtime.MemStats.HeapAlloc,
+// as its heap profile's text form reports it): what it holds, without the garbage and the memory the runtime has
+// not returned to the system yet that its resident memory also counts.
+func liveHeap(ctx context.Context, pprofPort int) (uint64, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1&debug=1", pprofPort)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	lines := bufio.NewScanner(resp.Body)
+	lines.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for lines.Scan() {
+		if v, ok := strings.CutPrefix(lines.Text(), "# HeapAlloc = "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if err := lines.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: no HeapAlloc", url)
+}
+
 func fetchTo(ctx context.Context, url, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

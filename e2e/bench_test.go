@@ -35,6 +35,8 @@ type follower struct {
 	rss      uint64        // op-node peak RSS in the window
 	// rssSamples is op-node's resident memory through the window, in sampling order.
 	rssSamples []uint64
+	// heap is op-node's live heap (after a garbage collection) at the start of the window and at each tenth of it.
+	heap []uint64
 	// requests is the replicator's requests to its source so far, by method (none for gossip).
 	requests map[string]float64
 }
@@ -77,16 +79,14 @@ func TestBenchFollow(t *testing.T) {
 	relayPort := dsl.FreePort(t)
 	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(relayPort)})
 	seq := sys.Sequencer.EL
-	// With OP_REPLICATOR_BENCH_PPROF (a directory), each follower's op-node is profiled through the window.
+	// Every follower's op-node serves pprof: its live heap is read at each tenth of the window. With
+	// OP_REPLICATOR_BENCH_PPROF (a directory), each is also profiled through the window.
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	pprofPorts := map[string]int{}
 	withProfile := func(name string, opts ...devnet.FollowerOption) []devnet.FollowerOption {
 		opts = append(opts, devnet.WithMetrics()) // every follower alike; the replicators' request counts are read
-		if profile {
-			pprofPorts[name] = dsl.FreePort(t)
-			opts = append(opts, devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPorts[name])))
-		}
-		return opts
+		pprofPorts[name] = dsl.FreePort(t)
+		return append(opts, devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPorts[name])))
 	}
 	followers := []*follower{
 		{id: "gossip", name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower, withProfile("gossip")...)},
@@ -113,10 +113,13 @@ func TestBenchFollow(t *testing.T) {
 	}
 	var stopProfiles []func()
 	for name, port := range pprofPorts {
-		captureHeap(t, port, "heap-"+name+"-start")
-		stopProfiles = append(stopProfiles, captureProfiles(t, port, "follow-"+name))
+		if profile {
+			captureHeap(t, port, "heap-"+name+"-start")
+			stopProfiles = append(stopProfiles, captureProfiles(t, port, "follow-"+name))
+		}
 	}
 	startedAt := time.Now()
+	tenth := uint64(0) // the next tenth of the window whose live heaps are to be read (0: its start)
 	sys.WaitFor(time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
 		func(ctx context.Context) (bool, error) {
 			for _, f := range followers {
@@ -128,14 +131,28 @@ func TestBenchFollow(t *testing.T) {
 				f.rssSamples = append(f.rssSamples, res.RSS)
 			}
 			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
-			return err == nil && h.Number.Uint64() >= start+blocks, err
+			if err != nil {
+				return false, err
+			}
+			for ; tenth <= 10 && h.Number.Uint64() >= start+tenth*blocks/10; tenth++ {
+				for _, f := range followers {
+					heap, err := liveHeap(ctx, pprofPorts[f.id])
+					if err != nil {
+						return false, err
+					}
+					f.heap = append(f.heap, heap>>20)
+				}
+			}
+			return h.Number.Uint64() >= start+blocks, nil
 		})
 	elapsed := time.Since(startedAt)
 	for _, stop := range stopProfiles {
 		stop()
 	}
 	for name, port := range pprofPorts {
-		captureHeap(t, port, "heap-"+name+"-end")
+		if profile {
+			captureHeap(t, port, "heap-"+name+"-end")
+		}
 	}
 
 	var out strings.Builder
@@ -145,8 +162,8 @@ func TestBenchFollow(t *testing.T) {
 	// publishes a block before the sequencer's own op-geth announces it), where a ratio means nothing.
 	// "Beyond the local insert": each block's lag minus its own newPayload + forkchoice update on that node (op-node's
 	// insert_time), so that the path's cost is told apart from the engine's.
-	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | p50 / p99 beyond the local insert | op-node CPU per 100 blocks | vs gossip | op-node peak RSS | RSS by tenth of the run (MiB) |")
-	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&out, "| path | head lag p50 / p90 / p99 | p50, p99 beyond gossip | p50 / p99 beyond the local insert | op-node CPU per 100 blocks | vs gossip | op-node peak RSS | RSS by tenth of the run (MiB) | live heap at the start and each tenth (MiB) |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|---|")
 	var anchorP50, anchorP99, anchorCPU float64
 	for i, f := range followers {
 		p50, ok50 := f.lag.Percentile(50)
@@ -162,9 +179,9 @@ func TestBenchFollow(t *testing.T) {
 		inserts := insertTimes(t, f.node.OpNode.LogPath)
 		b50, b99, nb := beyondInsert(f.lag.Lags(), inserts)
 		dumpLags(t, f.id, f.lag.Lags(), inserts)
-		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %v |\n", f.name,
+		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %v | %v |\n", f.name,
 			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20,
-			rssTenths(f.rssSamples))
+			rssTenths(f.rssSamples), f.heap)
 	}
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
 	for _, f := range followers[1:3] {
