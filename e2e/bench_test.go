@@ -186,8 +186,9 @@ func TestBenchFollow(t *testing.T) {
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
 	for _, f := range followers[1:3] {
 		now := sourceRequests(f.node)
-		fmt.Fprintf(&out, "\n%s: requests to the source per block: %.2f for blocks, %.2f for its head.\n", f.name,
-			(now["payload"]-f.requests["payload"])/float64(blocks), (now["head"]-f.requests["head"])/float64(blocks))
+		fmt.Fprintf(&out, "\n%s: requests to the source per block: %.2f for blocks, %.2f for its head, %.2f polls for the next block.\n", f.name,
+			(now["payload"]-f.requests["payload"])/float64(blocks), (now["head"]-f.requests["head"])/float64(blocks),
+			(now["poll"]-f.requests["poll"])/float64(blocks))
 	}
 	f50, f90, f99, nf := probe.percentiles(start+1, start+blocks)
 	fmt.Fprintf(&out, "\nFloor of the sequencer-RPC path, measured alongside: the test's own client of the sequencer's op-geth, "+

@@ -97,9 +97,10 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 	return h.wait(h.due.Sub(now))
 }
 
-// failed takes a poll that failed: the next poll is at the poll interval, and the head it finds is not measured.
+// failed takes a poll that failed: the next poll is at the poll interval, for the head (not live), and the head it
+// finds is not measured.
 func (h *headSchedule) failed() time.Duration {
-	h.missing = false
+	h.missing, h.live = false, false
 	return h.wait(h.pollInterval)
 }
 
@@ -110,11 +111,15 @@ func (h *headSchedule) wait(d time.Duration) time.Duration {
 }
 
 // pollHeads polls an http source on a headSchedule, announcing each new head, until ctx ends. While its heads are
-// live (near wall-clock time), the poll is for the block after the last head found, itself (debug_getRawBlock, an
-// empty answer while there is none): a block found is announced with its fetch done, which spares the source a
-// request per block and the block a round trip. Otherwise (at first, after a failure, a source far behind or far
-// ahead of the last head found) the poll asks for the head, whose block is then fetched early. A failed poll is
-// retried at the poll interval; meanwhile the loop's Head asks the source itself (and reports its error).
+// live (near wall-clock time) and the loop took the last head's block, the poll is for the block after the last head
+// found, itself (debug_getRawBlock, an empty answer while there is none): a block found is announced with its fetch
+// done (the early fetch), which spares the source a request per block and the block a round trip. Otherwise (at
+// first, after a failure, heads far from wall-clock time, a loop that is halted or behind and has not taken the last
+// block) the poll asks for the head, whose block is then fetched early if the last one was taken. A poll that finds
+// no next block announces nothing: the head it last announced expires after a block time (rpcSource.Head then asks
+// the source), so that a source whose head went back or was replaced at the same height is not hidden, and
+// ForgetHead holds. A failed poll is retried at the poll interval; meanwhile the loop's Head asks the source itself
+// (and reports its error).
 func (s *rpcSource) pollHeads(ctx context.Context, pollInterval time.Duration) {
 	defer s.wg.Done()
 	schedule := newHeadSchedule(s.blockTime, pollInterval)
@@ -131,16 +136,17 @@ func (s *rpcSource) pollHeads(ctx context.Context, pollInterval time.Duration) {
 		case <-timer.Ch():
 		}
 		var (
-			id    eth.BlockID
-			stamp time.Time
-			env   *eth.ExecutionPayloadEnvelope
-			err   error
+			id      eth.BlockID
+			stamp   time.Time
+			env     *eth.ExecutionPayloadEnvelope
+			err     error
+			missing bool
 		)
-		if schedule.live && last != (eth.BlockID{}) {
-			env, err = s.payload(ctx, last.Number+1)
+		if schedule.live && last != (eth.BlockID{}) && s.early.Load() == nil {
+			env, err = s.payloadAs(ctx, last.Number+1, "poll")
 			switch {
-			case errors.Is(err, ethereum.NotFound): // not there yet: the head is still the last one found
-				id, stamp, env, err = last, lastStamp, nil, nil
+			case errors.Is(err, ethereum.NotFound): // not there yet
+				id, stamp, env, err, missing = last, lastStamp, nil, nil, true
 			case err == nil:
 				id, stamp = env.ExecutionPayload.ID(), time.Unix(int64(env.ExecutionPayload.Timestamp), 0)
 			}
@@ -160,7 +166,9 @@ func (s *rpcSource) pollHeads(ctx context.Context, pollInterval time.Duration) {
 			now := s.clock.Now()
 			isNew := id != last
 			last, lastStamp = id, stamp
-			s.announceFetched(id, isNew, now, env)
+			if !missing {
+				s.announceFetched(id, isNew, now, env)
+			}
 			wait = schedule.observe(now, stamp, isNew)
 		}
 		timer = s.clock.NewTimer(wait)

@@ -284,7 +284,13 @@ func (s *rpcSource) putEarly(f *earlyFetch) bool {
 }
 
 func (s *rpcSource) payload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	ctx, done := s.call(ctx, "payload")
+	return s.payloadAs(ctx, num, "payload")
+}
+
+// payloadAs is payload, its latency recorded as method's (the http poller's polls for the next block are "poll":
+// most find nothing, and would make the latency of "payload" look short).
+func (s *rpcSource) payloadAs(ctx context.Context, num uint64, method string) (*eth.ExecutionPayloadEnvelope, error) {
+	ctx, done := s.call(ctx, method)
 	defer done()
 	env, err := s.fetchPayload(ctx, num)
 	if err != nil {

@@ -636,3 +636,68 @@ func TestRPCSourceHTTPPollerPollsTheNextBlock(t *testing.T) {
 	require.Equal(t, raw, el.rawBlockCalls(), "block 2 asked for again")
 	require.Equal(t, headPolls, el.callsOf("eth_getBlockByNumber"), "the head polled while it was live")
 }
+
+// A poll for the next block that finds none announces nothing: the head last announced expires after a block time,
+// and Head then asks the source, which may have gone back (or replaced its head). ForgetHead is not undone by it.
+func TestRPCSourceHTTPPollerMissIsNoAnnouncement(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	cfg.BlockTime = 1
+	first := fuzzBlock(t, cfg)
+	h := types.CopyHeader(first.Header())
+	h.Time = uint64(time.Now().Unix())
+	el := newSourceEL(types.NewBlockWithHeader(h).WithBody(*first.Body()))
+	src := testRPCSource(t, cfg, el.serve(t, false), nil)
+	src.Start()
+	select {
+	case <-src.NewHeads():
+	case <-time.After(5 * time.Second):
+		t.Fatal("block 1 not announced")
+	}
+	_, err := src.Payload(context.Background(), 1)
+	require.NoError(t, err)
+	heads := el.callsOf("eth_getBlockByNumber")
+	src.ForgetHead()
+	raw := el.rawBlockCalls()
+	require.Eventually(t, func() bool { return el.rawBlockCalls() >= raw+2 }, 5*time.Second, time.Millisecond,
+		"block 2 polled for, twice")
+	// The source goes back: it has no block at all now.
+	el.mu.Lock()
+	delete(el.blocks, 1)
+	el.mu.Unlock()
+	_, err = src.Head(context.Background())
+	require.ErrorIs(t, err, ethereum.NotFound, "Head answered a forgotten head the poller did not find again")
+	require.Equal(t, heads+1, el.callsOf("eth_getBlockByNumber"), "Head asked the source")
+}
+
+// While the loop has not taken the last block the poller found (halted, or behind), the poller asks for the head,
+// not for each next block: a halted replicator costs its source a head request per poll, not a block.
+func TestRPCSourceHTTPPollerPollsTheHeadWhileTheBlockIsNotTaken(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	cfg.BlockTime = 1
+	first := fuzzBlock(t, cfg)
+	stamped := func(n uint64, at time.Time) *types.Block {
+		h := types.CopyHeader(first.Header())
+		h.Number, h.Time = new(big.Int).SetUint64(n), uint64(at.Unix())
+		return types.NewBlockWithHeader(h).WithBody(*first.Body())
+	}
+	el := newSourceEL(stamped(1, time.Now()))
+	src := testRPCSource(t, cfg, el.serve(t, false), nil)
+	src.pollInterval = 50 * time.Millisecond
+	src.Start()
+	for n := uint64(1); n <= 3; n++ {
+		if n > 1 {
+			el.mu.Lock()
+			el.blocks[n] = stamped(n, time.Now())
+			el.mu.Unlock()
+		}
+		select {
+		case <-src.NewHeads():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("block %d not announced", n)
+		}
+		head, err := src.Head(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, el.blocks[n].Hash(), head.Hash)
+	}
+	require.Equal(t, 1, el.rawBlockCalls(), "blocks fetched that the loop did not ask for (only block 1's early fetch)")
+}
