@@ -41,7 +41,7 @@ unit-test: apply
 # Upstream's own tests for every package the patches touch. Skipped: tests that look chains up in the
 # superchain registry (a test rollup config by network name), which the published module does not ship
 # (build/optimism has an empty stand-in); they fail the same way on the pristine tree.
-UPSTREAM_PKGS := ./op-node/rollup/engine/... ./op-node/node/... ./op-node/flags/... ./op-node/config/... ./op-node ./op-node/cmd/... \
+UPSTREAM_PKGS := ./op-node/rollup/engine/... ./op-node/rollup/driver/... ./op-node/node/... ./op-node/flags/... ./op-node/config/... ./op-node ./op-node/cmd/... \
 	./op-service/eth ./op-service/sources
 UPSTREAM_SKIP := TestNewDependencySetFromCLI_RegistryFallback
 UPSTREAM_P2P_SKIP := TestPeerParams/(TestGetPeerScoreParams_Light|TestParamsZeroBlockTime)

@@ -42,7 +42,8 @@ type Engine interface {
 	// RewindUnsafeToSafe holds unsafe input, drops every queued unsafe payload, calls rewindEngine under the
 	// controller lock to rewind the execution engine's own chain to the safe head (a forkchoice update to an
 	// ancestor does not move op-geth's head), and resets op-node's unsafe head to the safe head. It returns the new
-	// unsafe head, and rewindEngine's error after resetting op-node's heads all the same.
+	// unsafe head, and rewindEngine's error after resetting op-node's heads all the same. It runs on op-node's
+	// driver event loop, as op-node's own resets do (the reset also resets the derivation pipeline), and waits for it.
 	RewindUnsafeToSafe(ctx context.Context, rewindEngine func(ctx context.Context, safe eth.L2BlockRef) error) (eth.L2BlockRef, error)
 	// IsEngineInitialELSyncing reports whether the engine is still in its initial execution-layer sync.
 	IsEngineInitialELSyncing() bool
