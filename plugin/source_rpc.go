@@ -90,9 +90,11 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 // client (eth_getBlockByNumber) instead. Either way trust is off: block hashes and transaction roots are
 // recomputed. The state root can only be checked by executing the block locally.
 type rpcSource struct {
-	log     log.Logger
-	name    string
-	rpc     client.RPC
+	log  log.Logger
+	name string
+	rpc  client.RPC
+	// rawHTTP asks an http(s) source for blocks with debug_getRawBlock itself (nil over ws: rpc does).
+	rawHTTP *rawBlockHTTP
 	l2      *sources.L2Client
 	forks   eth.HardforkConfig // the rollup config: which withdrawals fields a block's payload has
 	timeout time.Duration
@@ -144,9 +146,11 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, po
 	name := redactURL(rawURL)
 	// Lazy dial: a source that is down at start-up is retried like one that goes down later.
 	opts := []client.RPCOption{client.WithLazyDial(), client.WithCallTimeout(timeout)}
+	var rawHTTP *rawBlockHTTP
 	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "http" || u.Scheme == "https") {
-		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(&http.Client{
-			Transport: limitedTransport{next: sourceTransport(), limit: maxSourceResponse}})))
+		httpClient := &http.Client{Transport: limitedTransport{next: sourceTransport(), limit: maxSourceResponse}}
+		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(httpClient)))
+		rawHTTP = &rawBlockHTTP{client: httpClient, url: rawURL}
 	}
 	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, opts...)
 	if err != nil {
@@ -162,7 +166,7 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, po
 	if pollInterval <= 0 {
 		pollInterval = driverhook.DefaultPollInterval
 	}
-	return &rpcSource{log: lgr, name: name, rpc: rpcClient, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
+	return &rpcSource{log: lgr, name: name, rpc: rpcClient, rawHTTP: rawHTTP, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
 		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second,
 		pollInterval: pollInterval,
 		subscribe:    u != nil && (u.Scheme == "ws" || u.Scheme == "wss")}, nil
@@ -329,12 +333,18 @@ func (s *rpcSource) fetchPayload(ctx context.Context, num uint64) (*eth.Executio
 	return s.l2.PayloadByNumber(ctx, num)
 }
 
-// rawPayload fetches a block with debug_getRawBlock. A block the source does not have is ethereum.NotFound, as
+// rawPayload fetches a block with debug_getRawBlock (from an http(s) source with rawBlockHTTP). A block the source does not have is ethereum.NotFound, as
 // with eth_getBlockByNumber: op-geth answers "0x" for a number beyond its head (where eth_getBlockByNumber answers
 // null).
 func (s *rpcSource) rawPayload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	var raw hexutil.Bytes
-	if err := s.rpc.CallContext(ctx, &raw, rawBlockMethod, hexutil.EncodeUint64(num)); err != nil {
+	var err error
+	if s.rawHTTP != nil {
+		raw, err = s.rawHTTP.getRawBlock(ctx, num)
+	} else {
+		err = s.rpc.CallContext(ctx, &raw, rawBlockMethod, hexutil.EncodeUint64(num))
+	}
+	if err != nil {
 		if rawBlockUnserved(err) {
 			return nil, fmt.Errorf("%w: %w", errNoRawBlock, err)
 		}
