@@ -93,12 +93,12 @@ type rpcSource struct {
 	log  log.Logger
 	name string
 	rpc  client.RPC
-	// rawHTTP asks an http(s) source for blocks with debug_getRawBlock itself (nil over ws: rpc does).
-	rawHTTP *rawBlockHTTP
-	l2      *sources.L2Client
-	forks   eth.HardforkConfig // the rollup config: which withdrawals fields a block's payload has
-	timeout time.Duration
-	metrics Metricer
+	// rawFetch asks an http(s) or ws(s) source for blocks with debug_getRawBlock (nil: rpc does).
+	rawFetch rawBlockFetcher
+	l2       *sources.L2Client
+	forks    eth.HardforkConfig // the rollup config: which withdrawals fields a block's payload has
+	timeout  time.Duration
+	metrics  Metricer
 	// jsonOnly is set once the source answered that it does not serve debug_getRawBlock: its blocks are fetched
 	// with eth_getBlockByNumber from then on (until op-node restarts). rawServed is set by the first block it
 	// served with debug_getRawBlock. Each is logged once.
@@ -146,11 +146,19 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, po
 	name := redactURL(rawURL)
 	// Lazy dial: a source that is down at start-up is retried like one that goes down later.
 	opts := []client.RPCOption{client.WithLazyDial(), client.WithCallTimeout(timeout)}
-	var rawHTTP *rawBlockHTTP
-	if u, _ := url.Parse(rawURL); u != nil && (u.Scheme == "http" || u.Scheme == "https") {
+	var rawFetch rawBlockFetcher
+	u, _ := url.Parse(rawURL)
+	switch {
+	case u != nil && (u.Scheme == "http" || u.Scheme == "https"):
 		httpClient := &http.Client{Transport: limitedTransport{next: sourceTransport(), limit: maxSourceResponse}}
 		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(httpClient)))
-		rawHTTP = &rawBlockHTTP{client: httpClient, url: rawURL}
+		rawFetch = &rawBlockHTTP{client: httpClient, url: rawURL}
+	case u != nil && (u.Scheme == "ws" || u.Scheme == "wss"):
+		ws, err := newRawBlockWS(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", name, err)
+		}
+		rawFetch = ws
 	}
 	rpcClient, err := client.NewRPC(context.Background(), lgr, rawURL, opts...)
 	if err != nil {
@@ -162,11 +170,10 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, po
 		return nil, fmt.Errorf("source %s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	u, _ := url.Parse(rawURL)
 	if pollInterval <= 0 {
 		pollInterval = driverhook.DefaultPollInterval
 	}
-	return &rpcSource{log: lgr, name: name, rpc: rpcClient, rawHTTP: rawHTTP, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
+	return &rpcSource{log: lgr, name: name, rpc: rpcClient, rawFetch: rawFetch, l2: l2, forks: cfg, timeout: timeout, metrics: m, clock: clk,
 		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel, blockTime: time.Duration(cfg.BlockTime) * time.Second,
 		pollInterval: pollInterval,
 		subscribe:    u != nil && (u.Scheme == "ws" || u.Scheme == "wss")}, nil
@@ -333,14 +340,14 @@ func (s *rpcSource) fetchPayload(ctx context.Context, num uint64) (*eth.Executio
 	return s.l2.PayloadByNumber(ctx, num)
 }
 
-// rawPayload fetches a block with debug_getRawBlock (from an http(s) source with rawBlockHTTP). A block the source does not have is ethereum.NotFound, as
+// rawPayload fetches a block with debug_getRawBlock (with rawFetch where the source has one). A block the source does not have is ethereum.NotFound, as
 // with eth_getBlockByNumber: op-geth answers "0x" for a number beyond its head (where eth_getBlockByNumber answers
 // null).
 func (s *rpcSource) rawPayload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	var raw hexutil.Bytes
 	var err error
-	if s.rawHTTP != nil {
-		raw, err = s.rawHTTP.getRawBlock(ctx, num)
+	if s.rawFetch != nil {
+		raw, err = s.rawFetch.getRawBlock(ctx, num)
 	} else {
 		err = s.rpc.CallContext(ctx, &raw, rawBlockMethod, hexutil.EncodeUint64(num))
 	}
@@ -435,5 +442,8 @@ func (s *rpcSource) announceFetched(id eth.BlockID, isNew bool, at time.Time, en
 func (s *rpcSource) Close() {
 	s.cancel()
 	s.wg.Wait()
+	if s.rawFetch != nil {
+		s.rawFetch.Close()
+	}
 	s.rpc.Close()
 }

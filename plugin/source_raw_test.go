@@ -1,0 +1,324 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+)
+
+// hexResultCases are answers to debug_getRawBlock: the compact one go-ethereum writes, and others an http source
+// could send.
+var hexResultCases = []struct {
+	name string
+	body string
+	fast bool // read by the one-pass path
+	// stricter over ws: go-ethereum's websocket client ignores a field of the wrong type in a message (its http
+	// client does not); rawBlockWS refuses the answer, as both do over http.
+	stricterOverWS bool
+}{
+	{"compact", `{"jsonrpc":"2.0","id":1,"result":"0x01aBff"}`, true, false},
+	{"result first", `{"result":"0x0102","jsonrpc":"2.0","id":1}`, true, false},
+	{"empty", `{"jsonrpc":"2.0","id":1,"result":"0x"}`, true, false},
+	{"trailing data", `{"jsonrpc":"2.0","id":1,"result":"0x0102"}` + "\n" + `{"result":"0x03"}`, true, false},
+	{"spaces", `{"jsonrpc": "2.0", "id": 1, "result": "0x0102"}`, false, false},
+	{"upper-case prefix", `{"jsonrpc":"2.0","id":1,"result":"0X0102"}`, false, false},
+	{"escaped", `{"jsonrpc":"2.0","id":1,"result":"0x01\u00302"}`, false, false},
+	{"odd length", `{"jsonrpc":"2.0","id":1,"result":"0x010"}`, false, false},
+	{"not hex", `{"jsonrpc":"2.0","id":1,"result":"0x01zz"}`, false, false},
+	{"null", `{"jsonrpc":"2.0","id":1,"result":null}`, false, false},
+	{"no result", `{"jsonrpc":"2.0","id":1}`, false, false},
+	{"not a string", `{"jsonrpc":"2.0","id":1,"result":12}`, false, false},
+	{"error", `{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"the method debug_getRawBlock does not exist/is not available"}}`, false, false},
+	{"error and result", `{"jsonrpc":"2.0","id":1,"result":"0x0102","error":{"code":-32000,"message":"header not found"}}`, false, false},
+	{"nested result", `{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x","data":{"result":"0x0102"}}}`, false, false},
+	{"a later result", `{"jsonrpc":"2.0","id":1,"result":"0x0102","result":"0x03"}`, false, false},
+	{"a later result in other case", `{"jsonrpc":"2.0","id":1,"result":"0x0102","RESULT":"0x"}`, false, false},
+	{"an earlier result", `{"jsonrpc":"2.0","id":1,"RESULT":"0x03","result":"0x0102"}`, true, false},
+	{"past the first value", `{"jsonrpc":"2.0","id":1} {"result":"0x0102"}`, false, false},
+	{"bad field type", `{"jsonrpc":"2.0","id":1,"method":5,"result":"0x0102"}`, false, true},
+	{"not JSON", `{"jsonrpc":"2.0","id":1,"result":"0x0102"`, false, false},
+}
+
+// TestHexResultAsGoEthereum: what rawBlockHTTP and rawBlockWS make of an answer is what go-ethereum's client makes
+// of it (the same bytes, or an error, with the same JSON-RPC error code and message), and the compact answers are
+// read in one pass.
+func TestHexResultAsGoEthereum(t *testing.T) {
+	for _, tc := range hexResultCases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, fast := fastHexResult([]byte(tc.body), "")
+			require.Equal(t, tc.fast, fast, "read in one pass")
+			for _, ws := range []bool{false, true} {
+				url := serveAnswer(t, tc.body, ws)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				geth, err := rpc.DialOptions(ctx, url)
+				require.NoError(t, err)
+				defer geth.Close()
+				var want hexutil.Bytes
+				wantErr := geth.CallContext(ctx, &want, rawBlockMethod, hexutil.EncodeUint64(7))
+
+				var fetch rawBlockFetcher = &rawBlockHTTP{client: http.DefaultClient, url: url}
+				if ws {
+					fetch, err = newRawBlockWS(url)
+					require.NoError(t, err)
+				}
+				defer fetch.Close()
+				got, err := fetch.getRawBlock(ctx, 7)
+				if wantErr != nil || ws && tc.stricterOverWS {
+					require.Error(t, err, "ws %v: go-ethereum's client fails with %v", ws, wantErr)
+					var wantRPC, gotRPC rpc.Error
+					if errors.As(wantErr, &wantRPC) {
+						require.ErrorAs(t, err, &gotRPC)
+						require.Equal(t, wantRPC.ErrorCode(), gotRPC.ErrorCode())
+						require.Equal(t, wantRPC.Error(), gotRPC.Error())
+					}
+					if !ws {
+						// Over a websocket, go-ethereum's client takes an answer without a result or an error for
+						// a request of the server's, and waits on: rawBlockWS fails at once.
+						require.Equal(t, errors.Is(wantErr, rpc.ErrNoResult), errors.Is(err, rpc.ErrNoResult))
+					}
+					continue
+				}
+				require.NoError(t, err, "ws %v", ws)
+				require.Equal(t, want, got, "ws %v", ws)
+			}
+		})
+	}
+}
+
+// serveAnswer serves body as the answer to every debug_getRawBlock request for block 7, over http, or over a
+// websocket with the request's id in place of body's id 1. It returns the URL.
+func serveAnswer(t *testing.T, body string, ws bool) string {
+	check := func(msg []byte) (id string, ok bool) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params []string        `json:"params"`
+		}
+		require.NoError(t, json.Unmarshal(msg, &req))
+		if req.Method == "" {
+			return "", false // go-ethereum's client answering what it took for a request
+		}
+		require.Equal(t, rawBlockMethod, req.Method)
+		require.Equal(t, []string{"0x7"}, req.Params)
+		return string(req.ID), true
+	}
+	var srv *httptest.Server
+	if ws {
+		upgrader := websocket.Upgrader{}
+		srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			conn, err := upgrader.Upgrade(w, r, nil)
+			require.NoError(t, err)
+			defer conn.Close()
+			for {
+				_, msg, err := conn.ReadMessage()
+				if err != nil {
+					return
+				}
+				id, ok := check(msg)
+				if !ok {
+					continue
+				}
+				answer := strings.Replace(body, `"id":1`, `"id":`+id, 1)
+				if conn.WriteMessage(websocket.TextMessage, []byte(answer)) != nil {
+					return
+				}
+			}
+		}))
+		t.Cleanup(srv.Close)
+		return "ws" + strings.TrimPrefix(srv.URL, "http")
+	}
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		msg, err := io.ReadAll(r.Body)
+		require.NoError(t, err)
+		_, ok := check(msg)
+		require.True(t, ok)
+		require.Equal(t, "application/json", r.Header.Get("content-type"))
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestRawBlockHTTPStatus: an answer with an HTTP error status is go-ethereum's HTTPError, its body included (proxyd's
+// refusal of a method is a 403 whose body says so).
+func TestRawBlockHTTPStatus(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"rpc method is not whitelisted"}}`))
+	}))
+	defer srv.Close()
+	_, err := (&rawBlockHTTP{client: http.DefaultClient, url: srv.URL}).getRawBlock(context.Background(), 1)
+	var httpErr rpc.HTTPError
+	require.ErrorAs(t, err, &httpErr)
+	require.Equal(t, http.StatusForbidden, httpErr.StatusCode)
+	require.True(t, rawBlockUnserved(err))
+}
+
+// FuzzHexResult: the one-pass read of a hex result gives exactly what encoding/json makes of the whole answer.
+func FuzzHexResult(f *testing.F) {
+	for _, tc := range hexResultCases {
+		f.Add([]byte(tc.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := fastHexResult(body, "")
+		if !ok {
+			return
+		}
+		msg, err := decodeResponse(body)
+		require.NoError(t, err)
+		require.Nil(t, msg.Error)
+		var want hexutil.Bytes
+		require.NoError(t, json.Unmarshal(msg.Result, &want))
+		require.Equal(t, want, fast)
+	})
+}
+
+// BenchmarkRawBlock fetches a 32 KB block over loopback, as a compact debug_getRawBlock answer, with go-ethereum's
+// client and with rawBlockHTTP, then over a websocket with go-ethereum's client and rawBlockWS (the server only
+// writes the same bytes each time):
+//
+//	GOWORK=$PWD/build/go.work go test -run '^$' -bench BenchmarkRawBlock -benchmem ./plugin/
+func BenchmarkRawBlock(b *testing.B) {
+	block := make([]byte, 32<<10)
+	for i := range block {
+		block[i] = byte(i * 7)
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":1,"result":"` + hexutil.Encode(block) + `"}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	upgrader := websocket.Upgrader{}
+	wsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := upgrader.Upgrade(w, r, nil)
+		require.NoError(b, err)
+		defer conn.Close()
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var req struct {
+				ID json.RawMessage `json:"id"`
+			}
+			require.NoError(b, json.Unmarshal(msg, &req))
+			answer := bytes.Replace(body, []byte(`"id":1`), []byte(`"id":`+string(req.ID)), 1)
+			if conn.WriteMessage(websocket.TextMessage, answer) != nil {
+				return
+			}
+		}
+	}))
+	defer wsSrv.Close()
+	wsURL := "ws" + strings.TrimPrefix(wsSrv.URL, "http")
+	for _, url := range []string{srv.URL, wsURL} {
+		b.Run("go-ethereum "+url[:strings.Index(url, ":")], func(b *testing.B) {
+			geth, err := rpc.DialOptions(ctx, url)
+			require.NoError(b, err)
+			defer geth.Close()
+			for b.Loop() {
+				var raw hexutil.Bytes
+				require.NoError(b, geth.CallContext(ctx, &raw, rawBlockMethod, "0x1"))
+			}
+		})
+	}
+	b.Run("rawBlockHTTP", func(b *testing.B) {
+		h := &rawBlockHTTP{client: &http.Client{}, url: srv.URL}
+		for b.Loop() {
+			_, err := h.getRawBlock(ctx, 1)
+			require.NoError(b, err)
+		}
+	})
+	b.Run("rawBlockWS", func(b *testing.B) {
+		h, err := newRawBlockWS(wsURL)
+		require.NoError(b, err)
+		defer h.Close()
+		for b.Loop() {
+			_, err := h.getRawBlock(ctx, 1)
+			require.NoError(b, err)
+		}
+	})
+}
+
+// TestRawBlockWSKeepsAndRedials: rawBlockWS fetches on one kept connection; one the source closed while kept is
+// followed by a new one, with no fetch failing; an answer to another request fails its fetch and its connection
+// is not kept.
+func TestRawBlockWSKeepsAndRedials(t *testing.T) {
+	var conns atomic.Int32
+	var closeAfterAnswer, wrongID atomic.Bool
+	upgrader := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := upgrader.Upgrade(w, r, nil)
+		require.NoError(t, err)
+		defer conn.Close()
+		conns.Add(1)
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var req struct {
+				ID json.RawMessage `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(msg, &req))
+			id := string(req.ID)
+			if wrongID.Load() {
+				id = "0"
+			}
+			if conn.WriteMessage(websocket.TextMessage, []byte(`{"jsonrpc":"2.0","id":`+id+`,"result":"0x0102"}`)) != nil ||
+				closeAfterAnswer.Load() {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	fetch, err := newRawBlockWS("ws" + strings.TrimPrefix(srv.URL, "http"))
+	require.NoError(t, err)
+	defer fetch.Close()
+	ctx := context.Background()
+	get := func() error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		raw, err := fetch.getRawBlock(ctx, 1)
+		if err == nil {
+			require.Equal(t, hexutil.Bytes{1, 2}, raw)
+		}
+		return err
+	}
+
+	for range 3 {
+		require.NoError(t, get())
+	}
+	require.EqualValues(t, 1, conns.Load(), "one connection, kept")
+
+	closeAfterAnswer.Store(true)
+	for range 3 {
+		require.NoError(t, get(), "the connection the source closed is followed by a new one")
+	}
+	require.EqualValues(t, 3, conns.Load(), "the kept connection, then a new one for each of the two fetches after it")
+
+	closeAfterAnswer.Store(false)
+	require.NoError(t, get())
+	n := conns.Load()
+	wrongID.Store(true)
+	require.ErrorIs(t, get(), errBadInput)
+	wrongID.Store(false)
+	require.NoError(t, get())
+	require.Equal(t, n+1, conns.Load(), "the connection that answered another request is not kept")
+}
