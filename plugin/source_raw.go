@@ -24,8 +24,24 @@ type rawBlockFetcher interface {
 	Close()
 }
 
-// responseBuffers holds buffers for a rawBlockFetcher's answers, read whole (at most maxSourceResponse bytes).
+// responseBuffers holds buffers for a rawBlockFetcher's answers, read whole: those of blocks are kept for the next.
 var responseBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// responseBufferKept is the largest buffer kept for another answer: one that grew for an answer of up to
+// maxSourceResponse bytes is left to the garbage collector.
+const responseBufferKept = 1 << 20
+
+func getResponseBuffer() *bytes.Buffer {
+	buf := responseBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	return buf
+}
+
+func putResponseBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= responseBufferKept {
+		responseBuffers.Put(buf)
+	}
+}
 
 // rawBlockRequest is the JSON-RPC request for the block at num, as go-ethereum's client writes it.
 func rawBlockRequest(id string, num uint64) []byte {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -52,51 +53,69 @@ var hexResultCases = []struct {
 	{"not JSON", `{"jsonrpc":"2.0","id":1,"result":"0x0102"`, false, false},
 }
 
-// TestHexResultAsGoEthereum: what rawBlockHTTP and rawBlockWS make of an answer is what go-ethereum's client makes
-// of it (the same bytes, or an error, with the same JSON-RPC error code and message), and the compact answers are
-// read in one pass.
+// TestHexResultAsGoEthereum: what rawBlockHTTP makes of an answer is what go-ethereum's http client makes of it (the
+// same bytes, or an error, with the same JSON-RPC error code and message), and so is what rawBlockWS makes of it over
+// a websocket; the compact answers are read in one pass.
 func TestHexResultAsGoEthereum(t *testing.T) {
 	for _, tc := range hexResultCases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, fast := fastHexResult([]byte(tc.body), "")
 			require.Equal(t, tc.fast, fast, "read in one pass")
-			for _, ws := range []bool{false, true} {
-				url := serveAnswer(t, tc.body, ws)
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				geth, err := rpc.DialOptions(ctx, url)
-				require.NoError(t, err)
-				defer geth.Close()
-				var want hexutil.Bytes
-				wantErr := geth.CallContext(ctx, &want, rawBlockMethod, hexutil.EncodeUint64(7))
 
-				var fetch rawBlockFetcher = &rawBlockHTTP{client: http.DefaultClient, url: url}
-				if ws {
-					fetch, err = newRawBlockWS(url)
-					require.NoError(t, err)
-				}
-				defer fetch.Close()
-				got, err := fetch.getRawBlock(ctx, 7)
-				if wantErr != nil || ws && tc.stricterOverWS {
-					require.Error(t, err, "ws %v: go-ethereum's client fails with %v", ws, wantErr)
-					var wantRPC, gotRPC rpc.Error
-					if errors.As(wantErr, &wantRPC) {
-						require.ErrorAs(t, err, &gotRPC)
-						require.Equal(t, wantRPC.ErrorCode(), gotRPC.ErrorCode())
-						require.Equal(t, wantRPC.Error(), gotRPC.Error())
-					}
-					if !ws {
-						// Over a websocket, go-ethereum's client takes an answer without a result or an error for
-						// a request of the server's, and waits on: rawBlockWS fails at once.
-						require.Equal(t, errors.Is(wantErr, rpc.ErrNoResult), errors.Is(err, rpc.ErrNoResult))
-					}
-					continue
-				}
-				require.NoError(t, err, "ws %v", ws)
-				require.Equal(t, want, got, "ws %v", ws)
+			url := serveAnswer(t, tc.body, false)
+			want, wantErr := gethRawBlock(t, url)
+			got, err := (&rawBlockHTTP{client: http.DefaultClient, url: url}).getRawBlock(context.Background(), 7)
+			requireSameAnswer(t, want, wantErr, got, err)
+
+			wsURL := serveAnswer(t, tc.body, true)
+			fetch, err := newRawBlockWS(wsURL)
+			require.NoError(t, err)
+			defer fetch.Close()
+			fetch.nextID.Store(41) // not go-ethereum's first id, 1: the answer must be to this request
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			got, err = fetch.getRawBlock(ctx, 7)
+			if tc.stricterOverWS {
+				gethWS, gethWSErr := gethRawBlock(t, wsURL)
+				require.NoError(t, gethWSErr, "go-ethereum's websocket client takes it")
+				require.NotEmpty(t, gethWS)
+				require.Error(t, err, "as go-ethereum's http client does, rawBlockWS refuses it")
+				return
 			}
+			require.NoError(t, ctx.Err(), "waited for an answer")
+			requireSameAnswer(t, want, wantErr, got, err)
 		})
 	}
+}
+
+// gethRawBlock asks url for block 7 with go-ethereum's client.
+func gethRawBlock(t *testing.T, url string) (hexutil.Bytes, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	geth, err := rpc.DialOptions(ctx, url)
+	require.NoError(t, err)
+	defer geth.Close()
+	var raw hexutil.Bytes
+	err = geth.CallContext(ctx, &raw, rawBlockMethod, hexutil.EncodeUint64(7))
+	require.NoError(t, ctx.Err(), "go-ethereum's client waited for an answer")
+	return raw, err
+}
+
+func requireSameAnswer(t *testing.T, want hexutil.Bytes, wantErr error, got hexutil.Bytes, err error) {
+	t.Helper()
+	if wantErr == nil {
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+		return
+	}
+	require.Error(t, err, "go-ethereum's client fails with %v", wantErr)
+	var wantRPC, gotRPC rpc.Error
+	if errors.As(wantErr, &wantRPC) {
+		require.ErrorAs(t, err, &gotRPC)
+		require.Equal(t, wantRPC.ErrorCode(), gotRPC.ErrorCode())
+		require.Equal(t, wantRPC.Error(), gotRPC.Error())
+	}
+	require.Equal(t, errors.Is(wantErr, rpc.ErrNoResult), errors.Is(err, rpc.ErrNoResult))
 }
 
 // serveAnswer serves body as the answer to every debug_getRawBlock request for block 7, over http, or over a
@@ -132,7 +151,7 @@ func serveAnswer(t *testing.T, body string, ws bool) string {
 				if !ok {
 					continue
 				}
-				answer := strings.Replace(body, `"id":1`, `"id":`+id, 1)
+				answer := strings.Replace(strings.Replace(body, `"id":1`, `"id":`+id, 1), `"id": 1`, `"id": `+id, 1)
 				if conn.WriteMessage(websocket.TextMessage, []byte(answer)) != nil {
 					return
 				}
@@ -169,23 +188,110 @@ func TestRawBlockHTTPStatus(t *testing.T) {
 	require.True(t, rawBlockUnserved(err))
 }
 
-// FuzzHexResult: the one-pass read of a hex result gives exactly what encoding/json makes of the whole answer.
+// FuzzHexResult: the one-pass read of a hex result gives exactly what encoding/json makes of the whole answer, for
+// the request with id (none: 0).
 func FuzzHexResult(f *testing.F) {
 	for _, tc := range hexResultCases {
-		f.Add([]byte(tc.body))
+		f.Add([]byte(tc.body), uint16(0))
+		f.Add([]byte(tc.body), uint16(1))
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		fast, ok := fastHexResult(body, "")
+	f.Fuzz(func(t *testing.T, body []byte, id uint16) {
+		wantID := ""
+		if id != 0 {
+			wantID = strconv.Itoa(int(id))
+		}
+		fast, ok := fastHexResult(body, wantID)
 		if !ok {
 			return
 		}
 		msg, err := decodeResponse(body)
 		require.NoError(t, err)
 		require.Nil(t, msg.Error)
+		if wantID != "" {
+			require.Equal(t, wantID, string(msg.ID))
+		}
 		var want hexutil.Bytes
 		require.NoError(t, json.Unmarshal(msg.Result, &want))
 		require.Equal(t, want, fast)
 	})
+}
+
+// wsAnswerer serves every request over websockets with answer(id), counting connections and requests; a
+// connection is closed when the source's side of it ends (closed counts those).
+type wsAnswerer struct {
+	conns, requests, closed atomic.Int32
+	answer                  func(id string) []byte
+}
+
+func (a *wsAnswerer) serve(t *testing.T) string {
+	upgrader := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := upgrader.Upgrade(w, r, nil)
+		require.NoError(t, err)
+		defer a.closed.Add(1)
+		defer conn.Close()
+		a.conns.Add(1)
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			a.requests.Add(1)
+			var req struct {
+				ID json.RawMessage `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(msg, &req))
+			if conn.WriteMessage(websocket.TextMessage, a.answer(string(req.ID))) != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// TestRawBlockWSAnswerTooLarge: an answer above the read limit fails its fetch as bad input, on a kept connection
+// too, once: the block is not asked for again on another connection.
+func TestRawBlockWSAnswerTooLarge(t *testing.T) {
+	var large atomic.Bool
+	a := &wsAnswerer{answer: func(id string) []byte {
+		size := 16
+		if large.Load() {
+			size = 1024
+		}
+		return []byte(`{"jsonrpc":"2.0","id":` + id + `,"result":"0x` + strings.Repeat("00", size) + `"}`)
+	}}
+	fetch, err := newRawBlockWS(a.serve(t))
+	require.NoError(t, err)
+	defer fetch.Close()
+	fetch.readLimit = 1024
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = fetch.getRawBlock(ctx, 1)
+	require.NoError(t, err, "answered: the connection is kept")
+
+	large.Store(true)
+	_, err = fetch.getRawBlock(ctx, 1)
+	require.ErrorIs(t, err, errResponseTooLarge)
+	require.ErrorIs(t, err, errBadInput)
+	require.EqualValues(t, 2, a.requests.Load(), "asked once")
+	require.EqualValues(t, 1, a.conns.Load(), "on the kept connection")
+}
+
+// TestRawBlockWSClosesIdleConnections: a connection kept unused for idleKept is closed, without another fetch.
+func TestRawBlockWSClosesIdleConnections(t *testing.T) {
+	a := &wsAnswerer{answer: func(id string) []byte { return []byte(`{"jsonrpc":"2.0","id":` + id + `,"result":"0x01"}`) }}
+	fetch, err := newRawBlockWS(a.serve(t))
+	require.NoError(t, err)
+	defer fetch.Close()
+	fetch.idleKept = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = fetch.getRawBlock(ctx, 1)
+	require.NoError(t, err)
+	require.EqualValues(t, 0, a.closed.Load(), "kept")
+	require.Eventually(t, func() bool { return a.closed.Load() == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the kept connection is closed once unused for idleKept")
 }
 
 // BenchmarkRawBlock fetches a 32 KB block over loopback, as a compact debug_getRawBlock answer, with go-ethereum's

@@ -29,13 +29,16 @@ func (h *rawBlockHTTP) getRawBlock(ctx context.Context, num uint64) (hexutil.Byt
 	}
 	defer resp.Body.Close()
 	// The answer is read into a buffer kept for the next one: hexResult copies out what it returns.
-	buf := responseBuffers.Get().(*bytes.Buffer)
-	defer responseBuffers.Put(buf)
-	buf.Reset()
+	buf := getResponseBuffer()
+	defer putResponseBuffer(buf)
 	_, readErr := buf.ReadFrom(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		// As go-ethereum's client: the status, and the body (proxyd says "not whitelisted" there).
-		return nil, rpc.HTTPError{Status: resp.Status, StatusCode: resp.StatusCode, Body: bytes.Clone(buf.Bytes())}
+		// As go-ethereum's client: the status, and the body if it was read (proxyd says "not whitelisted" there).
+		httpErr := rpc.HTTPError{Status: resp.Status, StatusCode: resp.StatusCode}
+		if readErr == nil {
+			httpErr.Body = bytes.Clone(buf.Bytes())
+		}
+		return nil, httpErr
 	}
 	if readErr != nil {
 		return nil, readErr

@@ -1,12 +1,13 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,18 +25,21 @@ const wsIdleKept = 20 * time.Second
 // rawBlockWS is a rawBlockFetcher for a ws(s) source, on websocket connections of its own, one request at a time on
 // each: the source's newHeads subscription and every other request stay on go-ethereum's client. Connections are
 // dialled as go-ethereum's client dials (the URL's user info as basic authentication), kept for the next fetch while
-// idle for less than wsIdleKept, up to maxInFlight of them, and closed after any failure other than a JSON-RPC error
-// answer. A kept connection that fails before an answer is followed by another, or a new one: the source may have
+// idle for less than wsIdleKept (closed then), up to maxInFlight of them, and closed after any failure other than a
+// JSON-RPC error answer. A kept connection that fails before an answer is followed by another, or a new one: the source may have
 // closed it.
 type rawBlockWS struct {
-	url    string
-	header http.Header
-	dialer websocket.Dialer
+	url       string
+	header    http.Header
+	dialer    websocket.Dialer
+	idleKept  time.Duration // wsIdleKept
+	readLimit int64         // maxSourceResponse
 
-	nextID atomic.Uint64
-	mu     sync.Mutex
-	idle   []idleWS // most recently used last
-	closed bool
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	idle    []idleWS    // oldest first
+	sweeper *time.Timer // closes what is kept for wsIdleKept (nil: nothing kept)
+	closed  bool
 }
 
 type idleWS struct {
@@ -53,8 +57,8 @@ func newRawBlockWS(rawURL string) (*rawBlockWS, error) {
 		header.Set("authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.String())))
 		u.User = nil
 	}
-	return &rawBlockWS{url: u.String(), header: header, dialer: websocket.Dialer{
-		ReadBufferSize: 1024, WriteBufferSize: 1024, Proxy: http.ProxyFromEnvironment}}, nil
+	return &rawBlockWS{url: u.String(), header: header, idleKept: wsIdleKept, readLimit: maxSourceResponse,
+		dialer: websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024, Proxy: http.ProxyFromEnvironment}}, nil
 }
 
 func (w *rawBlockWS) getRawBlock(ctx context.Context, num uint64) (hexutil.Bytes, error) {
@@ -63,14 +67,17 @@ func (w *rawBlockWS) getRawBlock(ctx context.Context, num uint64) (hexutil.Bytes
 		if err != nil {
 			return nil, err
 		}
-		raw, answered, err := w.call(ctx, conn, num)
+		raw, answered, reusable, err := w.call(ctx, conn, num)
 		var rpcErr *rpcError
-		if answered && (err == nil || errors.As(err, &rpcErr)) {
+		if reusable && (err == nil || errors.As(err, &rpcErr)) {
 			w.put(conn)
 			return raw, err
 		}
 		_ = conn.Close()
-		if answered || !reused || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if answered || !reused {
 			return nil, err
 		}
 		// A kept connection that failed before an answer: the source may have closed it while it was kept. The
@@ -78,45 +85,54 @@ func (w *rawBlockWS) getRawBlock(ctx context.Context, num uint64) (hexutil.Bytes
 	}
 }
 
-// call asks for the block at num on conn; answered says whether an answer arrived.
-func (w *rawBlockWS) call(ctx context.Context, conn *websocket.Conn, num uint64) (hexutil.Bytes, bool, error) {
+// call asks for the block at num on conn. answered says whether an answer arrived; reusable, whether conn can take
+// another request (it answered, and no deadline of this call's context is left to hit the next).
+func (w *rawBlockWS) call(ctx context.Context, conn *websocket.Conn, num uint64) (raw hexutil.Bytes, answered, reusable bool, err error) {
 	deadline, _ := ctx.Deadline() // none: the zero time, no deadline
 	_ = conn.SetWriteDeadline(deadline)
 	_ = conn.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
-	defer stop()
+	defer func() {
+		// Whatever the return says: stop is false once ctx's callback ran or runs, which would cut another
+		// request's read on conn short.
+		reusable = stop() && answered
+	}()
 	id := strconv.FormatUint(w.nextID.Add(1), 10)
 	if err := conn.WriteMessage(websocket.TextMessage, rawBlockRequest(id, num)); err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	_, r, err := conn.NextReader()
-	if err != nil {
-		return nil, false, err
+	if errors.Is(err, websocket.ErrReadLimit) {
+		// gorilla refuses a message above the read limit at its first frame, which is most often all of it.
+		return nil, true, false, errResponseTooLarge
+	} else if err != nil {
+		return nil, false, false, err
 	}
-	buf := responseBuffers.Get().(*bytes.Buffer)
-	defer responseBuffers.Put(buf)
-	buf.Reset()
+	buf := getResponseBuffer()
+	defer putResponseBuffer(buf)
 	if _, err := buf.ReadFrom(r); err != nil {
 		if errors.Is(err, websocket.ErrReadLimit) {
 			err = errResponseTooLarge
 		}
-		return nil, true, err
+		return nil, true, false, err
 	}
-	raw, err := hexResult(buf.Bytes(), id)
-	return raw, true, err
+	raw, err = hexResult(buf.Bytes(), id)
+	return raw, true, false, err
 }
 
 // take returns a kept connection, or dials one; reused says which.
 func (w *rawBlockWS) take(ctx context.Context) (*websocket.Conn, bool, error) {
 	w.mu.Lock()
-	for len(w.idle) > 0 {
-		last := w.idle[len(w.idle)-1]
-		w.idle = w.idle[:len(w.idle)-1]
-		if time.Since(last.since) < wsIdleKept {
-			w.mu.Unlock()
-			return last.conn, true, nil
-		}
-		_ = last.conn.Close()
+	if w.closed {
+		w.mu.Unlock()
+		return nil, false, net.ErrClosed
+	}
+	w.sweepLocked()
+	if n := len(w.idle); n > 0 {
+		conn := w.idle[n-1].conn
+		w.idle = w.idle[:n-1]
+		w.mu.Unlock()
+		return conn, true, nil
 	}
 	w.mu.Unlock()
 	conn, resp, err := w.dialer.DialContext(ctx, w.url, w.header)
@@ -126,7 +142,7 @@ func (w *rawBlockWS) take(ctx context.Context) (*websocket.Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	conn.SetReadLimit(maxSourceResponse)
+	conn.SetReadLimit(w.readLimit)
 	return conn, false, nil
 }
 
@@ -138,6 +154,29 @@ func (w *rawBlockWS) put(conn *websocket.Conn) {
 		return
 	}
 	w.idle = append(w.idle, idleWS{conn: conn, since: time.Now()})
+	if w.sweeper == nil {
+		w.sweeper = time.AfterFunc(w.idleKept, w.sweep)
+	}
+}
+
+// sweep closes the connections kept for idleKept, and comes back while any are kept.
+func (w *rawBlockWS) sweep() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sweeper = nil
+	w.sweepLocked()
+	if len(w.idle) > 0 && !w.closed {
+		w.sweeper = time.AfterFunc(w.idleKept-time.Since(w.idle[0].since), w.sweep)
+	}
+}
+
+func (w *rawBlockWS) sweepLocked() {
+	expired := 0
+	for expired < len(w.idle) && time.Since(w.idle[expired].since) >= w.idleKept {
+		_ = w.idle[expired].conn.Close()
+		expired++
+	}
+	w.idle = slices.Delete(w.idle, 0, expired)
 }
 
 // Close closes the kept connections; one in use is closed when its fetch ends.
@@ -145,6 +184,10 @@ func (w *rawBlockWS) Close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	if w.sweeper != nil {
+		w.sweeper.Stop()
+		w.sweeper = nil
+	}
 	for _, c := range w.idle {
 		_ = c.conn.Close()
 	}
