@@ -23,17 +23,22 @@ import (
 // The first poll for a head goes half a pollStep before it is due, and earlier still (twice as early each time)
 // while first polls keep finding it: the heads come earlier than measured. A poll that misses is followed pollStep
 // later, for up to a poll interval, then at twice the last wait, up to the poll interval (a source or sequencer that
-// stalled). No wait is longer than the poll interval. A head far from wall-clock time (a sequencer catching up, a
-// clock off by more than two block times) is polled at the poll interval, as before. Each new head is announced as
-// a newHeads notification is (the early fetch of its block, then the loop's wake-up). In the steady state this is
-// the polls of the poll interval until the block is due (none with 1 s blocks and the default 500 ms), and about
-// two around its arrival, the last of which is the block's fetch.
+// stalled). Until the next head is due the schedule waits, once it has measured the offset, up to a block time: the
+// poll interval's polls would find nothing but a head that came early, which its first polls finding the head
+// already there tell (it then polls at the poll interval again until it measures the offset anew); every other wait
+// is at most the poll interval. A head far from wall-clock time (a sequencer catching up, a clock off by more than
+// two block times) is polled at the poll interval, as before. Each new head is announced as a newHeads notification
+// is (the early fetch of its block, then the loop's wake-up). In the steady state this is about one and a half polls
+// a block, around its arrival, the last of which is the block's fetch.
 
 const (
 	// pollStep is how soon a poll that found no new head where one was due is followed.
 	pollStep = 10 * time.Millisecond
 	// headOffsetsKept is how many measured offsets the schedule takes the median of.
 	headOffsetsKept = 32
+	// earlyHits consecutive first polls that found their head make the schedule poll at the poll interval again
+	// until its head is due (waitUntilDue).
+	earlyHits = 3
 )
 
 // headSchedule says when to poll a source for its head next.
@@ -59,7 +64,7 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 		case !h.live:
 			return h.wait(h.pollInterval)
 		case now.Before(h.due): // polled early (a due time beyond the poll interval)
-			return h.wait(h.due.Sub(now))
+			return h.waitUntilDue(h.due.Sub(now))
 		case !h.missing:
 			h.missing, h.missedFor = true, 0
 			return h.wait(pollStep)
@@ -94,7 +99,7 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 	}
 	lead := min(pollStep/2<<min(h.hits, 16), h.blockTime/2)
 	h.due = stamp.Add(h.blockTime + median - lead)
-	return h.wait(h.due.Sub(now))
+	return h.waitUntilDue(h.due.Sub(now))
 }
 
 // failed takes a poll that failed: the next poll is at the poll interval, for the head (not live), and the head it
@@ -102,6 +107,17 @@ func (h *headSchedule) observe(now, stamp time.Time, isNew bool) time.Duration {
 func (h *headSchedule) failed() time.Duration {
 	h.missing, h.live = false, false
 	return h.wait(h.pollInterval)
+}
+
+// waitUntilDue bounds the wait for the next head's due time: to a block time once the schedule knows when heads come
+// (it measured their offset, and its first polls are not finding heads there already, which would mean they come
+// earlier than it knows), else to the poll interval, whose polls find a head that came early.
+func (h *headSchedule) waitUntilDue(d time.Duration) time.Duration {
+	if len(h.offsets) == 0 || h.hits >= earlyHits {
+		return h.wait(d)
+	}
+	h.lastWait = min(max(d, pollStep), max(h.pollInterval, h.blockTime))
+	return h.lastWait
 }
 
 // wait bounds a wait to [pollStep, pollInterval] and remembers it.
