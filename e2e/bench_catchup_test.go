@@ -332,6 +332,32 @@ func replayRates(rs []devnet.ReplayResult) (string, float64) {
 	return rates(out)
 }
 
+// fetchingCeilings replays the sequencer's blocks 1..target into fresh op-geths, rounds times, fetching them from
+// the sequencer's op-geth while replaying (Devnet.ReplayFetching, as the ws replicator's prefetcher fetches) with one
+// forkchoice update per 32 blocks: the engine's ceiling when its source shares the machine.
+func fetchingCeilings(t *testing.T, d *devnet.Devnet, target uint64, rounds int) []devnet.ReplayResult {
+	t.Helper()
+	// As the replicator's prefetcher: 16 requests in flight (plugin.maxInFlight), two batches of 32 ahead.
+	const inFlight, lookahead = 16, 64
+	var out []devnet.ReplayResult
+	for round := range rounds {
+		name := fmt.Sprintf("ceiling-fetching-%d", round+1)
+		e, err := d.StartEngine(t.Context(), name)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = e.Stop() })
+		before := snapshotCPU(t, d, e.OpGeth)
+		res, err := d.ReplayFetching(t.Context(), e, d.Sequencer.EL, 1, target, 32, inFlight, lookahead)
+		require.NoError(t, err)
+		res.CPU = cpuSince(before, snapshotCPU(t, d, e.OpGeth))
+		head := benchHeader(t, e.EL, rpc.LatestBlockNumber)
+		require.Equal(t, benchHeader(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash(), head.Hash(), "%s: head after the replay", name)
+		require.NoError(t, e.Stop())
+		t.Logf("%s: %d blocks in %s: %.1f blocks/s; CPU: %s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond(), res.CPU)
+		out = append(out, res)
+	}
+	return out
+}
+
 // ceilingRows writes the two ceiling rows, and returns the mean of the per-32 ceiling (the anchor).
 func ceilingRows(out *strings.Builder, perBlock, per32 []devnet.ReplayResult) float64 {
 	list1, mean1 := replayRates(perBlock)
@@ -385,6 +411,7 @@ func TestBenchCatchUp(t *testing.T) {
 	want := benchHeader(t, d.Sequencer.EL, rpc.BlockNumber(target)).Hash()
 
 	perBlock, per32 := ceilings(t, d, target, rounds)
+	fetching := fetchingCeilings(t, d, target, rounds)
 	var stock, rep []catchUpResult
 	for round := range rounds {
 		stock = append(stock, measureCatchUp(t, d, fmt.Sprintf("stock-%d", round+1), "stock op-node, L1 derivation only",
@@ -414,14 +441,22 @@ func TestBenchCatchUp(t *testing.T) {
 	fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean), vs stock | notes |")
 	fmt.Fprintln(&out, "|---|---|---|---|")
 	anchor := ceilingRows(&out, perBlock, per32)
+	fetchList, fetchMean := replayRates(fetching)
+	fmt.Fprintf(&out, "| engine ceiling: fetched from the sequencer's op-geth while replaying (`debug_getRawBlock`, 16 in flight), "+
+		"one forkchoice update per 32 blocks | %s | %.2f× | the source's own work on the same cores, as for the ws replicator |\n",
+		fetchList, fetchMean/anchor)
 	stockMean := catchUpRow(&out, stock, anchor, 0, "")
-	catchUpRow(&out, rep, anchor, stockMean, "stock")
+	wsMean := catchUpRow(&out, rep, anchor, stockMean, "stock")
 	if len(relay) > 0 {
 		catchUpRow(&out, relay, anchor, stockMean, "stock")
+	}
+	fmt.Fprintf(&out, "\nThe ws replicator against the ceiling fetched from the same source: %.2f×.\n", wsMean/fetchMean)
+	if len(relay) > 0 {
 		cpuLines(&out, perBlock, per32, stock, rep, relay)
 	} else {
 		cpuLines(&out, perBlock, per32, stock, rep)
 	}
+	fmt.Fprintf(&out, "- ceiling, fetched from the sequencer's op-geth: %s\n", fetching[0].CPU)
 	report(t, out.String())
 }
 

@@ -1,18 +1,25 @@
 package devnet
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/log"
 	gethnode "github.com/ethereum/go-ethereum/node"
+	"github.com/ethereum/go-ethereum/rlp"
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/ethereum-optimism/optimism/op-service/client"
@@ -164,13 +171,118 @@ func (r ReplayResult) BlocksPerSecond() float64 { return float64(r.Blocks) / r.E
 // makes the last of every fcuEvery blocks (and the last block) the head with engine_forkchoiceUpdated (head only:
 // safe and finalized unchanged). Every payload must be VALID.
 func (e *Engine) Replay(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, fcuEvery int) (ReplayResult, error) {
+	return e.replay(ctx, len(envs), func(i int) (*eth.ExecutionPayloadEnvelope, error) { return envs[i], nil }, fcuEvery)
+}
+
+// ReplayFetching is Replay of blocks from..to of src, fetched while they are replayed as a replicator with an
+// rpc source fetches them: debug_getRawBlock (the block's RLP, in a hex string) over src's http endpoint, inFlight
+// requests at a time and at most lookahead blocks ahead of the replay, replayed in order as they arrive. Where src
+// runs on the same machine, its rate is the engine's ceiling with the source's own work (reading, encoding and
+// serving each block) taking its share of the cores, as it does from a replicator catching up from that source; the
+// fetch starts with the clock.
+func (d *Devnet) ReplayFetching(ctx context.Context, e *Engine, src *EL, from, to uint64, fcuEvery, inFlight, lookahead int) (ReplayResult, error) {
+	if to < from {
+		return ReplayResult{}, fmt.Errorf("replay: empty range %d..%d", from, to)
+	}
+	type slot struct {
+		env  *eth.ExecutionPayloadEnvelope
+		err  error
+		done chan struct{}
+	}
+	slots := make([]slot, to-from+1)
+	for i := range slots {
+		slots[i].done = make(chan struct{})
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: inFlight, DisableCompression: true}}
+	defer hc.CloseIdleConnections()
+	sem := make(chan struct{}, inFlight)
+	ahead := make(chan struct{}, lookahead) // a token per block fetched and not yet replayed
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { // in order, inFlight at a time, lookahead ahead of the replay at most
+		defer wg.Done()
+		for i := range slots {
+			select {
+			case ahead <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				slots[i].env, slots[i].err = fetchRawPayload(ctx, hc, src.HTTP, from+uint64(i), d.L2.Rollup)
+				close(slots[i].done)
+			}()
+		}
+	}()
+	return e.replay(ctx, len(slots), func(i int) (*eth.ExecutionPayloadEnvelope, error) {
+		select {
+		case <-slots[i].done:
+			<-ahead
+			return slots[i].env, slots[i].err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}, fcuEvery)
+}
+
+// fetchRawPayload fetches block n from an op-geth's http endpoint with debug_getRawBlock. A test tool's reading of
+// a trusted local op-geth's answer: the hex after "result":"0x is the block.
+func fetchRawPayload(ctx context.Context, hc *http.Client, url string, n uint64, forks eth.HardforkConfig) (*eth.ExecutionPayloadEnvelope, error) {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"debug_getRawBlock","params":["%#x"]}`, n)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("content-type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", n, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", n, err)
+	}
+	const key = `"result":"0x`
+	i := bytes.Index(answer, []byte(key))
+	j := bytes.LastIndexByte(answer, '"')
+	if i < 0 || j < i+len(key) {
+		return nil, fmt.Errorf("block %d: unexpected answer %.200s", n, answer)
+	}
+	raw, err := hex.DecodeString(string(answer[i+len(key) : j]))
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", n, err)
+	}
+	var block types.Block
+	if err := rlp.DecodeBytes(raw, &block); err != nil {
+		return nil, fmt.Errorf("block %d: %w", n, err)
+	}
+	return eth.BlockAsPayloadEnv(&block, forks)
+}
+
+// replay executes the n blocks get returns, in order, as Replay.
+func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.ExecutionPayloadEnvelope, error), fcuEvery int) (ReplayResult, error) {
 	if fcuEvery < 1 {
 		fcuEvery = 1
 	}
-	res := ReplayResult{Blocks: len(envs)}
+	res := ReplayResult{Blocks: n}
 	start := time.Now()
 	pending := 0
-	for i, env := range envs {
+	for i := range n {
+		env, err := get(i)
+		if err != nil {
+			return res, fmt.Errorf("%s: block %d of the replay: %w", e.Name, i, err)
+		}
 		p := env.ExecutionPayload
 		status, err := e.API.NewPayload(ctx, p, env.ParentBeaconBlockRoot)
 		if err != nil {
@@ -180,7 +292,7 @@ func (e *Engine) Replay(ctx context.Context, envs []*eth.ExecutionPayloadEnvelop
 			return res, fmt.Errorf("%s: engine_newPayload of block %d: %s %v", e.Name, uint64(p.BlockNumber), status.Status, status.ValidationError)
 		}
 		pending++
-		if pending < fcuEvery && i < len(envs)-1 {
+		if pending < fcuEvery && i < n-1 {
 			continue
 		}
 		fc := &eth.ForkchoiceState{HeadBlockHash: p.BlockHash, SafeBlockHash: common.Hash{}, FinalizedBlockHash: common.Hash{}}
