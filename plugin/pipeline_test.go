@@ -53,6 +53,20 @@ func (s *gatedSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 	return env, err
 }
 
+// A backlog longer than a round is taken round after round without waiting in between: only the round that reaches
+// the source's head waits for the next block.
+func TestRoundsGoOnAtOnceWhileBehind(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), maxBlocksPerRound+100, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setChain(blocks[:5])
+	h.engine.setSafe(5)
+	require.Zero(t, h.round(), "the source is more than a round ahead")
+	require.Equal(t, uint64(5+maxBlocksPerRound), h.engine.head().Number)
+	require.Equal(t, h.rep.cfg.PollInterval, h.round(), "at the source's head: wait for the next block")
+	require.Equal(t, uint64(maxBlocksPerRound+100), h.engine.head().Number)
+	h.requireRunning()
+}
+
 // Catching up in batches while derivation consolidates behind: every block is inserted once, in order, each above
 // the safe head of its time, and the engine commits its chain once per batch, not once per block.
 func TestCatchUpWhileDerivationConsolidates(t *testing.T) {

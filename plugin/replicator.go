@@ -100,9 +100,12 @@ type request struct {
 
 // runRound runs one round and returns how long to wait before the next one.
 func (r *Replicator) runRound(ctx context.Context) time.Duration {
-	err := r.round(ctx)
+	more, err := r.round(ctx)
 	r.persistProgress(false)
 	switch {
+	case err == nil && more:
+		r.failures, r.stale = 0, 0
+		return 0 // a round takes at most maxBlocksPerRound blocks: the next one goes on at once
 	case err == nil:
 		r.failures, r.stale = 0, 0
 		return r.cfg.PollInterval
@@ -136,47 +139,49 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 }
 
 // round: resume if the halt policy says so; then, while running, check the local chain against op-node's view,
-// our L1 view and the source (watch), and replicate what the source has beyond our unsafe head.
-func (r *Replicator) round(ctx context.Context) error {
+// our L1 view and the source (watch), and replicate what the source has beyond our unsafe head. more is whether
+// the source has blocks beyond what the round took.
+func (r *Replicator) round(ctx context.Context) (more bool, err error) {
 	if r.halt.Halted() {
 		if r.rewindPending && !r.clock.Now().Before(r.rewindRetryAt) {
 			r.rewind(ctx)
 		}
 		if !r.halt.ShouldResume(r.clock.Now(), r.synced) {
-			return nil
+			return false, nil
 		}
 		r.resume("halt policy " + string(r.cfg.HaltPolicy))
 	}
 	if ev := r.evidence.TakePending(); ev != nil {
-		return equivocation(ev)
+		return false, equivocation(ev)
 	}
 	if r.engine.IsEngineInitialELSyncing() {
-		return nil
+		return false, nil
 	}
 	status := r.status.SyncStatus()
 	if status.UnsafeL2 == (eth.L2BlockRef{}) {
-		return nil // the engine controller has not found its heads yet
+		return false, nil // the engine controller has not found its heads yet
 	}
 	head, err := r.localHead(ctx, status)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := r.checkLocalChain(ctx, head, status); err != nil {
-		return err
+		return false, err
 	}
 	srcHead, err := r.source.Head(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: head: %w", errSource, err)
+		return false, fmt.Errorf("%w: head: %w", errSource, err)
 	}
 	r.publish(func(s *snapshot) { s.sourceHead = srcHead })
 	r.metrics.RecordHeadLag(lag(srcHead.Number, head.Number))
 	if err := r.checkHead(head, srcHead); err != nil {
-		return err
+		return false, err
 	}
 	if head.Number >= srcHead.Number {
-		return nil
+		return false, nil
 	}
-	return r.replicate(ctx, head, srcHead)
+	to := min(srcHead.Number, head.Number+maxBlocksPerRound)
+	return to < srcHead.Number, r.replicate(ctx, head, to, srcHead)
 }
 
 // localHead is the local unsafe head. At the steady state op-node's view of it is the block we inserted last, and
