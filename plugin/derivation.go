@@ -45,7 +45,7 @@ const systemConfigsKept = 64
 type derivationRules struct {
 	rollup *rollup.Config
 	log    log.Logger
-	l1     driverhook.L1Chain
+	l1     *l1View
 	attrs  *derive.FetchingAttributesBuilder
 	// sysCfgs holds the SystemConfig of blocks that passed, by hash: the next block's attributes start from its
 	// parent's, which is then already known.
@@ -61,10 +61,11 @@ func checkDerivationDeps(deps driverhook.Deps) error {
 	return nil
 }
 
-// newDerivationRules builds the check; deps must pass checkDerivationDeps.
-func newDerivationRules(deps driverhook.Deps) *derivationRules {
+// newDerivationRules builds the check, reading L1 blocks by height from l1 (deps.L1 with the verifier's kept
+// blocks); deps must pass checkDerivationDeps.
+func newDerivationRules(deps driverhook.Deps, l1 *l1View) *derivationRules {
 	sysCfgs, _ := lru.New[common.Hash, eth.SystemConfig](systemConfigsKept) // only fails for a non-positive size
-	d := &derivationRules{rollup: deps.Rollup, log: deps.Log, l1: deps.L1, sysCfgs: sysCfgs, l2: deps.L2}
+	d := &derivationRules{rollup: deps.Rollup, log: deps.Log, l1: l1, sysCfgs: sysCfgs, l2: deps.L2}
 	var depSet derive.DependencySet
 	if deps.DependencySet != nil {
 		depSet = deps.DependencySet
@@ -149,7 +150,7 @@ func (d *derivationRules) l1Blocks(ctx context.Context, parent eth.L2BlockRef, o
 	epoch := origin
 	if origin.Number != parent.L1Origin.Number {
 		var err error
-		if epoch, err = d.l1.L1BlockRefByNumber(ctx, parent.L1Origin.Number); err != nil {
+		if epoch, err = d.l1.L1BlockRefByNumber(ctx, parent.L1Origin.Number, l1Head); err != nil {
 			return nil, fmt.Errorf("%w: L1 block %d: %w", errL1, parent.L1Origin.Number, err)
 		}
 	}
@@ -163,7 +164,7 @@ func (d *derivationRules) l1Blocks(ctx context.Context, parent eth.L2BlockRef, o
 	if origin.Number == epoch.Number+1 {
 		return []eth.L1BlockRef{epoch, origin}, nil
 	}
-	next, err := d.l1.L1BlockRefByNumber(ctx, epoch.Number+1)
+	next, err := d.l1.L1BlockRefByNumber(ctx, epoch.Number+1, l1Head)
 	if err != nil {
 		return nil, fmt.Errorf("%w: L1 block %d: %w", errL1, epoch.Number+1, err)
 	}

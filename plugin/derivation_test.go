@@ -29,11 +29,11 @@ func TestDerivationRules(t *testing.T) {
 	userTx := []byte{types.DynamicFeeTxType, 0xc0, 0xff, 0xee}
 
 	rulesOn := func(l1 *fakeL1, l2 *fakeEngine) *derivationRules {
-		return newDerivationRules(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: l1, L2: l2})
+		return newDerivationRules(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: l1, L2: l2}, newL1View(l1))
 	}
 	check := func(t *testing.T, d *derivationRules, b chainBlock, parent eth.L2BlockRef, l1Head eth.L1BlockRef) error {
 		t.Helper()
-		origin, err := d.l1.L1BlockRefByNumber(context.Background(), b.ref.L1Origin.Number)
+		origin, err := d.l1.L1BlockRefByNumber(context.Background(), b.ref.L1Origin.Number, l1Head)
 		require.NoError(t, err)
 		return d.Check(context.Background(), b.env, b.ref, parent, origin, l1Head)
 	}
@@ -97,7 +97,8 @@ func TestDerivationRules(t *testing.T) {
 	t.Run("sequencer transactions beyond the sequencer drift", func(t *testing.T) {
 		cfg := testRollupConfig()
 		cfg.MaxSequencerDrift = 50 // block 5 is 105 s after its origin
-		d := newDerivationRules(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: &fakeL1{}, L2: newFakeEngine(cfg)})
+		l1 := &fakeL1{}
+		d := newDerivationRules(driverhook.Deps{Log: testlog.Logger(t, log.LevelDebug), Rollup: cfg, L1: l1, L2: newFakeEngine(cfg)}, newL1View(l1))
 		withTxs := altered(next, func(p *eth.ExecutionPayload) { p.Transactions = append(p.Transactions, userTx) })
 		requireMismatch(t, check(t, d, withTxs, epochStart.ref, l1Head), "time drift")
 		// Without transactions it is allowed while the next L1 block is not due yet, and waits while that block is

@@ -542,6 +542,15 @@ func (h *harness) round() time.Duration {
 	return h.rep.runRound(context.Background())
 }
 
+// reorgL1 replaces our L1 view's blocks from `from` on with fork's, and moves op-node's L1 head onto the fork, as
+// op-node does when it sees an L1 reorg.
+func (h *harness) reorgL1(from uint64, fork byte) {
+	h.l1.reorg(from, fork)
+	h.engine.mu.Lock()
+	defer h.engine.mu.Unlock()
+	h.engine.l1Head = l1Block(h.engine.l1Head.Number, fork)
+}
+
 func (h *harness) requireRunning() {
 	h.t.Helper()
 	st := h.rep.halt.Status()

@@ -182,7 +182,7 @@ func TestL1ReorgOfUnsafeOriginHalts(t *testing.T) {
 	h.engine.setSafe(2)
 	h.round()
 	require.Equal(t, uint64(8), h.engine.head().Number)
-	h.l1.reorg(3, 9) // the origin of blocks 6..8 is gone from our L1 view
+	h.reorgL1(3, 9) // the origin of blocks 6..8 is gone from our L1 view
 	h.round()
 	h.requireHalted(api.ReasonL1OriginReorged)
 }

@@ -58,7 +58,7 @@ func TestBlockStatus(t *testing.T) {
 	require.Equal(t, api.LabelFinalized, st.Label)
 	require.True(t, st.L1OriginFinalized)
 
-	h.l1.reorg(4, 9)
+	h.reorgL1(4, 9)
 	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(8))
 	require.NoError(t, err)
 	require.False(t, st.L1OriginCanonical, "origin 4 was reorged out of our L1 view")

@@ -16,13 +16,14 @@ import (
 // inserted. It never modifies anything.
 type verifier struct {
 	rollup *rollup.Config
-	l1     driverhook.L1Chain
+	l1     *l1View
 	// derivation checks every rule of derivation but data availability.
 	derivation *derivationRules
 }
 
 func newVerifier(deps driverhook.Deps) *verifier {
-	return &verifier{rollup: deps.Rollup, l1: deps.L1, derivation: newDerivationRules(deps)}
+	l1 := newL1View(deps.L1)
+	return &verifier{rollup: deps.Rollup, l1: l1, derivation: newDerivationRules(deps, l1)}
 }
 
 // Check returns the block's ref if the block may be inserted on top of head:
@@ -85,7 +86,7 @@ func (v *verifier) originStatus(ctx context.Context, origin eth.BlockID, l1Head 
 	if origin.Number > l1Head.Number {
 		return originStatus{unknown: true}, nil
 	}
-	ours, err := v.l1.L1BlockRefByNumber(ctx, origin.Number)
+	ours, err := v.l1.L1BlockRefByNumber(ctx, origin.Number, l1Head)
 	if err != nil {
 		return originStatus{}, fmt.Errorf("%w: L1 block %d: %w", errL1, origin.Number, err)
 	}
