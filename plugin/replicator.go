@@ -65,9 +65,11 @@ type Replicator struct {
 	rewindRetryAt  time.Time
 	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
 	restored          bool
-	persisted         eth.L2BlockRef // lastReplicated as last written to the state file
-	persistedEvidence int            // how much evidence was last written to the state file
-	persistedAt       time.Time      // when the state file was last written
+	persisted         eth.L2BlockRef  // lastReplicated as last written to the state file
+	persistedEvidence int             // how much evidence was last written to the state file
+	persistedAt       time.Time       // when the state file was last written
+	stateSeq          uint64          // numbers the snapshots of the state taken for the state file
+	progress          *progressWriter // writes progress while the loop runs; nil otherwise (progress is written at once)
 
 	// roundMu guards the cancel function of the round in progress, and how many operator requests wait for the loop:
 	// a request cancels the round's source requests, so that it is served within one engine call.
@@ -377,27 +379,34 @@ func (r *Replicator) resume(why string) {
 	r.log.Info("Replicator resumed", "why", why)
 }
 
-// persist writes the state file (if configured). It is called by the loop goroutine only.
+// persist writes the state file (if configured) and returns once it is written. It is called by the loop
+// goroutine only.
 func (r *Replicator) persist() {
 	if r.state == nil {
 		return
 	}
-	h := r.halt.Status()
-	st := &persistedState{State: h.State, Reason: h.Reason, Detail: h.Detail, Since: h.Since, Evidence: r.evidence.All()}
-	if !h.ResumeAt.IsZero() {
-		st.ResumeAt = &h.ResumeAt
-	}
-	last := r.lastReplicated()
-	if last != (eth.L2BlockRef{}) {
-		st.LastReplicated = &last
-	}
-	if err := r.state.save(st); err != nil {
+	seq, st := r.stateSnapshot()
+	if err := r.state.saveInOrder(seq, st); err != nil {
 		err = fmt.Errorf("%w: %w", errState, err)
 		r.metrics.RecordError(errorKind(err))
 		r.log.Error("Could not write the replicator state file: a restart now would not know this state", "err", err)
 		return
 	}
-	r.persisted, r.persistedEvidence, r.persistedAt = last, len(st.Evidence), r.clock.Now()
+	r.persisted, r.persistedEvidence, r.persistedAt = st.lastReplicated(), len(st.Evidence), r.clock.Now()
+}
+
+// stateSnapshot numbers and takes what the state file keeps.
+func (r *Replicator) stateSnapshot() (uint64, *persistedState) {
+	h := r.halt.Status()
+	st := &persistedState{State: h.State, Reason: h.Reason, Detail: h.Detail, Since: h.Since, Evidence: r.evidence.All()}
+	if !h.ResumeAt.IsZero() {
+		st.ResumeAt = &h.ResumeAt
+	}
+	if last := r.lastReplicated(); last != (eth.L2BlockRef{}) {
+		st.LastReplicated = &last
+	}
+	r.stateSeq++
+	return r.stateSeq, st
 }
 
 // persistEvery bounds how often progress alone (a new last replicated block) is written to the state file: a write
@@ -408,15 +417,21 @@ func (r *Replicator) persist() {
 const persistEvery = 30 * time.Second
 
 // persistProgress writes the state file when the evidence changed, or when the last replicated block changed and
-// the last write is persistEvery old (or now, with force).
+// the last write is persistEvery old (or now, with force). Progress alone is handed to the progress writer while
+// the loop runs; evidence, and progress with force, are written before it returns.
 func (r *Replicator) persistProgress(force bool) {
 	if r.state == nil {
 		return
 	}
 	evidence := r.evidence.Count() != r.persistedEvidence
 	progress := r.lastReplicated() != r.persisted && (force || r.clock.Since(r.persistedAt) >= persistEvery)
-	if evidence || progress {
+	switch {
+	case evidence || (progress && (force || r.progress == nil)):
 		r.persist()
+	case progress:
+		seq, st := r.stateSnapshot()
+		r.progress.write(seq, st)
+		r.persisted, r.persistedAt = st.lastReplicated(), r.clock.Now()
 	}
 }
 
@@ -464,7 +479,14 @@ func (r *Replicator) handle(ctx context.Context, req request) {
 func (r *Replicator) run(ctx context.Context) {
 	timer := r.clock.NewTimer(0)
 	defer func() { timer.Stop() }()
-	defer r.persistProgress(true)
+	defer r.persistProgress(true) // after the progress writer stopped
+	if r.state != nil {
+		r.progress = startProgressWriter(r.state, r.log, r.metrics)
+		defer func() {
+			r.progress.stop()
+			r.progress = nil
+		}()
+	}
 	for first := true; ; first = false {
 		if !first { // the first round starts at once
 			select {

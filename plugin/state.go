@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -32,10 +33,36 @@ type persistedState struct {
 	LastReplicated *eth.L2BlockRef `json:"lastReplicated,omitempty"`
 }
 
+// lastReplicated is the last replicated block the state names, zero if none.
+func (st *persistedState) lastReplicated() eth.L2BlockRef {
+	if st.LastReplicated == nil {
+		return eth.L2BlockRef{}
+	}
+	return *st.LastReplicated
+}
+
 // stateFile keeps persistedState in one file, replaced atomically: a crash at any point leaves either the previous
 // state or the new one.
 type stateFile struct {
 	path string
+
+	mu      sync.Mutex // one write at a time
+	written uint64     // the number of the last snapshot written by saveInOrder
+}
+
+// saveInOrder writes st, the loop's snapshot number seq, unless a later snapshot was written already: progress is
+// written on a goroutine of its own (progressWriter), and must never replace a halt written after it.
+func (f *stateFile) saveInOrder(seq uint64, st *persistedState) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if seq <= f.written {
+		return nil
+	}
+	if err := f.save(st); err != nil {
+		return err
+	}
+	f.written = seq
+	return nil
 }
 
 // load reads the state file. A missing file is no state (nil, nil): a first start. Anything else that cannot be

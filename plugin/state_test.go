@@ -378,3 +378,50 @@ func TestProgressPersistedAtMostEveryIntervalAndAtStop(t *testing.T) {
 	<-done
 	require.Equal(t, blocks[9].ref.ID(), saved(), "the loop writes its progress when it stops")
 }
+
+// A progress write is the progress writer's: the loop hands it over and goes on with the next round while the file
+// is still being written (here: held), and a halt written meanwhile is not replaced by the older progress.
+func TestProgressIsWrittenOffTheLoopAndNeverOverAHalt(t *testing.T) {
+	cfg := testRollupConfig()
+	path := filepath.Join(t.TempDir(), "replicator.json")
+	blocks := buildChain(t, cfg, 10, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
+	h.rep.progress = startProgressWriter(h.rep.state, h.rep.log, h.rep.metrics)
+	h.source.set(blocks, 5, nil)
+
+	h.rep.state.mu.Lock() // a write on its way
+	rounds := make(chan time.Duration)
+	go func() { rounds <- h.round() }()
+	select {
+	case <-rounds:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the round waited for the state file")
+	}
+	require.Equal(t, blocks[4].ref, h.rep.lastReplicated())
+
+	// A halt is written by the loop itself, once the file is free, and the progress waiting behind it is older.
+	halted := make(chan struct{})
+	go func() {
+		defer close(halted)
+		h.rep.haltNow(context.Background(), api.ReasonHeadMismatch, "test")
+	}()
+	h.rep.state.mu.Unlock()
+	<-halted
+	h.rep.progress.stop()
+	st, err := h.rep.state.load()
+	require.NoError(t, err)
+	require.Equal(t, api.StateHalted, st.State, "the progress taken before the halt must not replace it")
+}
+
+func TestSaveInOrderKeepsTheLaterSnapshot(t *testing.T) {
+	f := &stateFile{path: filepath.Join(t.TempDir(), "replicator.json")}
+	require.NoError(t, f.saveInOrder(2, &persistedState{State: api.StateHalted, Reason: api.ReasonHeadMismatch}))
+	require.NoError(t, f.saveInOrder(1, &persistedState{State: api.StateRunning}))
+	st, err := f.load()
+	require.NoError(t, err)
+	require.Equal(t, api.StateHalted, st.State)
+	require.NoError(t, f.saveInOrder(3, &persistedState{State: api.StateRunning}))
+	st, err = f.load()
+	require.NoError(t, err)
+	require.Equal(t, api.StateRunning, st.State)
+}
