@@ -126,3 +126,26 @@ func TestAdminMethodsOnlyWithAdmin(t *testing.T) {
 		require.Equal(t, "replicator", api.Namespace)
 	}
 }
+
+// The round after an operator's resume runs however late the requesting goroutine is scheduled after handing the
+// request over (here: never, as if descheduled): the loop counts the request off before that round starts. It was
+// counted off by the requester, and a round started before that was cancelled at once and waited for a timer.
+func TestRoundAfterAResumeRunsWhateverTheRequesterDoes(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks)
+	h.engine.setSafe(0)
+	ctx := context.Background()
+	require.NoError(t, h.svc.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, h.svc.Stop(ctx)) })
+	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, h.client().Halt(ctx, "maintenance"))
+	require.Equal(t, uint64(0), h.engine.head().Number)
+
+	// What Service.request does, up to the hand-over.
+	done := make(chan error, 1)
+	h.rep.interruptRound(1)
+	h.rep.requests <- request{done: done}
+	require.NoError(t, <-done)
+	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond,
+		"the round after the resume must replicate")
+}

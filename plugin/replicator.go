@@ -473,6 +473,14 @@ func (r *Replicator) handle(ctx context.Context, req request) {
 	req.done <- nil
 }
 
+// serve takes a request the loop received: it no longer waits, so the rounds after it are not interrupted for it
+// (Service.request counted it as waiting; counting it off here, before the next round starts, keeps that round from
+// being cancelled for a request already served).
+func (r *Replicator) serve(ctx context.Context, req request) {
+	r.interruptRound(-1)
+	r.handle(ctx, req)
+}
+
 // run is the loop goroutine: a round every poll interval, or sooner when the source has a new head, op-node
 // reports something, or an operator asks. Operator requests are served before the next round, and interrupt the
 // round in progress.
@@ -493,7 +501,7 @@ func (r *Replicator) run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case req := <-r.requests:
-				r.handle(ctx, req)
+				r.serve(ctx, req)
 			case <-timer.Ch():
 			case <-r.source.NewHeads():
 			case <-r.watch.Wake():
@@ -501,7 +509,7 @@ func (r *Replicator) run(ctx context.Context) {
 		}
 		select {
 		case req := <-r.requests:
-			r.handle(ctx, req)
+			r.serve(ctx, req)
 		default:
 		}
 		roundCtx, end := r.startRound(ctx)

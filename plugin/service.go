@@ -285,8 +285,7 @@ func (s *Service) request(ctx context.Context, req request) error {
 	req.done = make(chan error, 1)
 	s.rep.interruptRound(1) // the round in progress, maybe waiting on a slow source, gives way
 	select {
-	case s.rep.requests <- req:
-		s.rep.interruptRound(-1)
+	case s.rep.requests <- req: // the loop counts it off (Replicator.serve)
 	case <-ctx.Done():
 		s.rep.interruptRound(-1)
 		return ctx.Err()
