@@ -211,8 +211,9 @@ type fakeEngine struct {
 	l1Safe    eth.L1BlockRef
 	l1Final   eth.L1BlockRef
 	elSyncing bool
-	// sysCfgReads counts SystemConfigByL2Hash calls.
+	// sysCfgReads counts SystemConfigByL2Hash calls; statusReads counts SyncStatus calls (one per block verified).
 	sysCfgReads atomic.Int64
+	statusReads atomic.Int64
 
 	invalid   map[common.Hash]bool // blocks the engine finds INVALID
 	insertErr error
@@ -350,6 +351,7 @@ func (e *fakeEngine) IsEngineInitialELSyncing() bool {
 }
 
 func (e *fakeEngine) SyncStatus() *eth.SyncStatus {
+	e.statusReads.Add(1)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return &eth.SyncStatus{

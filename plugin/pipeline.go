@@ -62,12 +62,11 @@ func (r *Replicator) verifyBlocks(ctx context.Context, fetch *prefetcher, head e
 		if len(cur.envs) == maxBatch {
 			next = nil // full: wait for the engine
 		} else if len(cur.envs) > 0 {
-			// Blocks already fetched join the batch before it is offered.
+			// An idle engine gets the blocks verified so far at once, before the next block is verified: verifying
+			// the blocks already fetched first kept it idle at the start of every round, about 3 ms a block.
 			select {
-			case f := <-next:
-				if err := r.verifyNext(ctx, cur, head, f, fetch); err != nil {
-					return r.stopAt(cur, ins, err)
-				}
+			case idle <- cur:
+				head, cur = cur.last(), &batch{}
 				continue
 			default:
 			}

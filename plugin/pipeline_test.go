@@ -126,7 +126,7 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 	ours := buildChain(t, cfg, 40, 0, 0)
 	other := buildChain(t, cfg, 40, 1, 36)
 	// Block 37 of the source is on another block 36 than the one it served: a head mismatch, found as block 37 is
-	// verified. The source answers block 37 only once a batch is in the engine.
+	// verified. The source answers block 37 only once a batch of several blocks is in the engine.
 	served := append(append([]chainBlock{}, ours[:36]...), other[36:]...)
 	inEngine := make(chan struct{})
 	h := newHarness(t, driverhook.HaltManual, served, withSource(func(h *harness) Source {
@@ -135,11 +135,22 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 	interrupted := make(chan bool, 1)
 	var blockedAt atomic.Uint64
 	h.engine.beforeInsert = func(ctx context.Context, ref eth.L2BlockRef) {
-		if ctx.Done() == nil || !blockedAt.CompareAndSwap(0, ref.Number) {
-			return // a single block (not interruptible, as in op-node), or not the first batch's first block
+		if ref.Number == 1 {
+			// Block 1 finishes once the verifier holds five more blocks (a read of op-node's status each), so that
+			// the engine's next batch has several.
+			want := h.engine.statusReads.Load() + 5
+			deadline := time.Now().Add(10 * time.Second)
+			for h.engine.statusReads.Load() < want && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		// The first block from 5 on in a batch of several: fewer than maxBatch blocks are left to verify before
+		// block 37, so the verifier reaches it while the engine is still executing this block.
+		if ctx.Done() == nil || ref.Number < 5 || !blockedAt.CompareAndSwap(0, ref.Number) {
+			return
 		}
 		close(inEngine)
-		select { // the engine is still executing this block when the disagreement is found
+		select {
 		case <-ctx.Done():
 			interrupted <- true
 		case <-time.After(10 * time.Second):
@@ -156,6 +167,21 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 	h.requireHalted(api.ReasonHeadMismatch)
 	require.Equal(t, int(blockedAt.Load()-1), h.engine.inserted, "a block inserted after the disagreement was found")
 	require.Equal(t, uint64(0), h.engine.head().Number, "rewound to the safe head")
+}
+
+// An idle engine gets the blocks verified so far at once, not after the blocks already fetched are verified too: at
+// the start of a round, with 37 blocks fetched when the first arrives, the engine's first batch is that block (or
+// the few verified before the insert stage's goroutine first waits for a batch), not a full one, which kept the
+// engine idle for the verification of 31 blocks at the start of every round.
+func TestIdleEngineGetsTheVerifiedBlocksAtOnce(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 60, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks, withSource(func(h *harness) Source {
+		return &gatedSource{fakeSource: h.source, before: 40}
+	}))
+	h.round()
+	h.requireRunning()
+	require.Equal(t, uint64(60), h.engine.head().Number)
+	require.Less(t, h.engine.batches[0], 8, "batches %v", h.engine.batches)
 }
 
 // While the engine executes a batch, the next blocks are fetched and verified, and wait; they go to the engine together
