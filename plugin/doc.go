@@ -11,12 +11,14 @@
 //	pipeline.go      a round's stages overlapped: fetch ahead, verify, hand an idle engine what was verified
 //	prefetch.go      blocks fetched ahead, in order, with bounded concurrency
 //	verify.go        checks before insertion: next block, above safe, L1 origin canonical on our L1 view
+//	l1view.go        our L1 view by height, kept while op-node's L1 head extends it
 //	derivation.go    the block must be what derivation would build from L1 (batch rules, payload attributes)
 //	insert.go        insertion through op-node's engine controller; the engine's VALID proves hash and state root
 //	watch.go         op-node's own events: resets, derivation replacing unsafe blocks, derivation idle
 //	halt.go          the running/halted state machine, disagreements and their halt reasons
 //	rewind.go        a halt's rewind of this node's op-geth (debug_setHead over --replicator.l2.rpc)
 //	state.go         the state file: a halt, its evidence and the last replicated block across restarts
+//	state_progress.go  progress written to the state file off the loop
 //	replicator.go    the loop that runs the pipeline and owns every engine write
 //	subfinality.go   replicator_blockStatus: a block's L1 origin on our L1 view
 //	service.go       the Service op-node drives: construction, Start, Stop, the gossip gate
