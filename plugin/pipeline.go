@@ -20,10 +20,10 @@ const maxBlocksPerRound = 256
 const maxBatch = 32
 
 // replicate takes the source's blocks after head up to to (at most maxBlocksPerRound, srcHead being the source's
-// head) through the pipeline. Its stages overlap: the prefetcher fetches ahead on goroutines of its own; this goroutine verifies each
-// block on the one before it; the insert stage executes one batch at a time on a goroutine of its own. The engine is
-// handed, whenever it is idle, every block verified since its last batch (up to maxBatch): while it executes a batch,
-// the next one is fetched and verified. At the head, a batch is the one block that arrived.
+// head) through the pipeline. Its stages overlap: the prefetcher fetches ahead on goroutines of its own; this
+// goroutine verifies each block on the one before it; the insert stage executes one batch at a time on a goroutine
+// of its own. The engine is handed, whenever it is idle, every block verified since its last batch (up to maxBatch):
+// while it executes a batch, the next one is fetched and verified. At the head, a batch is the one block that arrived.
 func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, to uint64, srcHead eth.BlockID) error {
 	depth := prefetchDepth
 	if to-head.Number > maxBatch {
