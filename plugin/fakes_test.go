@@ -61,7 +61,7 @@ func l1Block(n uint64, f byte) eth.L1BlockRef {
 	if n > 0 {
 		parent = hash(n - 1)
 	}
-	return eth.L1BlockRef{Hash: hash(n), Number: n, ParentHash: parent, Time: 900 + 2*n}
+	return eth.L1BlockRef{Hash: hash(n), Number: n, ParentHash: parent, Time: 900 + 4*n}
 }
 
 // l1Info is the header of an L1 block, as our fake L1 view serves it and as the L1-info deposits of test blocks

@@ -11,8 +11,9 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 )
 
-// l1RefsKept is how many L1 blocks the L1 view keeps by height: far more than the L1 blocks a round of catching up
-// spans (maxBlocksPerRound L2 blocks).
+// l1RefsKept is how many L1 blocks the L1 view keeps by height: more than the L1 blocks a round of catching up spans
+// (maxBlocksPerRound L2 blocks, 86-171 L1 blocks with 1-2 s L2 blocks and 12 s L1 blocks), though verification, which
+// goes through the L2 blocks in order, reads only the latest two or three again.
 const l1RefsKept = 256
 
 // l1View is our L1 view as verification reads it by height: op-node's L1 tracker, with each canonical block read

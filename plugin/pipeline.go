@@ -13,8 +13,13 @@ import (
 )
 
 // maxBlocksPerRound bounds one round of catching up, so that the local chain is checked against op-node's view and
-// our L1 view (watch) at least every maxBlocksPerRound blocks. Operator requests and evidence interrupt a round.
-const maxBlocksPerRound = 256
+// our L1 view (watch) at least every maxBlocksPerRound blocks. Operator requests and evidence interrupt a round. What
+// op-node does to the unsafe chain during a round needs no round boundary to be seen: a reset or derivation replacing
+// a block moves the unsafe head, so the round's next batch no longer extends it and the round ends (errStale), and
+// every block's L1 origin is checked against our L1 view as it is verified. Each boundary costs the engine 50-80 ms
+// of idle time (the round's last batch executes while nothing of the next one is fetched): every 1,024 blocks that is
+// under 1% of a catch-up, where every 256 it was 2%.
+const maxBlocksPerRound = 1024
 
 // maxBatch is the most blocks inserted with one forkchoice update.
 const maxBatch = 32
