@@ -171,6 +171,15 @@ func beyondInsertByBlock(lags []devnet.BlockLag, inserts map[uint64]time.Duratio
 	return out
 }
 
+// lagsByBlock is each block's lag.
+func lagsByBlock(lags []devnet.BlockLag) map[uint64]time.Duration {
+	out := make(map[uint64]time.Duration, len(lags))
+	for _, l := range lags {
+		out[l.Number] = l.Lag
+	}
+	return out
+}
+
 // pairedDifference is path's p50 and p99 minus anchor's over the blocks both have, each with a 95% interval from a
 // bootstrap that resamples blocks (a block's two values kept together): how far the difference of two percentiles
 // measured on these blocks can be from what more blocks would show. The resampling is seeded: a run's report is

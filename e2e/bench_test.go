@@ -24,7 +24,9 @@ import (
 // Benchmarks of the replicator on real binaries (`make bench`, not part of `make test`): one devnet, every path
 // measured in the same run under the same load, each figure printed with its ratio against the anchor measured
 // alongside it. Settings: OP_REPLICATOR_BENCH_BLOCKS (blocks measured, default 300), OP_REPLICATOR_BENCH_TX_RATE
-// (transfers a second, default 60), OP_REPLICATOR_BENCH_REPORT (a file the table is also written to).
+// (transfers a second, default 60), OP_REPLICATOR_BENCH_REPORT (a file the table is also written to),
+// OP_REPLICATOR_BENCH_CONTROL (1: the follow bench adds a second stock gossip follower, a control measured against the
+// first exactly as every path is: how far two identical nodes differ on this machine).
 
 // follower is one path to the head measured by the bench.
 type follower struct {
@@ -39,9 +41,13 @@ type follower struct {
 	heap []uint64
 	// requests is the replicator's requests to its source so far, by method (none for gossip).
 	requests map[string]float64
-	// beyondInsert is each block's lag minus the node's own insert of it.
-	beyondInsert map[uint64]time.Duration
+	// beyondInsert is each block's lag minus the node's own insert of it; lags and inserts are each block's lag and
+	// the node's own insert of it.
+	beyondInsert, lags, inserts map[uint64]time.Duration
 }
+
+// replicating is whether the follower is a replicator (the rest are stock gossip followers).
+func (f *follower) replicating() bool { return strings.HasPrefix(f.id, "rep-") }
 
 // sourceRequests reads a replicator's request counts to its source by method (source_request_seconds).
 func sourceRequests(n *dsl.Node) map[string]float64 {
@@ -96,9 +102,15 @@ func TestBenchFollow(t *testing.T) {
 		{id: "rep-http", name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", withProfile("rep-http", devnet.WithSource(seq.HTTP))...).Node},
 		{id: "rep-relay", name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", withProfile("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort)))...).Node},
 	}
+	if envUint(t, "OP_REPLICATOR_BENCH_CONTROL", 0) != 0 {
+		followers = append(followers, &follower{id: "gossip-b", name: "control: a second stock op-node, libp2p gossip",
+			node: sys.AddFollower("gossip-b", devnet.RoleGossipFollower, withProfile("gossip-b")...)})
+	}
 	sys.StartTxLoadFrom(seq, sys.Net.Keys.L2Accounts, float64(rate))
-	for _, f := range followers[1:] {
-		sys.Replicator(f.node).WaitReplicating(seq, 5)
+	for _, f := range followers {
+		if f.replicating() {
+			sys.Replicator(f.node).WaitReplicating(seq, 5)
+		}
 	}
 
 	probe := startFetchProbe(t, seq.WS)
@@ -109,7 +121,7 @@ func TestBenchFollow(t *testing.T) {
 		t.Cleanup(f.lag.Stop)
 		f.cpu, err = f.node.OpNode.CPUTime()
 		require.NoError(t, err)
-		if f.id != "gossip" {
+		if f.replicating() {
 			f.requests = sourceRequests(f.node)
 		}
 	}
@@ -181,6 +193,7 @@ func TestBenchFollow(t *testing.T) {
 		inserts := insertTimes(t, f.node.OpNode.LogPath)
 		b50, b99, nb := beyondInsert(f.lag.Lags(), inserts)
 		f.beyondInsert = beyondInsertByBlock(f.lag.Lags(), inserts)
+		f.lags, f.inserts = lagsByBlock(f.lag.Lags()), inserts
 		dumpLags(t, f.id, f.lag.Lags(), inserts)
 		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %v | %v |\n", f.name,
 			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20,
@@ -191,15 +204,28 @@ func TestBenchFollow(t *testing.T) {
 	// that a difference is not read into the noise.
 	fmt.Fprintf(&out, "\nBeyond the local insert, each path minus gossip, block by block, with 95%% intervals (a bootstrap of %d "+
 		"resamples of the blocks, a block's two values kept together):\n\n", 2000)
-	fmt.Fprintln(&out, "| path | p50 difference | p99 difference | blocks |")
-	fmt.Fprintln(&out, "|---|---|---|---|")
-	for _, f := range followers[1:] {
-		if d, ok := comparePercentiles(f.beyondInsert, followers[0].beyondInsert); ok {
-			fmt.Fprintf(&out, "| %s | %+.1f ms (%+.1f to %+.1f) | %+.1f ms (%+.1f to %+.1f) | %d |\n", f.name,
-				ms(d.p50), ms(d.p50Lo), ms(d.p50Hi), ms(d.p99), ms(d.p99Lo), ms(d.p99Hi), d.n)
+	comparisons := func(of func(*follower) map[uint64]time.Duration) {
+		fmt.Fprintln(&out, "| path | p50 difference | p99 difference | blocks |")
+		fmt.Fprintln(&out, "|---|---|---|---|")
+		for _, f := range followers[1:] {
+			if d, ok := comparePercentiles(of(f), of(followers[0])); ok {
+				fmt.Fprintf(&out, "| %s | %+.1f ms (%+.1f to %+.1f) | %+.1f ms (%+.1f to %+.1f) | %d |\n", f.name,
+					ms(d.p50), ms(d.p50Lo), ms(d.p50Hi), ms(d.p99), ms(d.p99Lo), ms(d.p99Hi), d.n)
+			}
 		}
 	}
-	for _, f := range followers[1:3] {
+	comparisons(func(f *follower) map[uint64]time.Duration { return f.beyondInsert })
+	// The raw lag (what the issue's relay target is stated in) and the local insert, the same way: the raw difference
+	// is the path's delivery plus its own op-geth's execution of the block, next to the other followers' on the same
+	// cores.
+	fmt.Fprintf(&out, "\nThe head lag itself, each path minus gossip, the same way:\n\n")
+	comparisons(func(f *follower) map[uint64]time.Duration { return f.lags })
+	fmt.Fprintf(&out, "\nThe local insert (`newPayload` + forkchoice update, from op-node's log), each path minus gossip, the same way:\n\n")
+	comparisons(func(f *follower) map[uint64]time.Duration { return f.inserts })
+	for _, f := range followers {
+		if f.id != "rep-ws" && f.id != "rep-http" {
+			continue
+		}
 		now := sourceRequests(f.node)
 		fmt.Fprintf(&out, "\n%s: requests to the source per block: %.2f for blocks, %.2f for its head, %.2f polls for the next block.\n", f.name,
 			(now["payload"]-f.requests["payload"])/float64(blocks), (now["head"]-f.requests["head"])/float64(blocks),
