@@ -49,6 +49,7 @@ var (
 	RelaySendQueueFlagName           = flagName("relay.send-queue")
 	RelayMaxMessageSizeFlagName      = flagName("relay.max-message-size")
 	RelayMaxConnsPerClientFlagName   = flagName("relay.max-conns-per-client")
+	RelayMaxConnsFlagName            = flagName("relay.max-conns")
 	RelayRateLimitFlagName           = flagName("relay.rate-limit")
 )
 
@@ -66,6 +67,7 @@ const (
 	DefaultRelaySendQueue           = 256
 	DefaultRelayMaxMessageSize      = 10 << 20 // op-node's own limit on a gossiped block
 	DefaultRelayMaxConnsPerClient   = 16
+	DefaultRelayMaxConns            = 256
 	DefaultRelayRateLimit           = 50.0
 )
 
@@ -201,6 +203,15 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 			EnvVars:  envVars(envPrefix, "RELAY_MAX_CONNS_PER_CLIENT"),
 			Category: category,
 		},
+		&cli.IntFlag{
+			Name: RelayMaxConnsFlagName,
+			Usage: "Most open TCP connections to the relay from all clients together (idle or not: HTTP, " +
+				"websockets); more are closed as soon as they are accepted. At least --" + RelayMaxSubscribersFlagName +
+				": each subscription holds one.",
+			Value:    DefaultRelayMaxConns,
+			EnvVars:  envVars(envPrefix, "RELAY_MAX_CONNS"),
+			Category: category,
+		},
 		&cli.Float64Flag{
 			Name: RelayRateLimitFlagName,
 			Usage: "HTTP requests and websocket connections per second from one client (IPv4 address or IPv6 /64), with " +
@@ -230,6 +241,7 @@ type RelayConfig struct {
 	SendQueue           int
 	MaxMessageSize      int
 	MaxConnsPerClient   int
+	MaxConns            int
 	RateLimit           float64
 }
 
@@ -251,6 +263,7 @@ func (c *RelayConfig) Check() error {
 		{RelaySendQueueFlagName, c.SendQueue},
 		{RelayMaxMessageSizeFlagName, c.MaxMessageSize},
 		{RelayMaxConnsPerClientFlagName, c.MaxConnsPerClient},
+		{RelayMaxConnsFlagName, c.MaxConns},
 	} {
 		if v.value <= 0 {
 			return fmt.Errorf("--%s must be positive, got %d", v.name, v.value)
@@ -262,6 +275,14 @@ func (c *RelayConfig) Check() error {
 	if c.MaxSubscribersPerIP > c.MaxSubscribers {
 		return fmt.Errorf("--%s (%d) is above --%s (%d)", RelayMaxSubscribersPerIPFlagName, c.MaxSubscribersPerIP,
 			RelayMaxSubscribersFlagName, c.MaxSubscribers)
+	}
+	if c.MaxSubscribers > c.MaxConns {
+		return fmt.Errorf("--%s (%d) is above --%s (%d): each subscription holds a connection",
+			RelayMaxSubscribersFlagName, c.MaxSubscribers, RelayMaxConnsFlagName, c.MaxConns)
+	}
+	if c.MaxConnsPerClient > c.MaxConns {
+		return fmt.Errorf("--%s (%d) is above --%s (%d)", RelayMaxConnsPerClientFlagName, c.MaxConnsPerClient,
+			RelayMaxConnsFlagName, c.MaxConns)
 	}
 	return nil
 }
@@ -308,6 +329,7 @@ func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 			SendQueue:           ctx.Int(RelaySendQueueFlagName),
 			MaxMessageSize:      ctx.Int(RelayMaxMessageSizeFlagName),
 			MaxConnsPerClient:   ctx.Int(RelayMaxConnsPerClientFlagName),
+			MaxConns:            ctx.Int(RelayMaxConnsFlagName),
 			RateLimit:           ctx.Float64(RelayRateLimitFlagName),
 		},
 	}

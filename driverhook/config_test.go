@@ -56,6 +56,13 @@ func TestCheck(t *testing.T) {
 		{"relay zero queue", []string{"--replicator.relay.enabled", "--replicator.relay.send-queue=0"}, "must be positive"},
 		{"relay per-ip above total", []string{"--replicator.relay.enabled", "--replicator.relay.max-subscribers=2",
 			"--replicator.relay.max-subscribers-per-ip=3"}, "is above"},
+		{"relay subscribers above connections", []string{"--replicator.relay.enabled", "--replicator.relay.max-subscribers=300",
+			"--replicator.relay.max-subscribers-per-ip=8"}, "each subscription holds a connection"},
+		{"relay per-client connections above total", []string{"--replicator.relay.enabled",
+			"--replicator.relay.max-conns-per-client=300"}, "is above --replicator.relay.max-conns"},
+		{"relay 1,000 subscribers", []string{"--replicator.relay.enabled", "--replicator.relay.max-subscribers=1000",
+			"--replicator.relay.max-conns=1100"}, ""},
+		{"relay zero connections", []string{"--replicator.relay.enabled", "--replicator.relay.max-conns=0"}, "must be positive"},
 		{"relay limits ignored when off", []string{"--replicator.relay.send-queue=0"}, ""},
 		{"no l2 rpc", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.l2.rpc="}, "--replicator.l2.rpc is required"},
 	} {

@@ -350,7 +350,8 @@ func TestBenchRelayFanout(t *testing.T) {
 	relayPort := benchFreePort(t)
 	args := benchRelayArgs(relayPort,
 		"--replicator.relay.max-subscribers", limit, "--replicator.relay.max-subscribers-per-ip", limit,
-		"--replicator.relay.max-conns-per-client", limit, "--replicator.relay.rate-limit", "100000")
+		"--replicator.relay.max-conns-per-client", limit, "--replicator.relay.max-conns", limit,
+		"--replicator.relay.rate-limit", "100000")
 	// With OP_REPLICATOR_BENCH_PPROF, the sequencer's op-node is profiled over each count's window.
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	pprofPort := 0

@@ -22,7 +22,7 @@ import (
 func TestRelayOnlyService(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
 	cfg := driverhook.CLIConfig{Relay: driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Port: 0, Window: 8,
-		MaxConnsPerClient: 4, RateLimit: 100,
+		MaxConnsPerClient: 4, MaxConns: 8, RateLimit: 100,
 		MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4, MaxMessageSize: 1 << 20}}
 	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
 	require.NoError(t, err)

@@ -157,7 +157,8 @@ func benchFanout(b *testing.B, subs int, trivial bool) {
 	} else {
 		cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: 1024, MaxSubscribers: subs + 16,
 			MaxSubscribersPerIP: subs + 16, SendQueue: driverhook.DefaultRelaySendQueue,
-			MaxMessageSize: driverhook.DefaultRelayMaxMessageSize, MaxConnsPerClient: subs + 16, RateLimit: 100_000}
+			MaxMessageSize: driverhook.DefaultRelayMaxMessageSize, MaxConnsPerClient: subs + 16, MaxConns: subs + 16,
+			RateLimit: 100_000}
 		require.NoError(b, cfg.Check())
 		store := newTestStore(cfg.Window)
 		r, err := NewServer(log.NewLogger(log.DiscardHandler()), cfg, store, NoopMetrics{})

@@ -12,25 +12,29 @@ import (
 // clientLimiterEntries bounds how many clients' request rates are remembered (the least recent are forgotten).
 const clientLimiterEntries = 8192
 
-// clientLimiter applies per-client limits to the relay's listener, per clientKey (an IPv4 address or an IPv6 /64):
-// open TCP connections, counted from accept to close whatever they carry (idle, waiting for a request, a request in
-// progress, a websocket), and a rate of HTTP requests and websocket connections. Calls inside one websocket are
-// bounded by the batch and message size limits and, for subscriptions, by the send queue.
+// clientLimiter applies the relay's connection limits to its listener: open TCP connections, counted from accept to
+// close whatever they carry (idle, waiting for a request, a request in progress, a websocket), per clientKey (an
+// IPv4 address or an IPv6 /64) and from all clients together, and a rate of HTTP requests and websocket connections
+// per client. The total bounds what many clients (many /64s are cheap) can take of the node's file descriptors
+// together. Calls inside one websocket are bounded by the batch and message size limits and, for subscriptions, by
+// the send queue.
 type clientLimiter struct {
-	maxConns int
-	rate     rate.Limit
-	burst    int
-	metrics  Metricer
+	maxConns      int // per client
+	maxTotalConns int
+	rate          rate.Limit
+	burst         int
+	metrics       Metricer
 
 	mu    sync.Mutex
 	conns map[string]int
+	total int
 	rates *lru.Cache[string, *rate.Limiter]
 }
 
-func newClientLimiter(maxConns int, perSecond float64, m Metricer) *clientLimiter {
+func newClientLimiter(maxConns, maxTotalConns int, perSecond float64, m Metricer) *clientLimiter {
 	rates, _ := lru.New[string, *rate.Limiter](clientLimiterEntries) // only fails for a non-positive size
-	return &clientLimiter{maxConns: maxConns, rate: rate.Limit(perSecond), burst: max(1, int(perSecond)), metrics: m,
-		conns: make(map[string]int), rates: rates}
+	return &clientLimiter{maxConns: maxConns, maxTotalConns: maxTotalConns, rate: rate.Limit(perSecond),
+		burst: max(1, int(perSecond)), metrics: m, conns: make(map[string]int), rates: rates}
 }
 
 // allow takes a token of the client's request rate, or reports that it has none left.
@@ -45,21 +49,27 @@ func (l *clientLimiter) allow(client string) bool {
 	return lim.Allow()
 }
 
-// open takes a connection slot of the client, or reports that it has none left.
-func (l *clientLimiter) open(client string) (release func(), ok bool) {
+// open takes a connection slot of the client's and one of the relay's, or names the limit that has none left
+// (RefusedConns or RefusedMaxConns).
+func (l *clientLimiter) open(client string) (release func(), refused string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conns[client] >= l.maxConns {
-		return nil, false
+		return nil, RefusedConns
+	}
+	if l.total >= l.maxTotalConns {
+		return nil, RefusedMaxConns
 	}
 	l.conns[client]++
+	l.total++
 	return func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		l.total--
 		if l.conns[client]--; l.conns[client] <= 0 {
 			delete(l.conns, client)
 		}
-	}, true
+	}, ""
 }
 
 // wrap refuses a client beyond its request rate with HTTP 429 before next sees the request.
@@ -75,9 +85,10 @@ func (l *clientLimiter) wrap(next http.Handler) http.Handler {
 }
 
 // listener closes, as soon as it has accepted it, a connection from a client that has all its connection slots
-// open already. The limit has to hold at the socket, not per request: a connection that never sends a request
-// holds a file descriptor and a goroutine until the server's read-header timeout, and a client opening them as
-// fast as it can would otherwise exhaust the node's file descriptors within that timeout.
+// open already, or while the relay has all of its own open. The limits have to hold at the socket, not per request:
+// a connection that never sends a request holds a file descriptor and a goroutine until the server's read-header
+// timeout, and a client opening them as fast as it can would otherwise exhaust the node's file descriptors within
+// that timeout.
 func (l *clientLimiter) listener(inner net.Listener) net.Listener {
 	return &limitedListener{Listener: inner, limiter: l}
 }
@@ -93,11 +104,11 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		release, ok := ln.limiter.open(clientKey(conn.RemoteAddr().String()))
-		if ok {
+		release, refused := ln.limiter.open(clientKey(conn.RemoteAddr().String()))
+		if refused == "" {
 			return &limitedConn{Conn: conn, release: release}, nil
 		}
-		ln.limiter.metrics.RecordRelayRefused(RefusedConns)
+		ln.limiter.metrics.RecordRelayRefused(refused)
 		_ = conn.Close()
 	}
 }

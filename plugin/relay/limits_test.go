@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +17,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 )
@@ -108,11 +112,77 @@ func TestRelayClientLimits(t *testing.T) {
 	})
 }
 
+// Connections from all clients together are bounded too: with the relay's connections all open, a client with
+// slots of its own left is closed at once, counted as refused by "max-conns"; a closed connection frees a slot for
+// any client.
+func TestRelayTotalConnections(t *testing.T) {
+	cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: 16, MaxSubscribers: 3,
+		MaxSubscribersPerIP: 3, SendQueue: 16, MaxMessageSize: 1 << 20, MaxConnsPerClient: 2, MaxConns: 3, RateLimit: 1000}
+	require.NoError(t, cfg.Check())
+	m := &refusals{}
+	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, newTestStore(cfg.Window), m)
+	require.NoError(t, err)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { require.NoError(t, r.Stop(context.Background())) })
+	addr := r.Addr().String()
+	a := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	b := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}} // all of 127.0.0.0/8 is loopback on Linux
+
+	var held []net.Conn
+	for _, d := range []*net.Dialer{a, a, b} {
+		c, err := d.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+		held = append(held, c)
+	}
+	requireClosedAtOnceFrom(t, b, addr) // b has one of its two slots left, the relay none
+	require.Equal(t, 0, m.count(RefusedConns))
+	require.Positive(t, m.count(RefusedMaxConns))
+
+	held[0].Close() // one of a's: b's second connection is served once the relay has seen it close
+	require.Eventually(t, func() bool {
+		ws, err := rpc.DialOptions(context.Background(), r.wsURL(), rpc.WithWebsocketDialer(websocket.Dialer{NetDialContext: b.DialContext}))
+		if err != nil {
+			return false
+		}
+		defer ws.Close()
+		var head hexutil.Uint64
+		return ws.Call(&head, "relay_head") == nil
+	}, 5*time.Second, 10*time.Millisecond)
+}
+
+// refusals counts the relay's refusals by limit.
+type refusals struct {
+	NoopMetrics
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (m *refusals) RecordRelayRefused(limit string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.n == nil {
+		m.n = make(map[string]int)
+	}
+	m.n[limit]++
+}
+
+func (m *refusals) count(limit string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n[limit]
+}
+
 // requireClosedAtOnce opens a TCP connection to addr and requires the relay to close it without waiting for a
 // request.
 func requireClosedAtOnce(t *testing.T, addr string) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	requireClosedAtOnceFrom(t, &net.Dialer{}, addr)
+}
+
+func requireClosedAtOnceFrom(t *testing.T, d *net.Dialer, addr string) {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))

@@ -8,10 +8,12 @@ const (
 	RefusedMaxSubscribersPerIP = "max-subscribers-per-ip"
 	RefusedRateLimit           = "rate-limit"
 	RefusedConns               = "max-conns-per-client"
+	RefusedMaxConns            = "max-conns"
 )
 
 // RefusedLimits lists every refusal label, so that each exists from the start.
-var RefusedLimits = []string{RefusedMaxSubscribers, RefusedMaxSubscribersPerIP, RefusedRateLimit, RefusedConns}
+var RefusedLimits = []string{RefusedMaxSubscribers, RefusedMaxSubscribersPerIP, RefusedRateLimit, RefusedConns,
+	RefusedMaxConns}
 
 // Metricer is what the relay, its store and its client record. The replicator's metrics implement it.
 type Metricer interface {

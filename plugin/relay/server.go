@@ -57,7 +57,7 @@ type Server struct {
 func NewServer(lgr log.Logger, cfg driverhook.RelayConfig, store *Store, m Metricer) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Server{log: lgr, cfg: cfg, store: store, metrics: m, rpc: rpc.NewServer(), ctx: ctx, cancel: cancel,
-		perIP: make(map[string]int), clients: newClientLimiter(cfg.MaxConnsPerClient, cfg.RateLimit, m)}
+		perIP: make(map[string]int), clients: newClientLimiter(cfg.MaxConnsPerClient, cfg.MaxConns, cfg.RateLimit, m)}
 	if err := r.rpc.RegisterName(api.RelayNamespace, &relayAPI{r: r}); err != nil {
 		cancel()
 		return nil, err

@@ -37,6 +37,9 @@ func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*Server, *Store) {
 	if cfg.MaxConnsPerClient == 0 {
 		cfg.MaxConnsPerClient = 16
 	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = max(cfg.MaxSubscribers, cfg.MaxConnsPerClient, 64)
+	}
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = 1000
 	}
