@@ -99,10 +99,12 @@ type rpcSource struct {
 	forks    eth.HardforkConfig // the rollup config: which withdrawals fields a block's payload has
 	timeout  time.Duration
 	metrics  Metricer
-	// jsonOnly is set once the source answered that it does not serve debug_getRawBlock: its blocks are fetched
-	// with eth_getBlockByNumber from then on (until op-node restarts). rawServed is set by the first block it
-	// served with debug_getRawBlock. Each is logged once.
-	jsonOnly, rawServed atomic.Bool
+	// jsonSince is when the source last answered that it does not serve debug_getRawBlock (the clock's Unix
+	// nanoseconds; 0 while it serves it): its blocks are fetched with eth_getBlockByNumber, and debug_getRawBlock is
+	// asked again once rawRetry has passed. rawServed is set by the first block it served with debug_getRawBlock.
+	// Each change is logged once.
+	jsonSince atomic.Int64
+	rawServed atomic.Bool
 
 	clock clock.Clock
 
@@ -320,24 +322,49 @@ func (s *rpcSource) payloadAs(ctx context.Context, num uint64, method string) (*
 	return env, nil
 }
 
+// rawRetry is how long a source that answered that it does not serve debug_getRawBlock is read with
+// eth_getBlockByNumber before one fetch asks for debug_getRawBlock again: a proxy's allow-list or the source's
+// --ws.api can change while op-node runs, and each block read as JSON costs both sides more.
+const rawRetry = 10 * time.Minute
+
 // fetchPayload fetches a block as RLP, or with eth_getBlockByNumber from a source that does not serve
-// debug_getRawBlock. Only that answer turns a source to eth_getBlockByNumber: any other error (a timeout, say) is
-// this fetch's.
+// debug_getRawBlock. Only that answer turns a source to eth_getBlockByNumber (for rawRetry, then one fetch tries
+// again): any other error (a timeout, say) is this fetch's.
 func (s *rpcSource) fetchPayload(ctx context.Context, num uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	if !s.jsonOnly.Load() {
+	if s.tryRaw() {
 		env, err := s.rawPayload(ctx, num)
-		if err == nil && s.rawServed.CompareAndSwap(false, true) {
-			s.log.Info("Fetching blocks from source as RLP ("+rawBlockMethod+")", "source", s.name)
-		}
 		if !errors.Is(err, errNoRawBlock) {
+			if err == nil {
+				s.rawWorks()
+			}
 			return env, err
 		}
-		if s.jsonOnly.CompareAndSwap(false, true) {
+		if s.jsonSince.Swap(s.clock.Now().UnixNano()) == 0 {
 			s.log.Info("Source does not serve "+rawBlockMethod+", fetching its blocks with eth_getBlockByNumber",
-				"source", s.name, "err", err)
+				"source", s.name, "retry_in", rawRetry, "err", err)
 		}
 	}
 	return s.l2.PayloadByNumber(ctx, num)
+}
+
+// tryRaw says whether this fetch asks for debug_getRawBlock: while the source serves it, or, once rawRetry has
+// passed since it answered that it does not, for one fetch (the one that claims the retry).
+func (s *rpcSource) tryRaw() bool {
+	since := s.jsonSince.Load()
+	if since == 0 {
+		return true
+	}
+	now := s.clock.Now().UnixNano()
+	return now-since >= int64(rawRetry) && s.jsonSince.CompareAndSwap(since, now)
+}
+
+// rawWorks records a block served with debug_getRawBlock.
+func (s *rpcSource) rawWorks() {
+	if s.jsonSince.Swap(0) != 0 {
+		s.log.Info("Source serves "+rawBlockMethod+" again, fetching its blocks as RLP", "source", s.name)
+	} else if s.rawServed.CompareAndSwap(false, true) {
+		s.log.Info("Fetching blocks from source as RLP ("+rawBlockMethod+")", "source", s.name)
+	}
 }
 
 // rawPayload fetches a block with debug_getRawBlock (with rawFetch where the source has one). A block the source does not have is ethereum.NotFound, as

@@ -167,8 +167,9 @@ func (el *sourceEL) serve(t *testing.T, ws bool) string {
 		_ = json.Unmarshal(body, &msg)
 		el.mu.Lock()
 		el.calls[msg.Method]++
+		notWhitelisted := el.notWhitelisted
 		el.mu.Unlock()
-		if msg.Method == rawBlockMethod && el.notWhitelisted {
+		if msg.Method == rawBlockMethod && notWhitelisted {
 			w.Header().Set("content-type", "application/json")
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"rpc method is not whitelisted"}}`))
@@ -268,6 +269,53 @@ func TestRPCSourceFallsBackToJSON(t *testing.T) {
 	}
 }
 
+// A source read with eth_getBlockByNumber is asked for debug_getRawBlock again after rawRetry, by one fetch: while it
+// still refuses, every other block is read as JSON and nothing more is logged; once it serves it, its blocks are
+// read as RLP again, and that is logged once.
+func TestRPCSourceAsksForRawBlockAgain(t *testing.T) {
+	cfg := fuzzRollupConfig()
+	block := fuzzBlock(t, cfg)
+	want, err := eth.BlockAsPayloadEnv(block, cfg)
+	require.NoError(t, err)
+	el := newSourceEL(block)
+	el.notWhitelisted = true
+	lgr, logs := testlog.CaptureLogger(t, log.LevelInfo)
+	clk := clock.NewDeterministicClock(time.Unix(1_700_000_000, 0))
+	src, err := newRPCSource(lgr, el.serve(t, false), cfg, 5*time.Second, driverhook.DefaultPollInterval, NoopMetrics{}, clk)
+	require.NoError(t, err)
+	t.Cleanup(src.Close)
+	fetch := func(times int) {
+		t.Helper()
+		for range times {
+			env, err := src.Payload(context.Background(), 1)
+			require.NoError(t, err)
+			require.Equal(t, want, env)
+		}
+	}
+
+	fetch(3)
+	require.Equal(t, 1, el.callsOf(rawBlockMethod))
+	clk.AdvanceTime(rawRetry - time.Second)
+	fetch(2)
+	require.Equal(t, 1, el.callsOf(rawBlockMethod), "asked again before rawRetry")
+
+	clk.AdvanceTime(time.Second) // still refused: one fetch asks, then JSON for another rawRetry
+	fetch(3)
+	require.Equal(t, 2, el.callsOf(rawBlockMethod))
+	require.Equal(t, 8, el.callsOf("eth_getBlockByNumber"))
+	logs.RequireMessageContainedOnce(t, "does not serve debug_getRawBlock")
+
+	el.mu.Lock()
+	el.notWhitelisted = false // the proxy's allow-list now has it
+	el.mu.Unlock()
+	clk.AdvanceTime(rawRetry)
+	fetch(3)
+	require.Equal(t, 5, el.callsOf(rawBlockMethod), "read as RLP again")
+	require.Equal(t, 8, el.callsOf("eth_getBlockByNumber"))
+	logs.RequireMessageContainedOnce(t, "serves debug_getRawBlock again")
+	require.Zero(t, src.jsonSince.Load())
+}
+
 // Any other failure of debug_getRawBlock is that fetch's error: the source is not read with eth_getBlockByNumber
 // instead, now or later.
 func TestRPCSourceNoFallbackOnOtherErrors(t *testing.T) {
@@ -292,7 +340,7 @@ func TestRPCSourceNoFallbackOnOtherErrors(t *testing.T) {
 			}
 			require.Equal(t, 2, el.callsOf(rawBlockMethod))
 			require.Zero(t, el.callsOf("eth_getBlockByNumber"))
-			require.False(t, src.jsonOnly.Load())
+			require.Zero(t, src.jsonSince.Load())
 		})
 	}
 }
