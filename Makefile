@@ -49,8 +49,14 @@ upstream-test: apply
 	cd $(BUILD)/optimism && $(WORK) $(GO) test -skip '$(UPSTREAM_SKIP)' $(UPSTREAM_PKGS)
 	cd $(BUILD)/optimism && $(WORK) $(GO) test -skip '$(UPSTREAM_P2P_SKIP)' ./op-node/p2p
 
+# A failed e2e test prints its error, then its devnet's log tails; the errors are printed again at the end, where
+# a CI log excerpt ends.
 e2e-test: build
-	$(WORK) $(GO) test -count=1 -timeout 60m -v ./e2e/...
+	@set -o pipefail; $(WORK) $(GO) test -count=1 -timeout 60m -v ./e2e/... 2>&1 | tee $(BUILD)/e2e-test.log || { \
+		echo "=== e2e failures, again (whole output in $(BUILD)/e2e-test.log) ==="; \
+		grep -E -B1 -A10 '^\s+Error Trace:' $(BUILD)/e2e-test.log | grep -v -E '^\s+t=' | head -150; \
+		grep -E 'devnet fault|^panic:|^--- FAIL|^FAIL' $(BUILD)/e2e-test.log | cut -c1-400 | head -40; \
+		exit 1; }
 
 test: unit-test upstream-test e2e-test
 
