@@ -228,6 +228,9 @@ type fakeEngine struct {
 	// attempted at or below the safe head (refused).
 	beforeInsert func(ctx context.Context, ref eth.L2BlockRef)
 	belowSafe    int
+	// afterRewind, if set, runs once RewindUnsafeToSafe has reset the heads, before it returns (without the lock):
+	// what op-node's event loop does right after a rewind, e.g. derivation inserting the next block.
+	afterRewind func()
 }
 
 func newFakeEngine(cfg *rollup.Config) *fakeEngine {
@@ -333,15 +336,29 @@ func (e *fakeEngine) HoldUnsafeInput(hold bool) {
 
 func (e *fakeEngine) RewindUnsafeToSafe(ctx context.Context, rewindEngine func(context.Context, eth.L2BlockRef) error) (eth.L2BlockRef, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.held = true
+	safe := e.chain[e.safe]
+	e.mu.Unlock()
 	var err error
-	if rewindEngine != nil {
-		err = rewindEngine(ctx, e.chain[e.safe])
+	if rewindEngine != nil { // op-geth's own RPCs (this engine, as the L2 chain), which the controller lock does not take
+		err = rewindEngine(ctx, safe)
 	}
+	e.mu.Lock()
 	e.rewinds++
 	e.chain = e.chain[:e.safe+1]
-	return e.chain[e.safe], err
+	head, afterRewind := e.chain[e.safe], e.afterRewind
+	e.mu.Unlock()
+	if afterRewind != nil {
+		afterRewind()
+	}
+	return head, err
+}
+
+// setHead rewinds the chain to block n, as debug_setHead does to op-geth's (an engineRewinder of this engine).
+func (e *fakeEngine) setHead(n uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.chain = e.chain[:n+1]
 }
 
 func (e *fakeEngine) IsEngineInitialELSyncing() bool {
@@ -500,10 +517,15 @@ func withStateFile(path string) harnessOption {
 	return func(_ *harness, parts *components, _ *Metricer) { parts.state = &stateFile{path: path} }
 }
 
-// withRewinder gives the replicator a rewinder of op-geth's own chain.
-func withRewinder(rw rewinder) harnessOption {
-	return func(_ *harness, parts *components, _ *Metricer) { parts.rewinder = rw }
+// withRewinder gives the replicator the rewinder rw(h) of op-geth's own chain.
+func withRewinder(rw func(h *harness) rewinder) harnessOption {
+	return func(h *harness, parts *components, _ *Metricer) { parts.rewinder = rw(h) }
 }
+
+// rewinderFunc is a rewinder of a function.
+type rewinderFunc func(ctx context.Context, safe eth.L2BlockRef) error
+
+func (f rewinderFunc) Rewind(ctx context.Context, safe eth.L2BlockRef) error { return f(ctx, safe) }
 
 // withMetrics records on m.
 func withMetrics(m Metricer) harnessOption {

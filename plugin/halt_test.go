@@ -8,6 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
@@ -148,4 +150,49 @@ func TestRoundAfterAResumeRunsWhateverTheRequesterDoes(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond,
 		"the round after the resume must replicate")
+}
+
+// A halt reads op-node's engine back after rewinding op-geth over --replicator.l2.rpc, to catch a flag that names
+// another op-geth. It reads it before op-node goes on: derivation inserting the next block right after the rewind
+// is not the old head still there.
+func TestHaltChecksTheEngineItRewound(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	for _, tc := range []struct {
+		name     string
+		thisGeth bool // the rewinder rewinds op-node's own engine
+	}{
+		{"this node's op-geth", true},
+		{"another op-geth", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(h *harness) rewinder {
+				return rewinderFunc(func(_ context.Context, safe eth.L2BlockRef) error {
+					if tc.thisGeth {
+						h.engine.setHead(safe.Number)
+					}
+					return nil
+				})
+			}))
+			h.round()
+			require.Equal(t, blocks[5].ref, h.engine.head())
+			h.engine.setSafe(2)
+			h.engine.afterRewind = func() { // derivation, at once
+				require.NoError(t, h.engine.ProcessPayload(context.Background(), blocks[2].env, blocks[2].ref, time.Time{}))
+			}
+
+			done := make(chan error, 1)
+			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: done})
+			require.NoError(t, <-done)
+			require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
+			failed := h.logs.FindLog(testlog.NewMessageContainsFilter("Halt could not rewind"))
+			if tc.thisGeth {
+				require.Nil(t, failed, "a derived block taken for the old head")
+				require.False(t, h.rep.rewindPending)
+			} else {
+				require.NotNil(t, failed, "another op-geth's rewind taken for this node's")
+				require.ErrorContains(t, failed.AttrValue("err").(error), "is --replicator.l2.rpc this node's op-geth")
+				require.True(t, h.rep.rewindPending, "the rewind is retried while halted")
+			}
+		})
+	}
 }

@@ -330,13 +330,15 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 	}
 	var rewindEngine func(context.Context, eth.L2BlockRef) error
 	if r.rewinder != nil {
-		rewindEngine = r.rewinder.Rewind
+		rewindEngine = func(ctx context.Context, safe eth.L2BlockRef) error {
+			if err := r.rewinder.Rewind(ctx, safe); err != nil {
+				return err
+			}
+			return r.checkRewound(ctx, safe)
+		}
 	}
 	head, err := r.engine.RewindUnsafeToSafe(ctx, rewindEngine)
 	r.watch.drain() // our own reset is not news
-	if err == nil && r.rewinder != nil {
-		err = r.checkRewound(ctx, head)
-	}
 	if err != nil {
 		err = fmt.Errorf("%w: %w", errRewind, err)
 		r.rewindRetryAt = r.clock.Now().Add(r.backoff.Duration(r.rewindFailures))
@@ -350,14 +352,16 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 	return head, nil
 }
 
-// checkRewound reads the head of op-node's own engine (--l2) back after a rewind: if --replicator.l2.rpc is another
-// op-geth, this node's op-geth still has its old head, above anything derivation produced since.
+// checkRewound reads the head of op-node's own engine (--l2) back after the rewinder rewound op-geth: if
+// --replicator.l2.rpc is another op-geth, this node's op-geth still has its old head. It runs in rewindEngine, under
+// the engine controller's lock, where nothing inserts a block: derivation, which goes on right after the rewind,
+// would otherwise move the head on before it is read, and the check would take a derived block for the old head.
 func (r *Replicator) checkRewound(ctx context.Context, safe eth.L2BlockRef) error {
 	latest, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
 	if err != nil {
 		return fmt.Errorf("%w: reading the engine's head back: %w", errEngine, err)
 	}
-	if latest.Hash != safe.Hash && latest.Number > r.status.SyncStatus().PendingSafeL2.Number {
+	if latest.Hash != safe.Hash {
 		return fmt.Errorf("after the rewind to %s the engine's head is %s: is --%s this node's op-geth (the engine behind --l2)?",
 			safe.ID(), latest.ID(), driverhook.L2RPCFlagName)
 	}
