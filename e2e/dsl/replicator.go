@@ -207,10 +207,18 @@ func haltLogged(path string, reason api.Reason) (bool, error) {
 // HaltByOperator halts the running replicator with replicator_halt and a detail, and checks the halt right away:
 // halted with reason operator and that detail, the unsafe head rewound (nothing in the unsafe chain that
 // derivation did not produce), and the halt logged. It returns the halted status.
+//
+// The halt is called once the replicator has unsafe blocks above its safe head, so that there is something to
+// rewind. A replicator that replicates has some nearly all the time, but not always: a batch that lands on L1
+// within a second of the sequencer's last block it holds makes the safe head catch up with the unsafe head until
+// the next block.
 func (r *Replicator) HaltByOperator(detail string) *api.Status {
 	r.t.Helper()
-	before := r.RequireRunning()
-	r.require.Greater(before.Unsafe.Number, before.Safe.Number, "%s has no unsafe blocks to rewind", r.Name)
+	r.sys.WaitFor(ReplicationTimeout, fmt.Sprintf("%s to have unsafe blocks above its safe head", r.Name),
+		func(context.Context) (bool, error) {
+			st := r.RequireRunning()
+			return st.Unsafe.Number > st.Safe.Number, nil
+		})
 	r.Halt(detail)
 	r.RequireNoUnsafeBeyondDerived()
 	st := r.RequireState(api.StateHalted)
