@@ -356,6 +356,13 @@ func (c *CLIConfig) Check() error {
 		return fmt.Errorf("--%s is required with --%s: a halt rewinds this node's op-geth with debug_setHead over it",
 			L2RPCFlagName, EnabledFlagName)
 	}
+	for _, src := range c.Sources {
+		if sameEndpoint(c.L2RPC, src) {
+			return fmt.Errorf("--%s %s is the same endpoint as --%s %s: a halt rewinds the node at --%s with "+
+				"debug_setHead; point it at this node's own op-geth (the one behind --l2)", L2RPCFlagName, c.L2RPC,
+				SourceFlagName, src, L2RPCFlagName)
+		}
+	}
 	if c.ReadTimeout <= 0 {
 		return fmt.Errorf("--%s must be positive, got %s", ReadTimeoutFlagName, c.ReadTimeout)
 	}
@@ -383,6 +390,13 @@ func (c *CLIConfig) Check() error {
 // ErrSequencer is returned for a replicator configured on a sequencer: a sequencer builds its own chain.
 var ErrSequencer = errors.New("--replicator.enabled cannot be combined with --sequencer.enabled: a sequencer builds the chain it would replicate")
 
+// ErrFollowSource is returned for a replicator configured on a light CL node (--l2.follow.source). Such a node takes
+// its safe chain from another op-node instead of deriving it: a halt rewinds to a safe head that the node does not
+// derive itself, and while halted it would stop following (op-node resets on its follow source's heads, which are
+// above the rewound engine's). The replicator needs a node that derives its own safe chain from L1.
+var ErrFollowSource = errors.New("--replicator.enabled cannot be combined with --l2.follow.source: a halt rewinds to the " +
+	"safe head this node derives from L1, and a light CL node does not derive it; run the replicator on a node without --l2.follow.source")
+
 // RelayScheme prefixes a source URL that is another node's relay, e.g. relay+ws://relay.example:9546.
 const RelayScheme = "relay+"
 
@@ -403,4 +417,27 @@ func checkSource(src string) error {
 		return fmt.Errorf("--%s %q has no host", SourceFlagName, src)
 	}
 	return nil
+}
+
+// sameEndpoint reports whether two RPC URLs name the same host and port (whatever the scheme: op-geth can serve http
+// and ws on one port). An IPC path has no host and matches nothing.
+func sameEndpoint(a, b string) bool {
+	ha, pa, okA := endpoint(a)
+	hb, pb, okB := endpoint(b)
+	return okA && okB && ha == hb && pa == pb
+}
+
+func endpoint(raw string) (host, port string, ok bool) {
+	u, err := url.Parse(strings.TrimPrefix(raw, RelayScheme))
+	if err != nil || u.Host == "" {
+		return "", "", false
+	}
+	host, port = strings.ToLower(u.Hostname()), u.Port()
+	if host == "localhost" || host == "::1" {
+		host = "127.0.0.1"
+	}
+	if port == "" {
+		port = map[string]string{"http": "80", "ws": "80", "https": "443", "wss": "443"}[u.Scheme]
+	}
+	return host, port, true
 }

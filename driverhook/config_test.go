@@ -35,7 +35,7 @@ func TestCheck(t *testing.T) {
 		args []string
 		err  string
 	}{
-		{"http source", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8545"}, ""},
+		{"http source", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:9545"}, ""},
 		{"ws source, manual", []string{"--replicator.enabled", "--replicator.source=wss://seq:8546", "--replicator.halt.policy=manual"}, ""},
 		{"until-synced", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.policy=until-synced"}, ""},
 		{"timed with duration", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.halt.duration=30s"}, ""},
@@ -64,6 +64,11 @@ func TestCheck(t *testing.T) {
 			"--replicator.relay.max-conns=1100"}, ""},
 		{"relay zero connections", []string{"--replicator.relay.enabled", "--replicator.relay.max-conns=0"}, "must be positive"},
 		{"relay limits ignored when off", []string{"--replicator.relay.send-queue=0"}, ""},
+		{"l2 rpc is the source", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8545"}, "is the same endpoint as --replicator.source"},
+		{"l2 rpc is the source over ws", []string{"--replicator.enabled", "--replicator.source=relay+ws://localhost:8545"}, "is the same endpoint"},
+		{"l2 rpc is one of the sources", []string{"--replicator.enabled", "--replicator.source=ws://seq:8546,http://LOCALHOST:8545/"}, "is the same endpoint"},
+		{"l2 rpc on another port", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8546"}, ""},
+		{"l2 rpc over IPC", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8545", "--replicator.l2.rpc=/data/geth.ipc"}, ""},
 		{"no l2 rpc", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.l2.rpc="}, "--replicator.l2.rpc is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

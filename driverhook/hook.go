@@ -11,7 +11,6 @@ package driverhook
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
@@ -29,21 +28,22 @@ import (
 // Engine is the part of op-node's engine controller (*engine.EngineController) the replicator drives.
 // Every method takes the controller's lock: the replicator never touches unlocked head state.
 type Engine interface {
-	// ProcessPayload inserts a payload at the tip as unsafe: it refuses a payload whose parent is not the
-	// unsafe head (engine.ErrStaleBuild) and requires the engine to report it VALID (engine.ErrPayloadInvalid).
-	ProcessPayload(ctx context.Context, envelope *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, buildStarted time.Time) error
-	// ProcessPayloads inserts payloads, each on the one before it, the first on the unsafe head, with one forkchoice
-	// update to the last inserted. It stops at the first stale or failing payload, or when ctx is done between
-	// payloads, keeping those before it, and returns how many it inserted.
+	// ProcessPayloads inserts payloads at the tip as unsafe, each on the one before it, the first on the unsafe head,
+	// with one forkchoice update to the last inserted. It refuses a payload whose parent is not the unsafe head
+	// (engine.ErrStaleBuild), requires the engine to report each VALID (engine.ErrPayloadInvalid), and refuses all
+	// while unsafe input is held (engine.ErrUnsafeInputHeld). It stops at the first stale or failing payload, or when
+	// ctx is done between payloads, keeping those before it, and returns how many it inserted; with all inserted,
+	// engine.ErrForkchoiceUpdate if the forkchoice update to the last failed.
 	ProcessPayloads(ctx context.Context, envelopes []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error)
 	// HoldUnsafeInput stops (true) or restarts taking unsafe payloads from outside derivation (gossip,
 	// admin_postUnsafePayload, payloads already queued): while held, only derivation moves the unsafe head.
 	HoldUnsafeInput(hold bool)
 	// RewindUnsafeToSafe holds unsafe input, drops every queued unsafe payload, calls rewindEngine under the
 	// controller lock to rewind the execution engine's own chain to the safe head (a forkchoice update to an
-	// ancestor does not move op-geth's head), and resets op-node's unsafe head to the safe head. It returns the new
-	// unsafe head, and rewindEngine's error after resetting op-node's heads all the same. It runs on op-node's
-	// driver event loop, as op-node's own resets do (the reset also resets the derivation pipeline), and waits for it.
+	// ancestor does not move op-geth's head), and resets op-node's unsafe head to the safe head. If rewindEngine
+	// fails, op-node's heads are not reset (they stay on the chain the engine holds) and input stays held. It returns
+	// the unsafe head and rewindEngine's error. It runs on op-node's driver event loop, as op-node's own resets do
+	// (the reset also resets the derivation pipeline), and waits for it.
 	RewindUnsafeToSafe(ctx context.Context, rewindEngine func(ctx context.Context, safe eth.L2BlockRef) error) (eth.L2BlockRef, error)
 	// IsEngineInitialELSyncing reports whether the engine is still in its initial execution-layer sync.
 	IsEngineInitialELSyncing() bool

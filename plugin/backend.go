@@ -37,6 +37,8 @@ func (s *Service) Status(_ context.Context) (*api.Status, error) {
 		Safe:           sync.SafeL2,
 		Finalized:      sync.FinalizedL2,
 		Lag:            lag(snap.sourceHead.Number, sync.UnsafeL2.Number),
+		RewindError:    snap.rewindErr,
+		StateFileError: snap.stateErr,
 	}
 	if m, ok := r.source.(*multiSource); ok {
 		st.Sources = m.Health()

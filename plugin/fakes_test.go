@@ -223,7 +223,7 @@ type fakeEngine struct {
 	// forkchoiceUpdates counts the forkchoice updates insertions made; batches the blocks of each insertion call.
 	forkchoiceUpdates int
 	batches           []int
-	// beforeInsert, if set, runs before each payload inserted (with ProcessPayload's or ProcessPayloads' context,
+	// beforeInsert, if set, runs before each payload inserted (with ProcessPayloads' context,
 	// without the engine's lock); belowSafe counts insertions
 	// attempted at or below the safe head (refused).
 	beforeInsert func(ctx context.Context, ref eth.L2BlockRef)
@@ -262,24 +262,14 @@ func (e *fakeEngine) setSafe(n uint64) {
 	e.safe = n
 }
 
-func (e *fakeEngine) ProcessPayload(ctx context.Context, env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef, _ time.Time) error {
-	e.mu.Lock()
-	e.batches = append(e.batches, 1)
-	hook := e.beforeInsert
-	e.mu.Unlock()
-	if hook != nil {
-		hook(ctx, ref)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.forkchoiceUpdates++
-	return e.insertLocked(env, ref)
-}
-
 // ProcessPayloads inserts as the engine controller does: a payload at a time, one forkchoice update at the end.
 // beforeInsert runs before each payload without the engine's lock (op-node's status stays readable during a batch).
 func (e *fakeEngine) ProcessPayloads(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error) {
 	e.mu.Lock()
+	if e.held {
+		e.mu.Unlock()
+		return 0, engine.ErrUnsafeInputHeld
+	}
 	e.batches = append(e.batches, len(envs))
 	hook := e.beforeInsert
 	e.mu.Unlock()
@@ -306,6 +296,14 @@ func (e *fakeEngine) ProcessPayloads(ctx context.Context, envs []*eth.ExecutionP
 		e.mu.Unlock()
 	}
 	return n, err
+}
+
+// derive inserts b as derivation does: unsafe input held or not.
+func (e *fakeEngine) derive(b chainBlock) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.chain = append(e.chain, b.ref)
+	e.roots[b.ref.Hash] = common.Hash(b.env.ExecutionPayload.StateRoot)
 }
 
 func (e *fakeEngine) insertLocked(env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef) error {
@@ -339,9 +337,10 @@ func (e *fakeEngine) RewindUnsafeToSafe(ctx context.Context, rewindEngine func(c
 	e.held = true
 	safe := e.chain[e.safe]
 	e.mu.Unlock()
-	var err error
 	if rewindEngine != nil { // op-geth's own RPCs (this engine, as the L2 chain), which the controller lock does not take
-		err = rewindEngine(ctx, safe)
+		if err := rewindEngine(ctx, safe); err != nil {
+			return e.head(), err // fails closed: op-node's heads stay on the engine's chain
+		}
 	}
 	e.mu.Lock()
 	e.rewinds++
@@ -351,7 +350,7 @@ func (e *fakeEngine) RewindUnsafeToSafe(ctx context.Context, rewindEngine func(c
 	if afterRewind != nil {
 		afterRewind()
 	}
-	return head, err
+	return head, nil
 }
 
 // setHead rewinds the chain to block n, as debug_setHead does to op-geth's (an engineRewinder of this engine).
@@ -523,9 +522,11 @@ func withRewinder(rw func(h *harness) rewinder) harnessOption {
 }
 
 // rewinderFunc is a rewinder of a function.
-type rewinderFunc func(ctx context.Context, safe eth.L2BlockRef) error
+type rewinderFunc func(ctx context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error
 
-func (f rewinderFunc) Rewind(ctx context.Context, safe eth.L2BlockRef) error { return f(ctx, safe) }
+func (f rewinderFunc) Rewind(ctx context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error {
+	return f(ctx, safe, engineHead)
+}
 
 // withMetrics records on m.
 func withMetrics(m Metricer) harnessOption {

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -154,7 +155,8 @@ func TestRoundAfterAResumeRunsWhateverTheRequesterDoes(t *testing.T) {
 
 // A halt reads op-node's engine back after rewinding op-geth over --replicator.l2.rpc, to catch a flag that names
 // another op-geth. It reads it before op-node goes on: derivation inserting the next block right after the rewind
-// is not the old head still there.
+// is not the old head still there. A rewind that did not reach op-node's engine fails closed: op-node's heads stay
+// on the chain the engine holds.
 func TestHaltChecksTheEngineItRewound(t *testing.T) {
 	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
 	for _, tc := range []struct {
@@ -165,8 +167,10 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 		{"another op-geth", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var engineHeads []eth.BlockID
 			h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(h *harness) rewinder {
-				return rewinderFunc(func(_ context.Context, safe eth.L2BlockRef) error {
+				return rewinderFunc(func(_ context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error {
+					engineHeads = append(engineHeads, engineHead)
 					if tc.thisGeth {
 						h.engine.setHead(safe.Number)
 					}
@@ -176,23 +180,73 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 			h.round()
 			require.Equal(t, blocks[5].ref, h.engine.head())
 			h.engine.setSafe(2)
-			h.engine.afterRewind = func() { // derivation, at once
-				require.NoError(t, h.engine.ProcessPayload(context.Background(), blocks[2].env, blocks[2].ref, time.Time{}))
-			}
+			h.engine.afterRewind = func() { h.engine.derive(blocks[2]) } // derivation, at once
 
 			done := make(chan error, 1)
 			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: done})
 			require.NoError(t, <-done)
 			require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
+			require.Equal(t, []eth.BlockID{blocks[5].ref.ID()}, engineHeads, "the rewinder is given the engine's head")
 			failed := h.logs.FindLog(testlog.NewMessageContainsFilter("Halt could not rewind"))
 			if tc.thisGeth {
 				require.Nil(t, failed, "a derived block taken for the old head")
 				require.False(t, h.rep.rewindPending)
 			} else {
 				require.NotNil(t, failed, "another op-geth's rewind taken for this node's")
-				require.ErrorContains(t, failed.AttrValue("err").(error), "is --replicator.l2.rpc this node's op-geth")
+				require.ErrorContains(t, failed.AttrValue("err").(error), "the engine's head is")
 				require.True(t, h.rep.rewindPending, "the rewind is retried while halted")
+				require.Equal(t, blocks[5].ref, h.engine.head(), "op-node's heads reset over an engine that was not rewound")
+				require.Zero(t, h.engine.rewinds)
 			}
 		})
 	}
+}
+
+// A rewind that fails (op-geth cannot roll back, or is not reachable) leaves op-node's heads on op-geth's chain with
+// input held, says why in replicator_status, and is retried with backoff until it succeeds.
+func TestHaltRewindFailsClosedAndRetries(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	fail := errors.New("debug_setHead: connection refused")
+	var calls int
+	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(h *harness) rewinder {
+		return rewinderFunc(func(_ context.Context, safe eth.L2BlockRef, _ eth.BlockID) error {
+			calls++
+			if fail != nil {
+				return fail
+			}
+			h.engine.setHead(safe.Number)
+			return nil
+		})
+	}))
+	h.round()
+	require.Equal(t, blocks[5].ref, h.engine.head())
+	h.engine.setSafe(2)
+
+	done := make(chan error, 1)
+	h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: done})
+	require.NoError(t, <-done)
+	require.Equal(t, blocks[5].ref, h.engine.head(), "heads reset over op-geth's rejected chain")
+	require.True(t, h.engine.held, "input must stay held")
+	st, err := h.svc.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, api.StateHalted, st.State)
+	require.Contains(t, st.RewindError, "connection refused")
+
+	// Not retried before the backoff, then retried; nothing is inserted meanwhile.
+	h.round()
+	require.Equal(t, 1, calls)
+	h.clock.AdvanceTime(time.Minute)
+	h.round()
+	require.Equal(t, 2, calls)
+	require.Equal(t, blocks[5].ref, h.engine.head())
+
+	fail = nil
+	h.clock.AdvanceTime(time.Minute)
+	h.round()
+	require.Equal(t, 3, calls)
+	require.Equal(t, blocks[1].ref, h.engine.head(), "rewound to the safe head once op-geth could be rewound")
+	st, err = h.svc.Status(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, st.RewindError)
+	require.False(t, h.rep.rewindPending)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -24,22 +23,16 @@ type inserter struct {
 	engine driverhook.Engine
 }
 
-// Insert inserts blocks, each on the one before it, the first on the unsafe head: one block with ProcessPayload (a
-// forkchoice update per block, as at the head), several with ProcessPayloads (one forkchoice update for all). It
-// returns how many were inserted and why it stopped.
+// Insert inserts blocks, each on the one before it, the first on the unsafe head, with one forkchoice update to the
+// last (ProcessPayloads). It returns how many were inserted and why it stopped: a forkchoice update that failed
+// after every block was inserted is an engine error too (op-geth's head is then not op-node's unsafe head).
 func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error) {
-	var n int
-	var err error
-	if len(envs) == 1 {
-		// An engine call is not cut short: op-node owns its outcome (ProcessPayloads looks at ctx between payloads).
-		if err = i.engine.ProcessPayload(context.WithoutCancel(ctx), envs[0], refs[0], time.Time{}); err == nil {
-			n = 1
-		}
-	} else {
-		n, err = i.engine.ProcessPayloads(ctx, envs, refs)
-	}
+	n, err := i.engine.ProcessPayloads(ctx, envs, refs)
 	if err == nil {
 		return n, nil
+	}
+	if n == len(refs) {
+		return n, fmt.Errorf("%w: blocks up to %s inserted: %w", errEngine, refs[n-1].ID(), err)
 	}
 	ref := refs[n]
 	switch {
@@ -47,6 +40,8 @@ func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvel
 		return n, disagree(api.ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
 	case errors.Is(err, engine.ErrStaleBuild):
 		return n, fmt.Errorf("%w: block %s no longer extends the unsafe head", errStale, ref.ID())
+	case errors.Is(err, engine.ErrUnsafeInputHeld):
+		return n, fmt.Errorf("%w: block %s not inserted: unsafe input is held", errStale, ref.ID())
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return n, err
 	default:

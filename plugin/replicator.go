@@ -60,9 +60,11 @@ type Replicator struct {
 	rechecked [2]eth.BlockID
 	// rewindPending: halted, but op-geth was not rewound yet (the rewind failed, or the node restarted halted).
 	rewindPending bool
-	// rewindFailures and rewindRetryAt back a failing rewind off: each retry resets op-node's derivation.
+	// rewindFailures and rewindRetryAt back a failing rewind off.
 	rewindFailures int
 	rewindRetryAt  time.Time
+	// persistFailed: the last write of the state file failed; it is written again every round until it succeeds.
+	persistFailed bool
 	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
 	restored          bool
 	persisted         eth.L2BlockRef  // lastReplicated as last written to the state file
@@ -86,11 +88,17 @@ type snapshot struct {
 	lastReplicated   eth.L2BlockRef
 	lastReplicatedAt time.Time
 	sourceHead       eth.BlockID
+	// rewindErr is why the halt's rewind has not succeeded yet ("" once it has, or while running).
+	rewindErr string
+	// stateErr is why the state file could not be written ("" once it is).
+	stateErr string
 }
 
-// rewinder rewinds the execution engine's own chain to the safe head (engineRewinder).
+// rewinder rewinds the execution engine's own chain to the safe head (engineRewinder). engineHead is the latest
+// block of the engine op-node drives, read under the controller's lock: a rewinder that does not reach that engine
+// must refuse.
 type rewinder interface {
-	Rewind(ctx context.Context, safe eth.L2BlockRef) error
+	Rewind(ctx context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error
 }
 
 // request is an operator's halt or resume, executed by the loop goroutine.
@@ -144,6 +152,9 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 // our L1 view and the source (watch), and replicate what the source has beyond our unsafe head. more is whether
 // the source has blocks beyond what the round took.
 func (r *Replicator) round(ctx context.Context) (more bool, err error) {
+	if r.persistFailed {
+		r.persist()
+	}
 	if r.halt.Halted() {
 		if r.rewindPending && !r.clock.Now().Before(r.rewindRetryAt) {
 			r.rewind(ctx)
@@ -313,25 +324,37 @@ func (r *Replicator) haltNow(ctx context.Context, reason api.Reason, detail stri
 	r.metrics.RecordHalt(reason)
 	r.metrics.RecordState(api.StateHalted)
 	head, err := r.rewind(ctx)
+	if err != nil {
+		r.log.Error("Replicator halted; its rewind to the safe head failed and is retried while halted", "reason", reason,
+			"detail", detail, "unsafe", head, "policy", r.cfg.HaltPolicy, "rewind_err", err)
+		return
+	}
 	r.log.Error("Replicator halted: unsafe head rewound to the safe head", "reason", reason, "detail", detail,
-		"unsafe", head, "policy", r.cfg.HaltPolicy, "rewind_err", err)
+		"unsafe", head, "policy", r.cfg.HaltPolicy)
 }
 
 // rewind holds unsafe input and rewinds the unsafe chain to the safe head: op-geth's own chain (rewinder), then
 // op-node's heads. Until the engine controller has found its heads there is nothing to rewind yet: it is done at the
-// next round. A rewind that did not reach op-geth is retried while halted, with backoff (each try resets op-node's
-// derivation).
+// next round. A rewind that did not reach op-geth fails closed: op-node's heads stay on the chain op-geth holds,
+// input stays held, and it is retried while halted, with backoff; replicator_status shows why (rewindError).
 func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 	ctx = context.WithoutCancel(ctx)
 	r.rewindPending = true
 	if r.engine.IsEngineInitialELSyncing() || r.status.SyncStatus().UnsafeL2 == (eth.L2BlockRef{}) {
 		r.engine.HoldUnsafeInput(true)
+		r.publish(func(s *snapshot) { s.rewindErr = "the engine's heads are not known yet: rewind deferred" })
 		return eth.L2BlockRef{}, errors.New("the engine's heads are not known yet: rewind deferred")
 	}
 	var rewindEngine func(context.Context, eth.L2BlockRef) error
 	if r.rewinder != nil {
 		rewindEngine = func(ctx context.Context, safe eth.L2BlockRef) error {
-			if err := r.rewinder.Rewind(ctx, safe); err != nil {
+			// Under the controller's lock nothing moves the engine: its head, read through op-node's own engine
+			// client (--l2), is what --replicator.l2.rpc must show before it is rewound.
+			head, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
+			if err != nil {
+				return fmt.Errorf("%w: the engine's head: %w", errEngine, err)
+			}
+			if err := r.rewinder.Rewind(ctx, safe, head.ID()); err != nil {
 				return err
 			}
 			return r.checkRewound(ctx, safe)
@@ -344,18 +367,19 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 		r.rewindRetryAt = r.clock.Now().Add(r.backoff.Duration(r.rewindFailures))
 		r.rewindFailures++
 		r.metrics.RecordError(errorKind(err))
-		r.log.Error("Halt could not rewind op-geth to the safe head; retrying while halted", "safe", head, "err", err,
-			"attempt", r.rewindFailures, "retry_at", r.rewindRetryAt)
+		r.publish(func(s *snapshot) { s.rewindErr = err.Error() })
+		r.log.Error("Halt could not rewind op-geth to the safe head: op-node's heads left on op-geth's chain, input "+
+			"held, retrying while halted", "unsafe", head, "err", err, "attempt", r.rewindFailures, "retry_at", r.rewindRetryAt)
 		return head, err
 	}
 	r.rewindPending, r.rewindFailures, r.rewindRetryAt = false, 0, time.Time{}
+	r.publish(func(s *snapshot) { s.rewindErr = "" })
 	return head, nil
 }
 
-// checkRewound reads the head of op-node's own engine (--l2) back after the rewinder rewound op-geth: if
-// --replicator.l2.rpc is another op-geth, this node's op-geth still has its old head. It runs in rewindEngine, under
-// the engine controller's lock, where nothing inserts a block: derivation, which goes on right after the rewind,
-// would otherwise move the head on before it is read, and the check would take a derived block for the old head.
+// checkRewound reads the head of op-node's own engine (--l2) back after the rewinder rewound op-geth. It runs in
+// rewindEngine, under the engine controller's lock, where nothing inserts a block: derivation, which goes on right
+// after the rewind, would otherwise move the head on before it is read.
 func (r *Replicator) checkRewound(ctx context.Context, safe eth.L2BlockRef) error {
 	latest, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
 	if err != nil {
@@ -374,6 +398,7 @@ func (r *Replicator) resume(why string) {
 	}
 	r.engine.HoldUnsafeInput(false)
 	r.rewindPending, r.rewindFailures, r.rewindRetryAt = false, 0, time.Time{}
+	r.publish(func(s *snapshot) { s.rewindErr = "" })
 	r.failures = 0
 	// Evidence that arrived while halted belongs to the incident this resume ends (kept in
 	// replicator_equivocationEvidence), as after a restart; new evidence halts again.
@@ -392,9 +417,17 @@ func (r *Replicator) persist() {
 	seq, st := r.stateSnapshot()
 	if err := r.state.saveInOrder(seq, st); err != nil {
 		err = fmt.Errorf("%w: %w", errState, err)
+		r.persistFailed = true
 		r.metrics.RecordError(errorKind(err))
-		r.log.Error("Could not write the replicator state file: a restart now would not know this state", "err", err)
+		r.publish(func(s *snapshot) { s.stateErr = err.Error() })
+		r.log.Error("Could not write the replicator state file: a restart now would not know this state; retrying every round",
+			"err", err)
 		return
+	}
+	if r.persistFailed {
+		r.persistFailed = false
+		r.publish(func(s *snapshot) { s.stateErr = "" })
+		r.log.Info("Replicator state file written again", "state", st.State)
 	}
 	r.persisted, r.persistedEvidence, r.persistedAt = st.lastReplicated(), len(st.Evidence), r.clock.Now()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -18,6 +19,7 @@ import (
 // fakeGeth serves the part of op-geth's user RPC the rewinder uses: a canonical chain of hashes by number.
 type fakeGeth struct {
 	chain     []common.Hash // chain[n] is block n; the last one is latest
+	scheme    stateScheme   // schemeUnknown: not op-geth (no debug_getTrieFlushInterval)
 	noState   map[common.Hash]bool
 	setHeads  []uint64
 	overshoot uint64 // debug_setHead rewinds this many blocks further than asked
@@ -37,13 +39,31 @@ func (e fakeGethEth) GetBlockByNumber(n rpc.BlockNumber, _ bool) (map[string]any
 }
 
 func (e fakeGethEth) GetBalance(_ common.Address, at rpc.BlockNumberOrHash) (*hexutil.Big, error) {
-	if h, ok := at.Hash(); ok && e.g.noState[h] {
+	h, ok := at.Hash()
+	if n, byNumber := at.Number(); byNumber && int(n) < len(e.g.chain) {
+		h, ok = e.g.chain[n], true
+	}
+	if ok && e.g.noState[h] {
 		return nil, errors.New("missing trie node")
 	}
 	return new(hexutil.Big), nil
 }
 
+func (e fakeGethEth) BlockNumber() hexutil.Uint64 { return hexutil.Uint64(len(e.g.chain) - 1) }
+
+// fakeRethDebug is a debug namespace without op-geth's debug_getTrieFlushInterval.
+type fakeRethDebug struct{ g *fakeGeth }
+
+func (d fakeRethDebug) SetHead(n hexutil.Uint64) { fakeGethDebug(d).SetHead(n) }
+
 type fakeGethDebug struct{ g *fakeGeth }
+
+func (d fakeGethDebug) GetTrieFlushInterval() (string, error) {
+	if d.g.scheme == schemePath {
+		return "", errors.New("trie flush interval is undefined for path-based scheme")
+	}
+	return "1h0m0s", nil
+}
 
 func (d fakeGethDebug) SetHead(n hexutil.Uint64) {
 	d.g.setHeads = append(d.g.setHeads, uint64(n))
@@ -54,11 +74,14 @@ func startFakeGeth(t *testing.T, g *fakeGeth, debug bool) *engineRewinder {
 	t.Helper()
 	srv := rpc.NewServer()
 	require.NoError(t, srv.RegisterName("eth", fakeGethEth{g}))
-	if debug {
+	switch {
+	case debug && g.scheme == schemeUnknown:
+		require.NoError(t, srv.RegisterName("debug", fakeRethDebug{g}))
+	case debug:
 		require.NoError(t, srv.RegisterName("debug", fakeGethDebug{g}))
 	}
 	t.Cleanup(srv.Stop)
-	rw := &engineRewinder{rpc: rpc.DialInProc(srv), name: "fake", timeout: time.Second}
+	rw := &engineRewinder{rpc: rpc.DialInProc(srv), name: "fake", timeout: time.Second, scheme: g.scheme}
 	t.Cleanup(rw.Close)
 	return rw
 }
@@ -71,35 +94,98 @@ func hashChain(n int) []common.Hash {
 	return chain
 }
 
+// chainEngine is the engine op-node drives, as the rewinder reads it: a canonical chain of hashes by number.
+type chainEngine []common.Hash
+
+func (c chainEngine) L2BlockRefByNumber(_ context.Context, n uint64) (eth.L2BlockRef, error) {
+	if n >= uint64(len(c)) {
+		return eth.L2BlockRef{}, ethereum.NotFound
+	}
+	return eth.L2BlockRef{Hash: c[n], Number: n}, nil
+}
+
+func (c chainEngine) L2BlockRefByLabel(ctx context.Context, _ eth.BlockLabel) (eth.L2BlockRef, error) {
+	return c.L2BlockRefByNumber(ctx, uint64(len(c)-1))
+}
+
 func TestEngineRewinderCheck(t *testing.T) {
 	ctx := context.Background()
-	g := &fakeGeth{chain: hashChain(5)}
-	genesis := eth.BlockID{Hash: g.chain[0], Number: 0}
-	require.NoError(t, startFakeGeth(t, g, true).Check(ctx, genesis))
-	require.ErrorContains(t, startFakeGeth(t, g, false).Check(ctx, genesis), "does not serve the debug namespace")
-	require.ErrorContains(t, startFakeGeth(t, g, true).Check(ctx, eth.BlockID{Hash: common.Hash{1}}), "another chain's node")
+	long := hashChain(hashArchiveProbeDepth + 10)
+	other := append(hashChain(5)[:4:4], common.Hash{0xbb, 4})
+	for _, tc := range []struct {
+		name   string
+		geth   *fakeGeth
+		debug  bool
+		engine chainEngine // nil: the same chain as the fake op-geth
+		err    string
+		scheme stateScheme
+	}{
+		{name: "path scheme", geth: &fakeGeth{chain: hashChain(5), scheme: schemePath}, debug: true, scheme: schemePath},
+		{name: "hash archive", geth: &fakeGeth{chain: long, scheme: schemeHash}, debug: true, scheme: schemeHash},
+		{name: "hash, too young to tell", geth: &fakeGeth{chain: hashChain(5), scheme: schemeHash, noState: map[common.Hash]bool{{0xc0, 1}: true}},
+			debug: true, scheme: schemeHash},
+		{name: "hash without archive", geth: &fakeGeth{chain: long, scheme: schemeHash, noState: map[common.Hash]bool{long[9]: true}},
+			debug: true, err: "hash-scheme op-geth without --gcmode archive"},
+		{name: "no debug", geth: &fakeGeth{chain: hashChain(5), scheme: schemePath}, err: "does not serve the debug namespace"},
+		{name: "not op-geth", geth: &fakeGeth{chain: hashChain(5)}, debug: true, err: "is not op-geth"},
+		{name: "another node ahead of the engine", geth: &fakeGeth{chain: hashChain(8), scheme: schemePath}, debug: true,
+			engine: hashChain(5), err: "not this node's op-geth"},
+		{name: "another node behind the engine", geth: &fakeGeth{chain: hashChain(3), scheme: schemePath}, debug: true,
+			engine: hashChain(5), err: "not this node's op-geth"},
+		{name: "another node on another branch", geth: &fakeGeth{chain: hashChain(5), scheme: schemePath}, debug: true,
+			engine: other, err: "not this node's op-geth"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			engine := tc.engine
+			if engine == nil {
+				engine = tc.geth.chain
+			}
+			r := startFakeGeth(t, tc.geth, tc.debug)
+			r.scheme = schemeUnknown
+			err := r.Check(ctx, eth.BlockID{Hash: tc.geth.chain[0]}, engine)
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				require.Empty(t, tc.geth.setHeads)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.scheme, r.scheme)
+		})
+	}
+	g := &fakeGeth{chain: hashChain(5), scheme: schemePath}
+	require.ErrorContains(t, startFakeGeth(t, g, true).Check(ctx, eth.BlockID{Hash: common.Hash{1}}, chainEngine(g.chain)), "another chain's node")
 }
 
 func TestEngineRewinderRewind(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
-		name      string
-		geth      *fakeGeth
-		safe      uint64
-		err       string
-		setHeads  []uint64
-		headAfter int
+		name       string
+		geth       *fakeGeth
+		safe       uint64
+		engineHead *common.Hash // nil: op-geth's latest (the RPC is this node's op-geth)
+		err        string
+		setHeads   []uint64
+		headAfter  int
 	}{
-		{name: "rewinds to the safe head", geth: &fakeGeth{chain: hashChain(10)}, safe: 6, setHeads: []uint64{6}, headAfter: 6},
-		{name: "already there", geth: &fakeGeth{chain: hashChain(7)}, safe: 6, headAfter: 6},
-		{name: "no state for the safe head", geth: &fakeGeth{chain: hashChain(10), noState: map[common.Hash]bool{{0xc0, 6}: true}},
-			safe: 6, err: "no state for the safe head", headAfter: 9},
-		{name: "rewound past the safe head", geth: &fakeGeth{chain: hashChain(10), overshoot: 2}, safe: 6, setHeads: []uint64{6},
-			err: "not the safe head", headAfter: 4},
+		{name: "rewinds to the safe head", geth: &fakeGeth{chain: hashChain(10), scheme: schemePath}, safe: 6, setHeads: []uint64{6}, headAfter: 6},
+		{name: "already there", geth: &fakeGeth{chain: hashChain(7), scheme: schemePath}, safe: 6, headAfter: 6},
+		// A path-scheme op-geth cannot read the state of a safe head more than 128 blocks down, but rolls back to it.
+		{name: "path scheme without the safe head's state", geth: &fakeGeth{chain: hashChain(10), scheme: schemePath,
+			noState: map[common.Hash]bool{{0xc0, 6}: true}}, safe: 6, setHeads: []uint64{6}, headAfter: 6},
+		{name: "hash scheme without the safe head's state", geth: &fakeGeth{chain: hashChain(10), scheme: schemeHash,
+			noState: map[common.Hash]bool{{0xc0, 6}: true}}, safe: 6, err: "no state for the safe head", headAfter: 9},
+		{name: "rewound past the safe head", geth: &fakeGeth{chain: hashChain(10), scheme: schemePath, overshoot: 2}, safe: 6,
+			setHeads: []uint64{6}, err: "not the safe head", headAfter: 4},
+		{name: "another node", geth: &fakeGeth{chain: hashChain(10), scheme: schemePath}, safe: 6, engineHead: &common.Hash{0xbb},
+			err: "not this node's op-geth", headAfter: 9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := startFakeGeth(t, tc.geth, true)
-			err := r.Rewind(ctx, eth.L2BlockRef{Hash: tc.geth.chain[tc.safe], Number: tc.safe})
+			head := tc.geth.chain[len(tc.geth.chain)-1]
+			if tc.engineHead != nil {
+				head = *tc.engineHead
+			}
+			err := r.Rewind(ctx, eth.L2BlockRef{Hash: tc.geth.chain[tc.safe], Number: tc.safe}, eth.BlockID{Hash: head})
 			if tc.err == "" {
 				require.NoError(t, err)
 			} else {
@@ -109,5 +195,5 @@ func TestEngineRewinderRewind(t *testing.T) {
 			require.Len(t, tc.geth.chain, tc.headAfter+1)
 		})
 	}
-	require.Error(t, startFakeGeth(t, &fakeGeth{chain: hashChain(3)}, true).Rewind(ctx, eth.L2BlockRef{}), "no safe head")
+	require.Error(t, startFakeGeth(t, &fakeGeth{chain: hashChain(3)}, true).Rewind(ctx, eth.L2BlockRef{}, eth.BlockID{}), "no safe head")
 }

@@ -180,7 +180,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return nil
 	}
 	if s.rewinder != nil { // nil only in unit tests: NewService always builds it
-		if err := s.rewinder.Check(ctx, s.rep.genesis); err != nil {
+		if err := s.rewinder.Check(ctx, s.rep.genesis, s.rep.l2); err != nil {
 			return err
 		}
 	}

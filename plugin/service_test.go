@@ -53,7 +53,7 @@ func TestRelayOnlyService(t *testing.T) {
 // A replicator with P2P but no relay still holds the signed blocks gossip delivers, so that two validly signed
 // blocks at one height halt it.
 func TestGossipEquivocationWithoutRelay(t *testing.T) {
-	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, L2RPC: "http://127.0.0.1:1", PollInterval: time.Second,
+	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, L2RPC: "http://127.0.0.1:2", PollInterval: time.Second,
 		RequestTimeout: time.Second, ReadTimeout: time.Second, HaltPolicy: driverhook.HaltManual}
 	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
 	require.NoError(t, err)

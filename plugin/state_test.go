@@ -292,13 +292,13 @@ type fakeRewinder struct {
 	calls int
 }
 
-func (f *fakeRewinder) Rewind(context.Context, eth.L2BlockRef) error {
+func (f *fakeRewinder) Rewind(context.Context, eth.L2BlockRef, eth.BlockID) error {
 	f.calls++
 	return f.err
 }
 
-// A rewind that does not reach op-geth is retried while halted, with backoff: every try resets op-node's
-// derivation, so it is not redone at every round or event.
+// A rewind that does not reach op-geth is retried while halted, with backoff: not at every round or event, and not
+// again once it succeeded.
 func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 	h, _ := haltedHarness(t, driverhook.HaltManual)
 	rw := &fakeRewinder{err: errors.New("connection refused")}

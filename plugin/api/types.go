@@ -77,6 +77,11 @@ type Status struct {
 	Lag uint64 `json:"lag"`
 	// Sources is each source's health: its head, last success, errors.
 	Sources []SourceHealth `json:"sources"`
+	// RewindError is why a halt has not rewound op-geth to the safe head yet (retried while halted); empty once it
+	// has. While it is set, op-node's heads stay on the chain op-geth holds and unsafe input stays held.
+	RewindError string `json:"rewindError,omitempty"`
+	// StateFileError is why the state file could not be written (retried every round); empty once it is.
+	StateFileError string `json:"stateFileError,omitempty"`
 }
 
 // SourceHealth is one source's standing, in replicator_status.
