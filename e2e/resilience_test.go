@@ -45,11 +45,13 @@ func TestSourceDown(t *testing.T) {
 // TestKillAndRestart kills a replicator mid-replication under transaction load, first its op-node alone, then
 // its op-node and op-geth together (SIGKILL, as a crash or power loss would), and starts it again each time:
 // it must come back running, on the sequencer's chain (its latest and safe blocks are the sequencer's), and
-// replicate on to the sequencer's head.
+// replicate on to the sequencer's head. Its op-geth is an archive node: op-geth with its defaults (path scheme)
+// loses its recent state when killed, and stock op-node then stops on it as well; that is op-geth's crash recovery,
+// not the replicator's.
 func TestKillAndRestart(t *testing.T) {
 	sys := dsl.Start(t, devnet.Config{})
 	seq := sys.Sequencer.EL
-	rep := sys.AddReplicator("replicator")
+	rep := sys.AddReplicator("replicator", devnet.WithArchiveEngine())
 	sys.StartTxLoad(seq)
 	rep.WaitReplicating(seq, 10)
 

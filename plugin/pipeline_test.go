@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
@@ -218,5 +219,52 @@ func TestFetchAndVerifyGoOnWhileTheEngineWorks(t *testing.T) {
 	require.Equal(t, maxBatch, h.engine.batches[1], "the blocks verified while the engine worked were not its next batch")
 	for i, b := range blocks[:h.engine.head().Number] {
 		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
+	}
+}
+
+// payloadsEngine answers ProcessPayloads with n and err, whatever it is given.
+type payloadsEngine struct {
+	driverhook.Engine
+	n   int
+	err error
+}
+
+func (e payloadsEngine) ProcessPayloads(context.Context, []*eth.ExecutionPayloadEnvelope, []eth.L2BlockRef) (int, error) {
+	return e.n, e.err
+}
+
+// How the inserter names why the engine stopped: a refused block halts, a moved head or held input is stale, and a
+// forkchoice update that failed after every block went in is an engine error (op-geth's head is not op-node's).
+func TestInsertErrors(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
+	envs := []*eth.ExecutionPayloadEnvelope{blocks[0].env, blocks[1].env}
+	refs := []eth.L2BlockRef{blocks[0].ref, blocks[1].ref}
+	for _, tc := range []struct {
+		name string
+		n    int
+		err  error
+		want error
+	}{
+		{"all inserted", 2, nil, nil},
+		{"forkchoice update failed", 2, engine.ErrForkchoiceUpdate, errEngine},
+		{"invalid", 1, engine.ErrPayloadInvalid, &Disagreement{}},
+		{"stale", 0, engine.ErrStaleBuild, errStale},
+		{"held", 0, engine.ErrUnsafeInputHeld, errStale},
+		{"engine down", 0, errors.New("connection refused"), errEngine},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := (&inserter{engine: payloadsEngine{n: tc.n, err: tc.err}}).Insert(context.Background(), envs, refs)
+			require.Equal(t, tc.n, n)
+			var d *Disagreement
+			switch {
+			case tc.want == nil:
+				require.NoError(t, err)
+			case errors.As(tc.want, &d):
+				require.ErrorAs(t, err, &d)
+				require.Equal(t, api.ReasonInvalidPayload, d.Reason)
+			default:
+				require.ErrorIs(t, err, tc.want)
+			}
+		})
 	}
 }

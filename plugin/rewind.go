@@ -54,6 +54,11 @@ const (
 // is an archive node (a full node keeps the last 128 blocks' state in memory, and flushes some now and then).
 const hashArchiveProbeDepth = 256
 
+// setHeadPerBlock is how long debug_setHead may take per block rolled back, beyond the request timeout: a
+// path-scheme op-geth reverts one state history per block, each a few milliseconds of disk writes (README, "What a
+// halt means"), so rolling back an hour of 1 s blocks takes seconds to tens of seconds.
+const setHeadPerBlock = 25 * time.Millisecond
+
 // identityAttempts bounds the start-up comparison of --replicator.l2.rpc with the engine op-node drives: both are
 // read one after the other while the engine may insert blocks, so a mismatch is read again before it is believed.
 const (
@@ -223,8 +228,6 @@ func (r *engineRewinder) Rewind(ctx context.Context, safe eth.L2BlockRef, engine
 	if safe.Hash == (common.Hash{}) {
 		return errors.New("no safe head yet: nothing to rewind to")
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
 	latest, err := r.hashAt(ctx, rpc.LatestBlockNumber)
 	if err != nil {
 		return fmt.Errorf("op-geth's latest block: %w", err)
@@ -245,7 +248,9 @@ func (r *engineRewinder) Rewind(ctx context.Context, safe eth.L2BlockRef, engine
 				"would go below it; run op-geth with --state.scheme path or --gcmode archive): %w", safe.ID(), err)
 		}
 	}
-	if err := r.call(ctx, nil, "debug_setHead", hexutil.Uint64(safe.Number)); err != nil {
+	setHeadCtx, cancel := context.WithTimeout(ctx, r.timeout+time.Duration(engineHead.Number-min(engineHead.Number, safe.Number))*setHeadPerBlock)
+	defer cancel()
+	if err := r.rpc.CallContext(setHeadCtx, nil, "debug_setHead", hexutil.Uint64(safe.Number)); err != nil {
 		return fmt.Errorf("debug_setHead(%d) at %s: %w", safe.Number, r.name, err)
 	}
 	if latest, err = r.hashAt(ctx, rpc.LatestBlockNumber); err != nil {

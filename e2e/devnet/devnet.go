@@ -43,6 +43,13 @@ type Config struct {
 	// window passes without batches, derivation replaces the unsafe chain with deposit-only blocks: a run that
 	// keeps the batcher stopped for longer needs a longer window.
 	SequencerWindowSize uint64
+	// L2GenesisAge puts the L1 and L2 genesis this long in the past: the sequencer starts that far behind the wall
+	// clock and builds the missing blocks (one per L2BlockTime of age) as fast as it can, so that a test has an
+	// unsafe chain of hours-deep batching in a minute. Blocks beyond the sequencer drift (1,800 s) carry no user
+	// transactions. With BatcherStopped and a SequencerWindowSize that covers the run, they all stay unsafe.
+	L2GenesisAge time.Duration
+	// BatcherStopped starts the op-batcher stopped (SetBatching(true) starts it).
+	BatcherStopped bool
 }
 
 // Devnet is a running devnet. Its exported fields are set by New and not changed afterwards.
@@ -197,6 +204,9 @@ func (d *Devnet) start(ctx, watchCtx context.Context) error {
 	}()
 
 	l1Start, err := d.L1.EL.Header(ctx, rpc.LatestBlockNumber)
+	if d.cfg.L2GenesisAge > 0 { // the L2 genesis must not be older than its L1 origin
+		l1Start, err = d.L1.EL.Header(ctx, 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -269,6 +279,9 @@ func (d *Devnet) startBatcher() error {
 		"--throttle.unsafe-da-bytes-lower-threshold", "0",
 		"--rpc.addr", "127.0.0.1", "--rpc.port", strconv.Itoa(rpcPort), "--rpc.enable-admin",
 		"--log.level", d.cfg.LogLevel,
+	}
+	if d.cfg.BatcherStopped {
+		args = append(args, "--stopped")
 	}
 	if d.BatcherRPC, err = rpc.DialOptions(context.Background(), httpURL(rpcPort)); err != nil {
 		return fmt.Errorf("dial op-batcher RPC: %w", err)

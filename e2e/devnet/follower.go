@@ -19,6 +19,7 @@ type followerConfig struct {
 	noAdminRPC   bool
 	l1           string
 	metrics      bool
+	archive      bool
 	nodeArgs     []string
 }
 
@@ -69,6 +70,13 @@ func WithoutAdminRPC() FollowerOption {
 	return func(c *followerConfig) { c.noAdminRPC = true }
 }
 
+// WithArchiveEngine runs a replicator's op-geth as an archive node (hash scheme, --gcmode archive) instead of with
+// op-geth's defaults: for tests that kill op-geth with SIGKILL, which a default op-geth does not survive with its
+// recent state.
+func WithArchiveEngine() FollowerOption {
+	return func(c *followerConfig) { c.archive = true }
+}
+
 // WithNodeArgs appends arguments to the op-node command line.
 func WithNodeArgs(args ...string) FollowerOption {
 	return func(c *followerConfig) { c.nodeArgs = append(c.nodeArgs, args...) }
@@ -77,11 +85,66 @@ func WithNodeArgs(args ...string) FollowerOption {
 // AddFollower creates and starts a follower of the sequencer, named name (unique in the devnet; it names
 // its data directory and logs), and returns once its op-geth and op-node answer RPC.
 func (d *Devnet) AddFollower(ctx context.Context, name string, role Role, opts ...FollowerOption) (*Node, error) {
+	spec, err := d.followerSpec(ctx, name, role, opts)
+	if err != nil {
+		return nil, err
+	}
+	return d.startNode(ctx, spec)
+}
+
+// StartRefused creates a follower as AddFollower does and starts it expecting its op-node to refuse to start: it
+// returns once the op-node has exited, with the op-node's last log lines, or an error if it is still running after
+// startTimeout. The exit is not a devnet fault; the node's op-geth keeps running until the devnet closes.
+func (d *Devnet) StartRefused(ctx context.Context, name string, role Role, opts ...FollowerOption) (string, error) {
+	spec, err := d.followerSpec(ctx, name, role, opts)
+	if err != nil {
+		return "", err
+	}
+	n, err := d.newNode(spec)
+	if err != nil {
+		return "", err
+	}
+	exited := make(chan error, 1)
+	n.OpNode.onExit = func(_ *Process, err error) { exited <- err }
+	d.mu.Lock()
+	d.nodes = append(d.nodes, n)
+	d.mu.Unlock()
+	if err := n.OpGeth.Start(); err != nil {
+		return "", err
+	}
+	if err := d.WaitFor(ctx, startTimeout, n.OpGeth.Name+" RPC", func(ctx context.Context) (bool, error) {
+		_, err := n.EL.ChainID(ctx)
+		return err == nil, err
+	}); err != nil {
+		return "", err
+	}
+	if err := n.OpNode.Start(); err != nil {
+		return "", err
+	}
+	err = d.WaitFor(ctx, startTimeout, n.OpNode.Name+" to exit", func(ctx context.Context) (bool, error) {
+		select {
+		case <-exited:
+			return true, nil
+		default:
+		}
+		if _, err := n.CL.SyncStatus(ctx); err == nil {
+			return false, fmt.Errorf("%s answers RPC: it was expected to refuse to start", n.OpNode.Name)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return n.OpNode.Tail(30)
+}
+
+// followerSpec is the node AddFollower starts.
+func (d *Devnet) followerSpec(ctx context.Context, name string, role Role, opts []FollowerOption) (nodeSpec, error) {
 	cfg := followerConfig{source: d.Sequencer.EL.HTTP}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics}
+	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics, archive: cfg.archive}
 	switch role {
 	case RoleReplicator:
 		spec.p2p = cfg.p2p
@@ -96,17 +159,17 @@ func (d *Devnet) AddFollower(ctx context.Context, name string, role Role, opts .
 			spec.extraArgs = append(spec.extraArgs, "--replicator.halt.duration", cfg.haltDuration.String())
 		}
 	case RoleGossipFollower, RoleVerifier:
-		if cfg.source != d.Sequencer.EL.HTTP || cfg.pollInterval != 0 || cfg.haltPolicy != "" || cfg.haltDuration != 0 || cfg.p2p {
-			return nil, fmt.Errorf("follower %s: replicator options given for role %s", name, role)
+		if cfg.source != d.Sequencer.EL.HTTP || cfg.pollInterval != 0 || cfg.haltPolicy != "" || cfg.haltDuration != 0 || cfg.p2p || cfg.archive {
+			return nodeSpec{}, fmt.Errorf("follower %s: replicator options given for role %s", name, role)
 		}
 		spec.p2p = role == RoleGossipFollower
 	default:
-		return nil, fmt.Errorf("follower %s: role %q is not a follower role", name, role)
+		return nodeSpec{}, fmt.Errorf("follower %s: role %q is not a follower role", name, role)
 	}
 	if spec.p2p && !cfg.p2pUnpeered {
 		peer, err := d.Sequencer.peerAddr(ctx)
 		if err != nil {
-			return nil, err
+			return nodeSpec{}, err
 		}
 		spec.staticPeer = peer
 	}
@@ -114,7 +177,7 @@ func (d *Devnet) AddFollower(ctx context.Context, name string, role Role, opts .
 		spec.extraArgs = append(spec.extraArgs, "--rpc.enable-admin")
 	}
 	spec.extraArgs = append(spec.extraArgs, cfg.nodeArgs...)
-	return d.startNode(ctx, spec)
+	return spec, nil
 }
 
 // AddSequencer starts a second sequencer of the devnet's chain, named name. It builds its own blocks from

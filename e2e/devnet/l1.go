@@ -52,9 +52,9 @@ type L1 struct {
 
 // l1Genesis is what `geth --dev dumpgenesis` prints (core.DeveloperGenesisBlock), edited: a 30M gas limit,
 // funded accounts, and the unsafe-block signer in the SystemConfig storage, without which every op-node exits.
-func l1Genesis(keys Keys) *core.Genesis {
+func l1Genesis(keys Keys, age time.Duration) *core.Genesis {
 	g := core.DeveloperGenesisBlock(l1GasLimit, nil)
-	g.Timestamp = uint64(time.Now().Unix())
+	g.Timestamp = uint64(time.Now().Add(-age).Unix())
 	g.Alloc[address(keys.Batcher)] = types.Account{Balance: fundedBalance}
 	for _, key := range keys.L2Accounts {
 		g.Alloc[address(key)] = types.Account{Balance: fundedBalance}
@@ -76,7 +76,7 @@ func (d *Devnet) startL1(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create L1 dir: %w", err)
 	}
-	genesis := l1Genesis(d.Keys)
+	genesis := l1Genesis(d.Keys, d.cfg.L2GenesisAge)
 	genesisPath := filepath.Join(dir, "genesis.json")
 	if err := writeJSON(genesisPath, genesis); err != nil {
 		return err

@@ -104,6 +104,22 @@ type nodeSpec struct {
 	metrics bool
 	// extraArgs are appended to the op-node command line.
 	extraArgs []string
+	// archive runs a replicator's op-geth as an archive node (hash scheme, --gcmode archive), as every other node's
+	// is; a replicator's op-geth otherwise runs with op-geth's defaults, as operators run it.
+	archive bool
+}
+
+// defaultEngine reports whether the node's op-geth runs with op-geth's default state scheme and gcmode (path,
+// full): replicators, unless asked for an archive engine. Other nodes' op-geths are archive nodes, which survive
+// a SIGKILL with their state (a path-scheme op-geth killed loses its recent state, and its op-node then stops).
+func (s nodeSpec) defaultEngine() bool { return s.role == RoleReplicator && !s.archive }
+
+// stateScheme is the --state.scheme the node's op-geth is initialised and run with.
+func (s nodeSpec) stateScheme() string {
+	if s.defaultEngine() {
+		return "path"
+	}
+	return "hash"
 }
 
 // nodePorts are the ports of one L2 node.
@@ -127,7 +143,7 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 		return nil, fmt.Errorf("write JWT secret of %s: %w", spec.name, err)
 	}
 	gethLog := d.logPath(spec.name + "-op-geth")
-	if err := runToCompletion(gethLog, d.bin("geth"), "init", "--datadir", gethDir, "--state.scheme", "hash", d.L2.GenesisPath); err != nil {
+	if err := runToCompletion(gethLog, d.bin("geth"), "init", "--datadir", gethDir, "--state.scheme", spec.stateScheme(), d.L2.GenesisPath); err != nil {
 		return nil, fmt.Errorf("init op-geth of %s: %w", spec.name, err)
 	}
 	var ports nodePorts
@@ -183,10 +199,6 @@ func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePo
 		"--datadir", dataDir,
 		"--networkid", strconv.Itoa(L2ChainID),
 		"--syncmode", "full",
-		// Every block's state is written through to disk, so an op-geth killed with SIGKILL restarts where it
-		// was. With the default path scheme, a killed op-geth loses the state of its recent blocks and its
-		// op-node stops with "Critical error: ... missing trie node".
-		"--state.scheme", "hash", "--gcmode", "archive",
 		"--cache", "128",
 		"--http", "--http.addr", "127.0.0.1", "--http.port", strconv.Itoa(ports.http),
 		"--http.api", "eth,net,web3,debug,txpool",
@@ -195,6 +207,12 @@ func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePo
 		"--ipcdisable", "--nodiscover", "--maxpeers", "0", "--port", strconv.Itoa(ports.gethP2P), "--nat", "none",
 		"--rollup.disabletxpoolgossip",
 		"--verbosity", "3",
+	}
+	if !spec.defaultEngine() {
+		// Every block's state is written through to disk, so an op-geth killed with SIGKILL restarts where it
+		// was. With the default path scheme, a killed op-geth loses the state of its recent blocks and its
+		// op-node stops with "Critical error: ... missing trie node".
+		args = append(args, "--state.scheme", "hash", "--gcmode", "archive")
 	}
 	if spec.role != RoleSequencer {
 		// Without gossip, a transaction sent to a follower would otherwise never reach the sequencer.

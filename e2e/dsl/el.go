@@ -6,6 +6,7 @@ import (
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/rpc"
 
@@ -118,4 +119,13 @@ func (e *EL) ConsistentWith(ctx context.Context, seq *EL) (head, safe *types.Hea
 			return err == nil && seqSafe.Number.Cmp(safe.Number) >= 0, err
 		}), "the safe head of %s is ahead of %s's", e.HTTP, seq.HTTP)
 	return head, safe, nil
+}
+
+// RequireNoStateAt fails unless the engine cannot serve the state of block n (eth_getBalance there fails): it is
+// not an archive node, and n is beyond the state it keeps readable (the last 128 blocks on a full node).
+func (e *EL) RequireNoStateAt(n uint64) {
+	e.t.Helper()
+	var balance hexutil.Big
+	err := e.RPC.CallContext(e.ctx(), &balance, "eth_getBalance", common.Address{}, hexutil.Uint64(n))
+	e.require.Error(err, "the state of block %d can be read: an archive node, not op-geth as operators run it", n)
 }

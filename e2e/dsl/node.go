@@ -193,7 +193,29 @@ func (n *Node) SampleHeads() (stop func() *HeadSamples) {
 // The samples must cover at least window after the deadline.
 func (hs *HeadSamples) RequireHaltHeld(since time.Time, window time.Duration, canonical *EL) {
 	hs.t.Helper()
-	from := since.Add(RewindDeadline)
+	hs.RequireHeldFrom(since, since.Add(RewindDeadline), window, canonical)
+}
+
+// RequireRewoundDown fails unless op-geth's latest block never rose in the samples from since (the halt) to until
+// (the rewind done): while op-geth rolls its chain back, nothing may insert a block.
+func (hs *HeadSamples) RequireRewoundDown(since, until time.Time) {
+	hs.t.Helper()
+	var prev *HeadSample
+	for i, s := range hs.Samples {
+		if s.At.Before(since) || s.At.After(until) {
+			continue
+		}
+		if prev != nil {
+			hs.require.LessOrEqual(s.Latest.Number, prev.Latest.Number, "%s after the halt, during the rewind, op-geth's "+
+				"latest block rose from %s to %s", s.At.Sub(since).Round(time.Millisecond), prev.Latest, s.Latest)
+		}
+		prev = &hs.Samples[i]
+	}
+}
+
+// RequireHeldFrom is RequireHaltHeld with the samples checked from from on (since is the halt, for messages).
+func (hs *HeadSamples) RequireHeldFrom(since, from time.Time, window time.Duration, canonical *EL) {
+	hs.t.Helper()
 	var checked []HeadSample
 	for _, s := range hs.Samples {
 		if s.At.Before(from) {
@@ -216,5 +238,5 @@ func (hs *HeadSamples) RequireHaltHeld(since time.Time, window time.Duration, ca
 			s.At.Sub(since).Round(time.Millisecond), s.Latest)
 	}
 	hs.t.Logf("op-geth's latest block stayed within what derivation produced in %d samples over %s from %s after the halt",
-		len(checked), checked[len(checked)-1].At.Sub(from).Round(time.Millisecond), RewindDeadline)
+		len(checked), checked[len(checked)-1].At.Sub(from).Round(time.Millisecond), from.Sub(since).Round(time.Millisecond))
 }

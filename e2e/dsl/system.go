@@ -78,6 +78,15 @@ func (s *System) AddReplicator(name string, opts ...devnet.FollowerOption) *Repl
 	return s.Replicator(s.AddFollower(name, devnet.RoleReplicator, opts...))
 }
 
+// StartRefused starts a follower whose op-node must refuse to start (devnet.Devnet.StartRefused), and returns the
+// op-node's last log lines.
+func (s *System) StartRefused(name string, role devnet.Role, opts ...devnet.FollowerOption) string {
+	s.t.Helper()
+	logTail, err := s.Net.StartRefused(s.ctx(), name, role, opts...)
+	s.require.NoError(err, "start %s", name)
+	return logTail
+}
+
 // Replicator is the replicator running on n.
 func (s *System) Replicator(n *Node) *Replicator { return &Replicator{Node: n, API: n.CL.Replicator} }
 
