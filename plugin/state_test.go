@@ -425,3 +425,33 @@ func TestSaveInOrderKeepsTheLaterSnapshot(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, api.StateRunning, st.State)
 }
+
+// A halt whose state-file write fails is not forgotten: the write is retried every round, replicator_status shows
+// why meanwhile, and once the file can be written it holds the halt.
+func TestHaltStateWriteRetried(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	dir := filepath.Join(t.TempDir(), "not-yet")
+	path := filepath.Join(dir, "state.json")
+	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
+	h.round()
+
+	done := make(chan error, 1)
+	h.rep.handle(context.Background(), request{halt: true, detail: "disk full", done: done})
+	require.NoError(t, <-done)
+	st, err := h.svc.Status(context.Background())
+	require.NoError(t, err)
+	require.NotEmpty(t, st.StateFileError, "a failed state-file write must be shown")
+	h.round()
+	require.NoFileExists(t, path)
+
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	h.round()
+	saved, err := (&stateFile{path: path}).load()
+	require.NoError(t, err)
+	require.NotNil(t, saved, "the halt was not written once the file could be")
+	require.Equal(t, api.StateHalted, saved.State)
+	require.Equal(t, "disk full", saved.Detail)
+	st, err = h.svc.Status(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, st.StateFileError)
+}
