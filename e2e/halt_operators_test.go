@@ -81,6 +81,58 @@ func TestHaltDeepUnsafeRangeOnDefaultOpGeth(t *testing.T) {
 	rep.RequireRunning()
 }
 
+// hashFullUnsafeRange is the most unsafe blocks above its safe head a replicator holds on a hash-scheme op-geth that
+// is not an archive node (plugin's hashFullUnsafeRange): it keeps the state of its last 128 blocks only.
+const hashFullUnsafeRange = 120
+
+// TestHaltOnHashSchemeOpGeth runs a replicator on a hash-scheme op-geth with --gcmode full (a legacy datadir), where
+// debug_setHead cannot stop at a block whose state is gone and would rewind below the safe head. The replicator
+// holds no more than hashFullUnsafeRange unsafe blocks above its safe head while the sequencer is hundreds ahead, a
+// halt then rewinds op-geth to the safe head (not below it), and after the resume it catches up as the safe head
+// moves.
+func TestHaltOnHashSchemeOpGeth(t *testing.T) {
+	sys := dsl.Start(t, devnet.Config{
+		L2GenesisAge:        400 * time.Second,
+		BatcherStopped:      true,
+		SequencerWindowSize: 3600,
+	})
+	seq := sys.Sequencer.EL
+	sys.SetBatching(true)
+	sys.WaitFor(2*time.Minute, "the sequencer's first safe blocks", func(ctx context.Context) (bool, error) {
+		ss, err := sys.Sequencer.CL.SyncStatus(ctx)
+		return err == nil && ss.SafeL2.Number > 0, err
+	})
+	sys.SetBatching(false)
+
+	rep := sys.AddReplicator("replicator", devnet.WithSource(seq.WS), devnet.WithHaltPolicy("manual"),
+		devnet.WithHashSchemeEngine())
+	sys.WaitFor(2*time.Minute, "the replicator at the unsafe range it can rewind", func(ctx context.Context) (bool, error) {
+		st, err := rep.API.Status(ctx)
+		return err == nil && st.Safe.Number > 0 && st.Unsafe.Number >= st.Safe.Number+hashFullUnsafeRange, err
+	})
+	sys.SampleFor(3*time.Second, func() {
+		st := rep.Status()
+		require.LessOrEqual(t, st.Unsafe.Number, st.Safe.Number+hashFullUnsafeRange, "beyond the range a halt can rewind")
+		require.Greater(t, st.SourceHead.Number, st.Unsafe.Number+100, "the sequencer is not far enough ahead to tell")
+	})
+
+	stop := rep.SampleHeads()
+	halted := rep.HaltByOperator("hash scheme")
+	require.Empty(t, halted.RewindError)
+	sys.SampleFor(5*time.Second, func() {})
+	stop().RequireHaltHeld(halted.Since, 5*time.Second, seq)
+	require.GreaterOrEqual(t, rep.EL.NumberAt(rpc.LatestBlockNumber), halted.Safe.Number, "op-geth was rewound below the safe head")
+
+	rep.Resume()
+	sys.SetBatching(true)
+	target := seq.NumberAt(rpc.LatestBlockNumber)
+	sys.WaitFor(3*time.Minute, fmt.Sprintf("the replicator to reach block %d", target), func(ctx context.Context) (bool, error) {
+		n, err := rep.EL.BlockNumber(ctx)
+		return err == nil && n >= target, err
+	})
+	rep.RequireRunning()
+}
+
 // TestMisconfiguredReplicatorIsRefused starts replicators that must not start, and checks that the node the
 // mistake points at is untouched: --replicator.l2.rpc naming the sequencer's op-geth (the same endpoint as the
 // source, and another node's endpoint than the source's), and a light CL node (--l2.follow.source). A halt on such

@@ -250,3 +250,35 @@ func TestHaltRewindFailsClosedAndRetries(t *testing.T) {
 	require.Empty(t, st.RewindError)
 	require.False(t, h.rep.rewindPending)
 }
+
+// boundedRewinder rewinds this node's engine, across at most bound blocks above the safe head.
+type boundedRewinder struct {
+	h     *harness
+	bound uint64
+}
+
+func (b boundedRewinder) Rewind(_ context.Context, safe eth.L2BlockRef, _ eth.BlockID) error {
+	b.h.engine.setHead(safe.Number)
+	return nil
+}
+
+func (b boundedRewinder) MaxUnsafeRange() uint64 { return b.bound }
+
+// On an op-geth that can be rewound only across so many blocks (hash scheme, not an archive node), the replicator
+// holds no more unsafe blocks above the safe head than that, and goes on as the safe head moves.
+func TestUnsafeRangeBoundedByTheRewinder(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 10, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(h *harness) rewinder {
+		return boundedRewinder{h: h, bound: 3}
+	}))
+	h.engine.setSafe(0)
+	h.round()
+	require.Equal(t, uint64(3), h.engine.head().Number, "replicated beyond the range a halt can rewind")
+	require.Equal(t, h.rep.cfg.PollInterval, h.round(), "at the bound, the replicator waits")
+	require.Equal(t, uint64(3), h.engine.head().Number)
+
+	h.engine.setSafe(2)
+	h.round()
+	require.Equal(t, uint64(5), h.engine.head().Number)
+	h.requireRunning()
+}

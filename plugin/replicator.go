@@ -101,6 +101,11 @@ type rewinder interface {
 	Rewind(ctx context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error
 }
 
+// rangeBounder is a rewinder that can rewind op-geth only across so many blocks above the safe head (0: any).
+type rangeBounder interface {
+	MaxUnsafeRange() uint64
+}
+
 // request is an operator's halt or resume, executed by the loop goroutine.
 type request struct {
 	halt   bool
@@ -194,6 +199,14 @@ func (r *Replicator) round(ctx context.Context) (more bool, err error) {
 		return false, nil
 	}
 	to := min(srcHead.Number, head.Number+maxBlocksPerRound)
+	if b, ok := r.rewinder.(rangeBounder); ok && b.MaxUnsafeRange() > 0 {
+		limit := status.SafeL2.Number + b.MaxUnsafeRange()
+		if head.Number >= limit {
+			return false, fmt.Errorf("%w: the unsafe head %s is %d blocks above the safe head %s, as far as a halt could "+
+				"rewind this op-geth (hash scheme, not an archive node)", errWait, head.ID(), b.MaxUnsafeRange(), status.SafeL2.ID())
+		}
+		to = min(to, limit)
+	}
 	return to < srcHead.Number, r.replicate(ctx, head, to, srcHead)
 }
 

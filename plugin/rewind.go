@@ -39,6 +39,7 @@ type engineRewinder struct {
 	name    string
 	timeout time.Duration
 	scheme  stateScheme // found by Check
+	archive bool        // a hash-scheme op-geth proven to be an archive node (Check)
 }
 
 // stateScheme is op-geth's state scheme, as debug_getTrieFlushInterval tells it.
@@ -49,6 +50,11 @@ const (
 	schemePath    stateScheme = "path"
 	schemeHash    stateScheme = "hash"
 )
+
+// hashFullUnsafeRange bounds the unsafe range above the safe head on a hash-scheme op-geth not proven to be an
+// archive node: such a node keeps the state of its last 128 blocks in memory, so a safe head this close to the head
+// still has its state, and debug_setHead stops there.
+const hashFullUnsafeRange = 120
 
 // hashArchiveProbeDepth: on a hash-scheme op-geth, state this many blocks below the head can be read only if it
 // is an archive node (a full node keeps the last 128 blocks' state in memory, and flushes some now and then).
@@ -152,7 +158,7 @@ func (r *engineRewinder) checkHashArchive(ctx context.Context) error {
 		return fmt.Errorf("--%s %s: latest block number: %w", driverhook.L2RPCFlagName, r.name, err)
 	}
 	if uint64(head) <= hashArchiveProbeDepth {
-		return nil // too young to tell: every rewind reads the safe head's state first
+		return nil // too young to tell: the unsafe range is bounded (MaxUnsafeRange) until a restart can tell
 	}
 	probe := rpc.BlockNumber(uint64(head) - hashArchiveProbeDepth)
 	var balance hexutil.Big
@@ -162,7 +168,18 @@ func (r *engineRewinder) checkHashArchive(ctx context.Context) error {
 			"it; run op-geth with the path scheme (--state.scheme path, its default for a new datadir) or --gcmode archive",
 			driverhook.L2RPCFlagName, r.name, probe, err)
 	}
+	r.archive = true
 	return nil
+}
+
+// MaxUnsafeRange is how many blocks above the safe head the unsafe chain may reach for a halt to stay able to rewind
+// op-geth to the safe head, or 0 for no bound: on a hash-scheme op-geth not proven to be an archive node,
+// hashFullUnsafeRange; a path-scheme op-geth rolls back through its state history, an archive node has every state.
+func (r *engineRewinder) MaxUnsafeRange() uint64 {
+	if r.scheme == schemeHash && !r.archive {
+		return hashFullUnsafeRange
+	}
+	return 0
 }
 
 // checkIdentity compares the RPC's chain with the engine op-node drives, at both heads: the RPC's latest block must

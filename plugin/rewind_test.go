@@ -119,11 +119,12 @@ func TestEngineRewinderCheck(t *testing.T) {
 		engine chainEngine // nil: the same chain as the fake op-geth
 		err    string
 		scheme stateScheme
+		bound  uint64 // MaxUnsafeRange
 	}{
 		{name: "path scheme", geth: &fakeGeth{chain: hashChain(5), scheme: schemePath}, debug: true, scheme: schemePath},
 		{name: "hash archive", geth: &fakeGeth{chain: long, scheme: schemeHash}, debug: true, scheme: schemeHash},
 		{name: "hash, too young to tell", geth: &fakeGeth{chain: hashChain(5), scheme: schemeHash, noState: map[common.Hash]bool{{0xc0, 1}: true}},
-			debug: true, scheme: schemeHash},
+			debug: true, scheme: schemeHash, bound: hashFullUnsafeRange},
 		{name: "hash without archive", geth: &fakeGeth{chain: long, scheme: schemeHash, noState: map[common.Hash]bool{long[9]: true}},
 			debug: true, err: "hash-scheme op-geth without --gcmode archive"},
 		{name: "no debug", geth: &fakeGeth{chain: hashChain(5), scheme: schemePath}, err: "does not serve the debug namespace"},
@@ -150,6 +151,7 @@ func TestEngineRewinderCheck(t *testing.T) {
 			}
 			require.NoError(t, err)
 			require.Equal(t, tc.scheme, r.scheme)
+			require.Equal(t, tc.bound, r.MaxUnsafeRange())
 		})
 	}
 	g := &fakeGeth{chain: hashChain(5), scheme: schemePath}

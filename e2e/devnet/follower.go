@@ -20,6 +20,7 @@ type followerConfig struct {
 	l1           string
 	metrics      bool
 	archive      bool
+	hashScheme   bool
 	nodeArgs     []string
 }
 
@@ -75,6 +76,12 @@ func WithoutAdminRPC() FollowerOption {
 // recent state.
 func WithArchiveEngine() FollowerOption {
 	return func(c *followerConfig) { c.archive = true }
+}
+
+// WithHashSchemeEngine runs a replicator's op-geth with the hash state scheme and --gcmode full, as a node on a
+// legacy datadir runs: it keeps the state of its last 128 blocks only, and cannot roll back further.
+func WithHashSchemeEngine() FollowerOption {
+	return func(c *followerConfig) { c.hashScheme = true }
 }
 
 // WithNodeArgs appends arguments to the op-node command line.
@@ -144,7 +151,7 @@ func (d *Devnet) followerSpec(ctx context.Context, name string, role Role, opts 
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics, archive: cfg.archive}
+	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics, archive: cfg.archive, hashScheme: cfg.hashScheme}
 	switch role {
 	case RoleReplicator:
 		spec.p2p = cfg.p2p
@@ -159,7 +166,7 @@ func (d *Devnet) followerSpec(ctx context.Context, name string, role Role, opts 
 			spec.extraArgs = append(spec.extraArgs, "--replicator.halt.duration", cfg.haltDuration.String())
 		}
 	case RoleGossipFollower, RoleVerifier:
-		if cfg.source != d.Sequencer.EL.HTTP || cfg.pollInterval != 0 || cfg.haltPolicy != "" || cfg.haltDuration != 0 || cfg.p2p || cfg.archive {
+		if cfg.source != d.Sequencer.EL.HTTP || cfg.pollInterval != 0 || cfg.haltPolicy != "" || cfg.haltDuration != 0 || cfg.p2p || cfg.archive || cfg.hashScheme {
 			return nodeSpec{}, fmt.Errorf("follower %s: replicator options given for role %s", name, role)
 		}
 		spec.p2p = role == RoleGossipFollower

@@ -107,6 +107,8 @@ type nodeSpec struct {
 	// archive runs a replicator's op-geth as an archive node (hash scheme, --gcmode archive), as every other node's
 	// is; a replicator's op-geth otherwise runs with op-geth's defaults, as operators run it.
 	archive bool
+	// hashScheme runs a replicator's op-geth with the hash state scheme, still --gcmode full (a legacy datadir).
+	hashScheme bool
 }
 
 // defaultEngine reports whether the node's op-geth runs with op-geth's default state scheme and gcmode (path,
@@ -116,7 +118,7 @@ func (s nodeSpec) defaultEngine() bool { return s.role == RoleReplicator && !s.a
 
 // stateScheme is the --state.scheme the node's op-geth is initialised and run with.
 func (s nodeSpec) stateScheme() string {
-	if s.defaultEngine() {
+	if s.defaultEngine() && !s.hashScheme {
 		return "path"
 	}
 	return "hash"
@@ -213,6 +215,8 @@ func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePo
 		// was. With the default path scheme, a killed op-geth loses the state of its recent blocks and its
 		// op-node stops with "Critical error: ... missing trie node".
 		args = append(args, "--state.scheme", "hash", "--gcmode", "archive")
+	} else if spec.hashScheme {
+		args = append(args, "--state.scheme", "hash")
 	}
 	if spec.role != RoleSequencer {
 		// Without gossip, a transaction sent to a follower would otherwise never reach the sequencer.
