@@ -119,7 +119,7 @@ func TestHaltOnHashSchemeOpGeth(t *testing.T) {
 	stop := rep.SampleHeads()
 	halted := rep.HaltByOperator("hash scheme")
 	require.Empty(t, halted.RewindError)
-	sys.SampleFor(5*time.Second, func() {})
+	sys.SampleFor(5*time.Second+dsl.RewindDeadline, func() {})
 	stop().RequireHaltHeld(halted.Since, 5*time.Second, seq)
 	require.GreaterOrEqual(t, rep.EL.NumberAt(rpc.LatestBlockNumber), halted.Safe.Number, "op-geth was rewound below the safe head")
 
