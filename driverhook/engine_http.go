@@ -11,9 +11,8 @@ const engineWriteBuffer = 1 << 20
 // authenticated RPC; on ws or IPC it is not used). Without it op-node uses geth's RPC client default, net/http's
 // default transport, whose 4 KiB write buffer sends a 16 KiB newPayload request in five writes to the socket: the
 // first wakes op-geth, and on a machine with its cores busy the writer can lose the CPU before it wrote the rest,
-// while op-geth waits for it. On this repo's devnet (docs/benchmarks.md, runs D1-D4) the replicator's request
-// took 10 ms at p90 to write, a stock gossip op-node's 0.1 ms: that was all the replicator's extra insert time.
-// With a write buffer that holds the request, it is one write, and op-geth reads it at once.
+// while op-geth waits for it: the replicator's whole extra insert time over a gossip node's was that write
+// (docs/benchmarks.md). With a write buffer that holds the request, it is one write, and op-geth reads it at once.
 func EngineHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.WriteBufferSize = engineWriteBuffer

@@ -16,9 +16,8 @@ import (
 // our L1 view (watch) at least every maxBlocksPerRound blocks. Operator requests and evidence interrupt a round. What
 // op-node does to the unsafe chain during a round needs no round boundary to be seen: a reset or derivation replacing
 // a block moves the unsafe head, so the round's next batch no longer extends it and the round ends (errStale), and
-// every block's L1 origin is checked against our L1 view as it is verified. Each boundary costs the engine 50-80 ms
-// of idle time (the round's last batch executes while nothing of the next one is fetched): every 1,024 blocks that is
-// under 1% of a catch-up, where every 256 it was 2%.
+// every block's L1 origin is checked against our L1 view as it is verified. Each boundary leaves the engine idle
+// while the next round's first blocks are fetched, so rounds are long (docs/benchmarks.md, catching up).
 const maxBlocksPerRound = 1024
 
 // maxBatch is the most blocks inserted with one forkchoice update.
@@ -68,7 +67,7 @@ func (r *Replicator) verifyBlocks(ctx context.Context, fetch *prefetcher, head e
 			next = nil // full: wait for the engine
 		} else if len(cur.envs) > 0 {
 			// An idle engine gets the blocks verified so far at once, before the next block is verified: verifying
-			// the blocks already fetched first kept it idle at the start of every round, about 3 ms a block.
+			// the blocks already fetched first would keep it idle at the start of every round.
 			select {
 			case idle <- cur:
 				head, cur = cur.last(), &batch{}

@@ -460,7 +460,7 @@ func (r *Replicator) stateSnapshot() (uint64, *persistedState) {
 }
 
 // persistEvery bounds how often progress alone (a new last replicated block) is written to the state file: a write
-// and two fsyncs per block were 5% of a following op-node's CPU, and every 5 s still about 2%. After a crash the file then
+// is two fsyncs, a noticeable share of a following op-node's CPU if done often (docs/benchmarks.md). After a crash the file then
 // names a replicated block up to persistEvery older than the last, which the restart check uses as well (it is in
 // the chain below the newer ones). Halts, resumes and new evidence are written at once, and the loop writes its
 // progress when it stops.

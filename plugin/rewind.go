@@ -32,7 +32,7 @@ import (
 //     state back through op-geth's state history (--history.state, 90,000 blocks by default), so a rewind over any
 //     unsafe range within that history succeeds;
 //   - hash: debug_setHead stops only at a block whose state is on disk. Without --gcmode archive that is rarely the
-//     safe head, and it rewinds further, below the safe head (to genesis, measured): the safe head's state is read
+//     safe head, and it rewinds further, below the safe head (to genesis, on a young chain): the safe head's state is read
 //     first, and a rewind that would lose it is refused.
 type engineRewinder struct {
 	rpc     *rpc.Client

@@ -43,7 +43,7 @@ func rawBlockUnserved(err error) bool {
 // The RLP claims no block hash as the JSON answer does: the block hash is the header's, and the caller checks that
 // the payload hashes to it (env.CheckBlockHash) and that it is the block asked for. That check recomputes the
 // transactions root from the payload's transactions (transactions other than the header's make a payload that
-// hashes otherwise), so it is not also computed here: it was half of this function's cost, 2% of a following node's.
+// hashes otherwise), so it is not also computed here: it would be most of this function's cost.
 func rawBlockPayload(raw []byte, forks eth.HardforkConfig) (*eth.ExecutionPayloadEnvelope, error) {
 	var block types.Block
 	if err := rlp.DecodeBytes(raw, &block); err != nil {

@@ -7,8 +7,8 @@ import (
 )
 
 // progressWriter writes progress (the last replicated block) to the state file on a goroutine of its own: a write
-// is two fsyncs, 100-200 ms on a disk the engine is writing to, and the loop must not hold up the pipeline for it
-// (while a fresh node caught up, its engine sat idle that long at the first write). Halts, resumes and evidence are
+// is two fsyncs, slow on a disk the engine is writing to, and the loop must not hold up the pipeline for it (the
+// engine would sit idle meanwhile). Halts, resumes and evidence are
 // still written by the loop itself, before it acts on them; snapshot numbers keep an older progress write from
 // replacing them (stateFile.saveInOrder).
 type progressWriter struct {
