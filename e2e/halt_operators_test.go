@@ -30,7 +30,7 @@ const deepUnsafeRange = 1000
 // to exit there with "missing trie node"). The replicator then resumes and replicates to the sequencer's head.
 func TestHaltDeepUnsafeRangeOnDefaultOpGeth(t *testing.T) {
 	sys := dsl.Start(t, devnet.Config{
-		L2GenesisAge:        1500 * time.Second,
+		L2GenesisAge:        2400 * time.Second, // the batcher may post a few hundred blocks before it stops
 		BatcherStopped:      true,
 		SequencerWindowSize: 3600, // two hours of L1: the backlog's batches are all in time
 	})
@@ -92,7 +92,7 @@ const hashFullUnsafeRange = 120
 // moves.
 func TestHaltOnHashSchemeOpGeth(t *testing.T) {
 	sys := dsl.Start(t, devnet.Config{
-		L2GenesisAge:        400 * time.Second,
+		L2GenesisAge:        1200 * time.Second, // the batcher may post a few hundred blocks before it stops
 		BatcherStopped:      true,
 		SequencerWindowSize: 3600,
 	})
