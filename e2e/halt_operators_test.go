@@ -136,7 +136,8 @@ func TestHaltOnHashSchemeOpGeth(t *testing.T) {
 // TestMisconfiguredReplicatorIsRefused starts replicators that must not start, and checks that the node the
 // mistake points at is untouched: --replicator.l2.rpc naming the sequencer's op-geth (the same endpoint as the
 // source, and another node's endpoint than the source's), and a light CL node (--l2.follow.source). A halt on such
-// a node would have rewound the sequencer's op-geth with debug_setHead.
+// a node would have rewound the sequencer's op-geth with debug_setHead. Then a --replicator.l2.rpc that turns into
+// the sequencer's op-geth while the replicator runs: found out, and the halt that follows rewinds nothing.
 func TestMisconfiguredReplicatorIsRefused(t *testing.T) {
 	sys := dsl.Start(t, devnet.Config{})
 	seq := sys.Sequencer.EL
@@ -157,6 +158,30 @@ func TestMisconfiguredReplicatorIsRefused(t *testing.T) {
 		logTail := sys.StartRefused(tc.name, devnet.RoleReplicator, tc.opts...)
 		require.Contains(t, logTail, tc.want, "%s: op-node's last log lines do not say why it refused", tc.name)
 	}
+
+	// At start-up, another node at exactly this node's head passes; while running, it is found out, and a halt then
+	// rewinds nothing. A replicator in sync with the sequencer, restarted with --replicator.l2.rpc through a proxy to
+	// its own op-geth (the start-up check passes), whose upstream then turns to the sequencer's op-geth.
+	rep := sys.AddReplicator("switched", devnet.WithSource(seq.WS), devnet.WithHaltPolicy("manual"))
+	rep.WaitReplicating(seq, 5)
+	proxy := sys.NewProxy(rep.EL.HTTP)
+	require.NoError(t, rep.OpNode.Stop())
+	require.NoError(t, rep.OpNode.SetArg("--replicator.l2.rpc", proxy.URL))
+	rep.StartAgain()
+	rep.WaitReachesHead(seq)
+	proxy.SetUpstream(seq.HTTP)
+	var st *api.Status
+	sys.WaitFor(dsl.ReplicationTimeout, "the replicator to find --replicator.l2.rpc is another node", func(ctx context.Context) (bool, error) {
+		var err error
+		st, err = rep.API.Status(ctx)
+		return err == nil && st.L2RPCError != "", err
+	})
+	require.Contains(t, st.L2RPCError, "is not this node's op-geth")
+	atHalt := seq.IDAt(rpc.LatestBlockNumber)
+	rep.Halt("operator halt with the wrong --replicator.l2.rpc")
+	st = rep.RequireState(api.StateHalted)
+	require.Contains(t, st.RewindError, "is not this node's op-geth", "the halt's rewind was not refused")
+	require.Equal(t, atHalt.Hash, seq.HashAt(rpc.BlockNumber(atHalt.Number)), "the halt rewound the sequencer")
 
 	// The sequencer's chain was not rewound: the block it had is still there, and it builds on.
 	require.Equal(t, before.Hash, seq.HashAt(rpc.BlockNumber(before.Number)), "the sequencer's block was rewound")

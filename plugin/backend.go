@@ -39,6 +39,7 @@ func (s *Service) Status(_ context.Context) (*api.Status, error) {
 		Lag:            lag(snap.sourceHead.Number, sync.UnsafeL2.Number),
 		RewindError:    snap.rewindErr,
 		StateFileError: snap.stateErr,
+		L2RPCError:     snap.l2RPCErr,
 	}
 	if m, ok := r.source.(*multiSource); ok {
 		st.Sources = m.Health()

@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,4 +283,45 @@ func TestUnsafeRangeBoundedByTheRewinder(t *testing.T) {
 	h.round()
 	require.Equal(t, uint64(5), h.engine.head().Number)
 	h.requireRunning()
+}
+
+// otherNodeRewinder is a --replicator.l2.rpc that the identity check finds to be another node.
+type otherNodeRewinder struct{ found *atomic.Bool }
+
+func (o otherNodeRewinder) CheckIdentity(context.Context, headReader, time.Time, func() bool) error {
+	if o.found.Swap(true) {
+		return nil
+	}
+	return fmt.Errorf("%w: ahead of the engine", errOtherNode)
+}
+
+func (o otherNodeRewinder) Rewind(context.Context, eth.L2BlockRef, eth.BlockID) error {
+	if o.found.Load() {
+		return fmt.Errorf("%w: refused", errOtherNode)
+	}
+	return nil
+}
+
+// A --replicator.l2.rpc found, while running, to be another node is shown in replicator_status, and a halt then
+// rewinds nothing: it fails closed.
+func TestIdentityCheckWhileRunning(t *testing.T) {
+	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	var found atomic.Bool
+	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(*harness) rewinder { return otherNodeRewinder{&found} }))
+	h.round()
+	h.rep.identityWG.Wait()
+	st, err := h.svc.Status(context.Background())
+	require.NoError(t, err)
+	require.Contains(t, st.L2RPCError, "not this node's op-geth")
+	require.Equal(t, blocks[5].ref, h.engine.head(), "replication goes on")
+
+	h.engine.setSafe(2)
+	done := make(chan error, 1)
+	h.rep.handle(context.Background(), request{halt: true, detail: "x", done: done})
+	require.NoError(t, <-done)
+	st, err = h.svc.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, api.StateHalted, st.State)
+	require.Contains(t, st.RewindError, "not this node's op-geth")
+	require.Equal(t, blocks[5].ref, h.engine.head(), "heads reset over an engine that was not rewound")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ethereum-optimism/optimism/op-service/clock"
@@ -65,6 +66,13 @@ type Replicator struct {
 	rewindRetryAt  time.Time
 	// persistFailed: the last write of the state file failed; it is written again every round until it succeeds.
 	persistFailed bool
+	// identityAt is when the rewinder's identity was last checked; identityBusy while a check runs (on a goroutine
+	// of its own, off the round's path, joined by run); rewindEpoch counts rewinds, so that a check that straddles
+	// one is not believed.
+	identityAt   time.Time
+	identityBusy atomic.Bool
+	identityWG   sync.WaitGroup
+	rewindEpoch  atomic.Uint64
 	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
 	restored          bool
 	persisted         eth.L2BlockRef  // lastReplicated as last written to the state file
@@ -92,6 +100,8 @@ type snapshot struct {
 	rewindErr string
 	// stateErr is why the state file could not be written ("" once it is).
 	stateErr string
+	// l2RPCErr is why --replicator.l2.rpc was taken for another node while running ("" unless it was).
+	l2RPCErr string
 }
 
 // rewinder rewinds the execution engine's own chain to the safe head (engineRewinder). engineHead is the latest
@@ -100,6 +110,16 @@ type snapshot struct {
 type rewinder interface {
 	Rewind(ctx context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error
 }
+
+// identityChecker is a rewinder that can tell, while the replicator runs, that it does not reach the engine op-node
+// drives (engineRewinder.CheckIdentity).
+type identityChecker interface {
+	CheckIdentity(ctx context.Context, engine headReader, now time.Time, still func() bool) error
+}
+
+// identityCheckEvery bounds how often the rewinder's identity is checked: at the start of a round, when a source
+// has a new head, which this node's engine does not have yet but another node of the chain may.
+const identityCheckEvery = time.Second
 
 // rangeBounder is a rewinder that can rewind op-geth only across so many blocks above the safe head (0: any).
 type rangeBounder interface {
@@ -159,6 +179,9 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 func (r *Replicator) round(ctx context.Context) (more bool, err error) {
 	if r.persistFailed {
 		r.persist()
+	}
+	if !r.halt.Halted() {
+		r.checkIdentity(ctx)
 	}
 	if r.halt.Halted() {
 		if r.rewindPending && !r.clock.Now().Before(r.rewindRetryAt) {
@@ -353,6 +376,7 @@ func (r *Replicator) haltNow(ctx context.Context, reason api.Reason, detail stri
 func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 	ctx = context.WithoutCancel(ctx)
 	r.rewindPending = true
+	r.rewindEpoch.Add(1)
 	if r.engine.IsEngineInitialELSyncing() || r.status.SyncStatus().UnsafeL2 == (eth.L2BlockRef{}) {
 		r.engine.HoldUnsafeInput(true)
 		r.publish(func(s *snapshot) { s.rewindErr = "the engine's heads are not known yet: rewind deferred" })
@@ -388,6 +412,30 @@ func (r *Replicator) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 	r.rewindPending, r.rewindFailures, r.rewindRetryAt = false, 0, time.Time{}
 	r.publish(func(s *snapshot) { s.rewindErr = "" })
 	return head, nil
+}
+
+// checkIdentity has the rewinder check, at most every identityCheckEvery and on a goroutine of its own, that it
+// reaches the engine op-node drives: one that is found not to refuses every rewind, and replicator_status says so.
+func (r *Replicator) checkIdentity(ctx context.Context) {
+	c, ok := r.rewinder.(identityChecker)
+	if !ok || r.clock.Since(r.identityAt) < identityCheckEvery || !r.identityBusy.CompareAndSwap(false, true) {
+		return
+	}
+	now := r.clock.Now()
+	r.identityAt = now
+	epoch := r.rewindEpoch.Load()
+	ctx = context.WithoutCancel(ctx)
+	r.identityWG.Add(1)
+	go func() {
+		defer r.identityWG.Done()
+		defer r.identityBusy.Store(false)
+		still := func() bool { return r.rewindEpoch.Load() == epoch && !r.halt.Halted() }
+		if err := c.CheckIdentity(ctx, r.l2, now, still); err != nil {
+			r.metrics.RecordError(ErrKindRewind)
+			r.publish(func(s *snapshot) { s.l2RPCErr = err.Error() })
+			r.log.Error("--"+driverhook.L2RPCFlagName+" is not this node's op-geth: a halt will not rewind it", "err", err)
+		}
+	}()
 }
 
 // checkRewound reads the head of op-node's own engine (--l2) back after the rewinder rewound op-geth. It runs in
@@ -537,6 +585,7 @@ func (r *Replicator) serve(ctx context.Context, req request) {
 func (r *Replicator) run(ctx context.Context) {
 	timer := r.clock.NewTimer(0)
 	defer func() { timer.Stop() }()
+	defer r.identityWG.Wait()
 	defer r.persistProgress(true) // after the progress writer stopped
 	if r.state != nil {
 		r.progress = startProgressWriter(r.state, r.log, r.metrics)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum"
@@ -40,6 +41,10 @@ type engineRewinder struct {
 	timeout time.Duration
 	scheme  stateScheme // found by Check
 	archive bool        // a hash-scheme op-geth proven to be an archive node (Check)
+
+	mu        sync.Mutex
+	strikes   []time.Time // when the RPC was last seen ahead of the engine (CheckIdentity)
+	otherNode error       // set once the RPC is taken for another node: every rewind is refused
 }
 
 // stateScheme is op-geth's state scheme, as debug_getTrieFlushInterval tells it.
@@ -70,6 +75,14 @@ const setHeadPerBlock = 25 * time.Millisecond
 const (
 	identityAttempts = 5
 	identityRetry    = 300 * time.Millisecond
+)
+
+// The identity of --replicator.l2.rpc is watched while the replicator runs (CheckIdentity): a node seen ahead of
+// the engine op-node drives identityStrikes times within identityStrikeWindow is another node. The same node is
+// never ahead of its own engine read after it; an engine reorg between the two reads can make it look so once.
+const (
+	identityStrikes      = 3
+	identityStrikeWindow = time.Minute
 )
 
 // errOtherNode: --replicator.l2.rpc is not the op-geth behind op-node's --l2. A rewind is refused, not retried into it.
@@ -237,6 +250,35 @@ func (r *engineRewinder) sameChainAsEngine(ctx context.Context, engine headReade
 	return nil
 }
 
+// CheckIdentity reads the RPC's head, then the head of the engine op-node drives: the same node's engine, read after,
+// is at least as high. Another node of the chain is ahead of this node's engine whenever it has a block this node
+// has not inserted yet (the sequencer's op-geth, between its block and our insert of it). still reports whether
+// nothing rewound the engine meanwhile (a halt). It returns an error once, when the RPC is taken for another node;
+// every rewind is refused from then on.
+func (r *engineRewinder) CheckIdentity(ctx context.Context, engine headReader, now time.Time, still func() bool) error {
+	var rpcHead hexutil.Uint64
+	if err := r.call(ctx, &rpcHead, "eth_blockNumber"); err != nil {
+		return nil // unreachable now: the rewind will say so, if it comes to one
+	}
+	head, err := engine.L2BlockRefByLabel(ctx, eth.Unsafe)
+	if err != nil || uint64(rpcHead) <= head.Number || !still() {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.otherNode != nil {
+		return nil
+	}
+	r.strikes = append(slices.DeleteFunc(r.strikes, func(t time.Time) bool { return now.Sub(t) > identityStrikeWindow }), now)
+	if len(r.strikes) < identityStrikes {
+		return nil
+	}
+	r.otherNode = fmt.Errorf("%w: its head was ahead of the engine op-node drives (--l2) %d times within %s, last at "+
+		"block %d while the engine was at %s; every rewind is refused. Point --%s at the op-geth behind --l2 and restart",
+		errOtherNode, identityStrikes, identityStrikeWindow, uint64(rpcHead), head.ID(), driverhook.L2RPCFlagName)
+	return r.otherNode
+}
+
 // Rewind makes the safe head op-geth's head: debug_setHead to its number, then op-geth's latest must be the safe
 // head block. engineHead is the latest block of the engine op-node drives, read under the controller's lock: the
 // RPC's latest must be that block, or the RPC is another node and is left alone. It does nothing when op-geth's
@@ -244,6 +286,12 @@ func (r *engineRewinder) sameChainAsEngine(ctx context.Context, engine headReade
 func (r *engineRewinder) Rewind(ctx context.Context, safe eth.L2BlockRef, engineHead eth.BlockID) error {
 	if safe.Hash == (common.Hash{}) {
 		return errors.New("no safe head yet: nothing to rewind to")
+	}
+	r.mu.Lock()
+	otherNode := r.otherNode
+	r.mu.Unlock()
+	if otherNode != nil {
+		return otherNode
 	}
 	latest, err := r.hashAt(ctx, rpc.LatestBlockNumber)
 	if err != nil {

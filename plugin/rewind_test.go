@@ -199,3 +199,36 @@ func TestEngineRewinderRewind(t *testing.T) {
 	}
 	require.Error(t, startFakeGeth(t, &fakeGeth{chain: hashChain(3)}, true).Rewind(ctx, eth.L2BlockRef{}, eth.BlockID{}), "no safe head")
 }
+
+// While running, an RPC seen ahead of the engine op-node drives identityStrikes times within identityStrikeWindow is
+// another node: every rewind is refused from then on. The same node is never ahead of its own engine; a look that
+// straddled a rewind (still false) is not counted, nor are strikes older than the window.
+func TestEngineRewinderCheckIdentity(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	yes := func() bool { return true }
+
+	same := &fakeGeth{chain: hashChain(10), scheme: schemePath}
+	r := startFakeGeth(t, same, true)
+	for i := range 10 {
+		require.NoError(t, r.CheckIdentity(ctx, chainEngine(same.chain), t0.Add(time.Duration(i)*time.Second), yes))
+	}
+	require.NoError(t, r.Rewind(ctx, eth.L2BlockRef{Hash: same.chain[6], Number: 6}, eth.BlockID{Hash: same.chain[9], Number: 9}))
+
+	ahead := &fakeGeth{chain: hashChain(12), scheme: schemePath} // the sequencer, a block ahead of this node's engine
+	engine := chainEngine(hashChain(11))
+	r = startFakeGeth(t, ahead, true)
+	require.NoError(t, r.CheckIdentity(ctx, engine, t0, yes))
+	require.NoError(t, r.CheckIdentity(ctx, engine, t0.Add(time.Second), func() bool { return false }), "a look across a rewind")
+	require.NoError(t, r.CheckIdentity(ctx, engine, t0.Add(2*identityStrikeWindow), yes), "the first strike is out of the window")
+	require.NoError(t, r.CheckIdentity(ctx, engine, t0.Add(2*identityStrikeWindow+time.Second), yes))
+	err := r.CheckIdentity(ctx, engine, t0.Add(2*identityStrikeWindow+2*time.Second), yes)
+	require.ErrorIs(t, err, errOtherNode)
+	require.NoError(t, r.CheckIdentity(ctx, engine, t0.Add(2*identityStrikeWindow+3*time.Second), yes), "said once")
+
+	// In sync again at the halt (the heads equal): the rewind is refused all the same, and nothing is rewound.
+	err = r.Rewind(ctx, eth.L2BlockRef{Hash: ahead.chain[6], Number: 6}, eth.BlockID{Hash: ahead.chain[11], Number: 11})
+	require.ErrorIs(t, err, errOtherNode)
+	require.Empty(t, ahead.setHeads)
+	require.Len(t, ahead.chain, 12)
+}

@@ -82,6 +82,9 @@ type Status struct {
 	RewindError string `json:"rewindError,omitempty"`
 	// StateFileError is why the state file could not be written (retried every round); empty once it is.
 	StateFileError string `json:"stateFileError,omitempty"`
+	// L2RPCError is set once --replicator.l2.rpc was found, while running, not to be this node's op-geth: every
+	// rewind is refused until op-node is restarted with the right one.
+	L2RPCError string `json:"l2RpcError,omitempty"`
 }
 
 // SourceHealth is one source's standing, in replicator_status.
