@@ -112,8 +112,9 @@ type headReader interface {
 //     behind this node's engine, or on another branch, is another node);
 //   - a hash-scheme op-geth is an archive node (where that can be told: the chain is long enough).
 //
-// Another op-geth of the same chain at this node's exact head passes the identity check; every rewind compares the
-// heads again, under the engine controller's lock, before it calls debug_setHead.
+// Another op-geth of the same chain at this node's exact head passes the identity check: CheckIdentity goes on
+// watching while the replicator runs, and every rewind compares the heads again, under the engine controller's lock,
+// before it calls debug_setHead.
 func (r *engineRewinder) Check(ctx context.Context, genesis eth.BlockID, engine headReader) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout+identityAttempts*(identityRetry+r.timeout))
 	defer cancel()
