@@ -170,13 +170,18 @@ func TestMisconfiguredReplicatorIsRefused(t *testing.T) {
 	rep.StartAgain()
 	rep.WaitReachesHead(seq)
 	proxy.SetUpstream(seq.HTTP)
+	switched := time.Now()
 	var st *api.Status
-	sys.WaitFor(dsl.ReplicationTimeout, "the replicator to find --replicator.l2.rpc is another node", func(ctx context.Context) (bool, error) {
+	// Three strikes within a minute: 10-13 s here with 1 s blocks (a look lands between the sequencer's block and our
+	// insert of it about every fourth second).
+	sys.WaitFor(time.Minute, "the replicator to find --replicator.l2.rpc is another node", func(ctx context.Context) (bool, error) {
 		var err error
 		st, err = rep.API.Status(ctx)
 		return err == nil && st.L2RPCError != "", err
 	})
 	require.Contains(t, st.L2RPCError, "is not this node's op-geth")
+	t.Logf("--replicator.l2.rpc found to be another node %s after it turned to the sequencer's op-geth",
+		time.Since(switched).Round(time.Millisecond))
 	atHalt := seq.IDAt(rpc.LatestBlockNumber)
 	rep.Halt("operator halt with the wrong --replicator.l2.rpc")
 	st = rep.RequireState(api.StateHalted)

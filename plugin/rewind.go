@@ -77,9 +77,10 @@ const (
 	identityRetry    = 300 * time.Millisecond
 )
 
-// The identity of --replicator.l2.rpc is watched while the replicator runs (CheckIdentity): a node seen ahead of
-// the engine op-node drives identityStrikes times within identityStrikeWindow is another node. The same node is
-// never ahead of its own engine read after it; an engine reorg between the two reads can make it look so once.
+// The identity of --replicator.l2.rpc is watched while the replicator runs (CheckIdentity): a node seen ahead of or
+// behind the engine op-node drives identityStrikes times within identityStrikeWindow is another node. The same node
+// never is (its head is read before and after the engine's); an engine reorg between the reads can make it look so
+// once.
 const (
 	identityStrikes      = 3
 	identityStrikeWindow = time.Minute
@@ -251,18 +252,25 @@ func (r *engineRewinder) sameChainAsEngine(ctx context.Context, engine headReade
 	return nil
 }
 
-// CheckIdentity reads the RPC's head, then the head of the engine op-node drives: the same node's engine, read after,
-// is at least as high. Another node of the chain is ahead of this node's engine whenever it has a block this node
-// has not inserted yet (the sequencer's op-geth, between its block and our insert of it). still reports whether
-// nothing rewound the engine meanwhile (a halt). It returns an error once, when the RPC is taken for another node;
-// every rewind is refused from then on.
+// CheckIdentity reads the RPC's head, then the head of the engine op-node drives, then the RPC's head again: the same
+// node's engine, read in between, is at least as high as the first and at most as high as the second. Another node
+// of the chain is out of those bounds whenever it has a block this node has not inserted yet (the sequencer's
+// op-geth, between its block and our insert of it), or lacks one this node has (a follower behind it). still
+// reports whether nothing rewound the engine meanwhile (a halt). It returns an error once, when the RPC is taken for
+// another node; every rewind is refused from then on.
 func (r *engineRewinder) CheckIdentity(ctx context.Context, engine headReader, now time.Time, still func() bool) error {
-	var rpcHead hexutil.Uint64
-	if err := r.call(ctx, &rpcHead, "eth_blockNumber"); err != nil {
+	var before, after hexutil.Uint64
+	if err := r.call(ctx, &before, "eth_blockNumber"); err != nil {
 		return nil // unreachable now: the rewind will say so, if it comes to one
 	}
 	head, err := engine.L2BlockRefByLabel(ctx, eth.Unsafe)
-	if err != nil || uint64(rpcHead) <= head.Number || !still() {
+	if err != nil {
+		return nil
+	}
+	if err := r.call(ctx, &after, "eth_blockNumber"); err != nil {
+		return nil
+	}
+	if (uint64(before) <= head.Number && head.Number <= uint64(after)) || !still() {
 		return nil
 	}
 	r.mu.Lock()
@@ -274,9 +282,10 @@ func (r *engineRewinder) CheckIdentity(ctx context.Context, engine headReader, n
 	if len(r.strikes) < identityStrikes {
 		return nil
 	}
-	r.otherNode = fmt.Errorf("%w: its head was ahead of the engine op-node drives (--l2) %d times within %s, last at "+
-		"block %d while the engine was at %s; every rewind is refused. Point --%s at the op-geth behind --l2 and restart",
-		errOtherNode, identityStrikes, identityStrikeWindow, uint64(rpcHead), head.ID(), driverhook.L2RPCFlagName)
+	r.otherNode = fmt.Errorf("%w: its head was outside the engine op-node drives (--l2) %d times within %s, last at "+
+		"blocks %d and %d around the engine's %s; every rewind is refused. Point --%s at the op-geth behind --l2 and "+
+		"restart", errOtherNode, identityStrikes, identityStrikeWindow, uint64(before), uint64(after), head.ID(),
+		driverhook.L2RPCFlagName)
 	return r.otherNode
 }
 

@@ -200,8 +200,8 @@ func TestEngineRewinderRewind(t *testing.T) {
 	require.Error(t, startFakeGeth(t, &fakeGeth{chain: hashChain(3)}, true).Rewind(ctx, eth.L2BlockRef{}, eth.BlockID{}), "no safe head")
 }
 
-// While running, an RPC seen ahead of the engine op-node drives identityStrikes times within identityStrikeWindow is
-// another node: every rewind is refused from then on. The same node is never ahead of its own engine; a look that
+// While running, an RPC seen ahead of or behind the engine op-node drives identityStrikes times within
+// identityStrikeWindow is another node: every rewind is refused from then on. The same node never is; a look that
 // straddled a rewind (still false) is not counted, nor are strikes older than the window.
 func TestEngineRewinderCheckIdentity(t *testing.T) {
 	ctx := context.Background()
@@ -225,6 +225,14 @@ func TestEngineRewinderCheckIdentity(t *testing.T) {
 	err := r.CheckIdentity(ctx, engine, t0.Add(2*identityStrikeWindow+2*time.Second), yes)
 	require.ErrorIs(t, err, errOtherNode)
 	require.NoError(t, r.CheckIdentity(ctx, engine, t0.Add(2*identityStrikeWindow+3*time.Second), yes), "said once")
+
+	// A follower behind this node's engine is another node too.
+	behind := &fakeGeth{chain: hashChain(10), scheme: schemePath}
+	rb := startFakeGeth(t, behind, true)
+	for i := range identityStrikes - 1 {
+		require.NoError(t, rb.CheckIdentity(ctx, engine, t0.Add(time.Duration(i)*time.Second), yes))
+	}
+	require.ErrorIs(t, rb.CheckIdentity(ctx, engine, t0.Add(identityStrikes*time.Second), yes), errOtherNode)
 
 	// In sync again at the halt (the heads equal): the rewind is refused all the same, and nothing is rewound.
 	err = r.Rewind(ctx, eth.L2BlockRef{Hash: ahead.chain[6], Number: 6}, eth.BlockID{Hash: ahead.chain[11], Number: 11})
