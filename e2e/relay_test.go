@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -254,11 +255,13 @@ func TestEquivocatingRelayHaltsWithPortableEvidence(t *testing.T) {
 }
 
 // waitNoUnsafeBeyondDerived waits until every block of rep's unsafe chain came from L1 derivation (its unsafe head
-// is not above its pending safe head), as the halt's rewind makes it within the halt timeout.
+// is not above its pending safe head), as the halt's rewind makes it within the halt timeout. Right after a start,
+// op-node answers with a status whose heads are all zero until its engine controller has found them: that is no
+// answer yet.
 func waitNoUnsafeBeyondDerived(sys *dsl.System, rep *dsl.Replicator, what string) {
 	sys.WaitFor(dsl.HaltTimeout, what, func(ctx context.Context) (bool, error) {
 		ss, err := rep.CL.SyncStatus(ctx)
-		return err == nil && ss.UnsafeL2.Number <= ss.PendingSafeL2.Number, err
+		return err == nil && ss.PendingSafeL2.Hash != (common.Hash{}) && ss.UnsafeL2.Number <= ss.PendingSafeL2.Number, err
 	})
 	rep.RequireNoUnsafeBeyondDerived()
 }
