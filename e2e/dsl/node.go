@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -34,10 +35,16 @@ func (n *Node) SyncStatus() *eth.SyncStatus {
 
 // RequireNoUnsafeBeyondDerived fails unless every block of the node's unsafe chain came from L1 derivation: its
 // unsafe head is not above its pending safe head (op-node's derivation progress), in one sync status. This holds
-// for a plain L1 verifier, and for a replicator only while it is halted.
+// for a plain L1 verifier, and for a replicator only while it is halted. Right after a start op-node answers with
+// heads it has not all found yet (a zero pending safe head): the status is read again until it has.
 func (n *Node) RequireNoUnsafeBeyondDerived() {
 	n.t.Helper()
-	ss := n.SyncStatus()
+	var ss *eth.SyncStatus
+	n.sys.WaitFor(startedTimeout, n.Name+"'s heads to be known", func(ctx context.Context) (bool, error) {
+		var err error
+		ss, err = n.CL.SyncStatus(ctx)
+		return err == nil && ss.PendingSafeL2.Hash != (common.Hash{}), err
+	})
 	n.require.LessOrEqual(ss.UnsafeL2.Number, ss.PendingSafeL2.Number,
 		"%s has unsafe blocks that derivation did not produce: unsafe %s, pending safe %s, safe %s",
 		n.Name, ss.UnsafeL2, ss.PendingSafeL2, ss.SafeL2)
@@ -102,6 +109,9 @@ func AtLeast(min float64) func(float64) bool { return func(v float64) bool { ret
 
 // Equal is a MetricIs condition: exactly want.
 func Equal(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
+
+// startedTimeout bounds how long op-node may take, once its RPC answers, to know its heads.
+const startedTimeout = 10 * time.Second
 
 // HeadSamplePeriod is how often SampleHeads looks at a node.
 const HeadSamplePeriod = 100 * time.Millisecond
