@@ -106,9 +106,11 @@ func TestHaltOnHashSchemeOpGeth(t *testing.T) {
 
 	rep := sys.AddReplicator("replicator", devnet.WithSource(seq.WS), devnet.WithHaltPolicy("manual"),
 		devnet.WithHashSchemeEngine())
+	// At the bound, with the sequencer (still building its backlog) far enough ahead to tell.
 	sys.WaitFor(2*time.Minute, "the replicator at the unsafe range it can rewind", func(ctx context.Context) (bool, error) {
 		st, err := rep.API.Status(ctx)
-		return err == nil && st.Safe.Number > 0 && st.Unsafe.Number >= st.Safe.Number+hashFullUnsafeRange, err
+		return err == nil && st.Safe.Number > 0 && st.Unsafe.Number >= st.Safe.Number+hashFullUnsafeRange &&
+			st.SourceHead.Number > st.Unsafe.Number+100, err
 	})
 	sys.SampleFor(3*time.Second, func() {
 		st := rep.Status()
