@@ -135,11 +135,14 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 	}))
 	interrupted := make(chan bool, 1)
 	var blockedAt atomic.Uint64
+	// Counted from before the round: the verifier may have verified the blocks after block 1 before block 1's
+	// insertion starts (they are fetched first), and would then read op-node's status no more.
+	base := h.engine.statusReads.Load()
 	h.engine.beforeInsert = func(ctx context.Context, ref eth.L2BlockRef) {
 		if ref.Number == 1 {
-			// Block 1 finishes once the verifier holds five more blocks (a read of op-node's status each), so that
-			// the engine's next batch has several.
-			want := h.engine.statusReads.Load() + 5
+			// Block 1 finishes once the verifier holds five more blocks (a read of op-node's status each, besides
+			// the round's own few), so that the engine's next batch has several.
+			want := base + 8
 			deadline := time.Now().Add(10 * time.Second)
 			for h.engine.statusReads.Load() < want && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
