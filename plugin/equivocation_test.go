@@ -32,16 +32,19 @@ func signedChain(t *testing.T, key byte, n int, variant byte) []*opsigner.Signed
 }
 
 // Through gossip too: two signed blocks at a height at or below the safe head are a replay, dropped and counted,
-// and never halt; above the safe head they halt with evidence.
+// and never halt; above the safe head they halt with evidence, unless the second one is older than gossip's age
+// window when it arrives (a replay to a node whose safe head is still low): then it is held as history.
 func TestGossipReplayNeverHalts(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		height uint64
+		late   bool // the second block arrives more than relay.ReplayAge after its timestamp
 		halts  bool
 	}{
 		{name: "below the safe head", height: 2},
 		{name: "at the safe head", height: 3},
 		{name: "above the safe head", height: 4, halts: true},
+		{name: "above the safe head, arriving as history", height: 4, late: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &replayMetrics{}
@@ -53,9 +56,19 @@ func TestGossipReplayNeverHalts(t *testing.T) {
 			h.engine.setSafe(3)
 			a, b := signedChain(t, 1, 4, 0), signedChain(t, 1, 4, 5)
 			h.svc.OnSignedUnsafeL2Payload(context.Background(), a[tc.height-1])
+			if tc.late {
+				h.clock.AdvanceTime(relay.ReplayAge + time.Minute)
+			}
 			h.svc.OnSignedUnsafeL2Payload(context.Background(), b[tc.height-1])
 			h.round()
 			evs := h.svc.EquivocationEvidence()
+			if tc.late {
+				h.requireRunning()
+				require.Empty(t, evs)
+				require.Equal(t, int64(1), m.replays.Load())
+				require.Len(t, h.svc.store.ByNumber(tc.height), 2, "held as history")
+				return
+			}
 			if tc.halts {
 				h.requireHalted(api.ReasonEquivocation)
 				require.Len(t, evs, 1)

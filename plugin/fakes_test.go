@@ -544,7 +544,7 @@ func sharing(prev *harness) harnessOption {
 func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock, opts ...harnessOption) *harness {
 	cfg := testRollupConfig()
 	h := &harness{t: t, cfg: cfg, source: newFakeSource(blocks), engine: newFakeEngine(cfg), l1: &fakeL1{},
-		clock: clock.NewDeterministicClock(time.Unix(1_700_000_000, 0))}
+		clock: clock.NewDeterministicClock(time.Unix(1000, 0))}
 	lgr, logs := testlog.CaptureLogger(t, log.LevelDebug)
 	h.logs = logs
 	parts := components{source: h.source, evidence: relay.NewEvidenceLog()}

@@ -103,7 +103,7 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 		replayDropped: f.NewCounter(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "replays_dropped_total",
-			Help: "Sequencer-signed blocks at or below the safe head dropped (from gossip or relays): history L1 already settled, never equivocation evidence.",
+			Help: "Replayed sequencer-signed blocks (from gossip or relays), never equivocation evidence: at or below the safe head (dropped), or older than 60 s beside another block at their height (held as history).",
 		}),
 		originDepth: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"testing"
 	"time"
 
@@ -59,6 +60,7 @@ func TestGossipEquivocationWithoutRelay(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
 	require.NotNil(t, svc.store)
+	svc.clock = clock.NewDeterministicClock(time.Unix(1000, 0)) // the test chain's time: its blocks are not history
 	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
 	svc.OnSignedUnsafeL2Payload(context.Background(), a[1])
 	svc.OnSignedUnsafeL2Payload(context.Background(), b[1])

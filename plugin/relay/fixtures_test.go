@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
@@ -19,6 +20,10 @@ import (
 
 // testRollup is all of a rollup config the relay reads: the chain ID signatures are bound to.
 var testRollup = &rollup.Config{L2ChainID: big.NewInt(901)}
+
+// chainStart is the test chains' genesis time: now, so that their blocks are not history (ReplayAge) to a store
+// adding them at the system clock's time.
+var chainStart = uint64(time.Now().Unix())
 
 // buildChain returns blocks 1..n with valid header hashes, each on the one before; from height divergeAt on,
 // variant makes them other blocks than variant 0's.
@@ -35,7 +40,7 @@ func buildChain(n uint64, variant byte, divergeAt uint64) []*eth.ExecutionPayloa
 			ParentHash:   parent,
 			BlockNumber:  eth.Uint64Quantity(i),
 			StateRoot:    eth.Bytes32{0x22, v, byte(i >> 8), byte(i)},
-			Timestamp:    eth.Uint64Quantity(1000 + 2*i),
+			Timestamp:    eth.Uint64Quantity(chainStart + 2*i),
 			GasLimit:     30_000_000,
 			Transactions: []eth.Data{},
 		}}

@@ -21,7 +21,8 @@ type Metricer interface {
 	RecordRelayRefused(limit string)
 	RecordRelayDropped()
 	RecordRelayOversized()
-	// RecordReplayDropped counts signed blocks the store refused as replays of settled history (ErrReplay).
+	// RecordReplayDropped counts signed blocks the store took as replays: refused at or below the safe head
+	// (ErrReplay), or held as history beside another block at their height (never evidence).
 	RecordReplayDropped()
 	// RecordSourceRequest and RecordClientError are a relay client's requests, and its failures: blocks refused
 	// (ErrBadInput, ErrBadSignature) and a lost or silent relay (ErrUnavailable).

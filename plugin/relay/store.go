@@ -17,11 +17,19 @@ import (
 // accepts at most 5 blocks per height).
 const maxEnvelopesPerHeight = 5
 
+// ReplayAge is gossip's age limit: op-node refuses a gossiped block whose timestamp is more than 60 s behind its
+// clock. A signed block that old when it arrives is history, whoever sends it: it is held and relayed (a node
+// catching up needs it), but it is never equivocation evidence, so a replay of old signed blocks cannot halt a node
+// whose safe head is still below them (a node just started).
+const ReplayAge = 60 * time.Second
+
 // Held is a sequencer-signed block the node holds, with where and when it came from.
 type Held struct {
 	Signed  *opsigner.SignedExecutionPayloadEnvelope
 	Source  string
 	Arrived time.Time
+	// History: the block was older than ReplayAge when it arrived.
+	History bool
 
 	encodeOnce sync.Once
 	encoded    json.RawMessage
@@ -31,6 +39,12 @@ type Held struct {
 
 func (h *Held) Number() uint64    { return uint64(h.Signed.Envelope.ExecutionPayload.BlockNumber) }
 func (h *Held) Hash() common.Hash { return h.Signed.Envelope.ExecutionPayload.BlockHash }
+
+// IsHistory reports whether a signed block arriving at now is older than ReplayAge by its timestamp.
+func IsHistory(signed *opsigner.SignedExecutionPayloadEnvelope, now time.Time) bool {
+	ts := time.Unix(int64(signed.Envelope.ExecutionPayload.Timestamp), 0)
+	return now.Sub(ts) > ReplayAge
+}
 
 // JSON returns the envelope's JSON encoding, computed once for every subscriber it is relayed to.
 func (h *Held) JSON() (json.RawMessage, error) {
@@ -66,8 +80,10 @@ type SyncStatus interface {
 // Store holds verified, sequencer-signed envelopes for a window of the highest block heights seen, by number and
 // by hash. When the window is exceeded the lowest height goes, so old blocks, however many are replayed, never
 // push out recent ones. A height holds at most maxEnvelopesPerHeight envelopes, in arrival order: two validly
-// signed blocks at one height above the safe head are the sequencer equivocating, and the last arrived is the
-// sequencer's current block there (after an unsafe reorg). With a status, blocks at or below op-node's safe head
+// signed blocks at one height above the safe head, the second one younger than ReplayAge, are the sequencer
+// equivocating, and the last arrived is the sequencer's current block there (after an unsafe reorg). A block that
+// arrives as history at a height already held is a replay: not evidence, and the block followed there is the one
+// the chain held above builds on (else the first arrived). With a status, blocks at or below op-node's safe head
 // are refused: this is the one place that check is made. Envelopes must be verified before they are added.
 type Store struct {
 	window int
@@ -111,10 +127,11 @@ func (s *Store) Settled(n uint64) (eth.BlockID, bool) {
 }
 
 // Add holds a verified envelope. It returns the envelope as held (the earlier copy if the block was held already,
-// with added false) and the envelopes already held at that height with another hash (equivocation evidence), or,
-// with nothing held, why the block was refused: ErrReplay, ErrHeightFull or ErrBelowWindow.
+// with added false) and, unless the block is history (IsHistory), the envelopes already held at that height with
+// another hash (equivocation evidence); or, with nothing held, why the block was refused: ErrReplay, ErrHeightFull
+// or ErrBelowWindow.
 func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source string, now time.Time) (held *Held, added bool, conflicts []*Held, err error) {
-	h := &Held{Signed: signed, Source: source, Arrived: now}
+	h := &Held{Signed: signed, Source: source, Arrived: now, History: IsHistory(signed, now)}
 	n := h.Number()
 	// Read before taking s.mu: the status is op-node's, with locks of its own.
 	if safe, ok := s.Settled(n); ok {
@@ -139,7 +156,14 @@ func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source stri
 			"source", source)
 		return nil, false, nil, ErrBelowWindow
 	}
-	conflicts = slices.Clone(atHeight)
+	if h.History && heldHeight {
+		s.metrics.RecordReplayDropped()
+		s.log.Debug("Holding an old signed block beside another at its height: a replay, not evidence",
+			"block", signed.ID(), "age", now.Sub(time.Unix(int64(signed.Envelope.ExecutionPayload.Timestamp), 0)),
+			"source", source)
+	} else {
+		conflicts = slices.Clone(atHeight)
+	}
 	if !heldHeight {
 		i, _ := slices.BinarySearch(s.heights, n)
 		s.heights = slices.Insert(s.heights, i, n)
@@ -171,8 +195,9 @@ func (s *Store) ByNumber(n uint64) []*Held {
 	return slices.Clone(s.byNumber[n])
 }
 
-// Latest returns the envelope that arrived last at a height, or nil: the sequencer's current block there, the
-// one to follow and to relay (after an unsafe reorg the first one is the orphan).
+// Latest returns the sequencer's current block at a height, the one to follow and to relay, or nil. Where several
+// are held, it is the last arrived (after an unsafe reorg the first one is the orphan), unless the last arrived as
+// history (a replay): then it is the one the block followed at the next height builds on, else the first arrived.
 func (s *Store) Latest(n uint64) *Held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -180,10 +205,22 @@ func (s *Store) Latest(n uint64) *Held {
 }
 
 func (s *Store) latest(n uint64) *Held {
-	if held := s.byNumber[n]; len(held) > 0 {
+	held := s.byNumber[n]
+	switch {
+	case len(held) == 0:
+		return nil
+	case len(held) == 1 || !held[len(held)-1].History:
 		return held[len(held)-1]
 	}
-	return nil
+	// A replay beside the block first held here. The recursion goes up only while heights hold replays.
+	if child := s.latest(n + 1); child != nil {
+		for _, h := range held {
+			if h.Hash() == child.Signed.Envelope.ExecutionPayload.ParentHash {
+				return h
+			}
+		}
+	}
+	return held[0]
 }
 
 // ByHash returns the envelope held with that block hash, or nil.

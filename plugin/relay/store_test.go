@@ -19,7 +19,8 @@ func envelopeAt(n uint64, v byte) *opsigner.SignedExecutionPayloadEnvelope {
 	hash := common.Hash{0x44, v}
 	hash[24], hash[25], hash[26], hash[27] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	return &opsigner.SignedExecutionPayloadEnvelope{Signature: eth.Bytes65{1},
-		Envelope: &eth.ExecutionPayloadEnvelope{ExecutionPayload: &eth.ExecutionPayload{BlockNumber: eth.Uint64Quantity(n), BlockHash: hash}}}
+		Envelope: &eth.ExecutionPayloadEnvelope{ExecutionPayload: &eth.ExecutionPayload{BlockNumber: eth.Uint64Quantity(n), BlockHash: hash,
+			Timestamp: eth.Uint64Quantity(time.Now().Unix())}}} // made now: not history
 }
 
 func hashOf(s *opsigner.SignedExecutionPayloadEnvelope) common.Hash {
@@ -302,4 +303,50 @@ func TestEnvelopeStoreDropsSettled(t *testing.T) {
 		require.Equal(t, int64(1), m.replays.Load())
 		require.NotNil(t, s.Latest(6), "what was held stays held (and relayed)")
 	})
+}
+
+// A replayed old pair is never evidence, whatever the safe head: a block older than ReplayAge when it arrives, at a
+// height already held, is held as history. The block followed there is the one the chain above builds on,
+// whichever arrived first; a fresh pair is still evidence, and its last arrived is followed.
+func TestEnvelopeStoreHistoryIsNotEvidence(t *testing.T) {
+	genuine := buildChain(6, 0, 0)
+	orphan := buildChain(6, 1, 3) // another block at height 3, and its descendants
+	blockTime := func(n int) time.Time { return time.Unix(int64(genuine[n-1].ExecutionPayload.Timestamp), 0) }
+	late := blockTime(6).Add(ReplayAge + time.Second) // every block is history by now
+	m := &replayMetrics{}
+	s := NewStore(16, log.Root(), nil, m)
+
+	// The orphan arrives first, then the genuine chain: no evidence, and the genuine block is followed at 3 once
+	// its child is held.
+	_, _, conflicts, err := s.Add(signed(orphan[2]), "replayer", late)
+	require.NoError(t, err)
+	require.Empty(t, conflicts)
+	for _, b := range genuine {
+		_, added, conflicts, err := s.Add(signed(b), "sequencer-relay", late)
+		require.NoError(t, err)
+		require.True(t, added)
+		require.Empty(t, conflicts, "block %d: history is not evidence", b.ExecutionPayload.BlockNumber)
+	}
+	require.Len(t, s.ByNumber(3), 2, "both held")
+	require.Equal(t, int64(1), m.replays.Load(), "the late one at a held height is counted as a replay")
+	require.Equal(t, hashOf(signed(genuine[2])), s.Latest(3).Hash(), "the block the chain above builds on")
+	replay := s.Subscribe(1, &collectingListener{})
+	for i, h := range replay {
+		require.Equal(t, hashOf(signed(genuine[i])), h.Hash(), "a relay serves the genuine chain")
+	}
+
+	// Without a child held, the first arrived is followed.
+	s2 := newTestStore(16)
+	_, _, _, _ = s2.Add(signed(genuine[5]), "sequencer-relay", late)
+	_, _, conflicts, _ = s2.Add(signed(orphan[5]), "replayer", late)
+	require.Empty(t, conflicts)
+	require.Equal(t, hashOf(signed(genuine[5])), s2.Latest(6).Hash())
+
+	// A pair arriving while young is evidence, and the last arrived is followed.
+	s3 := newTestStore(16)
+	_, _, _, _ = s3.Add(signed(genuine[3]), "gossip", blockTime(4))
+	_, _, conflicts, err = s3.Add(signed(orphan[3]), "relay", blockTime(4).Add(ReplayAge))
+	require.NoError(t, err)
+	require.Len(t, conflicts, 1, "a block within gossip's age window conflicting is evidence")
+	require.Equal(t, hashOf(signed(orphan[3])), s3.Latest(4).Hash())
 }
