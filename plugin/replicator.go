@@ -461,9 +461,15 @@ func (r *Replicator) resume(why string) {
 	r.rewindPending, r.rewindFailures, r.rewindRetryAt = false, 0, time.Time{}
 	r.publish(func(s *snapshot) { s.rewindErr = "" })
 	r.failures = 0
-	// Evidence that arrived while halted belongs to the incident this resume ends (kept in
-	// replicator_equivocationEvidence), as after a restart; new evidence halts again.
-	r.evidence.TakePending()
+	// Evidence that arrived while halted (a second equivocation during a timed halt) halts again at the next round
+	// while L1 has not settled its height; settled, it is history, kept in replicator_equivocationEvidence only.
+	if ev := r.evidence.TakePending(); ev != nil {
+		if safe := r.status.SyncStatus().SafeL2; ev.Number > safe.Number {
+			r.evidence.Requeue(ev)
+			r.log.Warn("Equivocation evidence that arrived while halted is above the safe head: halting again",
+				"block", ev.Number, "safe", safe.ID())
+		}
+	}
 	r.persist()
 	r.metrics.RecordState(api.StateRunning)
 	r.log.Info("Replicator resumed", "why", why)

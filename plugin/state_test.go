@@ -326,19 +326,39 @@ func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
 }
 
-// Evidence that arrives while halted ends with the halt: resumed, the replicator replicates (as after a restart).
-func TestEvidenceWhileHaltedEndsWithTheHalt(t *testing.T) {
-	h, blocks := haltedHarness(t, driverhook.HaltManual)
-	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
-	h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
-	h.round()
-	done := make(chan error, 1)
-	h.rep.handle(context.Background(), request{done: done})
-	require.NoError(t, <-done)
-	h.round()
-	h.requireRunning()
-	require.Equal(t, blocks[5].ref, h.engine.head())
-	require.Len(t, h.rep.evidence.All(), 1, "the evidence is kept")
+// Evidence that arrives while halted (a second equivocation) halts again once resumed, while its height is above
+// the safe head; once L1 settled it, it ends with the halt: resumed, the replicator replicates (as after a restart).
+func TestEvidenceWhileHalted(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		settled     bool // the safe head passed the evidence's height during the halt
+		haltedAgain bool
+	}{
+		{name: "above the safe head at the resume halts again", haltedAgain: true},
+		{name: "settled by the resume ends with the halt", settled: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := haltedHarness(t, driverhook.HaltManual)
+			a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
+			h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
+			h.round()
+			if tc.settled { // derivation got to block 8 during the halt
+				h.engine.setChain(buildChain(t, testRollupConfig(), 8, 0, 0))
+				h.engine.setSafe(8)
+			}
+			done := make(chan error, 1)
+			h.rep.handle(context.Background(), request{done: done})
+			require.NoError(t, <-done)
+			h.round()
+			require.Len(t, h.rep.evidence.All(), 1, "the evidence is kept")
+			if tc.haltedAgain {
+				h.requireHalted(api.ReasonEquivocation)
+				require.Contains(t, h.rep.halt.Status().Detail, "at height 8")
+				return
+			}
+			h.requireRunning()
+		})
+	}
 }
 
 // Progress alone is written at most every persistEvery (a write and two fsyncs per block cost a following node 5%

@@ -53,6 +53,15 @@ func (l *EvidenceLog) TakePending() *api.Evidence {
 	return ev
 }
 
+// Requeue makes evidence taken with TakePending pending again, unless newer evidence is pending already.
+func (l *EvidenceLog) Requeue(ev *api.Evidence) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending == nil {
+		l.pending = ev
+	}
+}
+
 // All returns the evidence kept.
 func (l *EvidenceLog) All() []*api.Evidence {
 	l.mu.Lock()
