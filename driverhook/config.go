@@ -30,15 +30,17 @@ const (
 var haltPolicies = []HaltPolicy{HaltTimed, HaltManual, HaltUntilSynced}
 
 var (
-	EnabledFlagName        = flagName("enabled")
-	SourceFlagName         = flagName("source")
-	PollIntervalFlagName   = flagName("poll-interval")
-	RequestTimeoutFlagName = flagName("request-timeout")
-	ReadTimeoutFlagName    = flagName("read-timeout")
-	HaltPolicyFlagName     = flagName("halt.policy")
-	HaltDurationFlagName   = flagName("halt.duration")
-	L2RPCFlagName          = flagName("l2.rpc")
-	StatePathFlagName      = flagName("state.path")
+	EnabledFlagName          = flagName("enabled")
+	SourceFlagName           = flagName("source")
+	PollIntervalFlagName     = flagName("poll-interval")
+	RequestTimeoutFlagName   = flagName("request-timeout")
+	ReadTimeoutFlagName      = flagName("read-timeout")
+	HaltPolicyFlagName       = flagName("halt.policy")
+	HaltDurationFlagName     = flagName("halt.duration")
+	L2RPCFlagName            = flagName("l2.rpc")
+	StatePathFlagName        = flagName("state.path")
+	RequireSignatureFlagName = flagName("require-signature")
+	QuorumFlagName           = flagName("quorum")
 
 	RelayEnabledFlagName             = flagName("relay.enabled")
 	RelayAddrFlagName                = flagName("relay.addr")
@@ -137,6 +139,23 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 				"a forkchoice update alone leaves op-geth serving the rejected blocks as latest. Required with " +
 				"--replicator.enabled; checked at start-up. Keep it on loopback or IPC: debug_setHead rewrites the chain.",
 			EnvVars:  envVars(envPrefix, "L2_RPC"),
+			Category: category,
+		},
+		&cli.BoolFlag{
+			Name: RequireSignatureFlagName,
+			Usage: "Insert only blocks carrying the sequencer's signature (from a relay source or this node's P2P " +
+				"gossip), whichever source delivered them: an RPC source still announces new heads, but its block is " +
+				"inserted only once the matching signed block is held.",
+			EnvVars:  envVars(envPrefix, "REQUIRE_SIGNATURE"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name: QuorumFlagName,
+			Usage: "How many RPC sources (unsigned: trusted for content) must serve a block with the same hash before it " +
+				"is inserted. Sources that disagree are set aside for a while; nothing halts. A signed block held at " +
+				"that height wins over any of them.",
+			Value:    1,
+			EnvVars:  envVars(envPrefix, "QUORUM"),
 			Category: category,
 		},
 		&cli.StringFlag{
@@ -300,7 +319,11 @@ type CLIConfig struct {
 	L2RPC string
 	// StatePath is the state file ("" keeps the state in memory only).
 	StatePath string
-	Relay     RelayConfig
+	// RequireSignature: every block inserted carries the sequencer's signature.
+	RequireSignature bool
+	// Quorum is how many unsigned (RPC) sources must agree on a block's hash before it is inserted (0 is 1).
+	Quorum int
+	Relay  RelayConfig
 
 	// haltDurationSet records an explicit --replicator.halt.duration, which only makes sense with the timed policy.
 	haltDurationSet bool
@@ -309,16 +332,18 @@ type CLIConfig struct {
 // ReadCLIConfig reads the replicator flags.
 func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 	return CLIConfig{
-		Enabled:         ctx.Bool(EnabledFlagName),
-		Sources:         ctx.StringSlice(SourceFlagName),
-		ReadTimeout:     ctx.Duration(ReadTimeoutFlagName),
-		PollInterval:    ctx.Duration(PollIntervalFlagName),
-		RequestTimeout:  ctx.Duration(RequestTimeoutFlagName),
-		HaltPolicy:      HaltPolicy(ctx.String(HaltPolicyFlagName)),
-		HaltDuration:    ctx.Duration(HaltDurationFlagName),
-		haltDurationSet: ctx.IsSet(HaltDurationFlagName),
-		L2RPC:           ctx.String(L2RPCFlagName),
-		StatePath:       ctx.String(StatePathFlagName),
+		Enabled:          ctx.Bool(EnabledFlagName),
+		Sources:          ctx.StringSlice(SourceFlagName),
+		ReadTimeout:      ctx.Duration(ReadTimeoutFlagName),
+		PollInterval:     ctx.Duration(PollIntervalFlagName),
+		RequestTimeout:   ctx.Duration(RequestTimeoutFlagName),
+		HaltPolicy:       HaltPolicy(ctx.String(HaltPolicyFlagName)),
+		HaltDuration:     ctx.Duration(HaltDurationFlagName),
+		haltDurationSet:  ctx.IsSet(HaltDurationFlagName),
+		L2RPC:            ctx.String(L2RPCFlagName),
+		StatePath:        ctx.String(StatePathFlagName),
+		RequireSignature: ctx.Bool(RequireSignatureFlagName),
+		Quorum:           ctx.Int(QuorumFlagName),
 		Relay: RelayConfig{
 			Enabled:             ctx.Bool(RelayEnabledFlagName),
 			Addr:                ctx.String(RelayAddrFlagName),
@@ -363,6 +388,10 @@ func (c *CLIConfig) Check() error {
 				SourceFlagName, src, L2RPCFlagName)
 		}
 	}
+	if unsigned := c.UnsignedSources(); c.Quorum < 0 || c.Quorum > max(unsigned, 1) {
+		return fmt.Errorf("--%s %d: must be between 1 and the number of RPC sources in --%s (%d)", QuorumFlagName,
+			c.Quorum, SourceFlagName, unsigned)
+	}
 	if c.ReadTimeout <= 0 {
 		return fmt.Errorf("--%s must be positive, got %s", ReadTimeoutFlagName, c.ReadTimeout)
 	}
@@ -385,6 +414,17 @@ func (c *CLIConfig) Check() error {
 		return fmt.Errorf("--%s %q is not one of %v", HaltPolicyFlagName, c.HaltPolicy, haltPolicies)
 	}
 	return nil
+}
+
+// UnsignedSources counts the sources that are not relays: RPC sources, whose blocks carry no signature.
+func (c *CLIConfig) UnsignedSources() int {
+	n := 0
+	for _, src := range c.Sources {
+		if !IsRelaySource(src) {
+			n++
+		}
+	}
+	return n
 }
 
 // ErrSequencer is returned for a replicator configured on a sequencer: a sequencer builds its own chain.

@@ -27,6 +27,8 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, HaltTimed, cfg.HaltPolicy)
 	require.Equal(t, DefaultHaltDuration, cfg.HaltDuration)
 	require.Equal(t, DefaultPollInterval, cfg.PollInterval)
+	require.False(t, cfg.RequireSignature)
+	require.Equal(t, 1, cfg.Quorum)
 }
 
 func TestCheck(t *testing.T) {
@@ -70,6 +72,11 @@ func TestCheck(t *testing.T) {
 		{"l2 rpc on another port", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8546"}, ""},
 		{"l2 rpc over IPC", []string{"--replicator.enabled", "--replicator.source=http://127.0.0.1:8545", "--replicator.l2.rpc=/data/geth.ipc"}, ""},
 		{"no l2 rpc", []string{"--replicator.enabled", "--replicator.source=http://seq", "--replicator.l2.rpc="}, "--replicator.l2.rpc is required"},
+		{"quorum of two RPC sources", []string{"--replicator.enabled", "--replicator.source=http://a,ws://b,relay+ws://r", "--replicator.quorum=2"}, ""},
+		{"quorum above the RPC sources", []string{"--replicator.enabled", "--replicator.source=http://a,relay+ws://r,relay+ws://s", "--replicator.quorum=2"},
+			"must be between 1 and the number of RPC sources in --replicator.source (1)"},
+		{"negative quorum", []string{"--replicator.enabled", "--replicator.source=http://a", "--replicator.quorum=-1"}, "must be between 1"},
+		{"signatures required", []string{"--replicator.enabled", "--replicator.source=ws://seq,relay+ws://r", "--replicator.require-signature"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Every enabled case has this node's op-geth RPC unless it says otherwise (a later flag wins).
@@ -92,7 +99,11 @@ func TestEnvVars(t *testing.T) {
 	t.Setenv("OP_NODE_REPLICATOR_POLL_INTERVAL", "250ms")
 	t.Setenv("OP_NODE_REPLICATOR_L2_RPC", "/data/op-geth/geth.ipc")
 	t.Setenv("OP_NODE_REPLICATOR_STATE_PATH", "/data/op-node/replicator.json")
+	t.Setenv("OP_NODE_REPLICATOR_REQUIRE_SIGNATURE", "true")
+	t.Setenv("OP_NODE_REPLICATOR_QUORUM", "1")
 	cfg := readFlags(t)
+	require.True(t, cfg.RequireSignature)
+	require.Equal(t, 1, cfg.Quorum)
 	require.True(t, cfg.Enabled)
 	require.Equal(t, []string{"ws://seq:8546"}, cfg.Sources)
 	require.Equal(t, HaltManual, cfg.HaltPolicy)

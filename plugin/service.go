@@ -90,7 +90,9 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 		rewinder.Close()
 		return nil, err
 	}
-	parts := components{source: newMultiSource(srcs, m, s.clock), store: s.store, evidence: s.evidence, rewinder: rewinder}
+	src := newMultiSource(srcs, m, s.clock).withTrust(deps.Log, trust{store: s.store, requireSignature: cfg.RequireSignature,
+		quorum: cfg.Quorum})
+	parts := components{source: src, store: s.store, evidence: s.evidence, rewinder: rewinder}
 	if cfg.StatePath != "" {
 		parts.state = &stateFile{path: cfg.StatePath}
 	} else {

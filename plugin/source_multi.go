@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -12,26 +13,37 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/log"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/op-replicator/op-replicator/plugin/api"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
 
-// sourceHealth is one source's standing (api.SourceHealth), and when it last failed.
+// sourceHealth is one source's standing (api.SourceHealth), when it last failed, and how often it was set aside.
 type sourceHealth struct {
 	api.SourceHealth
 	failedAt time.Time
+	strikes  int
 }
 
 // healthy: no error since the last success.
 func (h *sourceHealth) healthy() bool { return h.LastOK != nil && !h.failedAt.After(*h.LastOK) }
 
+// asideAt: the source is set aside at now.
+func (h *sourceHealth) asideAt(now time.Time) bool {
+	return h.SetAsideUntil != nil && now.Before(*h.SetAsideUntil)
+}
+
 // multiSource fans several sources into one: the head is the highest any source has, and a block is taken from
 // the first source that has it, healthy sources first, so one source failing loses no block. Blocks from relays
-// are deduplicated in the envelope store (the first valid copy wins).
+// are deduplicated in the envelope store (the first valid copy wins). What an unsigned (RPC) source serves is
+// weighed against signed blocks and the other RPC sources (trust, source_trust.go); a source caught serving a
+// contradicted block is set aside for a while.
 type multiSource struct {
 	sources []Source
+	trust   trust
+	log     log.Logger
 	metrics Metricer
 	clock   clock.Clock
 	heads   chan struct{}
@@ -41,8 +53,9 @@ type multiSource struct {
 
 	mu       sync.Mutex
 	health   []sourceHealth
-	servedBy *lru.Cache[common.Hash, string] // which source served a recent block
-	asking   []bool                          // a head request to the source is in flight
+	servedBy *lru.Cache[common.Hash, string]    // which source served a recent block
+	unsigned *lru.Cache[uint64, unsignedAnswer] // what RPC sources served at recent heights without a signed block
+	asking   []bool                             // a head request to the source is in flight
 }
 
 // servedByKept is how many recent blocks multiSource remembers the source of: more than can be fetched between a
@@ -54,16 +67,28 @@ var _ Source = (*multiSource)(nil)
 func newMultiSource(sources []Source, m Metricer, clk clock.Clock) *multiSource {
 	ctx, cancel := context.WithCancel(context.Background())
 	servedBy, _ := lru.New[common.Hash, string](servedByKept) // only fails for a non-positive size
-	ms := &multiSource{sources: sources, metrics: m, clock: clk, heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		health: make([]sourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy}
+	unsigned, _ := lru.New[uint64, unsignedAnswer](servedByKept)
+	ms := &multiSource{sources: sources, log: log.Root(), metrics: m, clock: clk, heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		health: make([]sourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy, unsigned: unsigned}
 	for i, s := range sources {
 		ms.health[i].Name = s.Name()
+		ms.health[i].Signed = isSigned(s)
 	}
 	return ms
 }
 
-// Start starts every source, and forwards their new heads.
+// withTrust sets how unsigned blocks are weighed (trust), and the logger that reports sources set aside.
+func (m *multiSource) withTrust(lgr log.Logger, t trust) *multiSource {
+	m.log, m.trust = lgr, t
+	return m
+}
+
+// Start starts every source, and forwards their new heads (and, with signatures required, the signed blocks
+// arriving in the store: the block waiting for its signature can go in).
 func (m *multiSource) Start() {
+	if m.trust.requireSignature && m.trust.store != nil {
+		m.trust.store.Subscribe(math.MaxUint64, signedArrivals{m.heads})
+	}
 	for _, s := range m.sources {
 		s.Start()
 		m.wg.Add(1)
@@ -101,8 +126,12 @@ func (m *multiSource) Health() []api.SourceHealth {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]api.SourceHealth, len(m.health))
+	now := m.clock.Now()
 	for i, h := range m.health {
 		out[i] = h.SourceHealth
+		if !h.asideAt(now) {
+			out[i].SetAsideUntil, out[i].SetAsideReason = nil, ""
+		}
 	}
 	return out
 }
@@ -125,13 +154,16 @@ func (m *multiSource) record(i int, head *eth.BlockID, err error) {
 	}
 }
 
-// order lists sources healthy first, keeping the configured order otherwise.
+// order lists the sources not set aside, healthy first, keeping the configured order otherwise.
 func (m *multiSource) order() []int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	idx := make([]int, len(m.sources))
-	for i := range idx {
-		idx[i] = i
+	now := m.clock.Now()
+	idx := make([]int, 0, len(m.sources))
+	for i := range m.sources {
+		if !m.health[i].asideAt(now) {
+			idx = append(idx, i)
+		}
 	}
 	slices.SortStableFunc(idx, func(a, b int) int {
 		ha, hb := m.health[a].healthy(), m.health[b].healthy()
@@ -168,9 +200,10 @@ func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
 	answers := make(chan answer, len(m.sources))
 	asked, waitFor := 0, 0 // sources asked; healthy ones among them
 	m.mu.Lock()
+	now := m.clock.Now()
 	for i, s := range m.sources {
-		if m.asking[i] {
-			continue // still waiting for its previous answer
+		if m.asking[i] || m.health[i].asideAt(now) {
+			continue // still waiting for its previous answer, or set aside
 		}
 		m.asking[i] = true
 		healthy := m.health[i].healthy()
@@ -212,21 +245,37 @@ func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
 	}
 	if !ok {
 		if len(errs) == 0 {
-			return eth.BlockID{}, errors.New("no source answered: every source is still busy with an earlier request")
+			return eth.BlockID{}, errors.New("no source answered: every source is set aside or still busy with an earlier request")
 		}
 		return eth.BlockID{}, errors.Join(errs...)
 	}
 	return best, nil
 }
 
+// Payload returns the block at height n: a signed block held there (from a relay or gossip) if any; else, with a
+// quorum, the block enough RPC sources agree on; else the first answer, healthy sources first. An unsigned block
+// is weighed against the signed blocks held (trust.check) before it is returned.
 func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	return firstOf(ctx, m, func(s Source) (*eth.ExecutionPayloadEnvelope, error) {
+	if held := m.trust.signedAt(n); held != nil {
+		m.seen(held)
+		return held.Signed.Envelope, nil
+	}
+	if m.trust.quorum > 1 {
+		return m.quorumPayload(ctx, n)
+	}
+	var from int
+	env, err := firstOf(ctx, m, func(i int, s Source) (*eth.ExecutionPayloadEnvelope, error) {
 		env, err := s.Payload(ctx, n)
 		if err == nil {
+			from = i
 			m.servedBy.Add(env.ExecutionPayload.BlockHash, s.Name())
 		}
 		return env, err
 	})
+	if err != nil || isSigned(m.sources[from]) {
+		return env, err
+	}
+	return m.check(env, from)
 }
 
 // ServedBy names the source that served a recent block ("" if none did).
@@ -241,12 +290,16 @@ func (m *multiSource) ServedBy(hash common.Hash) string {
 //
 // A request cancelled by the caller (a round ended, with blocks still being fetched ahead) says nothing of the
 // source: it is not recorded, and no other source is asked.
-func firstOf[T any](ctx context.Context, m *multiSource, f func(Source) (T, error)) (T, error) {
+func firstOf[T any](ctx context.Context, m *multiSource, f func(int, Source) (T, error)) (T, error) {
 	var zero T
 	var errs []error
 	notFound := false
-	for _, i := range m.order() {
-		v, err := f(m.sources[i])
+	order := m.order()
+	if len(order) == 0 {
+		return zero, fmt.Errorf("%w: every source is set aside", ethereum.NotFound)
+	}
+	for _, i := range order {
+		v, err := f(i, m.sources[i])
 		if err != nil && ctx.Err() != nil {
 			return zero, ctx.Err()
 		}

@@ -96,6 +96,12 @@ type SourceHealth struct {
 	Lag       uint64 `json:"lag"`
 	Errors    uint64 `json:"errors"`
 	LastError string `json:"lastError,omitempty"`
+	// Signed: the source's blocks carry the sequencer's signature (a relay). An RPC source's are trusted for content.
+	Signed bool `json:"signed"`
+	// SetAsideUntil is set while the source is set aside: it served a block that a signed block at its height, or
+	// the other RPC sources of a quorum, contradict. SetAsideReason says which.
+	SetAsideUntil  *time.Time `json:"setAsideUntil,omitempty"`
+	SetAsideReason string     `json:"setAsideReason,omitempty"`
 }
 
 // Label is a block's L2 safety, in BlockStatus.

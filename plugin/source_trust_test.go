@@ -1,0 +1,194 @@
+package plugin
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethereum-optimism/optimism/op-service/clock"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/stretchr/testify/require"
+
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+	"github.com/op-replicator/op-replicator/plugin/relay"
+)
+
+// trustFixture is a genuine chain (the sequencer's, signed), a forged one from height 3 on (a lying RPC source's:
+// self-consistent, unsigned), a store of signed blocks and a clock at the chain's time.
+type trustFixture struct {
+	genuine, forged []chainBlock
+	store           *relay.Store
+	clock           *clock.DeterministicClock
+}
+
+func newTrustFixture(t *testing.T) *trustFixture {
+	cfg := testRollupConfig()
+	return &trustFixture{genuine: headerHashed(buildChain(t, cfg, 6, 0, 0)), forged: headerHashed(buildChain(t, cfg, 6, 5, 3)),
+		store: relay.NewStore(16, log.Root(), nil, NoopMetrics{}), clock: clock.NewDeterministicClock(time.Unix(1000, 0))}
+}
+
+// sign holds the sequencer's signed genuine block n, as a relay source or gossip would.
+func (f *trustFixture) sign(t *testing.T, n uint64) {
+	cfg := testRollupConfig()
+	p := *f.genuine[n-1].env.ExecutionPayload
+	signed := testkit.Sign(t, cfg.L2ChainID, testkit.Key(1), &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p})
+	_, _, _, err := f.store.Add(signed, "relay", f.clock.Now())
+	require.NoError(t, err)
+}
+
+func (f *trustFixture) rpc(blocks []chainBlock, name string) Source {
+	s := newFakeSource(blocks)
+	s.set(blocks, uint64(len(blocks)), nil)
+	return &namedSource{Source: s, name: name}
+}
+
+// headerHashed gives each block its header's hash, as a signed block has (not a linked chain: the multiSource does
+// not check linkage).
+func headerHashed(blocks []chainBlock) []chainBlock {
+	out := make([]chainBlock, len(blocks))
+	for i, b := range blocks {
+		p := *b.env.ExecutionPayload
+		env := &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p}
+		p.BlockHash, _ = env.CheckBlockHash()
+		ref := b.ref
+		ref.Hash = p.BlockHash
+		out[i] = chainBlock{env: env, ref: ref}
+	}
+	return out
+}
+
+func hashAt(blocks []chainBlock, n uint64) common.Hash { return blocks[n-1].ref.Hash }
+
+func requirePayload(t *testing.T, m *multiSource, n uint64, want common.Hash) {
+	t.Helper()
+	env, err := m.Payload(context.Background(), n)
+	require.NoError(t, err)
+	require.Equal(t, want, env.ExecutionPayload.BlockHash)
+}
+
+// An unsigned block never wins over a signed one: where a signed block is held, it is served, and the RPC source
+// that served another block at that height (before the signed one arrived, or after) is set aside, for a while.
+func TestUnsignedNeverWinsOverSigned(t *testing.T) {
+	f := newTrustFixture(t)
+	m := newMultiSource([]Source{f.rpc(f.forged, "liar")}, NoopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store})
+	defer m.Close()
+	require.False(t, m.Health()[0].Signed)
+
+	requirePayload(t, m, 3, hashAt(f.forged, 3)) // nothing signed held: an RPC source is trusted for content
+	f.sign(t, 3)
+	requirePayload(t, m, 3, hashAt(f.genuine, 3))
+	h := m.Health()[0]
+	require.NotNil(t, h.SetAsideUntil, "the source that served another block than the signed one is set aside")
+	require.Contains(t, h.SetAsideReason, "where the sequencer signed")
+
+	_, err := m.Payload(context.Background(), 4)
+	require.ErrorIs(t, err, ethereum.NotFound, "a source set aside is not asked: the block waits")
+	_, err = m.Head(context.Background())
+	require.ErrorContains(t, err, "set aside")
+
+	f.clock.AdvanceTime(setAsideBase)
+	require.Nil(t, m.Health()[0].SetAsideUntil, "asked again once the time is up")
+	requirePayload(t, m, 4, hashAt(f.forged, 4))
+	f.sign(t, 4)
+	requirePayload(t, m, 4, hashAt(f.genuine, 4)) // caught again once the signed block arrives
+	h = m.Health()[0]
+	require.Equal(t, f.clock.Now().Add(2*setAsideBase), *h.SetAsideUntil, "twice as long the second time")
+}
+
+// With --replicator.require-signature, an RPC source's block is served only once the signed block with its hash is
+// held; the signed block's arrival wakes the loop.
+func TestRequireSignature(t *testing.T) {
+	f := newTrustFixture(t)
+	m := newMultiSource([]Source{f.rpc(f.genuine, "rpc")}, NoopMetrics{}, f.clock).
+		withTrust(log.Root(), trust{store: f.store, requireSignature: true})
+	m.Start()
+	defer m.Close()
+
+	_, err := m.Payload(context.Background(), 2)
+	require.ErrorIs(t, err, ethereum.NotFound)
+	require.ErrorContains(t, err, "awaits the sequencer's signature")
+	f.sign(t, 2)
+	select {
+	case <-m.NewHeads():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a signed block held did not wake the loop")
+	}
+	env, err := m.Payload(context.Background(), 2)
+	require.NoError(t, err)
+	require.Equal(t, hashAt(f.genuine, 2), env.ExecutionPayload.BlockHash)
+	require.Nil(t, m.Health()[0].SetAsideUntil)
+
+	// A lying source's block never goes in, and it is set aside once the signed one arrives.
+	liar := newMultiSource([]Source{f.rpc(f.forged, "liar")}, NoopMetrics{}, f.clock).
+		withTrust(log.Root(), trust{store: f.store, requireSignature: true})
+	defer liar.Close()
+	_, err = liar.Payload(context.Background(), 3)
+	require.ErrorIs(t, err, ethereum.NotFound)
+	f.sign(t, 3)
+	requirePayload(t, liar, 3, hashAt(f.genuine, 3))
+	require.NotNil(t, liar.Health()[0].SetAsideUntil)
+}
+
+// With --replicator.quorum 2, an unsigned block is served once two RPC sources served its hash; a source that
+// served another is set aside. Two sources disagreeing with no quorum are both set aside, and the block waits:
+// nothing halts.
+func TestQuorum(t *testing.T) {
+	f := newTrustFixture(t)
+	// The liar answers first, so that its answer is in before the quorum's.
+	liar := &firstSource{Source: f.rpc(f.forged, "liar"), answered: make(chan struct{})}
+	a := &afterSource{Source: f.rpc(f.genuine, "a"), after: liar.answered}
+	b := &afterSource{Source: f.rpc(f.genuine, "b"), after: liar.answered}
+	m := newMultiSource([]Source{liar, a, b}, NoopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store, quorum: 2})
+	defer m.Close()
+	requirePayload(t, m, 2, hashAt(f.genuine, 2)) // the same block on every source
+	require.Nil(t, m.Health()[0].SetAsideUntil)
+	requirePayload(t, m, 3, hashAt(f.genuine, 3))
+	require.NotNil(t, m.Health()[0].SetAsideUntil, "the source that served another block than the quorum's")
+	require.Contains(t, m.Health()[0].SetAsideReason, "than a quorum of 2")
+	requirePayload(t, m, 4, hashAt(f.genuine, 4)) // two sources left: still a quorum
+
+	split := newMultiSource([]Source{f.rpc(f.forged, "x"), f.rpc(f.genuine, "y")}, NoopMetrics{}, f.clock).
+		withTrust(log.Root(), trust{store: f.store, quorum: 2})
+	defer split.Close()
+	requirePayload(t, split, 2, hashAt(f.genuine, 2))
+	_, err := split.Payload(context.Background(), 4)
+	require.ErrorIs(t, err, ethereum.NotFound)
+	for _, h := range split.Health() {
+		require.NotNil(t, h.SetAsideUntil, "%s: sources that disagree are set aside", h.Name)
+		require.Contains(t, h.SetAsideReason, "different blocks")
+	}
+	// A signed block held wins over any of them.
+	f.sign(t, 4)
+	requirePayload(t, split, 4, hashAt(f.genuine, 4))
+}
+
+// firstSource closes answered once it answered a first time.
+type firstSource struct {
+	Source
+	answered chan struct{}
+	once     sync.Once
+}
+
+func (s *firstSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	defer s.once.Do(func() { close(s.answered) })
+	return s.Source.Payload(ctx, n)
+}
+
+// afterSource answers once after is closed.
+type afterSource struct {
+	Source
+	after <-chan struct{}
+}
+
+func (s *afterSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	select {
+	case <-s.after:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Source.Payload(ctx, n)
+}
