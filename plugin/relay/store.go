@@ -83,7 +83,7 @@ type SyncStatus interface {
 // signed blocks at one height above the safe head, the second one younger than ReplayAge, are the sequencer
 // equivocating, and the last arrived is the sequencer's current block there (after an unsafe reorg). A block that
 // arrives as history at a height already held is a replay: not evidence, and the block followed there is the one
-// the chain held above builds on (else the first arrived). With a status, blocks at or below op-node's safe head
+// the chain held above builds on. With a status, blocks at or below op-node's safe head
 // are refused: this is the one place that check is made. Envelopes must be verified before they are added.
 type Store struct {
 	window int
@@ -197,7 +197,7 @@ func (s *Store) ByNumber(n uint64) []*Held {
 
 // Latest returns the sequencer's current block at a height, the one to follow and to relay, or nil. Where several
 // are held, it is the last arrived (after an unsafe reorg the first one is the orphan), unless the last arrived as
-// history (a replay): then it is the one the block followed at the next height builds on, else the first arrived.
+// history (a replay): then it is the one the block followed at the next height builds on, or nil while none does.
 func (s *Store) Latest(n uint64) *Held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -212,7 +212,9 @@ func (s *Store) latest(n uint64) *Held {
 	case len(held) == 1 || !held[len(held)-1].History:
 		return held[len(held)-1]
 	}
-	// A replay beside the block first held here. The recursion goes up only while heights hold replays.
+	// A replay beside the block first held here, which arrived first unknown: the one the block followed at the next
+	// height builds on, or none yet (the caller waits for the chain above, or asks a relay). The recursion goes up
+	// only while heights hold replays.
 	if child := s.latest(n + 1); child != nil {
 		for _, h := range held {
 			if h.Hash() == child.Signed.Envelope.ExecutionPayload.ParentHash {
@@ -220,7 +222,7 @@ func (s *Store) latest(n uint64) *Held {
 			}
 		}
 	}
-	return held[0]
+	return nil
 }
 
 // ByHash returns the envelope held with that block hash, or nil.
@@ -256,7 +258,9 @@ func (s *Store) Subscribe(from uint64, l Listener) []*Held {
 	i, _ := slices.BinarySearch(s.heights, from)
 	replay := make([]*Held, 0, len(s.heights)-i)
 	for _, n := range s.heights[i:] {
-		replay = append(replay, s.latest(n))
+		if h := s.latest(n); h != nil {
+			replay = append(replay, h)
+		}
 	}
 	s.listeners[l] = struct{}{}
 	return replay

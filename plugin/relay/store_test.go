@@ -335,12 +335,15 @@ func TestEnvelopeStoreHistoryIsNotEvidence(t *testing.T) {
 		require.Equal(t, hashOf(signed(genuine[i])), h.Hash(), "a relay serves the genuine chain")
 	}
 
-	// Without a child held, the first arrived is followed.
+	// Without a child held, neither is followed yet.
 	s2 := newTestStore(16)
-	_, _, _, _ = s2.Add(signed(genuine[5]), "sequencer-relay", late)
-	_, _, conflicts, _ = s2.Add(signed(orphan[5]), "replayer", late)
+	_, _, _, _ = s2.Add(signed(orphan[4]), "replayer", late)
+	_, _, conflicts, _ = s2.Add(signed(genuine[4]), "sequencer-relay", late)
 	require.Empty(t, conflicts)
-	require.Equal(t, hashOf(signed(genuine[5])), s2.Latest(6).Hash())
+	require.Nil(t, s2.Latest(5), "undecided until the chain above is held")
+	require.Empty(t, s2.Subscribe(5, &collectingListener{}), "nor relayed")
+	_, _, _, _ = s2.Add(signed(genuine[5]), "sequencer-relay", late)
+	require.Equal(t, hashOf(signed(genuine[4])), s2.Latest(5).Hash())
 
 	// A pair arriving while young is evidence, and the last arrived is followed.
 	s3 := newTestStore(16)
