@@ -9,6 +9,8 @@
 //	evidence.go   EvidenceLog: two signed blocks at one height, kept as proof that the sequencer equivocated
 //	server.go     Server: the relay's own JSON-RPC listener (relay_subscribe, relay_envelopeByNumber, relay_head)
 //	limits.go     per-client connection and request-rate limits on the server's listener
+//	websocket.go  the server's websocket codec: go-ethereum's, but for prepared notifications
+//	calls.go      bounds on the calls inside a websocket: in flight per connection, a rate per client
 //	client.go     Client: follows another node's relay into the Store
 //	errors.go     why a block or a subscriber is refused
 //	metrics.go    Metricer, what the relay records, and a no-op

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
@@ -16,8 +17,8 @@ const clientLimiterEntries = 8192
 // close whatever they carry (idle, waiting for a request, a request in progress, a websocket), per clientKey (an
 // IPv4 address or an IPv6 /64) and from all clients together, and a rate of HTTP requests and websocket connections
 // per client. The total bounds what many clients (many /64s are cheap) can take of the node's file descriptors
-// together. Calls inside one websocket are bounded by the batch and message size limits and, for subscriptions, by
-// the send queue.
+// together. The same rate meters the calls inside the client's websockets (wsCallLimits, which also bounds the calls
+// in flight on each connection).
 type clientLimiter struct {
 	maxConns      int // per client
 	maxTotalConns int
@@ -37,8 +38,8 @@ func newClientLimiter(maxConns, maxTotalConns int, perSecond float64, m Metricer
 		burst: max(1, int(perSecond)), metrics: m, conns: make(map[string]int), rates: rates}
 }
 
-// allow takes a token of the client's request rate, or reports that it has none left.
-func (l *clientLimiter) allow(client string) bool {
+// limiter is the client's token bucket.
+func (l *clientLimiter) limiter(client string) *rate.Limiter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim, ok := l.rates.Get(client)
@@ -46,7 +47,24 @@ func (l *clientLimiter) allow(client string) bool {
 		lim = rate.NewLimiter(l.rate, l.burst)
 		l.rates.Add(client, lim)
 	}
-	return lim.Allow()
+	return lim
+}
+
+// allow takes a token of the client's request rate, or reports that it has none left.
+func (l *clientLimiter) allow(client string) bool { return l.limiter(client).Allow() }
+
+// reserve takes n tokens of the client's rate, for n calls that wait for them rather than being refused, and
+// returns how long until they are the client's. Tokens beyond the burst are reserved a burst at a time: a batch
+// counts as its number of calls, however many.
+func (l *clientLimiter) reserve(client string, n int) time.Duration {
+	lim, now := l.limiter(client), time.Now()
+	var delay time.Duration
+	for n > 0 {
+		take := min(n, l.burst)
+		delay = max(delay, lim.ReserveN(now, take).DelayFrom(now)) // always granted: take is within the burst
+		n -= take
+	}
+	return delay
 }
 
 // open takes a connection slot of the client's and one of the relay's, or names the limit that has none left

@@ -9,11 +9,14 @@ const (
 	RefusedRateLimit           = "rate-limit"
 	RefusedConns               = "max-conns-per-client"
 	RefusedMaxConns            = "max-conns"
+	// RefusedCallRate counts websocket messages delayed, not refused, until their client's rate had a token for
+	// each of their calls.
+	RefusedCallRate = "call-rate"
 )
 
 // RefusedLimits lists every refusal label, so that each exists from the start.
 var RefusedLimits = []string{RefusedMaxSubscribers, RefusedMaxSubscribersPerIP, RefusedRateLimit, RefusedConns,
-	RefusedMaxConns}
+	RefusedMaxConns, RefusedCallRate}
 
 // Metricer is what the relay, its store and its client record. The replicator's metrics implement it.
 type Metricer interface {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +17,6 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/ethereum-optimism/optimism/op-service/httputil"
-	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
@@ -44,6 +44,7 @@ type Server struct {
 	http     *http.Server
 	listener net.Listener
 	clients  *clientLimiter
+	calls    *wsCallLimits
 
 	ctx    context.Context // ends subscriptions at Stop
 	cancel context.CancelFunc
@@ -56,8 +57,9 @@ type Server struct {
 
 func NewServer(lgr log.Logger, cfg driverhook.RelayConfig, store *Store, m Metricer) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
+	clients := newClientLimiter(cfg.MaxConnsPerClient, cfg.MaxConns, cfg.RateLimit, m)
 	r := &Server{log: lgr, cfg: cfg, store: store, metrics: m, rpc: rpc.NewServer(), ctx: ctx, cancel: cancel,
-		perIP: make(map[string]int), clients: newClientLimiter(cfg.MaxConnsPerClient, cfg.MaxConns, cfg.RateLimit, m)}
+		perIP: make(map[string]int), clients: clients, calls: newWSCallLimits(relayMaxBatch, clients, m)}
 	if err := r.rpc.RegisterName(api.RelayNamespace, &relayAPI{r: r}); err != nil {
 		cancel()
 		return nil, err
@@ -69,7 +71,7 @@ func NewServer(lgr log.Logger, cfg driverhook.RelayConfig, store *Store, m Metri
 
 // Start listens on the configured address.
 func (r *Server) Start() error {
-	ws := websocketHandler(r.rpc, r.log, wsDefaultKeepAlive)
+	ws := websocketHandler(r.rpc, r.log, wsDefaultKeepAlive, r.calls)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
 			ws.ServeHTTP(w, req)
@@ -119,6 +121,24 @@ func (r *Server) Stop(ctx context.Context) error {
 	return err
 }
 
+// subscriberReserveShare is the share of the relay's subscription slots kept for addresses that hold none (1/4): an
+// address's second and later subscriptions are admitted only while more than MaxSubscribers/subscriberReserveShare
+// slots are free. A few addresses then cannot take every slot: filling the relay takes
+// (MaxSubscribers-reserve)/MaxSubscribersPerIP addresses and then reserve more, one subscription each, not
+// MaxSubscribers/MaxSubscribersPerIP. A quarter keeps 16 of the default 64 slots for followers arriving meanwhile,
+// and still admits a second subscription from one address (two nodes behind one address) until the relay is three
+// quarters full. A per-address limit as high as the total keeps nothing: one address may take every slot (all
+// clients of a relay behind a reverse proxy are the proxy's address).
+const subscriberReserveShare = 4
+
+// subscriberReserve is how many slots acquire keeps for addresses that hold none.
+func (r *Server) subscriberReserve() int {
+	if r.cfg.MaxSubscribersPerIP >= r.cfg.MaxSubscribers {
+		return 0
+	}
+	return r.cfg.MaxSubscribers / subscriberReserveShare
+}
+
 func (r *Server) acquire(ip string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -126,9 +146,15 @@ func (r *Server) acquire(ip string) error {
 		r.metrics.RecordRelayRefused(RefusedMaxSubscribers)
 		return fmt.Errorf("%w (limit %d)", ErrRelayFull, r.cfg.MaxSubscribers)
 	}
-	if r.perIP[ip] >= r.cfg.MaxSubscribersPerIP {
+	held := r.perIP[ip]
+	if held >= r.cfg.MaxSubscribersPerIP {
 		r.metrics.RecordRelayRefused(RefusedMaxSubscribersPerIP)
 		return fmt.Errorf("%w (limit %d)", ErrRelayFullForIP, r.cfg.MaxSubscribersPerIP)
+	}
+	if reserve := r.subscriberReserve(); held > 0 && r.total >= r.cfg.MaxSubscribers-reserve {
+		r.metrics.RecordRelayRefused(RefusedMaxSubscribersPerIP)
+		return fmt.Errorf("%w (it holds %d; the relay's last %d slots are kept for addresses holding none)",
+			ErrRelayFullForIP, held, reserve)
 	}
 	r.total++
 	r.perIP[ip]++
@@ -250,7 +276,9 @@ func (a *relayAPI) Envelopes(ctx context.Context, from hexutil.Uint64) (*rpc.Sub
 
 // EnvelopeByNumber returns the signed block that arrived last at a height (the sequencer's current one, after an
 // unsafe reorg), or null. A block above the message size limit is refused, as it is not relayed to subscribers.
-func (a *relayAPI) EnvelopeByNumber(number hexutil.Uint64) (*opsigner.SignedExecutionPayloadEnvelope, error) {
+// The answer is the block's JSON encoded once for every subscriber and every call (Held.JSON), which is what
+// encoding the block itself gives, byte for byte: go-ethereum only checks and copies it.
+func (a *relayAPI) EnvelopeByNumber(number hexutil.Uint64) (json.RawMessage, error) {
 	held := a.r.store.Latest(uint64(number))
 	if held == nil {
 		return nil, nil
@@ -263,7 +291,7 @@ func (a *relayAPI) EnvelopeByNumber(number hexutil.Uint64) (*opsigner.SignedExec
 		a.r.metrics.RecordRelayOversized()
 		return nil, fmt.Errorf("%w: block %d is %d bytes, the limit is %d", ErrRelayTooLarge, number, len(msg), a.r.cfg.MaxMessageSize)
 	}
-	return held.Signed, nil
+	return msg, nil
 }
 
 // Head returns the highest height held (0 if none).

@@ -27,6 +27,12 @@ import (
 
 func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*Server, *Store) {
 	t.Helper()
+	return startRelayMetered(t, cfg, NoopMetrics{})
+}
+
+// startRelayMetered starts a relay as startRelay does, recording on m.
+func startRelayMetered(t *testing.T, cfg driverhook.RelayConfig, m Metricer) (*Server, *Store) {
+	t.Helper()
 	cfg.Enabled, cfg.Addr, cfg.Port = true, "127.0.0.1", 0
 	if cfg.Window == 0 {
 		cfg.Window = 1024
@@ -45,7 +51,7 @@ func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*Server, *Store) {
 	}
 	require.NoError(t, cfg.Check())
 	store := newTestStore(cfg.Window)
-	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, store, NoopMetrics{})
+	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, store, m)
 	require.NoError(t, err)
 	require.NoError(t, r.Start())
 	t.Cleanup(func() { require.NoError(t, r.Stop(context.Background())) })

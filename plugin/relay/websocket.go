@@ -185,8 +185,8 @@ func plainEqual(a, b reflect.Value) bool {
 }
 
 // websocketHandler serves srv's JSON-RPC to websocket connections, as go-ethereum's rpc.Server.WebsocketHandler
-// with every origin allowed, but with wsConn's codec.
-func websocketHandler(srv *rpc.Server, lgr log.Logger, keepAlive wsKeepAlive) http.Handler {
+// with every origin allowed, but with wsConn's codec, which bounds each connection's calls by limits.
+func websocketHandler(srv *rpc.Server, lgr log.Logger, keepAlive wsKeepAlive, limits *wsCallLimits) http.Handler {
 	upgrader := websocket.Upgrader{
 		ReadBufferSize:  wsReadBuffer,
 		WriteBufferSize: wsWriteBuffer,
@@ -199,18 +199,25 @@ func websocketHandler(srv *rpc.Server, lgr log.Logger, keepAlive wsKeepAlive) ht
 			lgr.Debug("Relay websocket upgrade failed", "err", err)
 			return
 		}
-		ws := newWSConn(conn, keepAlive)
-		srv.ServeCodec(rpc.NewFuncCodec(ws, ws.encode, conn.ReadJSON), 0)
+		ws := newWSConn(conn, keepAlive, limits)
+		srv.ServeCodec(rpc.NewFuncCodec(ws, ws.encode, ws.read), 0)
+		ws.served()
 		<-ws.pinging // ServeCodec closed the connection, which ends the ping loop
 	})
 }
 
 // wsConn is one websocket connection, as go-ethereum's websocket codec (rpc/websocket.go) handles it: JSON messages
 // written with gorilla's Conn.WriteJSON (but for prepared notifications, notificationEncoder), a ping after 30 s
-// without a message written, and the connection closed if no pong arrives within 30 s of a ping.
+// without a message written, and the connection closed if no pong arrives within 30 s of a ping. Unlike
+// go-ethereum's, it reads a message only within its limits (read, in calls.go), and it closes the connection once
+// a message could not be written.
 type wsConn struct {
 	conn      *websocket.Conn
 	keepAlive wsKeepAlive
+	limits    *wsCallLimits
+	client    string        // clientKey of the peer
+	slots     chan struct{} // one per message unanswered, and one for the message being read
+	pending   atomic.Int64  // messages unanswered
 	// writeMu orders pings with messages (a message is written by the codec under its own lock, which pings
 	// cannot take): a ping never comes between a message's frames. It guards notifications.
 	writeMu       sync.Mutex
@@ -225,9 +232,10 @@ type wsConn struct {
 // wsEpoch is what wsConn.lastWrite counts from: time.Since reads the monotonic clock.
 var wsEpoch = time.Now()
 
-func newWSConn(conn *websocket.Conn, keepAlive wsKeepAlive) *wsConn {
+func newWSConn(conn *websocket.Conn, keepAlive wsKeepAlive, limits *wsCallLimits) *wsConn {
 	conn.SetReadLimit(wsReadLimit)
-	c := &wsConn{conn: conn, keepAlive: keepAlive, closed: make(chan struct{}), pongReceived: make(chan struct{}),
+	c := &wsConn{conn: conn, keepAlive: keepAlive, limits: limits, client: clientKey(conn.RemoteAddr().String()),
+		slots: make(chan struct{}, limits.maxInFlight), closed: make(chan struct{}), pongReceived: make(chan struct{}),
 		pinging: make(chan struct{})}
 	c.lastWrite.Store(int64(time.Since(wsEpoch)))
 	conn.SetPongHandler(func(string) error {
@@ -253,36 +261,46 @@ func (c *wsConn) Close() error {
 	return c.conn.Close()
 }
 
-// encode writes a message (the codec calls it with its write lock held and the write deadline set).
+// encode writes a message (the codec calls it with its write lock held and the write deadline set). Once the
+// message answers one the codec read, the connection may have another read.
 func (c *wsConn) encode(v any, _ bool) error {
 	c.writeMu.Lock()
-	err := c.write(v)
+	prepared, err := c.write(v)
 	c.writeMu.Unlock()
-	if err == nil {
+	if err != nil {
+		// gorilla's connection cannot write after a failed write (one past its deadline, 10 s, included): the
+		// client gets no more answers or notifications. Closed, it frees its slots and its calls end at once,
+		// rather than be read, served and failed one after the other until the client leaves.
+		_ = c.Close()
+	} else {
 		// Delays the next idle ping. go-ethereum's codec signals its ping loop instead: a goroutine woken for
 		// every message, a tenth of the relay's CPU per subscriber.
 		c.lastWrite.Store(int64(time.Since(wsEpoch)))
 	}
+	if !prepared && isAnswer(v) { // a prepared notification answers nothing
+		c.answered()
+	}
 	return err
 }
 
-func (c *wsConn) write(v any) error {
+// write writes a message, and reports whether it was a notification of a prepared result.
+func (c *wsConn) write(v any) (prepared bool, err error) {
 	head, result, tail, ok := c.notifications.encode(v)
 	if !ok {
-		return c.conn.WriteJSON(v)
+		return false, c.conn.WriteJSON(v)
 	}
 	// Into the connection's write buffer, sent as one frame when the message fits (wsWriteBuffer).
 	w, err := c.conn.NextWriter(websocket.TextMessage)
 	if err != nil {
-		return err
+		return true, err
 	}
 	for _, part := range [][]byte{head, result, tail} {
 		if _, err := w.Write(part); err != nil {
 			_ = w.Close()
-			return err
+			return true, err
 		}
 	}
-	return w.Close()
+	return true, w.Close()
 }
 
 func (c *wsConn) pingLoop() {

@@ -102,7 +102,7 @@ func TestCodecWritesAsGoEthereum(t *testing.T) {
 	srv := rpc.NewServer()
 	defer srv.Stop()
 	require.NoError(t, srv.RegisterName("relay", &notifyingAPI{results: results, prepared: true}))
-	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), wsDefaultKeepAlive))
+	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), wsDefaultKeepAlive, newWSCallLimits(0, nil, NoopMetrics{})))
 	defer ts.Close()
 	before := encodedInFull.Load()
 	got := subscribeRaw(t, "ws"+strings.TrimPrefix(ts.URL, "http"), len(results))
@@ -201,7 +201,7 @@ func TestCodecPings(t *testing.T) {
 	srv := rpc.NewServer()
 	defer srv.Stop()
 	require.NoError(t, srv.RegisterName("relay", &notifyingAPI{}))
-	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), keepAlive))
+	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), keepAlive, newWSCallLimits(0, nil, NoopMetrics{})))
 	defer ts.Close()
 	url := "ws" + strings.TrimPrefix(ts.URL, "http")
 
@@ -271,7 +271,7 @@ func TestCodecFrames(t *testing.T) {
 	srv := rpc.NewServer()
 	defer srv.Stop()
 	require.NoError(t, srv.RegisterName("relay", &notifyingAPI{results: []json.RawMessage{block, big}, prepared: true}))
-	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), wsDefaultKeepAlive))
+	ts := httptest.NewServer(websocketHandler(srv, testlog.Logger(t, log.LevelInfo), wsDefaultKeepAlive, newWSCallLimits(0, nil, NoopMetrics{})))
 	defer ts.Close()
 
 	var rec *recordingConn
