@@ -43,6 +43,14 @@ type HostileConfig struct {
 	// StuckHold and replaced by a new one. Default StuckHold: 10s.
 	StuckSubscribers int
 	StuckHold        time.Duration
+
+	// PipelineWorkers each open a websocket and write PipelineCalls calls on it back to back without reading an
+	// answer (alternately relay_envelopeByNumber for the relay's head and eth_chainId, a method the relay has not),
+	// with a receive buffer shrunk to 2 KB so that the relay's answers back up at once; then close it and start
+	// over. The relay bounds the calls it has in flight per connection and meters each client's calls: the
+	// worker's writes stall (PipelineStalls) instead of piling up goroutines in the relay. Default PipelineCalls:
+	// 10,000.
+	PipelineWorkers, PipelineCalls int
 }
 
 // HostileStats counts what a HostileClient sent and how the relay answered.
@@ -63,6 +71,10 @@ type HostileStats struct {
 	// Subscribed and SubscribeRefused count the stuck subscriptions the relay accepted and refused (too many
 	// subscribers).
 	Subscribed, SubscribeRefused uint64
+	// PipelineConns is the websockets the pipeline workers opened, PipelinedCalls the calls they wrote without
+	// reading, and PipelineStalls their writes that did not go through within hostileTimeout: the relay stopped
+	// reading their calls (and then closed the connection, as the client never read its answers).
+	PipelineConns, PipelinedCalls, PipelineStalls uint64
 	// Errors is every other failure: connections the relay closed without an answer (as its per-client connection
 	// limit does, at once), resets, timeouts.
 	Errors uint64
@@ -75,9 +87,11 @@ func (s HostileStats) Refused() uint64 {
 
 func (s HostileStats) String() string {
 	return fmt.Sprintf("batches %d (%d calls): served %d, rpc errors %d | HTTP 429 %d, other status %d | "+
-		"flood: %d TCP, %d websockets, held at most %d, %d closed by the relay | stuck subscriptions %d, refused %d | errors %d",
+		"flood: %d TCP, %d websockets, held at most %d, %d closed by the relay | stuck subscriptions %d, refused %d | "+
+		"pipelined: %d websockets, %d calls, %d stalls | errors %d",
 		s.Batches, s.BatchCalls, s.Served, s.RPCErrors, s.TooMany, s.OtherStatus,
-		s.TCPConns, s.Websockets, s.HeldMax, s.ClosedByRelay, s.Subscribed, s.SubscribeRefused, s.Errors)
+		s.TCPConns, s.Websockets, s.HeldMax, s.ClosedByRelay, s.Subscribed, s.SubscribeRefused,
+		s.PipelineConns, s.PipelinedCalls, s.PipelineStalls, s.Errors)
 }
 
 // hostileCounters is HostileStats, updated atomically by the client's goroutines.
@@ -85,6 +99,7 @@ type hostileCounters struct {
 	batches, batchCalls, served, rpcErrors, tooMany, otherStatus atomic.Uint64
 	tcpConns, websockets, closedByRelay                          atomic.Uint64
 	subscribed, subscribeRefused, errors                         atomic.Uint64
+	pipelineConns, pipelinedCalls, pipelineStalls                atomic.Uint64
 	held, heldMax                                                atomic.Int64
 }
 
@@ -126,6 +141,9 @@ func StartHostileClient(ctx context.Context, relayURL string, cfg HostileConfig)
 	if cfg.StuckHold == 0 {
 		cfg.StuckHold = 10 * time.Second
 	}
+	if cfg.PipelineCalls == 0 {
+		cfg.PipelineCalls = 10_000
+	}
 	dialer := &net.Dialer{Timeout: hostileTimeout}
 	if cfg.LocalIP != "" {
 		ip := net.ParseIP(cfg.LocalIP)
@@ -157,6 +175,9 @@ func StartHostileClient(ctx context.Context, relayURL string, cfg HostileConfig)
 	for range cfg.StuckSubscribers {
 		h.spawn(ctx, h.subscribeStuck)
 	}
+	for range cfg.PipelineWorkers {
+		h.spawn(ctx, h.pipeline)
+	}
 	return h, nil
 }
 
@@ -182,7 +203,9 @@ func (h *HostileClient) Stats() HostileStats {
 		Batches: c.batches.Load(), BatchCalls: c.batchCalls.Load(), Served: c.served.Load(), RPCErrors: c.rpcErrors.Load(),
 		TooMany: c.tooMany.Load(), OtherStatus: c.otherStatus.Load(),
 		TCPConns: c.tcpConns.Load(), Websockets: c.websockets.Load(), HeldMax: c.heldMax.Load(), ClosedByRelay: c.closedByRelay.Load(),
-		Subscribed: c.subscribed.Load(), SubscribeRefused: c.subscribeRefused.Load(), Errors: c.errors.Load(),
+		Subscribed: c.subscribed.Load(), SubscribeRefused: c.subscribeRefused.Load(),
+		PipelineConns: c.pipelineConns.Load(), PipelinedCalls: c.pipelinedCalls.Load(), PipelineStalls: c.pipelineStalls.Load(),
+		Errors: c.errors.Load(),
 	}
 }
 
@@ -447,4 +470,42 @@ func (h *HostileClient) holdStuck(ctx context.Context, shrink func(string, strin
 	case <-time.After(h.cfg.StuckHold):
 	}
 	return nil
+}
+
+// pipeline writes PipelineCalls calls on one websocket after another, never reading an answer.
+func (h *HostileClient) pipeline(ctx context.Context) {
+	shrink := ShrinkReceiveBuffer(stuckReceiveBuffer)
+	calls := [2][]byte{
+		fmt.Appendf(nil, `{"jsonrpc":"2.0","id":1,"method":"relay_envelopeByNumber","params":["%s"]}`, hexutil.Uint64(h.head)),
+		[]byte(`{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[]}`),
+	}
+	for ctx.Err() == nil {
+		conn, err := h.dialWebsocket(ctx, shrink)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(hostileRetryPause):
+			}
+			continue
+		}
+		h.c.pipelineConns.Add(1)
+		stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+		for i := range h.cfg.PipelineCalls {
+			_ = conn.SetWriteDeadline(time.Now().Add(hostileTimeout))
+			if err := conn.WriteMessage(websocket.TextMessage, calls[i%2]); err != nil {
+				var netErr net.Error
+				switch {
+				case ctx.Err() != nil:
+				case errors.As(err, &netErr) && netErr.Timeout():
+					h.c.pipelineStalls.Add(1)
+				default:
+					h.c.errors.Add(1) // closed by the relay
+				}
+				break
+			}
+			h.c.pipelinedCalls.Add(1)
+		}
+		stop()
+		_ = conn.Close()
+	}
 }
