@@ -234,7 +234,8 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 		&cli.Float64Flag{
 			Name: RelayRateLimitFlagName,
 			Usage: "HTTP requests and websocket connections per second from one client (IPv4 address or IPv6 /64), with " +
-				"a burst of as many; more are refused with HTTP 429.",
+				"a burst of as many; more are refused with HTTP 429. Calls on the client's websockets (each call of a batch) " +
+				"take from the same budget, and wait for it rather than being refused.",
 			Value:    DefaultRelayRateLimit,
 			EnvVars:  envVars(envPrefix, "RELAY_RATE_LIMIT"),
 			Category: category,

@@ -26,12 +26,18 @@ const (
 	attackWindow = 45 * time.Second
 	// lagSamplePeriod is how often the downstream's lag is sampled during the attack.
 	lagSamplePeriod = 100 * time.Millisecond
+	// relayGoroutineBound is how many more goroutines than before the attack the relay's op-node may run under it,
+	// stated in the README (Relay): the client holds at most relayMaxConnsPerClient connections, each serving at most
+	// 16 calls at once (the pipelining workers' included) besides its own reader, writer and keep-alive. Measured:
+	// 69 before the attack, a peak of 105 during it.
+	relayGoroutineBound = relayMaxConnsPerClient * (16 + 3)
 	// relayMaxConnsPerClient is the relay's default --replicator.relay.max-conns-per-client.
 	relayMaxConnsPerClient = 16
 )
 
 // hostileAttack is the attack of TestRelayWithstandsHostileClient (and the soak's): 1,000-call batches, a
-// connection flood and subscribers that never read, all from 127.0.0.2, a client of its own to the relay.
+// connection flood, subscribers that never read and 10,000 calls pipelined on a websocket without reading the
+// answers, all from 127.0.0.2, a client of its own to the relay.
 var hostileAttack = devnet.HostileConfig{
 	LocalIP:          "127.0.0.2",
 	BatchWorkers:     2,
@@ -39,6 +45,8 @@ var hostileAttack = devnet.HostileConfig{
 	FloodWorkers:     2,
 	MaxHeldConns:     4096,
 	StuckSubscribers: 4,
+	PipelineWorkers:  2,
+	PipelineCalls:    10_000,
 }
 
 // TestRelayWithstandsHostileClient has a hostile client attack a relay (a replicator relaying the sequencer's
@@ -65,10 +73,12 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 	hostile, err := devnet.StartHostileClient(t.Context(), "http://127.0.0.1:"+strconv.Itoa(relayPort), hostileAttack)
 	require.NoError(t, err)
 	t.Cleanup(hostile.Stop)
+	goroutinesBefore := relay.Metric(dsl.MetricGoroutines)
 	var (
-		peak    devnet.Resources
-		maxLag  uint64
-		samples int
+		peak           devnet.Resources
+		peakGoroutines float64
+		maxLag         uint64
+		samples        int
 	)
 	end := time.Now().Add(attackWindow)
 	ticker := time.NewTicker(lagSamplePeriod)
@@ -79,6 +89,10 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 		require.NoError(t, err)
 		peak.RSS, peak.FDs = max(peak.RSS, res.RSS), max(peak.FDs, res.FDs)
 		require.LessOrEqual(t, res.RSS, uint64(relayMemoryBound), "the relay's op-node holds %s under attack", mib(res.RSS))
+		goroutines := relay.Metric(dsl.MetricGoroutines)
+		peakGoroutines = max(peakGoroutines, goroutines)
+		require.LessOrEqual(t, goroutines, goroutinesBefore+relayGoroutineBound,
+			"the relay's op-node runs %v goroutines under attack (%v before)", goroutines, goroutinesBefore)
 		lag, err := blocksBehind(t.Context(), down.EL.EL, relay.EL.EL)
 		require.NoError(t, err)
 		require.LessOrEqual(t, lag, uint64(maxDownstreamLag), "the downstream replicator is %d blocks behind its relay under attack", lag)
@@ -95,8 +109,8 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 	require.NoError(t, err)
 	hostile.Stop()
 	t.Logf("hostile client: %s", stats)
-	t.Logf("relay op-node over %d samples: RSS peak %s (VmHWM %s), fds peak %d; downstream lag max %d blocks",
-		samples, mib(peak.RSS), mib(after.PeakRSS), peak.FDs, maxLag)
+	t.Logf("relay op-node over %d samples: RSS peak %s (VmHWM %s), fds peak %d, goroutines %v before, peak %v; downstream lag max %d blocks",
+		samples, mib(peak.RSS), mib(after.PeakRSS), peak.FDs, goroutinesBefore, peakGoroutines, maxLag)
 
 	// VmHWM catches a peak between two samples.
 	require.LessOrEqual(t, after.PeakRSS, uint64(relayMemoryBound), "the relay's op-node peaked at %s", mib(after.PeakRSS))
@@ -109,8 +123,9 @@ func TestRelayWithstandsHostileClient(t *testing.T) {
 	require.Zero(t, stats.Served, "calls of 1,000-call batches were answered")
 	require.NotZero(t, stats.TooMany, "no request was refused with HTTP 429")
 	require.NotZero(t, stats.Subscribed, "the stuck subscribers never subscribed: the attack did not happen")
+	require.NotZero(t, stats.PipelinedCalls, "no call was pipelined: the attack did not happen")
 	metrics := relay.Metrics()
-	for _, limit := range []string{dsl.RelayLimitRate, dsl.RelayLimitConnsPerClient} {
+	for _, limit := range []string{dsl.RelayLimitRate, dsl.RelayLimitConnsPerClient, dsl.RelayLimitCallRate} {
 		v, err := metrics.Value(dsl.MetricRelayRefused, "limit", limit)
 		require.NoError(t, err, "nothing refused by %s", limit)
 		require.NotZero(t, v, "nothing refused by %s", limit)

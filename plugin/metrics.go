@@ -118,7 +118,7 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 		relayRefused: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "relay_refused_total",
-			Help: "Relay subscriptions refused, by limit.",
+			Help: "Relay connections, requests and subscriptions refused, and websocket calls delayed (call-rate), by limit.",
 		}, []string{"limit"}),
 		relayDropped: f.NewCounter(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,

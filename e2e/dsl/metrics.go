@@ -13,4 +13,5 @@ const (
 	ErrorKindBadSignature    = "bad-signature"
 	RelayLimitRate           = "rate-limit"
 	RelayLimitConnsPerClient = "max-conns-per-client"
+	RelayLimitCallRate       = "call-rate"
 )
