@@ -90,6 +90,10 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 		rewinder.Close()
 		return nil, err
 	}
+	if cfg.RequireSignature && cfg.UnsignedSources() == len(cfg.Sources) {
+		deps.Log.Warn("--" + driverhook.RequireSignatureFlagName + " without a relay source: only blocks this node's P2P " +
+			"gossip accepted can be inserted (with P2P off, nothing is)")
+	}
 	src := newMultiSource(srcs, m, s.clock).withTrust(deps.Log, trust{store: s.store, requireSignature: cfg.RequireSignature,
 		quorum: cfg.Quorum})
 	parts := components{source: src, store: s.store, evidence: s.evidence, rewinder: rewinder}
