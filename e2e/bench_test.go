@@ -101,6 +101,10 @@ func TestBenchFollow(t *testing.T) {
 		{id: "rep-ws", name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", withProfile("rep-ws", devnet.WithSource(seq.WS))...).Node},
 		{id: "rep-http", name: "replicator, sequencer op-geth over http", node: sys.AddReplicator("rep-http", withProfile("rep-http", devnet.WithSource(seq.HTTP))...).Node},
 		{id: "rep-relay", name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", withProfile("rep-relay", devnet.WithSource(dsl.RelaySource(relayPort)))...).Node},
+		// What --replicator.require-signature costs the ws path: the ws source announces and serves each block, which
+		// waits for its signed copy from the relay.
+		{id: "rep-ws-signed", name: "replicator, ws + relay, --replicator.require-signature", node: sys.AddReplicator("rep-ws-signed",
+			withProfile("rep-ws-signed", devnet.WithSource(seq.WS+","+dsl.RelaySource(relayPort)), devnet.WithNodeArgs("--replicator.require-signature"))...).Node},
 	}
 	if envUint(t, "OP_REPLICATOR_BENCH_CONTROL", 0) != 0 {
 		followers = append(followers, &follower{id: "gossip-b", name: "control: a second stock op-node, libp2p gossip",
