@@ -68,6 +68,7 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 		window = driverhook.DefaultRelayWindow
 	}
 	s.store = relay.NewStore(window, deps.Log, deps.Status, m)
+	s.store.JudgeOrigins(deps.Rollup)
 	if cfg.Relay.Enabled {
 		srv, err := relay.NewServer(deps.Log, cfg.Relay, s.store, m)
 		if err != nil {

@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/log"
 
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 )
@@ -18,9 +21,10 @@ import (
 const maxEnvelopesPerHeight = 5
 
 // ReplayAge is gossip's age limit: op-node refuses a gossiped block whose timestamp is more than 60 s behind its
-// clock. A signed block that old when it arrives is history, whoever sends it: it is held and relayed (a node
-// catching up needs it), but it is never equivocation evidence, so a replay of old signed blocks cannot halt a node
-// whose safe head is still below them (a node just started).
+// clock. A signed block that old when it arrives is history, whoever sends it, as is one whose L1 origin is outside
+// the sequencing window of our L1 head (JudgeOrigins): it is held and relayed (a node catching up needs it), but it
+// is never equivocation evidence, so a replay of old signed blocks cannot halt a node whose safe head is still
+// below them (a node just started).
 const ReplayAge = 60 * time.Second
 
 // Held is a sequencer-signed block the node holds, with where and when it came from.
@@ -91,12 +95,41 @@ type Store struct {
 	// status gives op-node's safe head (nil: drop nothing); metrics counts what it makes the store drop.
 	status  SyncStatus
 	metrics Metricer
+	// rollup, when set, has blocks whose L1 origin is outside the sequencing window taken as history (JudgeOrigins).
+	rollup *rollup.Config
 
 	mu        sync.Mutex
 	heights   []uint64           // held heights, ascending
 	byNumber  map[uint64][]*Held // arrival order
 	byHash    map[common.Hash]*Held
 	listeners map[Listener]struct{}
+}
+
+// JudgeOrigins has Add also take a block as history (never evidence) when its L1 origin is outside the sequencing
+// window of op-node's L1 head (status): derivation can no longer take a batch for it, whatever this node's clock
+// says of its timestamp. It is set before the store is used.
+func (s *Store) JudgeOrigins(cfg *rollup.Config) { s.rollup = cfg }
+
+// originOutsideWindow reports whether a block's L1 origin (from its L1-info deposit) is more than the sequencing
+// window below op-node's L1 head. Unknown (no status, no L1 head, no readable deposit): false.
+func (s *Store) originOutsideWindow(signed *opsigner.SignedExecutionPayloadEnvelope) bool {
+	if s.rollup == nil || s.status == nil {
+		return false
+	}
+	st := s.status.SyncStatus()
+	p := signed.Envelope.ExecutionPayload
+	if st == nil || st.HeadL1 == (eth.L1BlockRef{}) || len(p.Transactions) == 0 {
+		return false
+	}
+	var tx types.Transaction
+	if err := tx.UnmarshalBinary(p.Transactions[0]); err != nil {
+		return false
+	}
+	info, err := derive.L1BlockInfoFromBytes(s.rollup, uint64(p.Timestamp), tx.Data())
+	if err != nil {
+		return false
+	}
+	return info.Number+s.rollup.SeqWindowSize < st.HeadL1.Number
 }
 
 // NewStore holds window heights (--replicator.relay.window) and every block added within them. With a status, Add
@@ -131,7 +164,8 @@ func (s *Store) Settled(n uint64) (eth.BlockID, bool) {
 // another hash (equivocation evidence); or, with nothing held, why the block was refused: ErrReplay, ErrHeightFull
 // or ErrBelowWindow.
 func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source string, now time.Time) (held *Held, added bool, conflicts []*Held, err error) {
-	h := &Held{Signed: signed, Source: source, Arrived: now, History: IsHistory(signed, now)}
+	h := &Held{Signed: signed, Source: source, Arrived: now}
+	h.History = IsHistory(signed, now) || s.originOutsideWindow(signed) // read before s.mu: op-node's status
 	n := h.Number()
 	// Read before taking s.mu: the status is op-node's, with locks of its own.
 	if safe, ok := s.Settled(n); ok {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"math/big"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,8 +10,11 @@ import (
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+	"github.com/ethereum-optimism/optimism/op-service/testutils"
 )
 
 // envelopeAt is a signed block at height n, variant v (another variant is another block at that height): all the
@@ -352,4 +356,50 @@ func TestEnvelopeStoreHistoryIsNotEvidence(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, conflicts, 1, "a block within gossip's age window conflicting is evidence")
 	require.Equal(t, hashOf(signed(orphan[3])), s3.Latest(4).Hash())
+}
+
+// l1HeadStatus is a SyncStatus with an L1 head and no safe head.
+type l1HeadStatus struct{ head uint64 }
+
+func (s l1HeadStatus) SyncStatus() *eth.SyncStatus {
+	return &eth.SyncStatus{HeadL1: eth.L1BlockRef{Number: s.head, Hash: common.Hash{0x11}}}
+}
+
+// With JudgeOrigins, a block whose L1 origin is outside the sequencing window of our L1 head is history, however
+// young its timestamp looks to this node's clock: a pair of such blocks is not evidence.
+func TestEnvelopeStoreOriginOutsideTheWindowIsNotEvidence(t *testing.T) {
+	cfg := &rollup.Config{L2ChainID: testRollup.L2ChainID, BlockTime: 2, SeqWindowSize: 10}
+	at := func(origin uint64, v byte) *opsigner.SignedExecutionPayloadEnvelope {
+		info := &testutils.MockBlockInfo{InfoNum: origin, InfoHash: common.Hash{0x11, byte(origin)}, InfoBaseFee: big.NewInt(1)}
+		dep, err := derive.L1InfoDepositBytes(cfg, nil, eth.SystemConfig{}, 0, info, chainStart)
+		require.NoError(t, err)
+		env := &eth.ExecutionPayloadEnvelope{ExecutionPayload: &eth.ExecutionPayload{BlockNumber: 7, Timestamp: eth.Uint64Quantity(chainStart),
+			StateRoot: eth.Bytes32{v}, Transactions: []eth.Data{dep}, GasLimit: 30_000_000}}
+		env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
+		return signed(env)
+	}
+	now := time.Unix(int64(chainStart), 0) // young by the clock
+	for _, tc := range []struct {
+		name     string
+		origin   uint64
+		evidence bool
+	}{
+		{name: "origin inside the window", origin: 95, evidence: true},
+		{name: "origin at the window's edge", origin: 90, evidence: true},
+		{name: "origin outside the window", origin: 89},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore(8, log.Root(), l1HeadStatus{head: 100}, NoopMetrics{})
+			s.JudgeOrigins(cfg)
+			_, _, _, err := s.Add(at(tc.origin, 0), "gossip", now)
+			require.NoError(t, err)
+			_, _, conflicts, err := s.Add(at(tc.origin, 1), "relay", now)
+			require.NoError(t, err)
+			if tc.evidence {
+				require.Len(t, conflicts, 1)
+			} else {
+				require.Empty(t, conflicts)
+			}
+		})
+	}
 }
