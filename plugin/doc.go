@@ -5,9 +5,13 @@
 //
 //	source.go        Source, and the sources built from --replicator.source
 //	source_rpc.go    the sequencer's execution-engine RPC (polling, plus newHeads over ws)
+//	source_poll.go   an http source's heads polled around when its next block is due
+//	source_raw.go    debug_getRawBlock read without go-ethereum's JSON-RPC client; source_rawhttp.go over http,
+//	                 source_rawws.go over websockets
 //	source_rlp.go    a block fetched as RLP (debug_getRawBlock): its checks and conversion to a payload
 //	source_relay.go  another node's relay (relay.Client) as a source
 //	source_multi.go  several sources fanned into one: highest head, first source that has a block
+//	source_trust.go  trust per source: signatures required, a quorum of RPC sources, sources set aside
 //	pipeline.go      a round's stages overlapped: fetch ahead, verify, hand an idle engine what was verified
 //	prefetch.go      blocks fetched ahead, in order, with bounded concurrency
 //	verify.go        checks before insertion: next block, above safe, L1 origin canonical on our L1 view
@@ -15,12 +19,27 @@
 //	derivation.go    the block must be what derivation would build from L1 (batch rules, payload attributes)
 //	insert.go        insertion through op-node's engine controller; the engine's VALID proves hash and state root
 //	watch.go         op-node's own events: resets, derivation replacing unsafe blocks, derivation idle
-//	halt.go          the running/halted state machine, disagreements and their halt reasons
-//	rewind.go        a halt's rewind of this node's op-geth (debug_setHead over --replicator.l2.rpc)
-//	state.go         the state file: a halt, its evidence and the last replicated block across restarts
-//	state_progress.go  progress written to the state file off the loop
-//	replicator.go    the loop that runs the pipeline and owns every engine write
+//	check.go         a round's checks before it replicates: the local chain against op-node's view, our L1 view and
+//	                 the source's head
 //	subfinality.go   replicator_blockStatus: a block's L1 origin on our L1 view
+//
+// The replicator's core, one owner a component:
+//
+//	replicator.go      Replicator: the loop that runs the rounds and owns every engine write; Start, Stop, Halt,
+//	                   Resume, GateGossip for the Service
+//	replicator_new.go  its construction: the components wired to op-node's parts, the state a previous run left
+//	halt.go            the running/halted state machine, disagreements and their halt reasons
+//	halter.go          the halt: the state machine, the rewind a halt calls for and its retry with backoff, the
+//	                   checks that --replicator.l2.rpc is this node's op-geth, the gossip gate
+//	rewind.go          the rewind of this node's op-geth itself (debug_setHead over --replicator.l2.rpc)
+//	persist.go         persistence: what is written to the state file, and when
+//	state.go           the state file: a halt, its evidence and the last replicated block across restarts
+//	state_progress.go  progress written to the state file off the loop
+//	mailbox.go         operators' halt and resume requests, handed to the loop; they cut the round in progress short
+//	status.go          the snapshot the loop publishes, and replicator_status
+//
+// Around it:
+//
 //	service.go       the Service op-node drives: construction, Start, Stop, the gossip gate
 //	backend.go       the replicator namespace's reads and requests (api.Backend)
 //	errors.go        the errors that end a round without halting, and their kinds on the errors metric

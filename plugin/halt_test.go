@@ -146,10 +146,10 @@ func TestRoundAfterAResumeRunsWhateverTheRequesterDoes(t *testing.T) {
 	require.NoError(t, h.client().Halt(ctx, "maintenance"))
 	require.Equal(t, uint64(0), h.engine.head().Number)
 
-	// What Service.request does, up to the hand-over.
+	// What mailbox.send does, up to the hand-over.
 	done := make(chan error, 1)
-	h.rep.interruptRound(1)
-	h.rep.requests <- request{done: done}
+	h.rep.mail.interrupt(1)
+	h.rep.mail.requests <- request{done: done}
 	require.NoError(t, <-done)
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond,
 		"the round after the resume must replicate")
@@ -192,11 +192,11 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 			failed := h.logs.FindLog(testlog.NewMessageContainsFilter("Halt could not rewind"))
 			if tc.thisGeth {
 				require.Nil(t, failed, "a derived block taken for the old head")
-				require.False(t, h.rep.rewindPending)
+				require.False(t, h.rep.halt.rewindPending)
 			} else {
 				require.NotNil(t, failed, "another op-geth's rewind taken for this node's")
 				require.ErrorContains(t, failed.AttrValue("err").(error), "the engine's head is")
-				require.True(t, h.rep.rewindPending, "the rewind is retried while halted")
+				require.True(t, h.rep.halt.rewindPending, "the rewind is retried while halted")
 				require.Equal(t, blocks[5].ref, h.engine.head(), "op-node's heads reset over an engine that was not rewound")
 				require.Zero(t, h.engine.rewinds)
 			}
@@ -250,7 +250,7 @@ func TestHaltRewindFailsClosedAndRetries(t *testing.T) {
 	st, err = h.svc.Status(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, st.RewindError)
-	require.False(t, h.rep.rewindPending)
+	require.False(t, h.rep.halt.rewindPending)
 }
 
 // boundedRewinder rewinds this node's engine, across at most bound blocks above the safe head.
@@ -309,7 +309,7 @@ func TestIdentityCheckWhileRunning(t *testing.T) {
 	var found atomic.Bool
 	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(*harness) rewinder { return otherNodeRewinder{&found} }))
 	h.round()
-	h.rep.identityWG.Wait()
+	h.rep.halt.wait()
 	st, err := h.svc.Status(context.Background())
 	require.NoError(t, err)
 	require.Contains(t, st.L2RPCError, "not this node's op-geth")

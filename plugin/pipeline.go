@@ -235,13 +235,18 @@ func (r *Replicator) insertBatch(ctx context.Context, b *batch, srcHead eth.Bloc
 	}
 	if n > 0 {
 		last := b.refs[n-1]
-		r.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = last, now })
+		r.board.publish(func(s *snapshot) { s.lastReplicated, s.lastReplicatedAt = last, now })
 		r.metrics.RecordHeadLag(lag(srcHead.Number, last.Number))
 	}
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return n, nil // interrupted between blocks: the loop serves the request
 	}
 	return n, err
+}
+
+// blockServer is a source that tells which of its sources served a block (multiSource).
+type blockServer interface {
+	ServedBy(hash common.Hash) string
 }
 
 // provenance says where a block just replicated came from: the relay or gossip that delivered its signed
@@ -252,7 +257,7 @@ func (r *Replicator) provenance(ref eth.L2BlockRef, now time.Time) arrival {
 			return arrival{source: held.Source, signed: true, at: held.Arrived}
 		}
 	}
-	if m, ok := r.source.(interface{ ServedBy(common.Hash) string }); ok {
+	if m, ok := r.source.(blockServer); ok {
 		if name := m.ServedBy(ref.Hash); name != "" {
 			return arrival{source: name, at: now}
 		}

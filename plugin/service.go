@@ -3,26 +3,18 @@ package plugin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
-	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/ethereum-optimism/optimism/op-service/clock"
-	"github.com/ethereum-optimism/optimism/op-service/eth"
-	"github.com/ethereum-optimism/optimism/op-service/retry"
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/relay"
 )
-
-// arrivalsWindow is how many recently replicated blocks replicator_blockStatus knows the source and arrival of.
-const arrivalsWindow = 4096
 
 func init() {
 	driverhook.Register(func(cfg driverhook.CLIConfig, deps driverhook.Deps) (driverhook.Service, error) {
@@ -42,12 +34,10 @@ type Service struct {
 	relay *relay.Server // nil unless --replicator.relay.enabled
 	// evidence holds equivocations seen by gossip or relay sources.
 	evidence *relay.EvidenceLog
-	// rewinder rewinds this node's op-geth at a halt (with the replicator).
+	// rewinder is the replicator's connection to this node's op-geth (--replicator.l2.rpc), which Stop closes.
 	rewinder *engineRewinder
 
 	mu      sync.Mutex
-	cancel  context.CancelFunc
-	done    chan struct{}
 	started bool
 	stopped bool
 }
@@ -113,62 +103,6 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 	return s, nil
 }
 
-// components are the parts of a Replicator that are not op-node's.
-type components struct {
-	source   Source
-	store    *relay.Store       // verified signed blocks; nil in tests that need none
-	evidence *relay.EvidenceLog // equivocations seen
-	rewinder rewinder           // rewinds op-geth's own chain at a halt; nil in tests that need none
-	state    *stateFile         // nil without --replicator.state.path
-}
-
-// newReplicator wires a replicator: its watcher on op-node's events, the evidence log waking its loop, and the
-// state a previous run left in the state file, if any.
-func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, parts components, m Metricer, clk clock.Clock) (*Replicator, error) {
-	arrivals, _ := lru.New[common.Hash, arrival](arrivalsWindow) // only fails for a non-positive size
-	rep := &Replicator{
-		log:      deps.Log,
-		cfg:      cfg,
-		source:   parts.source,
-		verify:   newVerifier(deps),
-		insert:   &inserter{engine: deps.Engine},
-		watch:    newWatcher(clk),
-		halt:     newHaltState(cfg.HaltPolicy, cfg.HaltDuration, clk.Now()),
-		engine:   deps.Engine,
-		l2:       deps.L2,
-		status:   deps.Status,
-		confs:    deps.L1ConfDepth,
-		metrics:  m,
-		clock:    clk,
-		backoff:  retry.Exponential(),
-		requests: make(chan request),
-		arrivals: arrivals,
-		evidence: parts.evidence,
-		store:    parts.store,
-		rewinder: parts.rewinder,
-		state:    parts.state,
-		genesis:  deps.Rollup.Genesis.L2,
-	}
-	if deps.Events != nil {
-		deps.Events.Register("replicator-watch", rep.watch)
-	}
-	// Evidence wakes the loop, and cuts a round waiting on a slow source short.
-	rep.evidence.OnRecord(func() { rep.watch.poke(); rep.interruptRound(0) })
-	if rep.state != nil {
-		st, err := rep.state.load()
-		if err != nil {
-			return nil, err
-		}
-		if st != nil {
-			rep.restore(st)
-			h := rep.halt.Status()
-			deps.Log.Info("Replicator state restored", "file", rep.state.path, "state", h.State, "reason", h.Reason,
-				"since", h.Since, "evidence", len(st.Evidence))
-		}
-	}
-	return rep, nil
-}
-
 // Start starts the relay's listener and, with the replicator, checks --replicator.l2.rpc and starts the sources and
 // the loop.
 func (s *Service) Start(ctx context.Context) error {
@@ -186,21 +120,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.rep == nil {
 		return nil
 	}
-	if s.rewinder != nil { // nil only in unit tests: NewService always builds it
-		if err := s.rewinder.Check(ctx, s.rep.genesis, s.rep.l2); err != nil {
-			return err
-		}
-	}
-	s.rep.source.Start()
-	loopCtx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
-	s.rep.log.Info("Starting replicator", "source", s.rep.source.Name(), "poll_interval", s.rep.cfg.PollInterval,
-		"halt_policy", s.rep.cfg.HaltPolicy)
-	go func() {
-		defer close(s.done)
-		s.rep.run(loopCtx)
-	}()
-	return nil
+	return s.rep.Start(ctx)
 }
 
 // Stop stops the loop, closes the sources and the rewinder's connection, and stops the relay: all of them, whatever
@@ -215,15 +135,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.stopped = true
 	var result error
 	if s.rep != nil {
-		if s.done != nil {
-			s.cancel()
-			select {
-			case <-s.done:
-			case <-ctx.Done():
-				result = errors.Join(result, fmt.Errorf("replicator loop still running: %w", ctx.Err()))
-			}
-		}
-		s.rep.source.Close()
+		result = errors.Join(result, s.rep.Stop(ctx))
 		if s.rewinder != nil {
 			s.rewinder.Close()
 		}
@@ -260,50 +172,17 @@ func (s *Service) OnSignedUnsafeL2Payload(_ context.Context, signed *opsigner.Si
 	}
 }
 
-// GateGossip drops gossiped unsafe payloads while halted. The halt state's read lock is held while a payload is
-// handed on, so a halt waits for in-flight payloads and the rewind that follows drops them from op-node's queue.
+// GateGossip drops gossiped unsafe payloads while the replicator is halted (gossipGate, halter.go).
 func (s *Service) GateGossip(next driverhook.UnsafePayloadReceiver) driverhook.UnsafePayloadReceiver {
 	if s.rep == nil {
 		return next
 	}
-	return gossipGate{next: next, rep: s.rep}
+	return s.rep.GateGossip(next)
 }
 
-type gossipGate struct {
-	next driverhook.UnsafePayloadReceiver
-	rep  *Replicator
-}
-
-func (g gossipGate) OnUnsafeL2Payload(ctx context.Context, env *eth.ExecutionPayloadEnvelope) {
-	if !g.rep.halt.IfRunning(func() { g.next.OnUnsafeL2Payload(ctx, env) }) {
-		g.rep.metrics.RecordGossipDropped()
-		g.rep.log.Debug("Replicator halted, dropping gossiped unsafe block", "block", env.ExecutionPayload.ID())
-	}
-}
-
-// request hands an operator's halt or resume to the loop goroutine and waits for it.
-func (s *Service) request(ctx context.Context, req request) error {
+// running is whether the replicator's loop may take requests: a replicator, started, and not stopped.
+func (s *Service) running() bool {
 	s.mu.Lock()
-	running := s.started && !s.stopped && s.done != nil
-	s.mu.Unlock()
-	if !running {
-		return errors.New("replicator is not running")
-	}
-	req.done = make(chan error, 1)
-	s.rep.interruptRound(1) // the round in progress, maybe waiting on a slow source, gives way
-	select {
-	case s.rep.requests <- req: // the loop counts it off (Replicator.serve)
-	case <-ctx.Done():
-		s.rep.interruptRound(-1)
-		return ctx.Err()
-	case <-s.done:
-		s.rep.interruptRound(-1)
-		return errors.New("replicator stopped")
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer s.mu.Unlock()
+	return s.rep != nil && s.started && !s.stopped
 }

@@ -45,8 +45,9 @@ func FuzzStateFile(f *testing.F) {
 
 		for _, policy := range []driverhook.HaltPolicy{driverhook.HaltManual, driverhook.HaltTimed, driverhook.HaltUntilSynced} {
 			now := time.Unix(1_800_000_000, 0)
-			r := &Replicator{halt: newHaltState(policy, time.Minute, now), evidence: relay.NewEvidenceLog(),
-				engine: newFakeEngine(cfg), metrics: NoopMetrics{}}
+			engine, board := newFakeEngine(cfg), &statusBoard{}
+			r := &Replicator{halt: &halter{haltState: newHaltState(policy, time.Minute, now), engine: engine, board: board},
+				persist: &persister{}, board: board, evidence: relay.NewEvidenceLog(), engine: engine, metrics: NoopMetrics{}}
 			r.restore(st)
 
 			h := r.halt.Status()

@@ -98,7 +98,7 @@ func TestStateFileErrorsNameTheFile(t *testing.T) {
 func restarted(t *testing.T, h *harness, policy driverhook.HaltPolicy) *harness {
 	t.Helper()
 	h.engine.held = false // a restarted op-node takes unsafe input unless the replicator holds it
-	return newHarness(t, policy, h.source.blocks, sharing(h), withStateFile(h.rep.state.path))
+	return newHarness(t, policy, h.source.blocks, sharing(h), withStateFile(h.rep.persist.file.path))
 }
 
 func TestHaltSurvivesRestart(t *testing.T) {
@@ -151,7 +151,7 @@ func TestHaltSurvivesRestart(t *testing.T) {
 			require.Equal(t, blocks[5].ref, h2.engine.head())
 
 			// The resume is kept too.
-			st, err := h2.rep.state.load()
+			st, err := h2.rep.persist.file.load()
 			require.NoError(t, err)
 			require.Equal(t, api.StateRunning, st.State)
 		})
@@ -207,7 +207,7 @@ func TestLastReplicatedSurvivesRestart(t *testing.T) {
 			h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
 			h.round()
 			require.Equal(t, blocks[4].ref.ID(), h.rep.lastReplicated().ID())
-			st, err := h.rep.state.load()
+			st, err := h.rep.persist.file.load()
 			require.NoError(t, err)
 			require.Equal(t, blocks[4].ref.ID(), st.LastReplicated.ID(), "the last replicated block was not kept")
 
@@ -302,11 +302,11 @@ func (f *fakeRewinder) Rewind(context.Context, eth.L2BlockRef, eth.BlockID) erro
 func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 	h, _ := haltedHarness(t, driverhook.HaltManual)
 	rw := &fakeRewinder{err: errors.New("connection refused")}
-	h.rep.rewinder = rw
-	h.rep.rewindPending = true // as after a failed rewind
+	h.rep.halt.rewinder = rw
+	h.rep.halt.rewindPending = true // as after a failed rewind
 	h.round()
 	require.Equal(t, 1, rw.calls)
-	require.True(t, h.rep.rewindPending)
+	require.True(t, h.rep.halt.rewindPending)
 	for range 5 {
 		h.round()
 	}
@@ -319,7 +319,7 @@ func TestFailedRewindRetriedWithBackoff(t *testing.T) {
 	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 3, rw.calls)
-	require.False(t, h.rep.rewindPending)
+	require.False(t, h.rep.halt.rewindPending)
 	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 3, rw.calls, "rewound again after success")
@@ -369,7 +369,7 @@ func TestProgressPersistedAtMostEveryIntervalAndAtStop(t *testing.T) {
 	blocks := buildChain(t, cfg, 10, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
 	saved := func() eth.BlockID {
-		st, err := h.rep.state.load()
+		st, err := h.rep.persist.file.load()
 		require.NoError(t, err)
 		require.NotNil(t, st.LastReplicated)
 		return st.LastReplicated.ID()
@@ -406,10 +406,10 @@ func TestProgressIsWrittenOffTheLoopAndNeverOverAHalt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "replicator.json")
 	blocks := buildChain(t, cfg, 10, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
-	h.rep.progress = startProgressWriter(h.rep.state, h.rep.log, h.rep.metrics)
+	h.rep.persist.progress = startProgressWriter(h.rep.persist.file, h.rep.log, h.rep.metrics)
 	h.source.set(blocks, 5, nil)
 
-	h.rep.state.mu.Lock() // a write on its way
+	h.rep.persist.file.mu.Lock() // a write on its way
 	rounds := make(chan time.Duration)
 	go func() { rounds <- h.round() }()
 	select {
@@ -425,10 +425,10 @@ func TestProgressIsWrittenOffTheLoopAndNeverOverAHalt(t *testing.T) {
 		defer close(halted)
 		h.rep.haltNow(context.Background(), api.ReasonHeadMismatch, "test")
 	}()
-	h.rep.state.mu.Unlock()
+	h.rep.persist.file.mu.Unlock()
 	<-halted
-	h.rep.progress.stop()
-	st, err := h.rep.state.load()
+	h.rep.persist.progress.stop()
+	st, err := h.rep.persist.file.load()
 	require.NoError(t, err)
 	require.Equal(t, api.StateHalted, st.State, "the progress taken before the halt must not replace it")
 }

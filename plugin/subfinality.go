@@ -24,8 +24,8 @@ type arrival struct {
 	at     time.Time
 }
 
-// blockStatus looks a block of the local canonical chain up and ties it to its L1 origin on our L1 view.
-func (r *Replicator) blockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*api.BlockStatus, error) {
+// BlockStatus looks a block of the local canonical chain up and ties it to its L1 origin on our L1 view.
+func (r *Replicator) BlockStatus(ctx context.Context, id rpc.BlockNumberOrHash) (*api.BlockStatus, error) {
 	ref, err := r.localBlock(ctx, id)
 	if err != nil {
 		return nil, err
