@@ -7,7 +7,7 @@
 //	source_rpc.go    the sequencer's execution-engine RPC (polling, plus newHeads over ws)
 //	source_poll.go   an http source's heads polled around when its next block is due
 //	source_raw.go    debug_getRawBlock read without go-ethereum's JSON-RPC client; source_rawhttp.go over http,
-//	                 source_rawws.go over websockets
+//	                 source_rawws.go over websockets (source_wire_test.go pins the wire format against go-ethereum)
 //	source_rlp.go    a block fetched as RLP (debug_getRawBlock): its checks and conversion to a payload
 //	source_relay.go  another node's relay (relay.Client) as a source
 //	source_multi.go  several sources fanned into one: highest head, first source that has a block
