@@ -9,7 +9,8 @@
 //	evidence.go   EvidenceLog: two signed blocks at one height, kept as proof that the sequencer equivocated
 //	server.go     Server: the relay's own JSON-RPC listener (relay_subscribe, relay_envelopeByNumber, relay_head)
 //	limits.go     per-client connection and request-rate limits on the server's listener
-//	websocket.go  the server's websocket codec: go-ethereum's, but for prepared notifications
+//	websocket.go  the server's websocket codec: go-ethereum's, but for prepared notifications (what it reads of
+//	              go-ethereum's unexported messages is pinned by websocket_wire_test.go)
 //	calls.go      bounds on the calls inside a websocket: in flight per connection, a rate per client
 //	client.go     Client: follows another node's relay into the Store
 //	errors.go     why a block or a subscriber is refused
