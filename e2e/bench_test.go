@@ -26,7 +26,8 @@ import (
 // alongside it. Settings: OP_REPLICATOR_BENCH_BLOCKS (blocks measured, default 300), OP_REPLICATOR_BENCH_TX_RATE
 // (transfers a second, default 60), OP_REPLICATOR_BENCH_REPORT (a file the table is also written to),
 // OP_REPLICATOR_BENCH_CONTROL (1: the follow bench adds a second stock gossip follower, a control measured against the
-// first exactly as every path is: how far two identical nodes differ on this machine).
+// first exactly as every path is: how far two identical nodes differ on this machine), OP_REPLICATOR_BENCH_ARCHIVE (1:
+// the follow bench runs the replicators' op-geths as archive nodes, like the gossip anchor's).
 
 // follower is one path to the head measured by the bench.
 type follower struct {
@@ -91,8 +92,14 @@ func TestBenchFollow(t *testing.T) {
 	// OP_REPLICATOR_BENCH_PPROF (a directory), each is also profiled through the window.
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	pprofPorts := map[string]int{}
+	// OP_REPLICATOR_BENCH_ARCHIVE=1 runs the replicators' op-geths as archive nodes, as the gossip anchor's runs:
+	// every follower on the same engine settings (by default a replicator's op-geth runs with op-geth's defaults).
+	archive := envUint(t, "OP_REPLICATOR_BENCH_ARCHIVE", 0) != 0
 	withProfile := func(name string, opts ...devnet.FollowerOption) []devnet.FollowerOption {
 		opts = append(opts, devnet.WithMetrics()) // every follower alike; the replicators' request counts are read
+		if archive && name != "gossip" && name != "gossip-b" {
+			opts = append(opts, devnet.WithArchiveEngine())
+		}
 		pprofPorts[name] = dsl.FreePort(t)
 		return append(opts, devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPorts[name])))
 	}
