@@ -3,7 +3,6 @@ package plugin
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,8 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // These tests pin the JSON-RPC wire format that source_raw.go, source_rawhttp.go and source_rawws.go read and write
@@ -171,58 +172,11 @@ func TestWireMessageShapes(t *testing.T) {
 	srv := rpc.NewServer()
 	defer srv.Stop()
 	require.NoError(t, srv.RegisterName("debug", wireDebugAPI{}))
-	answer := gethCodecMessages(t, srv, string(rawBlockRequest("1", 7)), 1)[0]
+	answer := testkit.GethCodecMessages(t, srv, string(rawBlockRequest("1", 7)), 1)[0]
 	gethType := reflect.TypeOf(answer)
 	require.Equal(t, reflect.Pointer, gethType.Kind(), "go-ethereum's answer is a %T", answer)
 	requireSameShape(t, gethType.Elem(), reflect.TypeFor[rpcResponse]())
 }
-
-// gethCodecMessages serves request with srv on a codec of functions and returns the first count messages srv hands
-// it to write, as they are (go-ethereum's own message values).
-func gethCodecMessages(t *testing.T, srv *rpc.Server, request string, count int) []any {
-	in := make(chan json.RawMessage, 1)
-	in <- json.RawMessage(request)
-	out := make(chan any, count)
-	done := make(chan struct{})
-	encode := func(v any, _ bool) error {
-		select {
-		case out <- v:
-			return nil
-		case <-done:
-			return io.EOF
-		}
-	}
-	decode := func(v any) error {
-		select {
-		case msg := <-in:
-			*(v.(*json.RawMessage)) = msg
-			return nil
-		case <-done:
-			return io.EOF
-		}
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.ServeCodec(rpc.NewFuncCodec(nopDeadlineCloser{}, encode, decode), 0)
-	}()
-	defer func() { close(done); <-served }()
-	var msgs []any
-	for range count {
-		select {
-		case v := <-out:
-			msgs = append(msgs, v)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("go-ethereum's server wrote %d messages, not %d", len(msgs), count)
-		}
-	}
-	return msgs
-}
-
-type nopDeadlineCloser struct{}
-
-func (nopDeadlineCloser) Close() error                     { return nil }
-func (nopDeadlineCloser) SetWriteDeadline(time.Time) error { return nil }
 
 // requireSameShape requires two struct types to have the same fields, in order, with the same JSON names and types;
 // pointers to structs are compared as their structs.

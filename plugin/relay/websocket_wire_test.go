@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
+
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // These tests pin what the relay's codec reads of go-ethereum's unexported JSON-RPC messages (by reflection in
@@ -32,7 +33,7 @@ func TestWireNotificationOfGoEthereum(t *testing.T) {
 	srv := rpc.NewServer()
 	defer srv.Stop()
 	require.NoError(t, srv.RegisterName("relay", &notifyingAPI{results: []json.RawMessage{result}, prepared: true}))
-	msgs := wireCodecMessages(t, srv, wireSubscribe, 2)
+	msgs := testkit.GethCodecMessages(t, srv, wireSubscribe, 2)
 	answer, notification := msgs[0], msgs[1]
 
 	require.True(t, isAnswer(answer), "the subscription's answer (%T) answers a call", answer)
@@ -66,7 +67,7 @@ func TestWireMessageOfGoEthereum(t *testing.T) {
 	srv := rpc.NewServer()
 	defer srv.Stop()
 	require.NoError(t, srv.RegisterName("relay", &notifyingAPI{results: []json.RawMessage{json.RawMessage(`1`)}}))
-	msgs := wireCodecMessages(t, srv, wireSubscribe, 2)
+	msgs := testkit.GethCodecMessages(t, srv, wireSubscribe, 2)
 
 	geth := reflect.TypeOf(msgs[0])
 	require.Equal(t, reflect.Pointer, geth.Kind(), "go-ethereum's answer is a %T", msgs[0])
@@ -122,53 +123,6 @@ func TestWireNotificationsReadByGoEthereum(t *testing.T) {
 	}
 	require.Equal(t, before, encodedInFull.Load(), "the notifications were written by notificationEncoder")
 }
-
-// wireCodecMessages serves request with srv on a codec of functions and returns the first count messages srv hands
-// it to write, as they are (go-ethereum's own message values).
-func wireCodecMessages(t *testing.T, srv *rpc.Server, request string, count int) []any {
-	in := make(chan json.RawMessage, 1)
-	in <- json.RawMessage(request)
-	out := make(chan any, count)
-	done := make(chan struct{})
-	encode := func(v any, _ bool) error {
-		select {
-		case out <- v:
-			return nil
-		case <-done:
-			return io.EOF
-		}
-	}
-	decode := func(v any) error {
-		select {
-		case msg := <-in:
-			*(v.(*json.RawMessage)) = msg
-			return nil
-		case <-done:
-			return io.EOF
-		}
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.ServeCodec(rpc.NewFuncCodec(nopDeadlineCloser{}, encode, decode), 0)
-	}()
-	defer func() { close(done); <-served }()
-	var msgs []any
-	for range count {
-		select {
-		case v := <-out:
-			msgs = append(msgs, v)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("go-ethereum's server wrote %d messages, not %d", len(msgs), count)
-		}
-	}
-	return msgs
-}
-
-type nopDeadlineCloser struct{}
-
-func (nopDeadlineCloser) Close() error                     { return nil }
-func (nopDeadlineCloser) SetWriteDeadline(time.Time) error { return nil }
 
 // wireEncode is a message as go-ethereum's websocket codec writes it (gorilla's WriteJSON: json.Encoder).
 func wireEncode(t *testing.T, v any) []byte {
