@@ -1,5 +1,6 @@
 // Package testkit holds the test fixtures the replicator's packages share: sequencer keys, a fake of op-node's
-// signer config, and signing as the sequencer's op-node signs for gossip. Only tests import it.
+// signer config, signing as the sequencer's op-node signs for gossip, and go-ethereum's RPC server's messages as it
+// hands them to a codec. Only tests import it.
 package testkit
 
 import (
