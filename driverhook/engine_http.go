@@ -12,7 +12,8 @@ const engineWriteBuffer = 1 << 20
 // default transport, whose 4 KiB write buffer sends a 16 KiB newPayload request in five writes to the socket: the
 // first wakes op-geth, and on a machine with its cores busy the writer can lose the CPU before it wrote the rest,
 // while op-geth waits for it: the replicator's whole extra insert time over a gossip node's was that write
-// (docs/benchmarks.md). With a write buffer that holds the request, it is one write, and op-geth reads it at once.
+// (docs/benchmarks-history.md). With a write buffer that holds the request, it is one write, and op-geth reads it at
+// once.
 func EngineHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.WriteBufferSize = engineWriteBuffer

@@ -13,10 +13,10 @@ import (
 )
 
 // persistEvery bounds how often progress alone (a new last replicated block) is written to the state file: a write
-// is two fsyncs, a noticeable share of a following op-node's CPU if done often (docs/benchmarks.md). After a crash
-// the file then names a replicated block up to persistEvery older than the last, which the restart check uses as
-// well (it is in the chain below the newer ones). Halts, resumes and new evidence are written at once, and the loop
-// writes its progress when it stops.
+// is two fsyncs, a noticeable share of a following op-node's CPU if done often (docs/benchmarks-history.md). After a
+// crash the file then names a replicated block up to persistEvery older than the last, which the restart check uses
+// as well (it is in the chain below the newer ones). Halts, resumes and new evidence are written at once, and the
+// loop writes its progress when it stops.
 const persistEvery = 30 * time.Second
 
 // persister keeps the replicator's state in the state file (state.go): the halt, the evidence and the last

@@ -17,7 +17,7 @@ import (
 // op-node does to the unsafe chain during a round needs no round boundary to be seen: a reset or derivation replacing
 // a block moves the unsafe head, so the round's next batch no longer extends it and the round ends (errStale), and
 // every block's L1 origin is checked against our L1 view as it is verified. Each boundary leaves the engine idle
-// while the next round's first blocks are fetched, so rounds are long (docs/benchmarks.md, catching up).
+// while the next round's first blocks are fetched, so rounds are long (docs/benchmarks-history.md, catching up).
 const maxBlocksPerRound = 1024
 
 // maxBatch is the most blocks inserted with one forkchoice update.

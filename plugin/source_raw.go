@@ -17,7 +17,7 @@ import (
 // rawBlockFetcher asks a source for a block's RLP with debug_getRawBlock, and reads the answer with hexResult
 // rather than go-ethereum's JSON-RPC client: rawBlockHTTP, rawBlockWS. go-ethereum's client runs encoding/json's
 // scanner over an answer about four times (reading it, parsing the message, then the result), which for a block's
-// hex was most of what a replicator with an rpc source spent beyond a stock gossip node (docs/benchmarks.md,
+// hex was most of what a replicator with an rpc source spent beyond a stock gossip node (docs/benchmarks-history.md,
 // BenchmarkRawBlock). What the source sees is what go-ethereum's client sends.
 type rawBlockFetcher interface {
 	getRawBlock(ctx context.Context, num uint64) (hexutil.Bytes, error)

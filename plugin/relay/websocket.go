@@ -28,10 +28,10 @@ import (
 // for the write buffer: 64 KB, not 1 KB. With 1 KB, gorilla writes a message above 2 KB as a frame that is not final
 // and then an empty final one, in three writes to the socket (the frame's header, its payload, the final frame: the
 // connection the relay's per-client limit wraps cannot writev); a message that fits the buffer is one frame and one
-// write, which took a third of the relay's CPU per subscriber off. The messages (the JSON, byte for byte) are the
-// same; how they are cut into frames is not part of them (RFC 6455 §5.4: websocket APIs deliver whole messages, and
-// intermediaries may refragment). Inside the node, the rpc.PeerInfo of a call says transport "ipc" and has no HTTP
-// headers (the relay reads only its RemoteAddr).
+// write, a large share of the relay's CPU per subscriber saved (docs/benchmarks-history.md). The messages (the JSON,
+// byte for byte) are the same; how they are cut into frames is not part of them (RFC 6455 §5.4: websocket APIs
+// deliver whole messages, and intermediaries may refragment). Inside the node, the rpc.PeerInfo of a call says
+// transport "ipc" and has no HTTP headers (the relay reads only its RemoteAddr).
 
 // Go-ethereum's websocket settings (rpc/websocket.go), which the relay's codec keeps, but for wsWriteBuffer.
 const (
