@@ -69,6 +69,8 @@ type L2Chain interface {
 	L2BlockRefByNumber(ctx context.Context, num uint64) (eth.L2BlockRef, error)
 	L2BlockRefByHash(ctx context.Context, hash common.Hash) (eth.L2BlockRef, error)
 	InfoByNumber(ctx context.Context, num uint64) (eth.BlockInfo, error)
+	// InfoByLabel reads a labelled block's header only.
+	InfoByLabel(ctx context.Context, label eth.BlockLabel) (eth.BlockInfo, error)
 	// SystemConfigByL2Hash reads the SystemConfig a block's L1-info deposit carries.
 	SystemConfigByL2Hash(ctx context.Context, hash common.Hash) (eth.SystemConfig, error)
 }

@@ -418,6 +418,14 @@ func (e *fakeEngine) SystemConfigByL2Hash(context.Context, common.Hash) (eth.Sys
 	return testSystemConfig, nil
 }
 
+func (e *fakeEngine) InfoByLabel(ctx context.Context, label eth.BlockLabel) (eth.BlockInfo, error) {
+	ref, err := e.L2BlockRefByLabel(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return e.InfoByNumber(ctx, ref.Number)
+}
+
 func (e *fakeEngine) InfoByNumber(ctx context.Context, n uint64) (eth.BlockInfo, error) {
 	ref, err := e.L2BlockRefByNumber(ctx, n)
 	if err != nil {

@@ -288,7 +288,7 @@ func TestUnsafeRangeBoundedByTheRewinder(t *testing.T) {
 // otherNodeRewinder is a --replicator.l2.rpc that the identity check finds to be another node.
 type otherNodeRewinder struct{ found *atomic.Bool }
 
-func (o otherNodeRewinder) CheckIdentity(context.Context, headReader, time.Time, func() bool) error {
+func (o otherNodeRewinder) CheckIdentity(context.Context, headerReader, time.Time, func() bool) error {
 	if o.found.Swap(true) {
 		return nil
 	}

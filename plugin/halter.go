@@ -63,7 +63,7 @@ type rewinder interface {
 // identityChecker is a rewinder that can tell, while the replicator runs, that it does not reach the engine op-node
 // drives (engineRewinder.CheckIdentity).
 type identityChecker interface {
-	CheckIdentity(ctx context.Context, engine headReader, now time.Time, still func() bool) error
+	CheckIdentity(ctx context.Context, engine headerReader, now time.Time, still func() bool) error
 }
 
 // startChecker is a rewinder that checks, before the replicator starts, that it reaches this chain's op-geth and the

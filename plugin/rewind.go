@@ -106,6 +106,12 @@ type headReader interface {
 	L2BlockRefByNumber(ctx context.Context, num uint64) (eth.L2BlockRef, error)
 }
 
+// headerReader reads the head of the engine op-node drives as a header. The identity check, about once a second,
+// needs only its number and hash: an L2BlockRef is read from the whole block, every transaction decoded.
+type headerReader interface {
+	InfoByLabel(ctx context.Context, label eth.BlockLabel) (eth.BlockInfo, error)
+}
+
 // Check proves at start-up that the RPC can rewind this node's op-geth, and refuses one it cannot rewind safely:
 //   - it answers, serves the debug namespace and is op-geth (debug_setHead is op-geth's);
 //   - it has the rollup's L2 genesis block;
@@ -258,15 +264,16 @@ func (r *engineRewinder) sameChainAsEngine(ctx context.Context, engine headReade
 // op-geth, between its block and our insert of it), or lacks one this node has (a follower behind it). still
 // reports whether nothing rewound the engine meanwhile (a halt). It returns an error once, when the RPC is taken for
 // another node; every rewind is refused from then on.
-func (r *engineRewinder) CheckIdentity(ctx context.Context, engine headReader, now time.Time, still func() bool) error {
+func (r *engineRewinder) CheckIdentity(ctx context.Context, engine headerReader, now time.Time, still func() bool) error {
 	var before, after hexutil.Uint64
 	if err := r.call(ctx, &before, "eth_blockNumber"); err != nil {
 		return nil // unreachable now: the rewind will say so, if it comes to one
 	}
-	head, err := engine.L2BlockRefByLabel(ctx, eth.Unsafe)
+	info, err := engine.InfoByLabel(ctx, eth.Unsafe)
 	if err != nil {
 		return nil
 	}
+	head := eth.BlockID{Hash: info.Hash(), Number: info.NumberU64()}
 	if err := r.call(ctx, &after, "eth_blockNumber"); err != nil {
 		return nil
 	}
@@ -284,7 +291,7 @@ func (r *engineRewinder) CheckIdentity(ctx context.Context, engine headReader, n
 	}
 	r.otherNode = fmt.Errorf("%w: its head was outside the engine op-node drives (--l2) %d times within %s, last at "+
 		"blocks %d and %d around the engine's %s; every rewind is refused. Point --%s at the op-geth behind --l2 and "+
-		"restart", errOtherNode, identityStrikes, identityStrikeWindow, uint64(before), uint64(after), head.ID(),
+		"restart", errOtherNode, identityStrikes, identityStrikeWindow, uint64(before), uint64(after), head,
 		driverhook.L2RPCFlagName)
 	return r.otherNode
 }

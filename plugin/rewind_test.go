@@ -14,6 +14,7 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/testutils"
 )
 
 // fakeGeth serves the part of op-geth's user RPC the rewinder uses: a canonical chain of hashes by number.
@@ -106,6 +107,14 @@ func (c chainEngine) L2BlockRefByNumber(_ context.Context, n uint64) (eth.L2Bloc
 
 func (c chainEngine) L2BlockRefByLabel(ctx context.Context, _ eth.BlockLabel) (eth.L2BlockRef, error) {
 	return c.L2BlockRefByNumber(ctx, uint64(len(c)-1))
+}
+
+func (c chainEngine) InfoByLabel(ctx context.Context, label eth.BlockLabel) (eth.BlockInfo, error) {
+	ref, err := c.L2BlockRefByLabel(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return &testutils.MockBlockInfo{InfoHash: ref.Hash, InfoNum: ref.Number}, nil
 }
 
 func TestEngineRewinderCheck(t *testing.T) {
