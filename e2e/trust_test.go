@@ -17,14 +17,15 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/api"
 )
 
-// forgedBlocks is how many blocks with reordered transfers the forging source must have served before the test
+// forgedBlocks is how many blocks with a redirected transfer the forging source must have served before the test
 // checks that none of them went in.
 const forgedBlocks = 5
 
 // TestForgedBlocksFromAnUnsignedSourceNeverGoIn has a proxy in front of the sequencer's op-geth serve, from a
-// height on, blocks whose user transfers it reordered (hashes recomputed, the later blocks relinked): blocks that
-// obey every derivation rule, with an order of user transactions the sequencer did not choose, which no check made
-// before execution can tell from the sequencer's. Two replicators take it as an
+// height on, blocks in which a user transfer goes to another recipient (re-signed by its sender: same nonce, gas,
+// fees and value), with the state root a scratch engine computes for them and the later blocks relinked: blocks
+// that execute VALID, use the same gas and obey every derivation rule, which nothing but the sequencer's signature
+// tells from the sequencer's. Two replicators take it as an
 // RPC source: one with --replicator.require-signature, its signed blocks from a relay that serves the sequencer's
 // blocks two behind its head (so that the forged block always arrives first), and one with --replicator.quorum 2
 // beside two honest RPC sources slower than the forger. Neither ever hands a forged block to its op-geth, neither
@@ -49,16 +50,21 @@ func TestForgedBlocksFromAnUnsignedSourceNeverGoIn(t *testing.T) {
 		rep.WaitReplicating(seq, 3)
 	}
 
+	// The sequencer's own op-geth is the scratch engine: it holds every parent's state, and keeps the forged blocks
+	// as side blocks.
+	forging, err := devnet.NewForger(t.Context(), sys.Sequencer.EngineURL, sys.Sequencer.JWT, sys.Net.L2.Rollup, sys.Net.Keys.L2Accounts)
+	require.NoError(t, err)
+	forger.SetForger(forging)
 	from := seq.NumberAt(rpc.LatestBlockNumber) + 2
-	forger.TamperFromWith(from, devnet.TamperSwapTransfers)
-	sys.WaitFor(dsl.ReplicationTimeout, "the forger to serve blocks with reordered transfers",
-		func(context.Context) (bool, error) { return len(forger.Swapped()) >= forgedBlocks, nil })
+	forger.TamperFromWith(from, devnet.TamperRedirectTransfer)
+	sys.WaitFor(dsl.ReplicationTimeout, "the forger to serve blocks with a redirected transfer",
+		func(context.Context) (bool, error) { return len(forger.Forged()) >= forgedBlocks, nil })
 	for _, rep := range reps {
 		head := rep.WaitReachesHead(seq)
 		rep.RequireRunning()
 		rep.EL.RequireSameBlocks(seq, from, head.Number)
-		for _, h := range forger.Swapped() {
-			rep.EL.RequireNoBlock(h, "a block with reordered transfers")
+		for _, h := range forger.Forged() {
+			rep.EL.RequireNoBlock(h, "a block with a redirected transfer")
 		}
 		forged := sourceHealth(t, rep.Status(), forger.URL)
 		require.Positive(t, forged.Errors, "%s never caught the forger", rep.Name)
@@ -66,7 +72,12 @@ func TestForgedBlocksFromAnUnsignedSourceNeverGoIn(t *testing.T) {
 		require.False(t, forged.Signed)
 		t.Logf("%s: forger %s: %d errors, last: %s", rep.Name, forged.Name, forged.Errors, forged.LastError)
 	}
-	t.Logf("%d forged blocks served, none inserted", len(forger.Swapped()))
+	t.Logf("%d forged blocks served, none inserted", len(forger.Forged()))
+	for _, rep := range reps {
+		balance, err := rep.EL.BalanceAt(t.Context(), devnet.ForgedRecipient, nil)
+		require.NoError(t, err)
+		require.Zero(t, balance.Sign(), "%s: the forged recipient got value", rep.Name)
+	}
 }
 
 // sourceHealth returns the standing of the source at url in a replicator's status.

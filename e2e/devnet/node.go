@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ethereum/go-ethereum/crypto"
+
 	"github.com/ethereum-optimism/optimism/op-service/client"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
 )
@@ -43,6 +45,9 @@ type Node struct {
 	CL *CL
 	// MetricsURL is the op-node's metrics endpoint (WithMetrics), empty without metrics.
 	MetricsURL string
+	// EngineURL is the op-geth's engine API (authenticated with JWT), for tests that hand it payloads themselves.
+	EngineURL string
+	JWT       [32]byte
 
 	d       *Devnet
 	p2pPort int // 0 without P2P
@@ -191,6 +196,8 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 		EL:         el,
 		CL:         cl,
 		MetricsURL: metricsURL,
+		EngineURL:  httpURL(ports.auth),
+		JWT:        [32]byte(crypto.FromECDSA(devKey("jwt/" + spec.name))),
 		d:          d,
 		p2pPort:    ports.p2p,
 	}, nil

@@ -57,11 +57,11 @@ const (
 	// TamperL1InfoField: the L1 base fee in the L1-info deposit changed (its L1 hash, number and sequence number
 	// are kept, so the block still names its real L1 origin).
 	TamperL1InfoField
-	// TamperSwapTransfers: the last two plain transfers of the block from different senders (same type, no data)
-	// swapped. They use the same gas and emit no logs, so the state root, receipts, bloom and gas used stay right:
-	// the block executes VALID and obeys every derivation rule, with user transactions in an order the sequencer
-	// did not choose. A block without such a pair is only relinked onto its forged parent.
-	TamperSwapTransfers
+	// TamperRedirectTransfer: the last plain transfer of the block from a key the proxy's Forger holds sent to
+	// ForgedRecipient instead, and the state root the Forger's scratch engine computes for it: a block that executes
+	// VALID, uses the same gas and obeys every derivation rule, with another recipient than the sequencer's. Blocks
+	// above it are relinked and get their state roots the same way. Needs SetForger.
+	TamperRedirectTransfer
 )
 
 // ForgedDepositRecipient receives the ETH that TamperForgedDeposit's deposit mints.
@@ -98,8 +98,9 @@ type Proxy struct {
 	failure  Failure
 	lieTags  bool
 	delay    time.Duration
-	tamper   *tampering               // nil while not tampering
-	swapped  map[common.Hash]struct{} // forged hashes of blocks TamperSwapTransfers reordered
+	tamper   *tampering // nil while not tampering
+	forger   *Forger
+	forged   map[common.Hash]struct{} // hashes of served blocks whose transactions the tampering changed
 }
 
 // NewProxy starts a proxy on a free port of 127.0.0.1, forwarding to upstream (an HTTP URL).
@@ -172,15 +173,32 @@ func (p *Proxy) TamperFromWith(n uint64, how Tamper) {
 	}
 }
 
-// Swapped returns the forged hashes of the blocks whose transfers TamperSwapTransfers reordered so far.
-func (p *Proxy) Swapped() []common.Hash {
+// SetForger sets the Forger TamperRedirectTransfer forges with.
+func (p *Proxy) SetForger(f *Forger) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]common.Hash, 0, len(p.swapped))
-	for h := range p.swapped {
+	p.forger = f
+}
+
+// Forged returns the hashes of the served blocks whose transactions TamperRedirectTransfer changed so far.
+func (p *Proxy) Forged() []common.Hash {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]common.Hash, 0, len(p.forged))
+	for h := range p.forged {
 		out = append(out, h)
 	}
 	return out
+}
+
+// recordForged adds a block to Forged.
+func (p *Proxy) recordForged(h common.Hash) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.forged == nil {
+		p.forged = make(map[common.Hash]struct{})
+	}
+	p.forged[h] = struct{}{}
 }
 
 // StopTampering returns blocks unchanged again.
@@ -558,21 +576,23 @@ func (p *Proxy) tamperHeader(ctx context.Context, upstream string, t *tampering,
 			return nil, false, fmt.Errorf("block %d: %w", number, err)
 		}
 		header.TxHash = types.DeriveSha(changed, trie.NewStackTrie(nil))
-	case TamperSwapTransfers:
+	case TamperRedirectTransfer:
+		p.mu.Lock()
+		forger := p.forger
+		p.mu.Unlock()
+		if forger == nil {
+			return nil, false, errors.New("TamperRedirectTransfer without a Forger (SetForger)")
+		}
 		all, err := txs()
 		if err != nil {
 			return nil, false, err
 		}
-		if changed = swapTransfers(all); changed != nil {
-			header.TxHash = types.DeriveSha(changed, trie.NewStackTrie(nil))
-			defer func() {
-				p.mu.Lock()
-				defer p.mu.Unlock()
-				if p.swapped == nil {
-					p.swapped = make(map[common.Hash]struct{})
-				}
-				p.swapped[header.Hash()] = struct{}{}
-			}()
+		var redirected bool
+		if changed, redirected, err = forger.Forge(ctx, header, all); err != nil {
+			return nil, false, err
+		}
+		if redirected {
+			defer func() { p.recordForged(header.Hash()) }()
 		}
 	}
 	t.record(orig, header.Hash())
@@ -639,38 +659,6 @@ func tamperTransactions(how Tamper, txs sources.RawTransactions) (sources.RawTra
 		out[0] = raw
 	}
 	return out, nil
-}
-
-// swapTransfers returns txs with the last two plain transfers from different senders swapped, or nil if the block
-// has no such pair.
-func swapTransfers(txs sources.RawTransactions) sources.RawTransactions {
-	type transfer struct {
-		i      int
-		typ    byte
-		sender common.Address
-	}
-	var found []transfer
-	for i := len(txs) - 1; i >= 0 && len(found) < 2; i-- {
-		var tx types.Transaction
-		if err := tx.UnmarshalBinary(txs[i]); err != nil || tx.Type() == optypes.DepositTxType || len(tx.Data()) > 0 ||
-			tx.To() == nil {
-			continue
-		}
-		sender, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), &tx)
-		if err != nil || (len(found) == 1 && found[0].typ != tx.Type()) {
-			continue
-		}
-		if len(found) == 1 && found[0].sender == sender {
-			return nil // moving the later one before it would break the sender's nonce order
-		}
-		found = append(found, transfer{i: i, typ: tx.Type(), sender: sender})
-	}
-	if len(found) < 2 {
-		return nil
-	}
-	out := append(sources.RawTransactions(nil), txs...)
-	out[found[0].i], out[found[1].i] = out[found[1].i], out[found[0].i]
-	return out
 }
 
 // tamperedParent returns the tampered hash of the block with hash orig at number n, tampering it (and,

@@ -2,7 +2,6 @@ package devnet
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -306,29 +305,4 @@ func TestProxy(t *testing.T) {
 		proxy.SetUpstream(serveFakeChain(t, other))
 		require.Equal(t, other.headers[3].Hash(), getBlock(t, client, "eth_getBlockByNumber", "0x3").reported)
 	})
-}
-
-// swapTransfers swaps the last two plain transfers from different senders, and leaves a block without such a pair
-// (or where the swap would break a sender's nonce order) alone.
-func TestSwapTransfers(t *testing.T) {
-	signer := types.LatestSignerForChainID(big.NewInt(901))
-	keyA, _ := crypto.GenerateKey()
-	keyB, _ := crypto.GenerateKey()
-	to := common.Address{0x70}
-	transfer := func(key *ecdsa.PrivateKey, nonce uint64, data []byte) sources.RawTransaction {
-		tx := types.MustSignNewTx(key, signer, &types.DynamicFeeTx{ChainID: big.NewInt(901), Nonce: nonce, Gas: 21_000,
-			GasFeeCap: big.NewInt(1), To: &to, Value: big.NewInt(1), Data: data})
-		raw, err := tx.MarshalBinary()
-		require.NoError(t, err)
-		return raw
-	}
-	rawDeposit, err := types.NewTx(&types.DepositTx{To: &to, Gas: 1}).MarshalBinary()
-	require.NoError(t, err)
-	deposit := sources.RawTransaction(rawDeposit)
-	a0, b0, a1, call := transfer(keyA, 0, nil), transfer(keyB, 0, nil), transfer(keyA, 1, nil), transfer(keyB, 1, []byte{1})
-
-	got := swapTransfers(sources.RawTransactions{deposit, a0, b0, a1, call})
-	require.Equal(t, sources.RawTransactions{deposit, a0, a1, b0, call}, got, "b0 and a1 swapped; the call is not a transfer")
-	require.Nil(t, swapTransfers(sources.RawTransactions{deposit, a0}), "one transfer")
-	require.Nil(t, swapTransfers(sources.RawTransactions{deposit, a0, a1}), "one sender: its nonce order")
 }

@@ -1,0 +1,155 @@
+package devnet
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/log"
+	"github.com/ethereum/go-ethereum/node"
+	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/ethereum/go-ethereum/trie"
+
+	"github.com/ethereum-optimism/optimism/op-node/rollup"
+	"github.com/ethereum-optimism/optimism/op-service/client"
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/sources"
+)
+
+// ForgedRecipient receives the value of the transfer a Forger redirects.
+var ForgedRecipient = common.Address{0xf0, 0x4e, 0xd0, 0x02}
+
+// Forger forges blocks a lying source could serve: the last plain transfer of a block sent by one of its keys goes
+// to ForgedRecipient instead (re-signed by its sender: same nonce, gas, fees and value), and the block is made
+// self-consistent by executing it on a scratch engine, which names the state root it computes when it refuses the
+// block (op-geth's "invalid merkle root (remote: … local: …)"). The forged block uses the same gas and executes VALID;
+// only its state (who received the value) and its hashes differ. Blocks above it are relinked and get their state
+// roots the same way. The scratch engine keeps the forged blocks as side blocks; its chain is not changed.
+type Forger struct {
+	keys   map[common.Address]*ecdsa.PrivateKey
+	engine *sources.EngineAPIClient
+	rollup *rollup.Config
+
+	mu    sync.Mutex
+	roots map[common.Hash]common.Hash // forged block hash before the root was fixed → the executed state root
+}
+
+// NewForger forges with the keys of the accounts whose transfers it may redirect, executing on engine (an op-geth's
+// engine API: Node.EngineURL, Node.JWT).
+func NewForger(ctx context.Context, engineURL string, jwt [32]byte, cfg *rollup.Config, keys []*ecdsa.PrivateKey) (*Forger, error) {
+	c, err := rpc.DialOptions(ctx, engineURL, rpc.WithHTTPAuth(node.NewJWTAuth(jwt)))
+	if err != nil {
+		return nil, fmt.Errorf("dial scratch engine %s: %w", engineURL, err)
+	}
+	f := &Forger{keys: make(map[common.Address]*ecdsa.PrivateKey), rollup: cfg, roots: make(map[common.Hash]common.Hash),
+		engine: sources.NewEngineAPIClient(client.NewBaseRPCClient(c), log.Root(), cfg)}
+	for _, k := range keys {
+		f.keys[crypto.PubkeyToAddress(k.PublicKey)] = k
+	}
+	return f, nil
+}
+
+// redirect returns txs with the last plain transfer of a known sender re-signed to ForgedRecipient, and whether it
+// found one.
+func (f *Forger) redirect(txs sources.RawTransactions) (sources.RawTransactions, bool, error) {
+	for i := len(txs) - 1; i >= 0; i-- {
+		var tx types.Transaction
+		if err := tx.UnmarshalBinary(txs[i]); err != nil || tx.Type() != types.DynamicFeeTxType || len(tx.Data()) > 0 ||
+			tx.To() == nil || *tx.To() == ForgedRecipient {
+			continue
+		}
+		signer := types.LatestSignerForChainID(tx.ChainId())
+		sender, err := types.Sender(signer, &tx)
+		key, ok := f.keys[sender]
+		if err != nil || !ok {
+			continue
+		}
+		forged, err := types.SignNewTx(key, signer, &types.DynamicFeeTx{ChainID: tx.ChainId(), Nonce: tx.Nonce(),
+			GasTipCap: tx.GasTipCap(), GasFeeCap: tx.GasFeeCap(), Gas: tx.Gas(), To: &ForgedRecipient, Value: tx.Value()})
+		if err != nil {
+			return nil, false, err
+		}
+		raw, err := forged.MarshalBinary()
+		if err != nil {
+			return nil, false, err
+		}
+		out := append(sources.RawTransactions(nil), txs...)
+		out[i] = raw
+		return out, true, nil
+	}
+	return txs, false, nil
+}
+
+var invalidRoot = regexp.MustCompile(`invalid merkle root \(remote: ([0-9a-fA-Fx]+) local: ([0-9a-fA-Fx]+)\)`)
+
+// Forge changes a block (its header, its parent hash already relinked, and its transactions) as described on
+// Forger: the header's transactions root and state root are set, in place. It returns the transactions and whether
+// one was redirected.
+func (f *Forger) Forge(ctx context.Context, header *types.Header, txs sources.RawTransactions) (sources.RawTransactions, bool, error) {
+	out, redirected, err := f.redirect(txs)
+	if err != nil {
+		return nil, false, fmt.Errorf("block %d: %w", header.Number, err)
+	}
+	header.TxHash = types.DeriveSha(out, trie.NewStackTrie(nil))
+	unfixed := header.Hash()
+	f.mu.Lock()
+	root, known := f.roots[unfixed]
+	f.mu.Unlock()
+	if !known {
+		if root, err = f.stateRoot(ctx, header, out); err != nil {
+			return nil, false, fmt.Errorf("block %d: %w", header.Number, err)
+		}
+		f.mu.Lock()
+		f.roots[unfixed] = root
+		f.mu.Unlock()
+	}
+	header.Root = root
+	return out, redirected, nil
+}
+
+// stateRoot executes the block on the scratch engine and returns the state root it computes: the engine refuses the
+// block naming its own root, or accepts it (the root was right). Once fixed, the block must execute VALID.
+func (f *Forger) stateRoot(ctx context.Context, header *types.Header, txs sources.RawTransactions) (common.Hash, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		status, err := f.newPayload(ctx, header, txs)
+		if err != nil {
+			return common.Hash{}, err
+		}
+		switch {
+		case status.Status == eth.ExecutionValid:
+			return header.Root, nil
+		case status.Status == eth.ExecutionInvalid && status.ValidationError != nil && attempt == 0:
+			m := invalidRoot.FindStringSubmatch(*status.ValidationError)
+			if m == nil {
+				return common.Hash{}, fmt.Errorf("scratch engine refused the forged block: %s", *status.ValidationError)
+			}
+			header.Root = common.HexToHash(m[2])
+		default:
+			msg := ""
+			if status.ValidationError != nil {
+				msg = *status.ValidationError
+			}
+			return common.Hash{}, fmt.Errorf("scratch engine answered %s for the forged block: %s", status.Status, msg)
+		}
+	}
+	return common.Hash{}, errors.New("unreachable")
+}
+
+func (f *Forger) newPayload(ctx context.Context, header *types.Header, txs sources.RawTransactions) (*eth.PayloadStatusV1, error) {
+	body, err := txs.Geth()
+	if err != nil {
+		return nil, err
+	}
+	block := types.NewBlockWithHeader(header).WithBody(types.Body{Transactions: body, Withdrawals: []*types.Withdrawal{}})
+	env, err := eth.BlockAsPayloadEnv(block, f.rollup)
+	if err != nil {
+		return nil, err
+	}
+	return f.engine.NewPayload(ctx, env.ExecutionPayload, env.ParentBeaconBlockRoot)
+}
