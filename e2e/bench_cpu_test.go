@@ -8,8 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/op-replicator/op-replicator/e2e/devnet"
 )
@@ -82,4 +85,11 @@ func cpuSince(from, to cpuSnapshot) string {
 		parts = append(parts, fmt.Sprintf("%s %.2f", u.name, u.cores))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// selfCPU is the test process' CPU time (user and system) so far.
+func selfCPU(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -87,6 +87,61 @@ func (e *EL) HashesAt(ctx context.Context, nums []uint64) ([]common.Hash, error)
 	return hashes, nil
 }
 
+// OptionalHashesAt is HashesAt with nil for a block the engine does not have.
+func (e *EL) OptionalHashesAt(ctx context.Context, nums []uint64) ([]*common.Hash, error) {
+	type block struct {
+		Hash common.Hash `json:"hash"`
+	}
+	results := make([]*block, len(nums))
+	batch := make([]rpc.BatchElem, len(nums))
+	for i, n := range nums {
+		batch[i] = rpc.BatchElem{Method: "eth_getBlockByNumber", Args: []any{hexutil.EncodeUint64(n), false}, Result: &results[i]}
+	}
+	if err := e.RPC.BatchCallContext(ctx, batch); err != nil {
+		return nil, err
+	}
+	hashes := make([]*common.Hash, len(nums))
+	for i, elem := range batch {
+		if elem.Error != nil {
+			return nil, elem.Error
+		}
+		if results[i] != nil {
+			hashes[i] = &results[i].Hash
+		}
+	}
+	return hashes, nil
+}
+
+// BlockLink is a block's hash and its parent's.
+type BlockLink struct {
+	Hash       common.Hash `json:"hash"`
+	ParentHash common.Hash `json:"parentHash"`
+}
+
+// BlockLinks returns the hash and parent hash of the engine's blocks at nums, in one batch request; a block the
+// engine does not have is an error.
+func (e *EL) BlockLinks(ctx context.Context, nums []uint64) ([]BlockLink, error) {
+	results := make([]*BlockLink, len(nums))
+	batch := make([]rpc.BatchElem, len(nums))
+	for i, n := range nums {
+		batch[i] = rpc.BatchElem{Method: "eth_getBlockByNumber", Args: []any{hexutil.EncodeUint64(n), false}, Result: &results[i]}
+	}
+	if err := e.RPC.BatchCallContext(ctx, batch); err != nil {
+		return nil, fmt.Errorf("batch eth_getBlockByNumber at %s: %w", e.HTTP, err)
+	}
+	links := make([]BlockLink, len(nums))
+	for i, elem := range batch {
+		if elem.Error != nil {
+			return nil, fmt.Errorf("block %d at %s: %w", nums[i], e.HTTP, elem.Error)
+		}
+		if results[i] == nil {
+			return nil, fmt.Errorf("no block %d at %s: a gap", nums[i], e.HTTP)
+		}
+		links[i] = *results[i]
+	}
+	return links, nil
+}
+
 // NumberRange returns from, from+1, ..., to.
 func NumberRange(from, to uint64) []uint64 {
 	var nums []uint64

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -100,4 +102,51 @@ func (n *Node) MetricValue(ctx context.Context, name string, labels ...string) (
 		return 0, err
 	}
 	return m.Value(name, labels...)
+}
+
+// Series is one series of a metric: its labels, in the order of the scrape, and its value.
+type Series struct {
+	Labels []*dto.LabelPair
+	Value  float64
+}
+
+// String is the series as the Prometheus text format writes it, without the metric's name: {name="value",...} and
+// the value.
+func (s Series) String() string {
+	var b strings.Builder
+	if len(s.Labels) > 0 {
+		b.WriteByte('{')
+		for i, l := range s.Labels {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%s=\"%s\"", l.GetName(), labelValueEscaper.Replace(l.GetValue()))
+		}
+		b.WriteByte('}')
+	}
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatFloat(s.Value, 'g', -1, 64))
+	return b.String()
+}
+
+var labelValueEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+
+// Series returns the series of the named counter, gauge or untyped metric, none if it has none.
+func (m Metrics) Series(name string) []Series {
+	var out []Series
+	for _, series := range m[name].GetMetric() {
+		var v float64
+		switch {
+		case series.Counter != nil:
+			v = series.GetCounter().GetValue()
+		case series.Gauge != nil:
+			v = series.GetGauge().GetValue()
+		case series.Untyped != nil:
+			v = series.GetUntyped().GetValue()
+		default:
+			continue
+		}
+		out = append(out, Series{Labels: series.GetLabel(), Value: v})
+	}
+	return out
 }

@@ -11,9 +11,10 @@
 //
 // The parts:
 //
-//	system.go      System: a devnet (dsl.Start) — add nodes, proxies and load, wait for conditions, sample a window
+//	system.go      System: a devnet (dsl.Start) — add nodes, proxies and load, wait for conditions, sample a window,
+//	               hold a fault for a while; For rebinds it to a subtest
 //	el.go          EL: what users of a node's op-geth see — blocks by number or label, the same blocks as another
-//	               node's, a block absent, a label catching up
+//	               node's, a block absent, a label catching up, a label reaching a height
 //	node.go        Node: any L2 node (op-node + op-geth) — sync status, nothing unsafe beyond what derivation
 //	               produced, log lines, op-geth's latest sampled across a halt
 //	replicator.go  Replicator: a Node running the replicator — its API (plugin/api's typed Client: Status,
@@ -22,6 +23,7 @@
 //	metrics.go     the replicator's metric names; Node.Metrics parses op-node's metrics with the Prometheus text
 //	               parser (devnet.Metrics)
 //	relay.go       relay flags and sources, and a client of a relay (plugin/api's RelayClient)
+//	engine.go      Engine: a bare op-geth of the chain with no op-node (the benchmarks' engine ceiling)
 //
 // Every wrapper gives access to what it wraps (System.Net, Node embeds *devnet.Node, EL embeds *devnet.EL), for
 // the calls that take a context inside a wait condition, and for what the DSL does not say yet. Conditions that

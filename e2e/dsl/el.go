@@ -3,6 +3,7 @@ package dsl
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
@@ -29,6 +30,22 @@ func (e *EL) HeaderAt(n rpc.BlockNumber) *types.Header {
 	h, err := e.Header(e.ctx(), n)
 	e.require.NoError(err)
 	return h
+}
+
+// WaitNumberAt waits up to timeout until the block at label is at least block least, and returns its number.
+func (e *EL) WaitNumberAt(label rpc.BlockNumber, least uint64, timeout time.Duration) uint64 {
+	e.t.Helper()
+	var got uint64
+	e.sys.WaitFor(timeout, fmt.Sprintf("the %s block of %s to reach %d", label, e.HTTP, least),
+		func(ctx context.Context) (bool, error) {
+			h, err := e.Header(ctx, label)
+			if err != nil {
+				return false, err
+			}
+			got = h.Number.Uint64()
+			return got >= least, nil
+		})
+	return got
 }
 
 // NumberAt returns the number of the block at a label.

@@ -58,6 +58,15 @@ func Start(t testing.TB, cfg devnet.Config) *System {
 	return s
 }
 
+// For is the same devnet with checks that fail t instead, a subtest of the test that started it: its nodes and the
+// nodes added through it fail t, and what it cleans up is cleaned up at the end of t.
+func (s *System) For(t testing.TB) *System {
+	c := &System{base: newBase(t), Net: s.Net}
+	c.L1 = c.el(s.Net.L1.EL)
+	c.Sequencer = c.node(s.Net.Sequencer)
+	return c
+}
+
 func (s *System) el(el *devnet.EL) *EL { return &EL{base: s.base, EL: el, sys: s} }
 
 func (s *System) node(n *devnet.Node) *Node {
@@ -150,6 +159,20 @@ func (s *System) FreePort() int {
 func (s *System) WaitFor(timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
 	s.t.Helper()
 	s.require.NoError(s.Net.WaitFor(s.ctx(), timeout, what, cond))
+}
+
+// Hold lets d pass, failing at once on a devnet fault: how long a fault lasts, not a wait for a condition.
+func (s *System) Hold(d time.Duration) {
+	s.t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		s.require.NoError(s.Net.Err(), "devnet fault")
+		select {
+		case <-s.ctx().Done():
+			s.t.FailNow()
+		case <-time.After(min(100*time.Millisecond, time.Until(end))):
+		}
+	}
 }
 
 // SampleFor calls check every SamplePeriod for window (and at least twice: at the start and at the end), failing
