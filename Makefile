@@ -67,7 +67,7 @@ test: unit-test upstream-test e2e-test
 # Before Go 1.27 a run can end in a spurious "context deadline exceeded" failure with no failing input
 # (go.dev/issue/75804): that run passed.
 FUZZTIME ?= 1m
-FUZZ_TARGETS := plugin/relay:FuzzRelayEnvelope plugin:FuzzSourceBlock plugin:FuzzHexResult plugin:FuzzStateFile
+FUZZ_TARGETS := plugin/relay:FuzzRelayEnvelope plugin:FuzzSourceBlock plugin/source:FuzzHexResult plugin:FuzzStateFile
 fuzz: apply
 	@failed=; for pkgtarget in $(FUZZ_TARGETS); do \
 		pkg=$${pkgtarget%%:*}; target=$${pkgtarget##*:}; log=$(BUILD)/$$target.log; \

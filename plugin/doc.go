@@ -1,17 +1,10 @@
 // Package plugin is the sequencer replicator: it follows the sequencer's not-yet-batched blocks from external
 // sources, inserts them at the tip of the local engine as unsafe only, and on any disagreement rewinds the unsafe
 // head to the safe head and halts. The relay (package relay) and the RPC contract (package api) are packages of
-// their own. The pipeline, one file a stage:
+// their own. The sources are package source (plugin/source, its doc.go maps them): the sequencer's RPC, other
+// nodes' relays, several at once, and how far each is trusted; the pipeline uses them through source.Source and
+// source.New. The pipeline, one file a stage:
 //
-//	source.go        Source, and the sources built from --replicator.source
-//	source_rpc.go    the sequencer's execution-engine RPC (polling, plus newHeads over ws)
-//	source_poll.go   an http source's heads polled around when its next block is due
-//	source_raw.go    debug_getRawBlock read without go-ethereum's JSON-RPC client; source_rawhttp.go over http,
-//	                 source_rawws.go over websockets (source_wire_test.go pins the wire format against go-ethereum)
-//	source_rlp.go    a block fetched as RLP (debug_getRawBlock): its checks and conversion to a payload
-//	source_relay.go  another node's relay (relay.Client) as a source
-//	source_multi.go  several sources fanned into one: highest head, first source that has a block
-//	source_trust.go  trust per source: signatures required, a quorum of RPC sources, sources set aside
 //	pipeline.go      a round's stages overlapped: fetch ahead, verify, hand an idle engine what was verified
 //	prefetch.go      blocks fetched ahead, in order, with bounded concurrency
 //	verify.go        checks before insertion: next block, above safe, L1 origin canonical on our L1 view
@@ -44,4 +37,7 @@
 //	backend.go       the replicator namespace's reads and requests (api.Backend)
 //	errors.go        the errors that end a round without halting, and their kinds on the errors metric
 //	metrics.go       Metricer and its Prometheus implementation; metrics_noop.go, a no-op
+//
+// Tests run the pipeline against fakes of op-node's parts (fakes_test.go) on the test chain and fake source of
+// internal/testkit, which the source package's tests share.
 package plugin

@@ -15,17 +15,18 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 	"github.com/stretchr/testify/require"
 )
 
 // signedChain returns n blocks with valid header hashes, each signed by key (not a linked chain: relays do not
 // check linkage, the replicator's verifier does).
 func signedChain(t *testing.T, key byte, n int, variant byte) []*opsigner.SignedExecutionPayloadEnvelope {
-	cfg := testRollupConfig()
+	cfg := testkit.RollupConfig()
 	beacon := common.Hash{0xbe}
 	var out []*opsigner.SignedExecutionPayloadEnvelope
-	for _, b := range buildChain(t, cfg, uint64(n), variant, 1) {
-		p := *b.env.ExecutionPayload
+	for _, b := range testkit.BuildChain(t, cfg, uint64(n), variant, 1) {
+		p := *b.Env.ExecutionPayload
 		out = append(out, testkit.Sign(t, cfg.L2ChainID, testkit.Key(key), &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p, ParentBeaconBlockRoot: &beacon}))
 	}
 	return out
@@ -48,7 +49,7 @@ func TestGossipReplayNeverHalts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &replayMetrics{}
-			h := newHarness(t, driverhook.HaltManual, buildChain(t, testRollupConfig(), 4, 0, 0), withMetrics(m),
+			h := newHarness(t, driverhook.HaltManual, testkit.BuildChain(t, testkit.RollupConfig(), 4, 0, 0), withMetrics(m),
 				withStore(func(h *harness) *relay.Store {
 					return relay.NewStore(16, testlog.Logger(t, log.LevelDebug), h.engine, m)
 				}))
@@ -84,7 +85,7 @@ func TestGossipReplayNeverHalts(t *testing.T) {
 }
 
 func TestEquivocationHaltsWithEvidence(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 4, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withStore(plainStore(16)))
 	h.round()
 	a, b := signedChain(t, 1, 3, 0), signedChain(t, 1, 3, 5)
@@ -108,22 +109,22 @@ func TestEquivocationHaltsWithEvidence(t *testing.T) {
 // A disagreement found in the same round as equivocation evidence arrives (e.g. the source's block at our height
 // is the other signed one) is reported as the equivocation that explains it.
 func TestEquivocationExplainsDisagreement(t *testing.T) {
-	cfg := testRollupConfig()
+	cfg := testkit.RollupConfig()
 	a, b := signedChain(t, 1, 2, 0), signedChain(t, 1, 2, 5)
 	store := relay.NewStore(8, log.Root(), nil, relay.NoopMetrics{})
 	held, _, _, _ := store.Add(a[1], "relay-a", time.Now())
 	other, _, _, _ := store.Add(b[1], "relay-b", time.Now())
-	h := newHarness(t, driverhook.HaltManual, buildChain(t, cfg, 4, 0, 0), withSource(func(h *harness) Source {
+	h := newHarness(t, driverhook.HaltManual, testkit.BuildChain(t, cfg, 4, 0, 0), withSource(func(h *harness) source.Source {
 		return &hookSource{Source: h.source, onPayload: func() { h.rep.evidence.Record(held, other) }}
 	}))
-	h.engine.setChain(buildChain(t, cfg, 3, 1, 2)) // the source disagrees with our head
+	h.engine.setChain(testkit.BuildChain(t, cfg, 3, 1, 2)) // the source disagrees with our head
 	h.round()
 	h.requireHalted(api.ReasonEquivocation)
 }
 
 // hookSource calls onPayload as it serves a block: something that happens while the block is fetched.
 type hookSource struct {
-	Source
+	source.Source
 	onPayload func()
 }
 

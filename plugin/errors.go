@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 // Errors that end a round without halting (anything that halts is a *Disagreement), each wrapping its cause with
@@ -14,8 +15,6 @@ var (
 	errWait = errors.New("not yet verifiable")
 	// errStale: the local unsafe head moved while the block was prepared (gossip, derivation); start over.
 	errStale = errors.New("local unsafe head moved")
-	// errBadInput: the source returned something malformed; it is dropped and asked for again.
-	errBadInput = errors.New("bad response from source")
 	// errSource: no source answered (every one failed or timed out); retried with backoff.
 	errSource = errors.New("source unavailable")
 	// errL1: our own L1 view could not be read.
@@ -55,7 +54,7 @@ var errorKinds = []struct {
 	{errL1, ErrKindL1},
 	{errEngine, ErrKindEngine},
 	{relay.ErrBadSignature, ErrKindBadSignature},
-	{errBadInput, ErrKindBadInput},
+	{source.ErrBadInput, ErrKindBadInput},
 	{relay.ErrBadInput, ErrKindBadInput},
 	{errSource, ErrKindSource},
 	{relay.ErrUnavailable, ErrKindSource},

@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"math/big"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,10 +14,8 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ethereum-optimism/optimism/op-core/predeploys"
 	optypes "github.com/ethereum-optimism/optimism/op-core/types"
 	"github.com/ethereum-optimism/optimism/op-node/rollup"
-	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
 	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -27,178 +24,13 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
-// The fakes model a chain where L2 block n has L1 origin n/2 (two L2 blocks per epoch).
-
-var testGenesis = eth.BlockID{Hash: common.Hash{0xaa}, Number: 0}
-
-func testRollupConfig() *rollup.Config {
-	return &rollup.Config{
-		Genesis: rollup.Genesis{
-			L1:     l1Block(0, 0).ID(),
-			L2:     testGenesis,
-			L2Time: 1000,
-		},
-		BlockTime:              2,
-		MaxSequencerDrift:      600,
-		L1ChainID:              big.NewInt(900),
-		L2ChainID:              big.NewInt(901),
-		SeqWindowSize:          100,
-		DepositContractAddress: common.Address{0xde},
-	}
-}
-
-// testSystemConfig is the SystemConfig of every test block's parent.
-var testSystemConfig = eth.SystemConfig{BatcherAddr: common.Address{0xba}, Overhead: eth.Bytes32{31: 0xbc},
-	Scalar: eth.Bytes32{31: 0x01}, GasLimit: 30_000_000}
-
-// l1Block is L1 block n of fork f (fork 0 is canonical unless our fake L1 view was reorged).
-func l1Block(n uint64, f byte) eth.L1BlockRef {
-	hash := func(n uint64) common.Hash { return common.Hash{0x11, f, byte(n >> 8), byte(n)} }
-	parent := common.Hash{}
-	if n > 0 {
-		parent = hash(n - 1)
-	}
-	return eth.L1BlockRef{Hash: hash(n), Number: n, ParentHash: parent, Time: 900 + 4*n}
-}
-
-// l1Info is the header of an L1 block, as our fake L1 view serves it and as the L1-info deposits of test blocks
-// carry it.
-func l1Info(ref eth.L1BlockRef) *testutils.MockBlockInfo {
-	return &testutils.MockBlockInfo{InfoHash: ref.Hash, InfoParentHash: ref.ParentHash, InfoNum: ref.Number,
-		InfoTime: ref.Time, InfoBaseFee: big.NewInt(1), InfoBlobBaseFee: big.NewInt(1), InfoMixDigest: [32]byte{0x4d, ref.Hash[1], ref.Hash[2], ref.Hash[3]}}
-}
-
-// chainBlock is a block of an L2 chain the fake source serves: chain c, number n, origin from L1 fork f.
-type chainBlock struct {
-	env *eth.ExecutionPayloadEnvelope
-	ref eth.L2BlockRef
-}
-
-// buildChain returns blocks 1..n of L2 chain "variant" on top of the test genesis. Blocks from height
-// divergeAt on differ between variants (different state root, so a different hash).
-func buildChain(t *testing.T, cfg *rollup.Config, n uint64, variant byte, divergeAt uint64) []chainBlock {
-	blocks := make([]chainBlock, 0, n)
-	parent := eth.L2BlockRef{Hash: testGenesis.Hash, Number: 0, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
-	for i := uint64(1); i <= n; i++ {
-		v := byte(0)
-		if i >= divergeAt {
-			v = variant
-		}
-		origin := l1Block(i/2, 0)
-		seq := uint64(0)
-		if origin.Number == parent.L1Origin.Number {
-			seq = parent.SequenceNumber + 1
-		}
-		b := makeBlock(t, cfg, parent, origin, seq, common.Hash{0x22, v, byte(i >> 8), byte(i)})
-		blocks = append(blocks, b)
-		parent = b.ref
-	}
-	return blocks
-}
-
-// makeBlock makes a block on parent with the given origin, as derivation would build it (an L1-info deposit and
-// no other transactions); its hash is derived from the state root.
-func makeBlock(t *testing.T, cfg *rollup.Config, parent eth.L2BlockRef, origin eth.L1BlockRef, seq uint64, stateRoot common.Hash) chainBlock {
-	info := l1Info(origin)
-	ts := parent.Time + cfg.BlockTime
-	dep, err := derive.L1InfoDepositBytes(cfg, nil, testSystemConfig, seq, info, ts)
-	require.NoError(t, err)
-	hash := common.Hash{0x33}
-	copy(hash[1:], stateRoot[:31])
-	hash[31] ^= byte(parent.Number + 1)
-	payload := &eth.ExecutionPayload{
-		ParentHash:   parent.Hash,
-		BlockNumber:  eth.Uint64Quantity(parent.Number + 1),
-		BlockHash:    hash,
-		StateRoot:    eth.Bytes32(stateRoot),
-		Timestamp:    eth.Uint64Quantity(ts),
-		Transactions: []eth.Data{dep},
-		PrevRandao:   eth.Bytes32(info.MixDigest()),
-		FeeRecipient: predeploys.SequencerFeeVaultAddr,
-		GasLimit:     eth.Uint64Quantity(testSystemConfig.GasLimit),
-	}
-	ref, err := derive.PayloadToBlockRef(cfg, payload)
-	require.NoError(t, err)
-	return chainBlock{env: &eth.ExecutionPayloadEnvelope{ExecutionPayload: payload}, ref: ref}
-}
-
-// fakeSource serves a chain of blocks up to head; err makes every call fail.
-type fakeSource struct {
-	mu     sync.Mutex
-	blocks []chainBlock // blocks[i] is block i+1
-	head   uint64
-	err    error
-	calls  int
-	heads  chan struct{}
-	// slow makes every request wait until its context ends, as a source answering just under the timeout would.
-	slow bool
-	// onPayload, if set, is called as block n is served.
-	onPayload func(n uint64)
-}
-
-// wait is what a slow source does before answering.
-func (s *fakeSource) wait(ctx context.Context) error {
-	s.mu.Lock()
-	slow := s.slow
-	s.calls++
-	s.mu.Unlock()
-	if !slow {
-		return nil
-	}
-	<-ctx.Done()
-	return ctx.Err()
-}
-
-func newFakeSource(blocks []chainBlock) *fakeSource {
-	return &fakeSource{blocks: blocks, head: uint64(len(blocks)), heads: make(chan struct{})}
-}
-
-func (s *fakeSource) set(blocks []chainBlock, head uint64, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.blocks, s.head, s.err = blocks, head, err
-}
-
-func (s *fakeSource) Name() string { return "fake" }
-
-func (s *fakeSource) Head(ctx context.Context) (eth.BlockID, error) {
-	if err := s.wait(ctx); err != nil {
-		return eth.BlockID{}, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return eth.BlockID{}, s.err
-	}
-	if s.head == 0 {
-		return testGenesis, nil
-	}
-	return s.blocks[s.head-1].ref.ID(), nil
-}
-
-func (s *fakeSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	if err := s.wait(ctx); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return nil, s.err
-	}
-	if n == 0 || n > s.head {
-		return nil, ethereum.NotFound
-	}
-	if s.onPayload != nil {
-		s.onPayload(n)
-	}
-	return s.blocks[n-1].env, nil
-}
-
-func (s *fakeSource) NewHeads() <-chan struct{} { return s.heads }
-func (s *fakeSource) Close()                    {}
+// The fakes run the test chain of testkit (testkit.BuildChain: L2 block n has L1 origin n/2), served by
+// testkit.Source.
 
 // fakeEngine is the engine controller, the local EL and the status tracker in one.
 type fakeEngine struct {
@@ -234,9 +66,9 @@ type fakeEngine struct {
 }
 
 func newFakeEngine(cfg *rollup.Config) *fakeEngine {
-	genesis := eth.L2BlockRef{Hash: testGenesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
+	genesis := eth.L2BlockRef{Hash: testkit.Genesis.Hash, L1Origin: cfg.Genesis.L1, Time: cfg.Genesis.L2Time}
 	return &fakeEngine{chain: []eth.L2BlockRef{genesis}, roots: map[common.Hash]common.Hash{},
-		l1Head: l1Block(1000, 0), invalid: map[common.Hash]bool{}}
+		l1Head: testkit.L1Block(1000, 0), invalid: map[common.Hash]bool{}}
 }
 
 func (e *fakeEngine) head() eth.L2BlockRef {
@@ -246,13 +78,13 @@ func (e *fakeEngine) head() eth.L2BlockRef {
 }
 
 // setChain replaces the local chain from block 1 on (as derivation or gossip would).
-func (e *fakeEngine) setChain(blocks []chainBlock) {
+func (e *fakeEngine) setChain(blocks []testkit.Block) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.chain = e.chain[:1]
 	for _, b := range blocks {
-		e.chain = append(e.chain, b.ref)
-		e.roots[b.ref.Hash] = common.Hash(b.env.ExecutionPayload.StateRoot)
+		e.chain = append(e.chain, b.Ref)
+		e.roots[b.Ref.Hash] = common.Hash(b.Env.ExecutionPayload.StateRoot)
 	}
 }
 
@@ -299,11 +131,11 @@ func (e *fakeEngine) ProcessPayloads(ctx context.Context, envs []*eth.ExecutionP
 }
 
 // derive inserts b as derivation does: unsafe input held or not.
-func (e *fakeEngine) derive(b chainBlock) {
+func (e *fakeEngine) derive(b testkit.Block) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.chain = append(e.chain, b.ref)
-	e.roots[b.ref.Hash] = common.Hash(b.env.ExecutionPayload.StateRoot)
+	e.chain = append(e.chain, b.Ref)
+	e.roots[b.Ref.Hash] = common.Hash(b.Env.ExecutionPayload.StateRoot)
 }
 
 func (e *fakeEngine) insertLocked(env *eth.ExecutionPayloadEnvelope, ref eth.L2BlockRef) error {
@@ -415,7 +247,7 @@ func (e *fakeEngine) L2BlockRefByNumber(_ context.Context, n uint64) (eth.L2Bloc
 
 func (e *fakeEngine) SystemConfigByL2Hash(context.Context, common.Hash) (eth.SystemConfig, error) {
 	e.sysCfgReads.Add(1)
-	return testSystemConfig, nil
+	return testkit.SystemConfig, nil
 }
 
 func (e *fakeEngine) InfoByLabel(ctx context.Context, label eth.BlockLabel) (eth.BlockInfo, error) {
@@ -451,7 +283,7 @@ func (l *fakeL1) L1BlockRefByNumber(_ context.Context, n uint64) (eth.L1BlockRef
 	if l.err != nil {
 		return eth.L1BlockRef{}, l.err
 	}
-	return l1Block(n, l.reorgs[n]), nil
+	return testkit.L1Block(n, l.reorgs[n]), nil
 }
 
 // InfoByHash serves the header of any L1 block l1Block can make, canonical or not.
@@ -462,8 +294,8 @@ func (l *fakeL1) InfoByHash(_ context.Context, hash common.Hash) (eth.BlockInfo,
 		return nil, l.err
 	}
 	n := uint64(hash[2])<<8 | uint64(hash[3])
-	if ref := l1Block(n, hash[1]); ref.Hash == hash {
-		return l1Info(ref), nil
+	if ref := testkit.L1Block(n, hash[1]); ref.Hash == hash {
+		return testkit.L1Info(ref), nil
 	}
 	return nil, ethereum.NotFound
 }
@@ -492,7 +324,7 @@ func (l *fakeL1) reorg(from uint64, fork byte) {
 type harness struct {
 	t      *testing.T
 	cfg    *rollup.Config
-	source *fakeSource
+	source *testkit.Source
 	engine *fakeEngine
 	l1     *fakeL1
 	clock  *clock.DeterministicClock
@@ -505,7 +337,7 @@ type harness struct {
 type harnessOption func(h *harness, parts *components, m *Metricer)
 
 // withSource makes the replicator's source src(h) instead of h.source.
-func withSource(src func(h *harness) Source) harnessOption {
+func withSource(src func(h *harness) source.Source) harnessOption {
 	return func(h *harness, parts *components, _ *Metricer) { parts.source = src(h) }
 }
 
@@ -549,9 +381,9 @@ func sharing(prev *harness) harnessOption {
 	}
 }
 
-func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []chainBlock, opts ...harnessOption) *harness {
-	cfg := testRollupConfig()
-	h := &harness{t: t, cfg: cfg, source: newFakeSource(blocks), engine: newFakeEngine(cfg), l1: &fakeL1{},
+func newHarness(t *testing.T, policy driverhook.HaltPolicy, blocks []testkit.Block, opts ...harnessOption) *harness {
+	cfg := testkit.RollupConfig()
+	h := &harness{t: t, cfg: cfg, source: testkit.NewSource(blocks), engine: newFakeEngine(cfg), l1: &fakeL1{},
 		clock: clock.NewDeterministicClock(time.Unix(1000, 0))}
 	lgr, logs := testlog.CaptureLogger(t, log.LevelDebug)
 	h.logs = logs
@@ -581,7 +413,7 @@ func (h *harness) reorgL1(from uint64, fork byte) {
 	h.l1.reorg(from, fork)
 	h.engine.mu.Lock()
 	defer h.engine.mu.Unlock()
-	h.engine.l1Head = l1Block(h.engine.l1Head.Number, fork)
+	h.engine.l1Head = testkit.L1Block(h.engine.l1Head.Number, fork)
 }
 
 func (h *harness) requireRunning() {
@@ -628,5 +460,3 @@ func (h *harness) client() *api.Client {
 	h.t.Cleanup(func() { c.Close(); srv.Stop() })
 	return api.NewClient(c)
 }
-
-func (s *fakeSource) Start() {}

@@ -16,15 +16,16 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // haltedHarness returns a replicator that halted on a head mismatch at start-up; the source is then fixed, so a
 // resumed replicator replicates again.
-func haltedHarness(t *testing.T, policy driverhook.HaltPolicy) (*harness, []chainBlock) {
-	cfg := testRollupConfig()
-	blocks := buildChain(t, cfg, 6, 0, 0)
+func haltedHarness(t *testing.T, policy driverhook.HaltPolicy) (*harness, []testkit.Block) {
+	cfg := testkit.RollupConfig()
+	blocks := testkit.BuildChain(t, cfg, 6, 0, 0)
 	h := newHarness(t, policy, blocks)
-	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
+	h.engine.setChain(testkit.BuildChain(t, cfg, 3, 1, 2))
 	h.round()
 	h.requireHalted(api.ReasonHeadMismatch)
 	return h, blocks
@@ -41,7 +42,7 @@ func TestTimedHaltResumesAfterDuration(t *testing.T) {
 	h.clock.AdvanceTime(time.Second)
 	h.round()
 	h.requireRunning()
-	require.Equal(t, blocks[5].ref, h.engine.head())
+	require.Equal(t, blocks[5].Ref, h.engine.head())
 }
 
 func TestManualHaltWaitsForOperator(t *testing.T) {
@@ -55,7 +56,7 @@ func TestManualHaltWaitsForOperator(t *testing.T) {
 	require.NoError(t, <-done)
 	h.round()
 	h.requireRunning()
-	require.Equal(t, blocks[5].ref, h.engine.head())
+	require.Equal(t, blocks[5].Ref, h.engine.head())
 }
 
 func TestUntilSyncedHaltResumesWhenDerivationCaughtUp(t *testing.T) {
@@ -66,7 +67,7 @@ func TestUntilSyncedHaltResumesWhenDerivationCaughtUp(t *testing.T) {
 	h.round()
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State, "time alone does not resume")
 
-	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: l1Block(l1Head.Number-10, 0)})
+	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: testkit.L1Block(l1Head.Number-10, 0)})
 	h.round()
 	require.Equal(t, api.StateHalted, h.rep.halt.Status().State, "idle far behind the L1 head is not caught up")
 
@@ -78,15 +79,15 @@ func TestUntilSyncedHaltResumesWhenDerivationCaughtUp(t *testing.T) {
 	h.engine.elSyncing = false
 	h.round()
 	h.requireRunning()
-	require.Equal(t, blocks[5].ref, h.engine.head())
+	require.Equal(t, blocks[5].Ref, h.engine.head())
 }
 
 func TestUntilSyncedIgnoresIdleBeforeHalt(t *testing.T) {
-	cfg := testRollupConfig()
-	h := newHarness(t, driverhook.HaltUntilSynced, buildChain(t, cfg, 6, 0, 0))
+	cfg := testkit.RollupConfig()
+	h := newHarness(t, driverhook.HaltUntilSynced, testkit.BuildChain(t, cfg, 6, 0, 0))
 	h.rep.watch.OnEvent(context.Background(), derive.DeriverIdleEvent{Origin: h.engine.SyncStatus().HeadL1})
 	h.clock.AdvanceTime(time.Second)
-	h.engine.setChain(buildChain(t, cfg, 3, 1, 2))
+	h.engine.setChain(testkit.BuildChain(t, cfg, 3, 1, 2))
 	h.round()
 	h.requireHalted(api.ReasonHeadMismatch)
 	h.round()
@@ -94,7 +95,7 @@ func TestUntilSyncedIgnoresIdleBeforeHalt(t *testing.T) {
 }
 
 func TestOperatorHaltAndResumeOverAPI(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	h := newHarness(t, driverhook.HaltTimed, blocks)
 	h.engine.setSafe(0)
 	client := h.client()
@@ -119,7 +120,7 @@ func TestOperatorHaltAndResumeOverAPI(t *testing.T) {
 	st, err = client.Status(ctx)
 	require.NoError(t, err)
 	require.Equal(t, api.StateRunning, st.State)
-	require.Equal(t, blocks[5].ref.ID(), st.LastReplicated)
+	require.Equal(t, blocks[5].Ref.ID(), st.LastReplicated)
 	require.Error(t, client.Resume(ctx), "not halted")
 }
 
@@ -136,7 +137,7 @@ func TestAdminMethodsOnlyWithAdmin(t *testing.T) {
 // request over (here: never, as if descheduled): the loop counts the request off before that round starts. It was
 // counted off by the requester, and a round started before that was cancelled at once and waited for a timer.
 func TestRoundAfterAResumeRunsWhateverTheRequesterDoes(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.setSafe(0)
 	ctx := context.Background()
@@ -160,7 +161,7 @@ func TestRoundAfterAResumeRunsWhateverTheRequesterDoes(t *testing.T) {
 // is not the old head still there. A rewind that did not reach op-node's engine fails closed: op-node's heads stay
 // on the chain the engine holds.
 func TestHaltChecksTheEngineItRewound(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	for _, tc := range []struct {
 		name     string
 		thisGeth bool // the rewinder rewinds op-node's own engine
@@ -180,7 +181,7 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 				})
 			}))
 			h.round()
-			require.Equal(t, blocks[5].ref, h.engine.head())
+			require.Equal(t, blocks[5].Ref, h.engine.head())
 			h.engine.setSafe(2)
 			h.engine.afterRewind = func() { h.engine.derive(blocks[2]) } // derivation, at once
 
@@ -188,7 +189,7 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: done})
 			require.NoError(t, <-done)
 			require.Equal(t, api.StateHalted, h.rep.halt.Status().State)
-			require.Equal(t, []eth.BlockID{blocks[5].ref.ID()}, engineHeads, "the rewinder is given the engine's head")
+			require.Equal(t, []eth.BlockID{blocks[5].Ref.ID()}, engineHeads, "the rewinder is given the engine's head")
 			failed := h.logs.FindLog(testlog.NewMessageContainsFilter("Halt could not rewind"))
 			if tc.thisGeth {
 				require.Nil(t, failed, "a derived block taken for the old head")
@@ -197,7 +198,7 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 				require.NotNil(t, failed, "another op-geth's rewind taken for this node's")
 				require.ErrorContains(t, failed.AttrValue("err").(error), "the engine's head is")
 				require.True(t, h.rep.halt.rewindPending, "the rewind is retried while halted")
-				require.Equal(t, blocks[5].ref, h.engine.head(), "op-node's heads reset over an engine that was not rewound")
+				require.Equal(t, blocks[5].Ref, h.engine.head(), "op-node's heads reset over an engine that was not rewound")
 				require.Zero(t, h.engine.rewinds)
 			}
 		})
@@ -207,7 +208,7 @@ func TestHaltChecksTheEngineItRewound(t *testing.T) {
 // A rewind that fails (op-geth cannot roll back, or is not reachable) leaves op-node's heads on op-geth's chain with
 // input held, says why in replicator_status, and is retried with backoff until it succeeds.
 func TestHaltRewindFailsClosedAndRetries(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	fail := errors.New("debug_setHead: connection refused")
 	var calls int
 	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(h *harness) rewinder {
@@ -221,13 +222,13 @@ func TestHaltRewindFailsClosedAndRetries(t *testing.T) {
 		})
 	}))
 	h.round()
-	require.Equal(t, blocks[5].ref, h.engine.head())
+	require.Equal(t, blocks[5].Ref, h.engine.head())
 	h.engine.setSafe(2)
 
 	done := make(chan error, 1)
 	h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: done})
 	require.NoError(t, <-done)
-	require.Equal(t, blocks[5].ref, h.engine.head(), "heads reset over op-geth's rejected chain")
+	require.Equal(t, blocks[5].Ref, h.engine.head(), "heads reset over op-geth's rejected chain")
 	require.True(t, h.engine.held, "input must stay held")
 	st, err := h.svc.Status(context.Background())
 	require.NoError(t, err)
@@ -240,13 +241,13 @@ func TestHaltRewindFailsClosedAndRetries(t *testing.T) {
 	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 2, calls)
-	require.Equal(t, blocks[5].ref, h.engine.head())
+	require.Equal(t, blocks[5].Ref, h.engine.head())
 
 	fail = nil
 	h.clock.AdvanceTime(time.Minute)
 	h.round()
 	require.Equal(t, 3, calls)
-	require.Equal(t, blocks[1].ref, h.engine.head(), "rewound to the safe head once op-geth could be rewound")
+	require.Equal(t, blocks[1].Ref, h.engine.head(), "rewound to the safe head once op-geth could be rewound")
 	st, err = h.svc.Status(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, st.RewindError)
@@ -269,7 +270,7 @@ func (b boundedRewinder) MaxUnsafeRange() uint64 { return b.bound }
 // On an op-geth that can be rewound only across so many blocks (hash scheme, not an archive node), the replicator
 // holds no more unsafe blocks above the safe head than that, and goes on as the safe head moves.
 func TestUnsafeRangeBoundedByTheRewinder(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 10, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 10, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(h *harness) rewinder {
 		return boundedRewinder{h: h, bound: 3}
 	}))
@@ -305,7 +306,7 @@ func (o otherNodeRewinder) Rewind(context.Context, eth.L2BlockRef, eth.BlockID) 
 // A --replicator.l2.rpc found, while running, to be another node is shown in replicator_status, and a halt then
 // rewinds nothing: it fails closed.
 func TestIdentityCheckWhileRunning(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	var found atomic.Bool
 	h := newHarness(t, driverhook.HaltManual, blocks, withRewinder(func(*harness) rewinder { return otherNodeRewinder{&found} }))
 	h.round()
@@ -313,7 +314,7 @@ func TestIdentityCheckWhileRunning(t *testing.T) {
 	st, err := h.svc.Status(context.Background())
 	require.NoError(t, err)
 	require.Contains(t, st.L2RPCError, "not this node's op-geth")
-	require.Equal(t, blocks[5].ref, h.engine.head(), "replication goes on")
+	require.Equal(t, blocks[5].Ref, h.engine.head(), "replication goes on")
 
 	h.engine.setSafe(2)
 	done := make(chan error, 1)
@@ -323,5 +324,5 @@ func TestIdentityCheckWhileRunning(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, api.StateHalted, st.State)
 	require.Contains(t, st.RewindError, "not this node's op-geth")
-	require.Equal(t, blocks[5].ref, h.engine.head(), "heads reset over an engine that was not rewound")
+	require.Equal(t, blocks[5].Ref, h.engine.head(), "heads reset over an engine that was not rewound")
 }

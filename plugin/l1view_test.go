@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -31,22 +32,22 @@ func TestL1ViewKeepsBlocksWhileTheL1HeadExtendsThem(t *testing.T) {
 		return ref
 	}
 
-	head := l1Block(10, 0)
-	require.Equal(t, l1Block(5, 0), read(5, head))
-	require.Equal(t, l1Block(5, 0), read(5, head))
+	head := testkit.L1Block(10, 0)
+	require.Equal(t, testkit.L1Block(5, 0), read(5, head))
+	require.Equal(t, testkit.L1Block(5, 0), read(5, head))
 	require.Equal(t, 1, l1.reads, "the same head: block 5 is read once")
 
-	head = l1Block(11, 0)
-	require.Equal(t, l1Block(5, 0), read(5, head))
+	head = testkit.L1Block(11, 0)
+	require.Equal(t, testkit.L1Block(5, 0), read(5, head))
 	require.Equal(t, 1, l1.reads, "the head moved on by a child: the chain below it is the same")
 
 	// An L1 reorg from block 4: op-node's head is now on the fork, whose block 12 is not a child of 11.
 	l1.reorg(4, 9)
-	head = l1Block(12, 9)
-	require.Equal(t, l1Block(5, 9), read(5, head), "a reorged head forgets every kept block")
+	head = testkit.L1Block(12, 9)
+	require.Equal(t, testkit.L1Block(5, 9), read(5, head), "a reorged head forgets every kept block")
 	require.Equal(t, 2, l1.reads)
 
-	head = l1Block(14, 9)
+	head = testkit.L1Block(14, 9)
 	read(5, head)
 	require.Equal(t, 3, l1.reads, "a head that skipped blocks forgets every kept block")
 
@@ -59,12 +60,12 @@ func TestL1ViewErrorIsNotKept(t *testing.T) {
 	ctx := context.Background()
 	l1 := &countingL1{fakeL1: fakeL1{err: errL1}}
 	v := newL1View(l1)
-	head := l1Block(10, 0)
+	head := testkit.L1Block(10, 0)
 	_, err := v.L1BlockRefByNumber(ctx, 5, head)
 	require.ErrorIs(t, err, errL1)
 	l1.err = nil
 	ref, err := v.L1BlockRefByNumber(ctx, 5, head)
 	require.NoError(t, err)
-	require.Equal(t, l1Block(5, 0), ref)
+	require.Equal(t, testkit.L1Block(5, 0), ref)
 	require.Equal(t, 2, l1.reads)
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 	"github.com/prometheus/client_golang/prometheus"
 
 	opnodemetrics "github.com/ethereum-optimism/optimism/op-node/metrics"
@@ -20,7 +21,7 @@ const (
 
 // Metricer is what the replicator and its relay record (NoopMetrics records nothing).
 type Metricer interface {
-	relay.Metricer
+	source.Metricer
 	RecordReplicated(number uint64)
 	RecordHalt(reason api.Reason)
 	RecordState(state api.State)
@@ -28,8 +29,6 @@ type Metricer interface {
 	RecordError(kind ErrKind)
 	RecordGossipDropped()
 	RecordUnsafeOriginDepth(confirmations uint64)
-	RecordSourceHead(source string, number uint64)
-	RecordSourceError(source string)
 }
 
 type metrics struct {

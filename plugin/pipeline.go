@@ -8,6 +8,7 @@ import (
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/op-replicator/op-replicator/plugin/source"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
@@ -22,6 +23,11 @@ const maxBlocksPerRound = 1024
 
 // maxBatch is the most blocks inserted with one forkchoice update.
 const maxBatch = 32
+
+// The sources remember which of them served a block (source.Multi.ServedBy) for source.RecentBlocks blocks: twice
+// what is fetched between a block's fetch and its insertion, a batch and the blocks fetched ahead of it. This does
+// not compile if they would forget sooner.
+const _ = uint(source.RecentBlocks - 2*(maxBatch+prefetchDepth))
 
 // replicate takes the source's blocks after head up to to (at most maxBlocksPerRound, srcHead being the source's
 // head) through the pipeline. Its stages overlap: the prefetcher fetches ahead on goroutines of its own; this
@@ -244,7 +250,7 @@ func (r *Replicator) insertBatch(ctx context.Context, b *batch, srcHead eth.Bloc
 	return n, err
 }
 
-// blockServer is a source that tells which of its sources served a block (multiSource).
+// blockServer is a source that tells which of its sources served a block (source.Multi).
 type blockServer interface {
 	ServedBy(hash common.Hash) string
 }

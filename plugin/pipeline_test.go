@@ -14,12 +14,14 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 // gatedSource answers block 1 only once it answered every other block up to before (so that the blocks after it
 // are ready when it is), and block gate only once open is closed. served is the highest block it answered.
 type gatedSource struct {
-	*fakeSource
+	*testkit.Source
 	before, gate uint64
 	open         chan struct{}
 	answered     atomic.Int64
@@ -45,7 +47,7 @@ func (s *gatedSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 		case <-timeout:
 		}
 	}
-	env, err := s.fakeSource.Payload(ctx, n)
+	env, err := s.Source.Payload(ctx, n)
 	if n > 1 && n < s.before {
 		s.answered.Add(1)
 	}
@@ -57,7 +59,7 @@ func (s *gatedSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 // A backlog longer than a round is taken round after round without waiting in between: only the round that reaches
 // the source's head waits for the next block.
 func TestRoundsGoOnAtOnceWhileBehind(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), maxBlocksPerRound+100, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), maxBlocksPerRound+100, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.setChain(blocks[:5])
 	h.engine.setSafe(5)
@@ -71,7 +73,7 @@ func TestRoundsGoOnAtOnceWhileBehind(t *testing.T) {
 // Catching up in batches while derivation consolidates behind: every block is inserted once, in order, each above
 // the safe head of its time, and the engine commits its chain once per batch, not once per block.
 func TestCatchUpWhileDerivationConsolidates(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 400, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 400, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.setChain(blocks[:10])
 	h.engine.setSafe(10)
@@ -88,9 +90,9 @@ func TestCatchUpWhileDerivationConsolidates(t *testing.T) {
 	require.Zero(t, h.engine.belowSafe, "an insertion at or below the safe head was attempted")
 	require.Equal(t, 390, h.engine.inserted)
 	for i, b := range blocks {
-		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
+		require.Equal(t, b.Ref, h.engine.chain[i+1], "block %d", i+1)
 	}
-	require.Equal(t, blocks[399].ref, h.rep.lastReplicated())
+	require.Equal(t, blocks[399].Ref, h.rep.lastReplicated())
 	t.Logf("390 blocks in %d forkchoice updates", h.engine.forkchoiceUpdates)
 }
 
@@ -98,7 +100,7 @@ func TestCatchUpWhileDerivationConsolidates(t *testing.T) {
 // head): our batch no longer extends the unsafe head, the engine refuses it as stale, and replication goes on from
 // derivation's head without a halt.
 func TestDerivationWinningTheRaceIsStaleNotAHalt(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 200, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 200, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.setChain(blocks[:10])
 	h.engine.setSafe(10)
@@ -116,22 +118,22 @@ func TestDerivationWinningTheRaceIsStaleNotAHalt(t *testing.T) {
 	require.True(t, raced.Load())
 	require.Zero(t, h.engine.belowSafe)
 	for i, b := range blocks {
-		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
+		require.Equal(t, b.Ref, h.engine.chain[i+1], "block %d", i+1)
 	}
 }
 
 // A disagreement found while verifying the next batch stops the batch the engine is executing at its next block
 // boundary: the halt does not wait for blocks it will rewind anyway, and nothing after the disagreement is inserted.
 func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
-	cfg := testRollupConfig()
-	ours := buildChain(t, cfg, 40, 0, 0)
-	other := buildChain(t, cfg, 40, 1, 36)
+	cfg := testkit.RollupConfig()
+	ours := testkit.BuildChain(t, cfg, 40, 0, 0)
+	other := testkit.BuildChain(t, cfg, 40, 1, 36)
 	// Block 37 of the source is on another block 36 than the one it served: a head mismatch, found as block 37 is
 	// verified. The source answers block 37 only once a batch of several blocks is in the engine.
-	served := append(append([]chainBlock{}, ours[:36]...), other[36:]...)
+	served := append(append([]testkit.Block{}, ours[:36]...), other[36:]...)
 	inEngine := make(chan struct{})
-	h := newHarness(t, driverhook.HaltManual, served, withSource(func(h *harness) Source {
-		return &gatedSource{fakeSource: h.source, before: 37, gate: 37, open: inEngine}
+	h := newHarness(t, driverhook.HaltManual, served, withSource(func(h *harness) source.Source {
+		return &gatedSource{Source: h.source, before: 37, gate: 37, open: inEngine}
 	}))
 	interrupted := make(chan bool, 1)
 	var blockedAt atomic.Uint64
@@ -178,9 +180,9 @@ func TestDisagreementStopsTheBatchInFlight(t *testing.T) {
 // the few verified before the insert stage's goroutine first waits for a batch), not a full one, which kept the
 // engine idle for the verification of 31 blocks at the start of every round.
 func TestIdleEngineGetsTheVerifiedBlocksAtOnce(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 60, 0, 0)
-	h := newHarness(t, driverhook.HaltManual, blocks, withSource(func(h *harness) Source {
-		return &gatedSource{fakeSource: h.source, before: 40}
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 60, 0, 0)
+	h := newHarness(t, driverhook.HaltManual, blocks, withSource(func(h *harness) source.Source {
+		return &gatedSource{Source: h.source, before: 40}
 	}))
 	h.round()
 	h.requireRunning()
@@ -191,10 +193,10 @@ func TestIdleEngineGetsTheVerifiedBlocksAtOnce(t *testing.T) {
 // While the engine executes a batch, the next blocks are fetched and verified, and wait; they go to the engine together
 // as its next batch once it is idle: a full one (maxBatch) when the engine took long enough, one forkchoice update.
 func TestFetchAndVerifyGoOnWhileTheEngineWorks(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 200, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 200, 0, 0)
 	var src *gatedSource
-	h := newHarness(t, driverhook.HaltManual, blocks, withSource(func(h *harness) Source {
-		src = &gatedSource{fakeSource: h.source, before: 1, open: make(chan struct{})}
+	h := newHarness(t, driverhook.HaltManual, blocks, withSource(func(h *harness) source.Source {
+		src = &gatedSource{Source: h.source, before: 1, open: make(chan struct{})}
 		return src
 	}))
 	var first atomic.Bool
@@ -221,7 +223,7 @@ func TestFetchAndVerifyGoOnWhileTheEngineWorks(t *testing.T) {
 	require.GreaterOrEqual(t, len(h.engine.batches), 2)
 	require.Equal(t, maxBatch, h.engine.batches[1], "the blocks verified while the engine worked were not its next batch")
 	for i, b := range blocks[:h.engine.head().Number] {
-		require.Equal(t, b.ref, h.engine.chain[i+1], "block %d", i+1)
+		require.Equal(t, b.Ref, h.engine.chain[i+1], "block %d", i+1)
 	}
 }
 
@@ -239,9 +241,9 @@ func (e payloadsEngine) ProcessPayloads(context.Context, []*eth.ExecutionPayload
 // How the inserter names why the engine stopped: a refused block halts, a moved head or held input is stale, and a
 // forkchoice update that failed after every block went in is an engine error (op-geth's head is not op-node's).
 func TestInsertErrors(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
-	envs := []*eth.ExecutionPayloadEnvelope{blocks[0].env, blocks[1].env}
-	refs := []eth.L2BlockRef{blocks[0].ref, blocks[1].ref}
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 3, 0, 0)
+	envs := []*eth.ExecutionPayloadEnvelope{blocks[0].Env, blocks[1].Env}
+	refs := []eth.L2BlockRef{blocks[0].Ref, blocks[1].Ref}
 	for _, tc := range []struct {
 		name string
 		n    int

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 // prefetchDepth is how many blocks are fetched ahead at the head of the chain, where a round has a block or a few.
@@ -14,15 +15,16 @@ const (
 	catchUpDepth  = 2 * maxBatch
 )
 
-// maxInFlight bounds the requests one prefetcher has at the source at once, however deep it fetches ahead.
-const maxInFlight = 16
+// maxInFlight bounds the requests one prefetcher has at the source at once, however deep it fetches ahead (the
+// sources keep as many connections).
+const maxInFlight = source.MaxInFlight
 
 // prefetcher fetches the blocks from..to from a source, up to depth blocks ahead of the one handed out last with at
 // most maxInFlight requests at once, and hands them out in order. It holds at most depth blocks.
 type prefetcher struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
-	src     Source
+	src     source.Source
 	depth   int
 	slots   chan struct{} // a request holds a slot while it is at the source
 	next    uint64        // the next block to start fetching
@@ -35,7 +37,7 @@ type fetched struct {
 	err error
 }
 
-func newPrefetcher(ctx context.Context, src Source, from, to uint64, depth int) *prefetcher {
+func newPrefetcher(ctx context.Context, src source.Source, from, to uint64, depth int) *prefetcher {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &prefetcher{ctx: ctx, cancel: cancel, src: src, depth: depth, slots: make(chan struct{}, maxInFlight),
 		next: from, to: to}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum"
+	"github.com/op-replicator/op-replicator/plugin/source"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -15,7 +16,7 @@ import (
 
 // slowFirstSource answers later blocks sooner, and counts requests in flight.
 type slowFirstSource struct {
-	Source
+	source.Source
 	inFlight, maxInFlight atomic.Int64
 	missing               uint64        // a block the source does not have
 	hold                  chan struct{} // if set, block 1 is answered once it is closed

@@ -18,6 +18,7 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 // staleBackoff is the first wait after the unsafe head moved under a round (gossip or derivation got there first);
@@ -32,7 +33,7 @@ const staleBackoff = 10 * time.Millisecond
 type Replicator struct {
 	log     log.Logger
 	cfg     driverhook.CLIConfig
-	source  Source
+	source  source.Source
 	verify  *verifier
 	insert  *inserter
 	watch   *watcher

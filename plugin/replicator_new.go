@@ -10,6 +10,7 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 // Construction of a Replicator: its components wired to op-node's parts, and the state a previous run left.
@@ -19,7 +20,7 @@ const arrivalsWindow = 4096
 
 // components are the parts of a Replicator that are not op-node's.
 type components struct {
-	source   Source
+	source   source.Source
 	store    *relay.Store       // verified signed blocks; nil in tests that need none
 	evidence *relay.EvidenceLog // equivocations seen
 	rewinder rewinder           // rewinds op-geth's own chain at a halt; nil in tests that need none

@@ -18,6 +18,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 // engineRewinder rewinds this node's op-geth to the safe head at a halt, over its user RPC (--replicator.l2.rpc).
@@ -95,9 +96,9 @@ func newEngineRewinder(rawURL string, timeout time.Duration) (*engineRewinder, e
 	defer cancel()
 	c, err := rpc.DialOptions(ctx, rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("--%s %s: %w", driverhook.L2RPCFlagName, redactURL(rawURL), err)
+		return nil, fmt.Errorf("--%s %s: %w", driverhook.L2RPCFlagName, source.RedactURL(rawURL), err)
 	}
-	return &engineRewinder{rpc: c, name: redactURL(rawURL), timeout: timeout}, nil
+	return &engineRewinder{rpc: c, name: source.RedactURL(rawURL), timeout: timeout}, nil
 }
 
 // headReader is the engine op-node drives (its --l2 client), read-only: what --replicator.l2.rpc is compared with.

@@ -14,6 +14,7 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/relay"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 func init() {
@@ -76,7 +77,7 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := newSources(cfg, deps, s.store, s.evidence, m, s.clock)
+	src, err := source.New(cfg, deps, s.store, s.evidence, m, s.clock)
 	if err != nil {
 		rewinder.Close()
 		return nil, err
@@ -85,8 +86,6 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 		deps.Log.Warn("--" + driverhook.RequireSignatureFlagName + " without a relay source: only blocks this node's P2P " +
 			"gossip accepted can be inserted (with P2P off, nothing is)")
 	}
-	src := newMultiSource(srcs, m, s.clock).withTrust(deps.Log, trust{store: s.store, requireSignature: cfg.RequireSignature,
-		quorum: cfg.Quorum})
 	parts := components{source: src, store: s.store, evidence: s.evidence, rewinder: rewinder}
 	if cfg.StatePath != "" {
 		parts.state = &stateFile{path: cfg.StatePath}

@@ -2,9 +2,10 @@ package plugin
 
 import (
 	"context"
-	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"testing"
 	"time"
+
+	"github.com/ethereum-optimism/optimism/op-service/clock"
 
 	"github.com/ethereum/go-ethereum/log"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -16,26 +17,27 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // A relay-only service (a sequencer or a P2P sentry) holds what gossip accepted and relays it; it replicates
 // nothing, serves no replicator_* RPC and lets gossip through untouched.
 func TestRelayOnlyService(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 2, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 2, 0, 0)
 	cfg := driverhook.CLIConfig{Relay: driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Port: 0, Window: 8,
 		MaxConnsPerClient: 4, MaxConns: 8, RateLimit: 100,
 		MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4, MaxMessageSize: 1 << 20}}
-	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
+	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testkit.RollupConfig()}, NoopMetrics{})
 	require.NoError(t, err)
 	require.Nil(t, svc.rep)
 	require.Empty(t, svc.APIs(true))
 	next := &countingReceiver{}
-	svc.GateGossip(next).OnUnsafeL2Payload(context.Background(), blocks[0].env)
+	svc.GateGossip(next).OnUnsafeL2Payload(context.Background(), blocks[0].Env)
 	require.Equal(t, 1, next.n)
 
 	require.NoError(t, svc.Start(context.Background()))
 	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
-	svc.OnSignedUnsafeL2Payload(context.Background(), &opsigner.SignedExecutionPayloadEnvelope{Envelope: blocks[0].env, Signature: eth.Bytes65{1}})
+	svc.OnSignedUnsafeL2Payload(context.Background(), &opsigner.SignedExecutionPayloadEnvelope{Envelope: blocks[0].Env, Signature: eth.Bytes65{1}})
 	conn, err := rpc.Dial("ws://" + svc.relay.Addr().String())
 	require.NoError(t, err)
 	defer conn.Close()
@@ -45,7 +47,7 @@ func TestRelayOnlyService(t *testing.T) {
 	defer sub.Unsubscribe()
 	select {
 	case got := <-ch:
-		require.Equal(t, blocks[0].ref.Hash, got.Envelope.ExecutionPayload.BlockHash)
+		require.Equal(t, blocks[0].Ref.Hash, got.Envelope.ExecutionPayload.BlockHash)
 	case <-time.After(5 * time.Second):
 		t.Fatal("no envelope relayed")
 	}
@@ -56,7 +58,7 @@ func TestRelayOnlyService(t *testing.T) {
 func TestGossipEquivocationWithoutRelay(t *testing.T) {
 	cfg := driverhook.CLIConfig{Enabled: true, Sources: []string{"http://127.0.0.1:1"}, L2RPC: "http://127.0.0.1:2", PollInterval: time.Second,
 		RequestTimeout: time.Second, ReadTimeout: time.Second, HaltPolicy: driverhook.HaltManual}
-	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testRollupConfig()}, NoopMetrics{})
+	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testkit.RollupConfig()}, NoopMetrics{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, svc.Stop(context.Background())) }()
 	require.NotNil(t, svc.store)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
@@ -18,7 +19,7 @@ import (
 // replicator holds the file's halt, evidence and last replicated block.
 func FuzzStateFile(f *testing.F) {
 	file := &stateFile{path: "/var/lib/op-node/replicator.json"}
-	cfg := testRollupConfig()
+	cfg := testkit.RollupConfig()
 	f.Add([]byte(`{"version":1,"state":"halted","reason":"operator","detail":"maintenance","since":"2026-11-22T00:00:00Z"}`))
 
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
@@ -98,17 +99,17 @@ func TestStateFileErrorsNameTheFile(t *testing.T) {
 func restarted(t *testing.T, h *harness, policy driverhook.HaltPolicy) *harness {
 	t.Helper()
 	h.engine.held = false // a restarted op-node takes unsafe input unless the replicator holds it
-	return newHarness(t, policy, h.source.blocks, sharing(h), withStateFile(h.rep.persist.file.path))
+	return newHarness(t, policy, h.source.Blocks, sharing(h), withStateFile(h.rep.persist.file.path))
 }
 
 func TestHaltSurvivesRestart(t *testing.T) {
 	for _, policy := range []driverhook.HaltPolicy{driverhook.HaltTimed, driverhook.HaltManual, driverhook.HaltUntilSynced} {
 		t.Run(string(policy), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "replicator.json")
-			blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+			blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 			h := newHarness(t, policy, blocks, withStateFile(path))
 			h.round()
-			require.Equal(t, blocks[5].ref, h.engine.head())
+			require.Equal(t, blocks[5].Ref, h.engine.head())
 			h.rep.handle(context.Background(), request{halt: true, detail: "maintenance", done: make(chan error, 1)})
 			before := h.rep.halt.Status()
 			require.Equal(t, api.StateHalted, before.State)
@@ -148,7 +149,7 @@ func TestHaltSurvivesRestart(t *testing.T) {
 			h2.round()
 			h2.requireRunning()
 			require.False(t, h2.engine.held, "resumed, unsafe input is taken again")
-			require.Equal(t, blocks[5].ref, h2.engine.head())
+			require.Equal(t, blocks[5].Ref, h2.engine.head())
 
 			// The resume is kept too.
 			st, err := h2.rep.persist.file.load()
@@ -160,7 +161,7 @@ func TestHaltSurvivesRestart(t *testing.T) {
 
 func TestEvidenceSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "replicator.json")
-	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 4, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path), withStore(plainStore(16)))
 	h.round()
 	a, b := signedChain(t, 1, 6, 0), signedChain(t, 1, 6, 5)
@@ -191,31 +192,31 @@ func TestEvidenceSurvivesRestart(t *testing.T) {
 // The last replicated block survives a restart: derivation replacing it while the node was down is an unsafe
 // reorg. An engine that lost it in a crash (no block at that height) is not.
 func TestLastReplicatedSurvivesRestart(t *testing.T) {
-	cfg := testRollupConfig()
+	cfg := testkit.RollupConfig()
 	for _, tc := range []struct {
 		name   string
-		engine []chainBlock // the engine's chain after the restart
+		engine []testkit.Block // the engine's chain after the restart
 		halt   bool
 	}{
-		{"derivation replaced it", buildChain(t, cfg, 5, 1, 3), true},
-		{"the engine lost it", buildChain(t, cfg, 3, 0, 0), false},
-		{"still there", buildChain(t, cfg, 5, 0, 0), false},
+		{"derivation replaced it", testkit.BuildChain(t, cfg, 5, 1, 3), true},
+		{"the engine lost it", testkit.BuildChain(t, cfg, 3, 0, 0), false},
+		{"still there", testkit.BuildChain(t, cfg, 5, 0, 0), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "replicator.json")
-			blocks := buildChain(t, cfg, 5, 0, 0)
+			blocks := testkit.BuildChain(t, cfg, 5, 0, 0)
 			h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
 			h.round()
-			require.Equal(t, blocks[4].ref.ID(), h.rep.lastReplicated().ID())
+			require.Equal(t, blocks[4].Ref.ID(), h.rep.lastReplicated().ID())
 			st, err := h.rep.persist.file.load()
 			require.NoError(t, err)
-			require.Equal(t, blocks[4].ref.ID(), st.LastReplicated.ID(), "the last replicated block was not kept")
+			require.Equal(t, blocks[4].Ref.ID(), st.LastReplicated.ID(), "the last replicated block was not kept")
 
 			h.engine.setChain(tc.engine)
 			h.engine.setSafe(2)
-			h.source.set(blocks[:2], 2, nil) // the source says nothing about the replaced blocks
+			h.source.Set(blocks[:2], 2, nil) // the source says nothing about the replaced blocks
 			h2 := restarted(t, h, driverhook.HaltManual)
-			require.Equal(t, blocks[4].ref.ID(), h2.rep.lastReplicated().ID())
+			require.Equal(t, blocks[4].Ref.ID(), h2.rep.lastReplicated().ID())
 			h2.round()
 			if tc.halt {
 				h2.requireHalted(api.ReasonUnsafeReorg)
@@ -236,7 +237,7 @@ func TestLastReplicatedSurvivesRestart(t *testing.T) {
 // out: the round's requests are cancelled. The source here never answers on its own, so the halt returning at
 // all proves it.
 func TestOperatorHaltInterruptsSlowRound(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.setSafe(0)
 	h.rep.cfg.RequestTimeout = time.Hour
@@ -245,15 +246,15 @@ func TestOperatorHaltInterruptsSlowRound(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, h.svc.Stop(ctx)) })
 	require.Eventually(t, func() bool { return h.engine.head().Number == 6 }, 5*time.Second, 10*time.Millisecond)
 
-	h.source.mu.Lock()
-	h.source.slow = true
-	calls := h.source.calls
-	h.source.mu.Unlock()
+	h.source.Mu.Lock()
+	h.source.Slow = true
+	calls := h.source.Calls
+	h.source.Mu.Unlock()
 	require.Eventually(t, func() bool { // a round is waiting on the source
 		h.clock.AdvanceTime(h.rep.cfg.PollInterval) // the next round is due
-		h.source.mu.Lock()
-		defer h.source.mu.Unlock()
-		return h.source.calls > calls
+		h.source.Mu.Lock()
+		defer h.source.Mu.Unlock()
+		return h.source.Calls > calls
 	}, 5*time.Second, 10*time.Millisecond)
 
 	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -271,10 +272,10 @@ func TestOperatorHaltInterruptsSlowRound(t *testing.T) {
 
 // Equivocation evidence that arrives while a round fetches a block halts before that block is inserted.
 func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
-	h.source.onPayload = func(n uint64) {
+	h.source.OnPayload = func(n uint64) {
 		if n == 4 {
 			h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
 		}
@@ -343,7 +344,7 @@ func TestEvidenceWhileHalted(t *testing.T) {
 			h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
 			h.round()
 			if tc.settled { // derivation got to block 8 during the halt
-				h.engine.setChain(buildChain(t, testRollupConfig(), 8, 0, 0))
+				h.engine.setChain(testkit.BuildChain(t, testkit.RollupConfig(), 8, 0, 0))
 				h.engine.setSafe(8)
 			}
 			done := make(chan error, 1)
@@ -364,9 +365,9 @@ func TestEvidenceWhileHalted(t *testing.T) {
 // Progress alone is written at most every persistEvery (a write and two fsyncs per block cost a following node 5%
 // of its CPU), and when the loop stops; new evidence and halts are written at once (other tests).
 func TestProgressPersistedAtMostEveryIntervalAndAtStop(t *testing.T) {
-	cfg := testRollupConfig()
+	cfg := testkit.RollupConfig()
 	path := filepath.Join(t.TempDir(), "replicator.json")
-	blocks := buildChain(t, cfg, 10, 0, 0)
+	blocks := testkit.BuildChain(t, cfg, 10, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
 	saved := func() eth.BlockID {
 		st, err := h.rep.persist.file.load()
@@ -374,19 +375,19 @@ func TestProgressPersistedAtMostEveryIntervalAndAtStop(t *testing.T) {
 		require.NotNil(t, st.LastReplicated)
 		return st.LastReplicated.ID()
 	}
-	h.source.set(blocks, 5, nil)
+	h.source.Set(blocks, 5, nil)
 	h.round()
-	require.Equal(t, blocks[4].ref.ID(), saved(), "the first progress is written at once")
+	require.Equal(t, blocks[4].Ref.ID(), saved(), "the first progress is written at once")
 
-	h.source.set(blocks, 8, nil)
+	h.source.Set(blocks, 8, nil)
 	h.round()
-	require.Equal(t, blocks[7].ref.ID(), h.rep.lastReplicated().ID())
-	require.Equal(t, blocks[4].ref.ID(), saved(), "written again within persistEvery")
+	require.Equal(t, blocks[7].Ref.ID(), h.rep.lastReplicated().ID())
+	require.Equal(t, blocks[4].Ref.ID(), saved(), "written again within persistEvery")
 	h.clock.AdvanceTime(persistEvery)
 	h.round()
-	require.Equal(t, blocks[7].ref.ID(), saved(), "progress older than persistEvery is written")
+	require.Equal(t, blocks[7].Ref.ID(), saved(), "progress older than persistEvery is written")
 
-	h.source.set(blocks, 10, nil)
+	h.source.Set(blocks, 10, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -396,18 +397,18 @@ func TestProgressPersistedAtMostEveryIntervalAndAtStop(t *testing.T) {
 	require.Eventually(t, func() bool { return h.rep.lastReplicated().Number == 10 }, 5*time.Second, time.Millisecond)
 	cancel()
 	<-done
-	require.Equal(t, blocks[9].ref.ID(), saved(), "the loop writes its progress when it stops")
+	require.Equal(t, blocks[9].Ref.ID(), saved(), "the loop writes its progress when it stops")
 }
 
 // A progress write is the progress writer's: the loop hands it over and goes on with the next round while the file
 // is still being written (here: held), and a halt written meanwhile is not replaced by the older progress.
 func TestProgressIsWrittenOffTheLoopAndNeverOverAHalt(t *testing.T) {
-	cfg := testRollupConfig()
+	cfg := testkit.RollupConfig()
 	path := filepath.Join(t.TempDir(), "replicator.json")
-	blocks := buildChain(t, cfg, 10, 0, 0)
+	blocks := testkit.BuildChain(t, cfg, 10, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))
 	h.rep.persist.progress = startProgressWriter(h.rep.persist.file, h.rep.log, h.rep.metrics)
-	h.source.set(blocks, 5, nil)
+	h.source.Set(blocks, 5, nil)
 
 	h.rep.persist.file.mu.Lock() // a write on its way
 	rounds := make(chan time.Duration)
@@ -417,7 +418,7 @@ func TestProgressIsWrittenOffTheLoopAndNeverOverAHalt(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the round waited for the state file")
 	}
-	require.Equal(t, blocks[4].ref, h.rep.lastReplicated())
+	require.Equal(t, blocks[4].Ref, h.rep.lastReplicated())
 
 	// A halt is written by the loop itself, once the file is free, and the progress waiting behind it is older.
 	halted := make(chan struct{})
@@ -449,7 +450,7 @@ func TestSaveInOrderKeepsTheLaterSnapshot(t *testing.T) {
 // A halt whose state-file write fails is not forgotten: the write is retried every round, replicator_status shows
 // why meanwhile, and once the file can be written it holds the halt.
 func TestHaltStateWriteRetried(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
 	dir := filepath.Join(t.TempDir(), "not-yet")
 	path := filepath.Join(dir, "state.json")
 	h := newHarness(t, driverhook.HaltManual, blocks, withStateFile(path))

@@ -43,7 +43,7 @@ func (b *statusBoard) snapshot() snapshot {
 
 func (b *statusBoard) lastReplicated() eth.L2BlockRef { return b.snapshot().lastReplicated }
 
-// healthReporter is a source that reports the health of each source it fans in (multiSource).
+// healthReporter is a source that reports the health of each source it fans in (source.Multi).
 type healthReporter interface {
 	Health() []api.SourceHealth
 }

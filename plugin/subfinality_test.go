@@ -14,15 +14,17 @@ import (
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+	"github.com/op-replicator/op-replicator/plugin/source"
 )
 
 func TestBlockStatus(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 8, 0, 0)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 8, 0, 0)
 	h := newHarness(t, driverhook.HaltManual, blocks)
 	h.engine.setChain(blocks[:2]) // 1 and 2 came from derivation
 	h.engine.setSafe(2)
 	h.engine.finalized = 1
-	h.engine.l1Head, h.engine.l1Safe, h.engine.l1Final = l1Block(10, 0), l1Block(3, 0), l1Block(1, 0)
+	h.engine.l1Head, h.engine.l1Safe, h.engine.l1Final = testkit.L1Block(10, 0), testkit.L1Block(3, 0), testkit.L1Block(1, 0)
 	h.round()
 	require.Equal(t, uint64(8), h.engine.head().Number)
 	client := h.client()
@@ -30,9 +32,9 @@ func TestBlockStatus(t *testing.T) {
 
 	st, err := client.BlockStatus(ctx, rpc.BlockNumberOrHashWithNumber(rpc.LatestBlockNumber))
 	require.NoError(t, err)
-	require.Equal(t, blocks[7].ref.Hash, st.Hash)
+	require.Equal(t, blocks[7].Ref.Hash, st.Hash)
 	require.Equal(t, api.LabelUnsafe, st.Label)
-	require.Equal(t, blocks[7].ref.L1Origin, st.L1Origin) // origin 4
+	require.Equal(t, blocks[7].Ref.L1Origin, st.L1Origin) // origin 4
 	require.True(t, st.L1OriginCanonical)
 	require.Equal(t, uint64(10-4+1), st.L1OriginDepth)
 	require.False(t, st.L1OriginSafe)
@@ -41,7 +43,7 @@ func TestBlockStatus(t *testing.T) {
 	require.Equal(t, "fake", st.Source)
 	require.NotNil(t, st.ArrivedAt)
 
-	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(blocks[5].ref.Hash, true)) // block 6, origin 3
+	st, err = client.BlockStatus(ctx, rpc.BlockNumberOrHashWithHash(blocks[5].Ref.Hash, true)) // block 6, origin 3
 	require.NoError(t, err)
 	require.Equal(t, api.LabelUnsafe, st.Label)
 	require.True(t, st.L1OriginSafe, "origin 3 is at our L1 safe head")
@@ -71,14 +73,14 @@ func TestBlockStatus(t *testing.T) {
 }
 
 func TestBlockStatusProvenance(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
-	down := newFakeSource(blocks)
-	down.set(blocks, 3, errors.New("down"))
-	h := newHarness(t, driverhook.HaltManual, blocks, withStore(plainStore(8)), withSource(func(h *harness) Source {
-		return newMultiSource([]Source{down, &namedSource{Source: h.source, name: "seq-rpc"}}, NoopMetrics{}, h.clock)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 3, 0, 0)
+	down := testkit.NewSource(blocks)
+	down.Set(blocks, 3, errors.New("down"))
+	h := newHarness(t, driverhook.HaltManual, blocks, withStore(plainStore(8)), withSource(func(h *harness) source.Source {
+		return source.NewMulti([]source.Source{down, &namedSource{Source: h.source, name: "seq-rpc"}}, NoopMetrics{}, h.clock)
 	}))
 	arrived := h.clock.Now().Add(-time.Second)
-	h.rep.store.Add(&opsigner.SignedExecutionPayloadEnvelope{Envelope: blocks[2].env, Signature: eth.Bytes65{1}}, "relay+ws://relay", arrived) // block 3 came signed through a relay
+	h.rep.store.Add(&opsigner.SignedExecutionPayloadEnvelope{Envelope: blocks[2].Env, Signature: eth.Bytes65{1}}, "relay+ws://relay", arrived) // block 3 came signed through a relay
 	h.round()
 	require.Equal(t, uint64(3), h.engine.head().Number)
 	client := h.client()
@@ -109,7 +111,7 @@ func TestBlockStatusProvenance(t *testing.T) {
 }
 
 type namedSource struct {
-	Source
+	source.Source
 	name string
 }
 

@@ -1,6 +1,7 @@
 // Package testkit holds the test fixtures the replicator's packages share: sequencer keys, a fake of op-node's
-// signer config, signing as the sequencer's op-node signs for gossip, and go-ethereum's RPC server's messages as it
-// hands them to a codec. Only tests import it.
+// signer config, signing as the sequencer's op-node signs for gossip, go-ethereum's RPC server's messages as it
+// hands them to a codec (gethcodec.go), the test chain and its blocks (chain.go; isthmus.go, a block as today's
+// op-geth builds it), and a fake source serving them (source.go). Only tests import it.
 package testkit
 
 import (

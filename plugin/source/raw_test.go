@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"bytes"
@@ -273,7 +273,7 @@ func TestRawBlockWSAnswerTooLarge(t *testing.T) {
 	large.Store(true)
 	_, err = fetch.getRawBlock(ctx, 1)
 	require.ErrorIs(t, err, errResponseTooLarge)
-	require.ErrorIs(t, err, errBadInput)
+	require.ErrorIs(t, err, ErrBadInput)
 	require.EqualValues(t, 2, a.requests.Load(), "asked once")
 	require.EqualValues(t, 1, a.conns.Load(), "on the kept connection")
 }
@@ -422,7 +422,7 @@ func TestRawBlockWSKeepsAndRedials(t *testing.T) {
 	require.NoError(t, get())
 	n := conns.Load()
 	wrongID.Store(true)
-	require.ErrorIs(t, get(), errBadInput)
+	require.ErrorIs(t, get(), ErrBadInput)
 	wrongID.Store(false)
 	require.NoError(t, get())
 	require.Equal(t, n+1, conns.Load(), "the connection that answered another request is not kept")

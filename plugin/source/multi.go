@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"context"
@@ -35,12 +35,12 @@ func (h *sourceHealth) asideAt(now time.Time) bool {
 	return h.SetAsideUntil != nil && now.Before(*h.SetAsideUntil)
 }
 
-// multiSource fans several sources into one: the head is the highest any source has, and a block is taken from
+// Multi fans several sources into one: the head is the highest any source has, and a block is taken from
 // the first source that has it, healthy sources first, so one source failing loses no block. Blocks from relays
 // are deduplicated in the envelope store (the first valid copy wins). What an unsigned (RPC) source serves is
-// weighed against signed blocks and the other RPC sources (trust, source_trust.go); a source caught serving a
+// weighed against signed blocks and the other RPC sources (trust, trust.go); a source caught serving a
 // contradicted block is set aside for a while.
-type multiSource struct {
+type Multi struct {
 	sources []Source
 	trust   trust
 	log     log.Logger
@@ -58,17 +58,18 @@ type multiSource struct {
 	asking   []bool                             // a head request to the source is in flight
 }
 
-// servedByKept is how many recent blocks multiSource remembers the source of: more than can be fetched between a
-// block's fetch and its insertion (a batch, and the blocks fetched ahead of it), twice over.
-const servedByKept = 2 * (maxBatch + prefetchDepth)
+// RecentBlocks is how many recent blocks Multi remembers the source of (ServedBy): more than the pipeline fetches
+// between a block's fetch and its insertion (a batch, and the blocks fetched ahead of it), twice over. The pipeline
+// checks at compile time that it fetches no more than half of it (plugin/pipeline.go).
+const RecentBlocks = 80
 
-var _ Source = (*multiSource)(nil)
+var _ Source = (*Multi)(nil)
 
-func newMultiSource(sources []Source, m Metricer, clk clock.Clock) *multiSource {
+func NewMulti(sources []Source, m Metricer, clk clock.Clock) *Multi {
 	ctx, cancel := context.WithCancel(context.Background())
-	servedBy, _ := lru.New[common.Hash, string](servedByKept) // only fails for a non-positive size
-	unsigned, _ := lru.New[uint64, unsignedAnswer](servedByKept)
-	ms := &multiSource{sources: sources, log: log.Root(), metrics: m, clock: clk, heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+	servedBy, _ := lru.New[common.Hash, string](RecentBlocks) // only fails for a non-positive size
+	unsigned, _ := lru.New[uint64, unsignedAnswer](RecentBlocks)
+	ms := &Multi{sources: sources, log: log.Root(), metrics: m, clock: clk, heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		health: make([]sourceHealth, len(sources)), asking: make([]bool, len(sources)), servedBy: servedBy, unsigned: unsigned}
 	for i, s := range sources {
 		ms.health[i].Name = s.Name()
@@ -78,14 +79,14 @@ func newMultiSource(sources []Source, m Metricer, clk clock.Clock) *multiSource 
 }
 
 // withTrust sets how unsigned blocks are weighed (trust), and the logger that reports sources set aside.
-func (m *multiSource) withTrust(lgr log.Logger, t trust) *multiSource {
+func (m *Multi) withTrust(lgr log.Logger, t trust) *Multi {
 	m.log, m.trust = lgr, t
 	return m
 }
 
 // Start starts every source, and forwards their new heads (and, with signatures required, the signed blocks
 // arriving in the store: the block waiting for its signature can go in).
-func (m *multiSource) Start() {
+func (m *Multi) Start() {
 	if m.trust.requireSignature && m.trust.store != nil {
 		m.trust.store.Subscribe(math.MaxUint64, signedArrivals{m.heads})
 	}
@@ -96,7 +97,7 @@ func (m *multiSource) Start() {
 	}
 }
 
-func (m *multiSource) forwardHeads(ctx context.Context, s Source) {
+func (m *Multi) forwardHeads(ctx context.Context, s Source) {
 	defer m.wg.Done()
 	for {
 		select {
@@ -111,7 +112,7 @@ func (m *multiSource) forwardHeads(ctx context.Context, s Source) {
 	}
 }
 
-func (m *multiSource) Name() string {
+func (m *Multi) Name() string {
 	names := make([]string, len(m.sources))
 	for i, s := range m.sources {
 		names[i] = s.Name()
@@ -119,10 +120,10 @@ func (m *multiSource) Name() string {
 	return strings.Join(names, ",")
 }
 
-func (m *multiSource) NewHeads() <-chan struct{} { return m.heads }
+func (m *Multi) NewHeads() <-chan struct{} { return m.heads }
 
 // Health returns every source's standing.
-func (m *multiSource) Health() []api.SourceHealth {
+func (m *Multi) Health() []api.SourceHealth {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]api.SourceHealth, len(m.health))
@@ -136,7 +137,7 @@ func (m *multiSource) Health() []api.SourceHealth {
 	return out
 }
 
-func (m *multiSource) record(i int, head *eth.BlockID, err error) {
+func (m *Multi) record(i int, head *eth.BlockID, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := &m.health[i]
@@ -155,7 +156,7 @@ func (m *multiSource) record(i int, head *eth.BlockID, err error) {
 }
 
 // order lists the sources not set aside, healthy first, keeping the configured order otherwise.
-func (m *multiSource) order() []int {
+func (m *Multi) order() []int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()
@@ -178,12 +179,11 @@ func (m *multiSource) order() []int {
 	return idx
 }
 
-// Head asks every source at once and returns the highest head; it fails only if every source fails. Once a source
-// answered, sources that were not healthy are not waited for: a blackholed source costs the others nothing after
-// its first timeout. Its request goes on in the background (one at a time), and its answer is recorded for the
-// next round.
+// headForgetter is a source whose Head may answer with the head it last announced (rpcSource).
+type headForgetter interface{ ForgetHead() }
+
 // ForgetHead has every source that answers Head with the head it last announced ask instead, next time.
-func (m *multiSource) ForgetHead() {
+func (m *Multi) ForgetHead() {
 	for _, s := range m.sources {
 		if f, ok := s.(headForgetter); ok {
 			f.ForgetHead()
@@ -191,7 +191,11 @@ func (m *multiSource) ForgetHead() {
 	}
 }
 
-func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
+// Head asks every source at once and returns the highest head; it fails only if every source fails. Once a source
+// answered, sources that were not healthy are not waited for: a blackholed source costs the others nothing after
+// its first timeout. Its request goes on in the background (one at a time), and its answer is recorded for the
+// next round.
+func (m *Multi) Head(ctx context.Context) (eth.BlockID, error) {
 	type answer struct {
 		head    eth.BlockID
 		err     error
@@ -255,7 +259,7 @@ func (m *multiSource) Head(ctx context.Context) (eth.BlockID, error) {
 // Payload returns the block at height n: a signed block held there (from a relay or gossip) if any; else, with a
 // quorum, the block enough RPC sources agree on; else the first answer, healthy sources first. An unsigned block
 // is weighed against the signed blocks held (trust.check) before it is returned.
-func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+func (m *Multi) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	if held := m.trust.signedAt(n); held != nil {
 		m.seen(held)
 		return held.Signed.Envelope, nil
@@ -279,7 +283,7 @@ func (m *multiSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 }
 
 // ServedBy names the source that served a recent block ("" if none did).
-func (m *multiSource) ServedBy(hash common.Hash) string {
+func (m *Multi) ServedBy(hash common.Hash) string {
 	name, _ := m.servedBy.Get(hash)
 	return name
 }
@@ -290,7 +294,7 @@ func (m *multiSource) ServedBy(hash common.Hash) string {
 //
 // A request cancelled by the caller (a round ended, with blocks still being fetched ahead) says nothing of the
 // source: it is not recorded, and no other source is asked.
-func firstOf[T any](ctx context.Context, m *multiSource, f func(int, Source) (T, error)) (T, error) {
+func firstOf[T any](ctx context.Context, m *Multi, f func(int, Source) (T, error)) (T, error) {
 	var zero T
 	var errs []error
 	notFound := false
@@ -319,7 +323,7 @@ func firstOf[T any](ctx context.Context, m *multiSource, f func(int, Source) (T,
 	return zero, errors.Join(errs...)
 }
 
-func (m *multiSource) Close() {
+func (m *Multi) Close() {
 	m.cancel()
 	m.wg.Wait()
 	for _, s := range m.sources {

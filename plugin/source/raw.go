@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"bytes"
@@ -113,7 +113,7 @@ func hexResult(body []byte, id string) (hexutil.Bytes, error) {
 	}
 	switch {
 	case id != "" && string(msg.ID) != id:
-		return nil, fmt.Errorf("%w: an answer to request %s, not to %s", errBadInput, msg.ID, id)
+		return nil, fmt.Errorf("%w: an answer to request %s, not to %s", ErrBadInput, msg.ID, id)
 	case msg.Error != nil:
 		return nil, msg.Error
 	case len(msg.Result) == 0:

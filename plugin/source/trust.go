@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"context"
@@ -68,7 +68,7 @@ type unsignedAnswer struct {
 }
 
 // seen compares the signed block now held at a height with what RPC sources served there before it arrived.
-func (m *multiSource) seen(held *relay.Held) {
+func (m *Multi) seen(held *relay.Held) {
 	u, ok := m.unsigned.Get(held.Number())
 	if !ok {
 		return
@@ -83,7 +83,7 @@ func (m *multiSource) seen(held *relay.Held) {
 // check weighs an unsigned block from source i against the signed blocks held: a signed block at its height wins
 // (and source i is set aside if it served another block); with signatures required and none held yet, the block
 // waits (ethereum.NotFound: the round waits for the signed one, whose arrival wakes the loop).
-func (m *multiSource) check(env *eth.ExecutionPayloadEnvelope, from ...int) (*eth.ExecutionPayloadEnvelope, error) {
+func (m *Multi) check(env *eth.ExecutionPayloadEnvelope, from ...int) (*eth.ExecutionPayloadEnvelope, error) {
 	p := env.ExecutionPayload
 	if held := m.trust.signedAt(uint64(p.BlockNumber)); held != nil {
 		if held.Hash() != p.BlockHash {
@@ -103,7 +103,7 @@ func (m *multiSource) check(env *eth.ExecutionPayloadEnvelope, from ...int) (*et
 // once; unsigned answers are served once trust.quorum of them have one hash. Once every source answered without a
 // quorum, the RPC sources that served a block are set aside if they disagree (none can be told from the other: an
 // unsigned source proves nothing) and the block waits.
-func (m *multiSource) quorumPayload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+func (m *Multi) quorumPayload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	type answer struct {
 		i   int
 		env *eth.ExecutionPayloadEnvelope
@@ -177,7 +177,7 @@ func (m *multiSource) quorumPayload(ctx context.Context, n uint64) (*eth.Executi
 }
 
 // setAside sets sources aside: their heads and blocks are not asked for until the time is up.
-func (m *multiSource) setAside(why string, sources ...int) {
+func (m *Multi) setAside(why string, sources ...int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock.Now()

@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"context"
@@ -25,7 +25,7 @@ const wsIdleKept = 20 * time.Second
 // rawBlockWS is a rawBlockFetcher for a ws(s) source, on websocket connections of its own, one request at a time on
 // each: the source's newHeads subscription and every other request stay on go-ethereum's client. Connections are
 // dialled as go-ethereum's client dials (the URL's user info as basic authentication), kept for the next fetch while
-// idle for less than wsIdleKept (closed then), up to maxInFlight of them, and closed after any failure other than a
+// idle for less than wsIdleKept (closed then), up to MaxInFlight of them, and closed after any failure other than a
 // JSON-RPC error answer. A kept connection that fails before an answer is followed by another, or a new one: the source may have
 // closed it.
 type rawBlockWS struct {
@@ -149,7 +149,7 @@ func (w *rawBlockWS) take(ctx context.Context) (*websocket.Conn, bool, error) {
 func (w *rawBlockWS) put(conn *websocket.Conn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || len(w.idle) >= maxInFlight {
+	if w.closed || len(w.idle) >= MaxInFlight {
 		_ = conn.Close()
 		return
 	}

@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"errors"
@@ -38,7 +38,7 @@ func rawBlockUnserved(err error) bool {
 // header, no withdrawals (patch 0006), and a withdrawals root that the JSON path would take too. The body must also
 // match the header as op-geth's BlockValidator.ValidateBody requires (no uncles; a withdrawals list exactly when the
 // header has a withdrawals root), since the conversion drops the uncles and takes the withdrawals from the fork, not
-// the body. Every refusal is errBadInput.
+// the body. Every refusal is ErrBadInput.
 //
 // The RLP claims no block hash as the JSON answer does: the block hash is the header's, and the caller checks that
 // the payload hashes to it (env.CheckBlockHash) and that it is the block asked for. That check recomputes the
@@ -47,26 +47,26 @@ func rawBlockUnserved(err error) bool {
 func rawBlockPayload(raw []byte, forks eth.HardforkConfig) (*eth.ExecutionPayloadEnvelope, error) {
 	var block types.Block
 	if err := rlp.DecodeBytes(raw, &block); err != nil {
-		return nil, fmt.Errorf("%w: undecodable block RLP: %w", errBadInput, err)
+		return nil, fmt.Errorf("%w: undecodable block RLP: %w", ErrBadInput, err)
 	}
 	header := block.Header()
 	if !header.Number.IsUint64() {
-		return nil, fmt.Errorf("%w: block number %s", errBadInput, header.Number)
+		return nil, fmt.Errorf("%w: block number %s", ErrBadInput, header.Number)
 	}
 	if err := checkPostMerge(header); err != nil {
-		return nil, fmt.Errorf("%w: block %d: %w", errBadInput, header.Number, err)
+		return nil, fmt.Errorf("%w: block %d: %w", ErrBadInput, header.Number, err)
 	}
 	if n := len(block.Uncles()); n != 0 {
-		return nil, fmt.Errorf("%w: block %d: %d uncles in the body of a post-merge block", errBadInput, header.Number, n)
+		return nil, fmt.Errorf("%w: block %d: %d uncles in the body of a post-merge block", ErrBadInput, header.Number, n)
 	}
 	if header.WithdrawalsHash != nil && block.Withdrawals() == nil {
-		return nil, fmt.Errorf("%w: block %d: a withdrawals root and no withdrawals list", errBadInput, header.Number)
+		return nil, fmt.Errorf("%w: block %d: a withdrawals root and no withdrawals list", ErrBadInput, header.Number)
 	}
 	if header.WithdrawalsHash == nil && block.Withdrawals() != nil {
-		return nil, fmt.Errorf("%w: block %d: a withdrawals list and no withdrawals root", errBadInput, header.Number)
+		return nil, fmt.Errorf("%w: block %d: a withdrawals list and no withdrawals root", ErrBadInput, header.Number)
 	}
 	if n := len(block.Withdrawals()); n != 0 {
-		return nil, fmt.Errorf("%w: block %d: expected empty withdrawals, but got %d", errBadInput, header.Number, n)
+		return nil, fmt.Errorf("%w: block %d: expected empty withdrawals, but got %d", ErrBadInput, header.Number, n)
 	}
 	// op-service takes a block that does not start with a deposit (genesis aside) for an L1 block, whose withdrawals
 	// root must be its list's, here the empty one: the JSON path refuses such a block with another root (an Isthmus
@@ -76,17 +76,17 @@ func rawBlockPayload(raw []byte, forks eth.HardforkConfig) (*eth.ExecutionPayloa
 		(header.Number.Sign() == 0 && header.Coinbase == predeploys.SequencerFeeVaultAddr)
 	if !isL2 && header.WithdrawalsHash != nil && *header.WithdrawalsHash != types.EmptyWithdrawalsHash {
 		return nil, fmt.Errorf("%w: block %d: no deposit first, and a withdrawals root %s that is not its empty list's",
-			errBadInput, header.Number, *header.WithdrawalsHash)
+			ErrBadInput, header.Number, *header.WithdrawalsHash)
 	}
 	// op-service's JSON conversion takes an empty withdrawals root for the pre-Isthmus one and leaves it out of the
 	// payload, which then hashes otherwise: refused here too. An Isthmus block's root is the L2ToL1MessagePasser's
 	// storage root, never empty (the predeploy is a proxy: its storage holds at least the proxy's slots).
 	if forks.IsIsthmus(header.Time) && (header.WithdrawalsHash == nil || *header.WithdrawalsHash == types.EmptyWithdrawalsHash) {
-		return nil, fmt.Errorf("%w: block %d: Isthmus block without a withdrawals root", errBadInput, header.Number)
+		return nil, fmt.Errorf("%w: block %d: Isthmus block without a withdrawals root", ErrBadInput, header.Number)
 	}
 	env, err := eth.BlockAsPayloadEnv(&block, forks)
 	if err != nil {
-		return nil, fmt.Errorf("%w: block %d: %w", errBadInput, header.Number, err)
+		return nil, fmt.Errorf("%w: block %d: %w", ErrBadInput, header.Number, err)
 	}
 	return env, nil
 }

@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum/go-ethereum/log"
@@ -56,7 +57,7 @@ func TestHTTPSourceEndlessBody(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testRollupConfig(), 10*time.Second, driverhook.DefaultPollInterval, NoopMetrics{}, clock.SystemClock)
+	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testkit.RollupConfig(), 10*time.Second, driverhook.DefaultPollInterval, noopMetrics{}, clock.SystemClock)
 	require.NoError(t, err)
 	defer src.Close()
 	_, err = src.Head(context.Background())
@@ -65,7 +66,7 @@ func TestHTTPSourceEndlessBody(t *testing.T) {
 
 // blockingSource answers Head only when released.
 type blockingSource struct {
-	*fakeSource
+	*testkit.Source
 	release chan struct{}
 }
 
@@ -77,10 +78,10 @@ func (s *blockingSource) Head(context.Context) (eth.BlockID, error) {
 // A blackholed source does not hold up the heads of the others: every round gets the healthy source's head
 // although the blackholed one never answers in time.
 func TestMultiSourceHeadDoesNotWaitForBlackholed(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 3, 0, 0)
-	hole := &blockingSource{fakeSource: newFakeSource(nil), release: make(chan struct{})}
-	good := newFakeSource(blocks)
-	m := newMultiSource([]Source{hole, good}, NoopMetrics{}, clock.SystemClock)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 3, 0, 0)
+	hole := &blockingSource{Source: testkit.NewSource(nil), release: make(chan struct{})}
+	good := testkit.NewSource(blocks)
+	m := NewMulti([]Source{hole, good}, noopMetrics{}, clock.SystemClock)
 	defer m.Close()
 	ctx := context.Background()
 	// head runs one Head; the hole answers only when released, so a Head that waits for it never returns.
@@ -105,11 +106,11 @@ func TestMultiSourceHeadDoesNotWaitForBlackholed(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		id, err := head()
 		require.NoError(t, err, "round %d", round)
-		require.Equal(t, blocks[2].ref.ID(), id)
+		require.Equal(t, blocks[2].Ref.ID(), id)
 	}
 	close(hole.release)
 	require.Eventually(t, func() bool { return m.Health()[0].Errors > 0 }, 5*time.Second, 10*time.Millisecond)
 	id, err := head()
 	require.NoError(t, err)
-	require.Equal(t, blocks[2].ref.ID(), id)
+	require.Equal(t, blocks[2].Ref.ID(), id)
 }

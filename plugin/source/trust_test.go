@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"context"
@@ -20,50 +20,50 @@ import (
 // trustFixture is a genuine chain (the sequencer's, signed), a forged one from height 3 on (a lying RPC source's:
 // self-consistent, unsigned), a store of signed blocks and a clock at the chain's time.
 type trustFixture struct {
-	genuine, forged []chainBlock
+	genuine, forged []testkit.Block
 	store           *relay.Store
 	clock           *clock.DeterministicClock
 }
 
 func newTrustFixture(t *testing.T) *trustFixture {
-	cfg := testRollupConfig()
-	return &trustFixture{genuine: headerHashed(buildChain(t, cfg, 6, 0, 0)), forged: headerHashed(buildChain(t, cfg, 6, 5, 3)),
-		store: relay.NewStore(16, log.Root(), nil, NoopMetrics{}), clock: clock.NewDeterministicClock(time.Unix(1000, 0))}
+	cfg := testkit.RollupConfig()
+	return &trustFixture{genuine: headerHashed(testkit.BuildChain(t, cfg, 6, 0, 0)), forged: headerHashed(testkit.BuildChain(t, cfg, 6, 5, 3)),
+		store: relay.NewStore(16, log.Root(), nil, noopMetrics{}), clock: clock.NewDeterministicClock(time.Unix(1000, 0))}
 }
 
 // sign holds the sequencer's signed genuine block n, as a relay source or gossip would.
 func (f *trustFixture) sign(t *testing.T, n uint64) {
-	cfg := testRollupConfig()
-	p := *f.genuine[n-1].env.ExecutionPayload
+	cfg := testkit.RollupConfig()
+	p := *f.genuine[n-1].Env.ExecutionPayload
 	signed := testkit.Sign(t, cfg.L2ChainID, testkit.Key(1), &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p})
 	_, _, _, err := f.store.Add(signed, "relay", f.clock.Now())
 	require.NoError(t, err)
 }
 
-func (f *trustFixture) rpc(blocks []chainBlock, name string) Source {
-	s := newFakeSource(blocks)
-	s.set(blocks, uint64(len(blocks)), nil)
+func (f *trustFixture) rpc(blocks []testkit.Block, name string) Source {
+	s := testkit.NewSource(blocks)
+	s.Set(blocks, uint64(len(blocks)), nil)
 	return &namedSource{Source: s, name: name}
 }
 
-// headerHashed gives each block its header's hash, as a signed block has (not a linked chain: the multiSource does
+// headerHashed gives each block its header's hash, as a signed block has (not a linked chain: the Multi does
 // not check linkage).
-func headerHashed(blocks []chainBlock) []chainBlock {
-	out := make([]chainBlock, len(blocks))
+func headerHashed(blocks []testkit.Block) []testkit.Block {
+	out := make([]testkit.Block, len(blocks))
 	for i, b := range blocks {
-		p := *b.env.ExecutionPayload
+		p := *b.Env.ExecutionPayload
 		env := &eth.ExecutionPayloadEnvelope{ExecutionPayload: &p}
 		p.BlockHash, _ = env.CheckBlockHash()
-		ref := b.ref
+		ref := b.Ref
 		ref.Hash = p.BlockHash
-		out[i] = chainBlock{env: env, ref: ref}
+		out[i] = testkit.Block{Env: env, Ref: ref}
 	}
 	return out
 }
 
-func hashAt(blocks []chainBlock, n uint64) common.Hash { return blocks[n-1].ref.Hash }
+func hashAt(blocks []testkit.Block, n uint64) common.Hash { return blocks[n-1].Ref.Hash }
 
-func requirePayload(t *testing.T, m *multiSource, n uint64, want common.Hash) {
+func requirePayload(t *testing.T, m *Multi, n uint64, want common.Hash) {
 	t.Helper()
 	env, err := m.Payload(context.Background(), n)
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func requirePayload(t *testing.T, m *multiSource, n uint64, want common.Hash) {
 // that served another block at that height (before the signed one arrived, or after) is set aside, for a while.
 func TestUnsignedNeverWinsOverSigned(t *testing.T) {
 	f := newTrustFixture(t)
-	m := newMultiSource([]Source{f.rpc(f.forged, "liar")}, NoopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store})
+	m := NewMulti([]Source{f.rpc(f.forged, "liar")}, noopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store})
 	defer m.Close()
 	require.False(t, m.Health()[0].Signed)
 
@@ -103,7 +103,7 @@ func TestUnsignedNeverWinsOverSigned(t *testing.T) {
 // held; the signed block's arrival wakes the loop.
 func TestRequireSignature(t *testing.T) {
 	f := newTrustFixture(t)
-	m := newMultiSource([]Source{f.rpc(f.genuine, "rpc")}, NoopMetrics{}, f.clock).
+	m := NewMulti([]Source{f.rpc(f.genuine, "rpc")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, requireSignature: true})
 	m.Start()
 	defer m.Close()
@@ -123,7 +123,7 @@ func TestRequireSignature(t *testing.T) {
 	require.Nil(t, m.Health()[0].SetAsideUntil)
 
 	// A lying source's block never goes in, and it is set aside once the signed one arrives.
-	liar := newMultiSource([]Source{f.rpc(f.forged, "liar")}, NoopMetrics{}, f.clock).
+	liar := NewMulti([]Source{f.rpc(f.forged, "liar")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, requireSignature: true})
 	defer liar.Close()
 	_, err = liar.Payload(context.Background(), 3)
@@ -142,7 +142,7 @@ func TestQuorum(t *testing.T) {
 	liar := &firstSource{Source: f.rpc(f.forged, "liar"), answered: make(chan struct{})}
 	a := &afterSource{Source: f.rpc(f.genuine, "a"), after: liar.answered}
 	b := &afterSource{Source: f.rpc(f.genuine, "b"), after: liar.answered}
-	m := newMultiSource([]Source{liar, a, b}, NoopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store, quorum: 2})
+	m := NewMulti([]Source{liar, a, b}, noopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store, quorum: 2})
 	defer m.Close()
 	requirePayload(t, m, 2, hashAt(f.genuine, 2)) // the same block on every source
 	require.Nil(t, m.Health()[0].SetAsideUntil)
@@ -151,7 +151,7 @@ func TestQuorum(t *testing.T) {
 	require.Contains(t, m.Health()[0].SetAsideReason, "than a quorum of 2")
 	requirePayload(t, m, 4, hashAt(f.genuine, 4)) // two sources left: still a quorum
 
-	split := newMultiSource([]Source{f.rpc(f.forged, "x"), f.rpc(f.genuine, "y")}, NoopMetrics{}, f.clock).
+	split := NewMulti([]Source{f.rpc(f.forged, "x"), f.rpc(f.genuine, "y")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, quorum: 2})
 	defer split.Close()
 	requirePayload(t, split, 2, hashAt(f.genuine, 2))
@@ -192,3 +192,11 @@ func (s *afterSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 	}
 	return s.Source.Payload(ctx, n)
 }
+
+// namedSource is a source under another name.
+type namedSource struct {
+	Source
+	name string
+}
+
+func (n *namedSource) Name() string { return n.name }

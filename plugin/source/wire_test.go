@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
-// These tests pin the JSON-RPC wire format that source_raw.go, source_rawhttp.go and source_rawws.go read and write
+// These tests pin the JSON-RPC wire format that raw.go, raw_http.go and raw_ws.go read and write
 // without go-ethereum's client, against go-ethereum's own server and client running in process: a go-ethereum
 // upgrade that changes the format fails here, not on a node.
 

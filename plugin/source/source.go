@@ -1,7 +1,8 @@
-package plugin
+package source
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strings"
 
@@ -29,13 +30,41 @@ type Source interface {
 	Close()
 }
 
+// ErrBadInput: a source returned something malformed; the pipeline drops it and asks again (the bad-input kind of
+// the errors metric).
+var ErrBadInput = errors.New("bad response from source")
+
+// MaxInFlight is the most requests the pipeline has at one source at once (its prefetcher's bound): an http(s) or
+// ws(s) source keeps as many connections to its endpoint for them.
+const MaxInFlight = 16
+
+// Metricer is what the sources record: a relay source's relay.Client metrics (with every request's latency,
+// RecordSourceRequest), and each source's head and errors. The replicator's metrics implement it.
+type Metricer interface {
+	relay.Metricer
+	RecordSourceHead(source string, number uint64)
+	RecordSourceError(source string)
+}
+
+// New builds the sources of --replicator.source (newSources) fanned into one Multi, unsigned blocks weighed against
+// the signed blocks held in store as --replicator.require-signature and --replicator.quorum say (trust.go). Nothing
+// is started: Start does.
+func New(cfg driverhook.CLIConfig, deps driverhook.Deps, store *relay.Store, evidence *relay.EvidenceLog, m Metricer, clk clock.Clock) (*Multi, error) {
+	srcs, err := newSources(cfg, deps, store, evidence, m, clk)
+	if err != nil {
+		return nil, err
+	}
+	return NewMulti(srcs, m, clk).withTrust(deps.Log, trust{store: store, requireSignature: cfg.RequireSignature,
+		quorum: cfg.Quorum}), nil
+}
+
 // newSources builds a source per URL of --replicator.source: a relay (relay+ws://) through a relay.Client into the
 // shared store, anything else as the sequencer's execution-engine RPC.
 func newSources(cfg driverhook.CLIConfig, deps driverhook.Deps, store *relay.Store, evidence *relay.EvidenceLog, m Metricer, clk clock.Clock) ([]Source, error) {
 	var srcs []Source
 	for _, rawURL := range cfg.Sources {
 		if driverhook.IsRelaySource(rawURL) {
-			c := relay.NewClient(deps.Log, relay.ClientConfig{Name: redactURL(rawURL), URL: strings.TrimPrefix(rawURL, driverhook.RelayScheme),
+			c := relay.NewClient(deps.Log, relay.ClientConfig{Name: RedactURL(rawURL), URL: strings.TrimPrefix(rawURL, driverhook.RelayScheme),
 				Rollup: deps.Rollup, Signers: deps.Signers, Timeout: cfg.RequestTimeout, ReadTimeout: cfg.ReadTimeout},
 				store, evidence, m, clk)
 			srcs = append(srcs, relaySource{c})
@@ -53,8 +82,8 @@ func newSources(cfg driverhook.CLIConfig, deps driverhook.Deps, store *relay.Sto
 	return srcs, nil
 }
 
-// redactURL drops credentials and query parameters, which commonly carry API keys.
-func redactURL(raw string) string {
+// RedactURL drops credentials and query parameters, which commonly carry API keys.
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<invalid url>"

@@ -1,4 +1,4 @@
-package plugin
+package source
 
 import (
 	"context"
@@ -8,43 +8,44 @@ import (
 
 	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum/go-ethereum"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 	"github.com/stretchr/testify/require"
 )
 
 func TestMultiSourceFailover(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 6, 0, 0)
-	down, up := newFakeSource(blocks), newFakeSource(blocks)
-	down.set(blocks, 6, errors.New("connection refused"))
-	up.set(blocks, 5, nil)
-	m := newMultiSource([]Source{down, up}, NoopMetrics{}, clock.SystemClock)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 6, 0, 0)
+	down, up := testkit.NewSource(blocks), testkit.NewSource(blocks)
+	down.Set(blocks, 6, errors.New("connection refused"))
+	up.Set(blocks, 5, nil)
+	m := NewMulti([]Source{down, up}, noopMetrics{}, clock.SystemClock)
 	defer m.Close()
 	ctx := context.Background()
 
 	head, err := m.Head(ctx)
 	require.NoError(t, err, "one source failing is not a failure")
-	require.Equal(t, blocks[4].ref.ID(), head)
+	require.Equal(t, blocks[4].Ref.ID(), head)
 	env, err := m.Payload(ctx, 3)
 	require.NoError(t, err)
-	require.Equal(t, blocks[2].ref.Hash, env.ExecutionPayload.BlockHash)
+	require.Equal(t, blocks[2].Ref.Hash, env.ExecutionPayload.BlockHash)
 	_, err = m.Payload(ctx, 6)
 	require.ErrorIs(t, err, ethereum.NotFound, "the healthy source does not have it and the other one failed")
 
 	// No source was healthy yet when Head asked: it returned with the first answer, and the failing source's went on
 	// in the background. Counted once it is recorded (with the failure at block 6).
 	require.Eventually(t, func() bool { return m.Health()[0].Errors == 2 }, 5*time.Second, time.Millisecond)
-	calls := down.calls
+	calls := down.Calls
 	_, err = m.Payload(ctx, 4)
 	require.NoError(t, err)
-	require.Equal(t, calls, down.calls, "a failing source is asked after the healthy ones")
+	require.Equal(t, calls, down.Calls, "a failing source is asked after the healthy ones")
 
 	health := m.Health()
 	require.Len(t, health, 2)
 	require.Positive(t, health[0].Errors)
 	require.Contains(t, health[0].LastError, "connection refused")
-	require.Equal(t, blocks[4].ref.ID(), health[1].Head)
+	require.Equal(t, blocks[4].Ref.ID(), health[1].Head)
 	require.NotNil(t, health[1].LastOK)
 
-	up.set(blocks, 5, errors.New("down too"))
+	up.Set(blocks, 5, errors.New("down too"))
 	_, err = m.Head(ctx)
 	require.Error(t, err)
 }
@@ -52,10 +53,10 @@ func TestMultiSourceFailover(t *testing.T) {
 // A request the caller cancels (a round ending with blocks still fetched ahead) is no failure of the source, and
 // is not passed on to the other sources.
 func TestCancelledRequestIsNoSourceFailure(t *testing.T) {
-	blocks := buildChain(t, testRollupConfig(), 4, 0, 0)
-	a, b := newFakeSource(blocks), newFakeSource(blocks)
-	a.slow = true
-	m := newMultiSource([]Source{a, b}, NoopMetrics{}, clock.SystemClock)
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 4, 0, 0)
+	a, b := testkit.NewSource(blocks), testkit.NewSource(blocks)
+	a.Slow = true
+	m := NewMulti([]Source{a, b}, noopMetrics{}, clock.SystemClock)
 	defer m.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	go cancel()
@@ -64,7 +65,7 @@ func TestCancelledRequestIsNoSourceFailure(t *testing.T) {
 	for _, h := range m.Health() {
 		require.Zero(t, h.Errors, "%s counted a failure", h.Name)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	require.Zero(t, b.calls, "the request went on to the next source")
+	b.Mu.Lock()
+	defer b.Mu.Unlock()
+	require.Zero(t, b.Calls, "the request went on to the next source")
 }
