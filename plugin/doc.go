@@ -38,6 +38,10 @@
 //	errors.go        the errors that end a round without halting, and their kinds on the errors metric
 //	metrics.go       Metricer and its Prometheus implementation; metrics_noop.go, a no-op
 //
+// Everything that runs goroutines starts and stops alike, from the Service down to the replicator, the sources
+// (source.Source) and the relay (relay.Server, relay.Client): Start(ctx) error, Stop(ctx) error, ctx bounding the
+// call only; Stop stops all its parts whatever ctx says and joins their errors.
+//
 // Tests run the pipeline against fakes of op-node's parts (fakes_test.go) on the test chain and fake source of
 // internal/testkit, which the source package's tests share.
 package plugin

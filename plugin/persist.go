@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -128,10 +129,11 @@ func (p *persister) startProgress() {
 	}
 }
 
-// stopProgress waits for the progress writer's last write; progress is then written at once again.
+// stopProgress waits for the progress writer's last write, however long it takes (what the loop writes next must
+// come after it); progress is then written at once again.
 func (p *persister) stopProgress() {
 	if p.progress != nil {
-		p.progress.stop()
+		_ = p.progress.Stop(context.Background()) // no deadline: no error
 		p.progress = nil
 	}
 }

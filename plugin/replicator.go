@@ -72,7 +72,9 @@ func (r *Replicator) Start(ctx context.Context) error {
 	if err := r.halt.checkL2RPC(ctx); err != nil {
 		return err
 	}
-	r.source.Start()
+	if err := r.source.Start(ctx); err != nil {
+		return err
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	r.lifeMu.Lock()
@@ -87,8 +89,8 @@ func (r *Replicator) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the loop, if it was started, and closes the sources, whatever ctx says; ctx bounds the wait for the
-// loop to finish its engine call.
+// Stop stops the loop, if it was started, and stops the sources, whatever ctx says; ctx bounds the wait for the
+// loop to finish its engine call and for the sources. The errors are joined.
 func (r *Replicator) Stop(ctx context.Context) error {
 	var result error
 	r.lifeMu.Lock()
@@ -102,8 +104,7 @@ func (r *Replicator) Stop(ctx context.Context) error {
 			result = fmt.Errorf("replicator loop still running: %w", ctx.Err())
 		}
 	}
-	r.source.Close()
-	return result
+	return errors.Join(result, r.source.Stop(ctx))
 }
 
 // Halt hands an operator's halt to the loop and waits for it: the unsafe head is rewound to the safe head.

@@ -94,7 +94,7 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 	}
 	s.rep, err = newReplicator(cfg, deps, parts, m, s.clock)
 	if err != nil {
-		parts.source.Close()
+		_ = parts.source.Stop(context.Background()) // started nothing: nothing to wait for
 		rewinder.Close()
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.started = true
 	if s.relay != nil {
-		if err := s.relay.Start(); err != nil {
+		if err := s.relay.Start(ctx); err != nil {
 			return err
 		}
 	}
@@ -122,7 +122,7 @@ func (s *Service) Start(ctx context.Context) error {
 	return s.rep.Start(ctx)
 }
 
-// Stop stops the loop, closes the sources and the rewinder's connection, and stops the relay: all of them, whatever
+// Stop stops the loop and the sources, closes the rewinder's connection, and stops the relay: all of them, whatever
 // ctx says. ctx bounds the waits (for the loop to finish its engine call, for the relay's connections to close
 // gracefully); an error of each is joined into the result. It is idempotent.
 func (s *Service) Stop(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/ethereum/go-ethereum/log"
@@ -51,8 +52,13 @@ func (w *progressWriter) write(seq uint64, st *persistedState) {
 	w.pending <- numberedState{seq: seq, st: st}
 }
 
-// stop waits for the snapshot waiting, if any, to be written. Only the loop goroutine calls it, once.
-func (w *progressWriter) stop() {
+// Stop waits for the snapshot waiting, if any, to be written, or for ctx. Only the loop goroutine calls it, once.
+func (w *progressWriter) Stop(ctx context.Context) error {
 	close(w.pending)
-	<-w.done
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("progress still being written to the state file: %w", ctx.Err())
+	}
 }

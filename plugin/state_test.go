@@ -428,7 +428,7 @@ func TestProgressIsWrittenOffTheLoopAndNeverOverAHalt(t *testing.T) {
 	}()
 	h.rep.persist.file.mu.Unlock()
 	<-halted
-	h.rep.persist.progress.stop()
+	require.NoError(t, h.rep.persist.progress.Stop(context.Background()))
 	st, err := h.rep.persist.file.load()
 	require.NoError(t, err)
 	require.Equal(t, api.StateHalted, st.State, "the progress taken before the halt must not replace it")

@@ -163,7 +163,7 @@ func benchFanout(b *testing.B, subs int, trivial bool) {
 		store := newTestStore(cfg.Window)
 		r, err := NewServer(log.NewLogger(log.DiscardHandler()), cfg, store, NoopMetrics{})
 		require.NoError(b, err)
-		require.NoError(b, r.Start())
+		require.NoError(b, r.Start(context.Background()))
 		defer func() { require.NoError(b, r.Stop(context.Background())) }()
 		url = r.wsURL()
 		publish = func(i int, at time.Time) {

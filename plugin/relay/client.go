@@ -67,16 +67,17 @@ func NewClient(lgr log.Logger, cfg ClientConfig, store *Store, evidence *Evidenc
 		heads: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
-// Start subscribes to the relay, in the background.
-func (c *Client) Start() {
+// Start subscribes to the relay, in the background, until Stop (ctx is Start's own: the subscription outlives it).
+func (c *Client) Start(context.Context) error {
 	c.wg.Add(1)
 	go c.follow(c.ctx)
+	return nil
 }
 
-// Close ends the subscription and waits for it.
-func (c *Client) Close() {
+// Stop ends the subscription and waits for it to end, or for ctx.
+func (c *Client) Stop(ctx context.Context) error {
 	c.cancel()
-	c.wg.Wait()
+	return waitGroup(ctx, &c.wg, "relay client "+c.cfg.Name)
 }
 
 // Name is the relay's name (ClientConfig.Name).
@@ -263,5 +264,20 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// waitGroup waits for wg, or for ctx: then the goroutines of what is named are still running (an error).
+func waitGroup(ctx context.Context, wg *sync.WaitGroup, what string) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s still stopping: %w", what, ctx.Err())
 	}
 }

@@ -191,7 +191,7 @@ func newTestClient(t *testing.T, lgr log.Logger, url string, signers Signers, st
 	timeout, readTimeout time.Duration, m Metricer) *Client {
 	c := NewClient(lgr, ClientConfig{Name: "relay+" + url, URL: url, Rollup: testRollup, Signers: signers, Timeout: timeout,
 		ReadTimeout: readTimeout}, store, evidence, m, clock.SystemClock)
-	c.Start()
-	t.Cleanup(c.Close)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, c.Stop(context.Background())) })
 	return c
 }

@@ -122,7 +122,7 @@ func TestRelayTotalConnections(t *testing.T) {
 	m := &refusals{}
 	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, newTestStore(cfg.Window), m)
 	require.NoError(t, err)
-	require.NoError(t, r.Start())
+	require.NoError(t, r.Start(context.Background()))
 	t.Cleanup(func() { require.NoError(t, r.Stop(context.Background())) })
 	addr := r.Addr().String()
 	a := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}

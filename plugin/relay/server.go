@@ -69,8 +69,8 @@ func NewServer(lgr log.Logger, cfg driverhook.RelayConfig, store *Store, m Metri
 	return r, nil
 }
 
-// Start listens on the configured address.
-func (r *Server) Start() error {
+// Start listens on the configured address (ctx bounds the listen; the listener serves until Stop).
+func (r *Server) Start(ctx context.Context) error {
 	ws := websocketHandler(r.rpc, r.log, wsDefaultKeepAlive, r.calls)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
@@ -80,7 +80,7 @@ func (r *Server) Start() error {
 		r.rpc.ServeHTTP(w, req)
 	})
 	// Not httputil.StartHTTPServer: the per-client connection limit needs the listener (clientLimiter.listener).
-	ln, err := net.Listen("tcp", net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)))
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", net.JoinHostPort(r.cfg.Addr, strconv.Itoa(r.cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}

@@ -53,7 +53,7 @@ func startRelayMetered(t *testing.T, cfg driverhook.RelayConfig, m Metricer) (*S
 	store := newTestStore(cfg.Window)
 	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, store, m)
 	require.NoError(t, err)
-	require.NoError(t, r.Start())
+	require.NoError(t, r.Start(context.Background()))
 	t.Cleanup(func() { require.NoError(t, r.Stop(context.Background())) })
 	return r, store
 }

@@ -26,7 +26,7 @@ func TestRPCSourceFetchesAnnouncedBlockEarly(t *testing.T) {
 	first := testkit.IsthmusBlock(t, cfg)
 	el := newSourceEL(first, blockAt(first, 2))
 	src := testRPCSource(t, cfg, el.serve(t, true), nil)
-	src.Start()
+	require.NoError(t, src.Start(context.Background()))
 	ctx := context.Background()
 	for n := uint64(1); n <= 2; n++ {
 		el.heads <- el.blocks[n].Header()
@@ -47,8 +47,8 @@ func testEarlySource(t *testing.T, cfg *rollup.Config, el *sourceEL) (*rpcSource
 	clk := clock.NewDeterministicClock(time.Unix(1_800_000_000, 0))
 	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, true), cfg, 5*time.Second, driverhook.DefaultPollInterval, noopMetrics{}, clk)
 	require.NoError(t, err)
-	t.Cleanup(src.Close)
-	src.Start()
+	t.Cleanup(func() { require.NoError(t, src.Stop(context.Background())) })
+	require.NoError(t, src.Start(context.Background()))
 	return src, clk
 }
 
@@ -162,8 +162,8 @@ func TestRPCSourceEarlyFetchExpires(t *testing.T) {
 	clk := clock.NewDeterministicClock(time.Unix(1_800_000_000, 0))
 	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, true), cfg, 5*time.Second, driverhook.DefaultPollInterval, noopMetrics{}, clk)
 	require.NoError(t, err)
-	t.Cleanup(src.Close)
-	src.Start()
+	t.Cleanup(func() { require.NoError(t, src.Stop(context.Background())) })
+	require.NoError(t, src.Start(context.Background()))
 	el.heads <- el.blocks[1].Header()
 	require.Eventually(t, func() bool { return el.rawBlockCalls() == 1 }, 5*time.Second, time.Millisecond)
 	clk.AdvanceTime(time.Duration(cfg.BlockTime)*time.Second + time.Millisecond)

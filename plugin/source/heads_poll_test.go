@@ -120,7 +120,7 @@ func TestRPCSourceHTTPPollerAnnouncesHeads(t *testing.T) {
 	el := newSourceEL(first)
 	src := testRPCSource(t, cfg, el.serve(t, false), nil)
 	src.pollInterval = 200 * time.Millisecond // the block timestamps are far from now: polled at the poll interval
-	src.Start()
+	require.NoError(t, src.Start(context.Background()))
 	for n := uint64(1); n <= 2; n++ {
 		if n > 1 {
 			el.mu.Lock()
@@ -161,7 +161,7 @@ func TestRPCSourceHTTPPollerPollsTheNextBlock(t *testing.T) {
 	// Block 1 sealed a block time before now, give or take a second's rounding: block 2 is due about now.
 	el := newSourceEL(stamped(1, time.Now().Add(-blockTime)))
 	src := testRPCSource(t, cfg, el.serve(t, false), nil)
-	src.Start()
+	require.NoError(t, src.Start(context.Background()))
 	waitAnnounced := func(n uint64) {
 		select {
 		case <-src.NewHeads():
@@ -205,7 +205,7 @@ func TestRPCSourceHTTPPollerMissIsNoAnnouncement(t *testing.T) {
 	h.Time = uint64(time.Now().Unix())
 	el := newSourceEL(types.NewBlockWithHeader(h).WithBody(*first.Body()))
 	src := testRPCSource(t, cfg, el.serve(t, false), nil)
-	src.Start()
+	require.NoError(t, src.Start(context.Background()))
 	select {
 	case <-src.NewHeads():
 	case <-time.After(5 * time.Second):
@@ -241,7 +241,7 @@ func TestRPCSourceHTTPPollerPollsTheHeadWhileTheBlockIsNotTaken(t *testing.T) {
 	el := newSourceEL(stamped(1, time.Now()))
 	src := testRPCSource(t, cfg, el.serve(t, false), nil)
 	src.pollInterval = 50 * time.Millisecond
-	src.Start()
+	require.NoError(t, src.Start(context.Background()))
 	for n := uint64(1); n <= 3; n++ {
 		if n > 1 {
 			el.mu.Lock()

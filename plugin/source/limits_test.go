@@ -59,7 +59,7 @@ func TestHTTPSourceEndlessBody(t *testing.T) {
 	defer srv.Close()
 	src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), srv.URL, testkit.RollupConfig(), 10*time.Second, driverhook.DefaultPollInterval, noopMetrics{}, clock.SystemClock)
 	require.NoError(t, err)
-	defer src.Close()
+	defer func() { require.NoError(t, src.Stop(context.Background())) }()
 	_, err = src.Head(context.Background())
 	require.ErrorIs(t, err, errResponseTooLarge)
 }
@@ -82,7 +82,7 @@ func TestMultiSourceHeadDoesNotWaitForBlackholed(t *testing.T) {
 	hole := &blockingSource{Source: testkit.NewSource(nil), release: make(chan struct{})}
 	good := testkit.NewSource(blocks)
 	m := NewMulti([]Source{hole, good}, noopMetrics{}, clock.SystemClock)
-	defer m.Close()
+	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 	ctx := context.Background()
 	// head runs one Head; the hole answers only when released, so a Head that waits for it never returns.
 	head := func() (eth.BlockID, error) {

@@ -8,7 +8,7 @@ import (
 	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
-// TestMain fails the package's tests if any goroutine outlives them: every Start has its Stop or Close.
+// TestMain fails the package's tests if any goroutine outlives them: every Start has its Stop.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }

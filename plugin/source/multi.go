@@ -85,16 +85,20 @@ func (m *Multi) withTrust(lgr log.Logger, t trust) *Multi {
 }
 
 // Start starts every source, and forwards their new heads (and, with signatures required, the signed blocks
-// arriving in the store: the block waiting for its signature can go in).
-func (m *Multi) Start() {
+// arriving in the store: the block waiting for its signature can go in), until Stop. A source that fails to start
+// stops them all.
+func (m *Multi) Start(ctx context.Context) error {
 	if m.trust.requireSignature && m.trust.store != nil {
 		m.trust.store.Subscribe(math.MaxUint64, signedArrivals{m.heads})
 	}
 	for _, s := range m.sources {
-		s.Start()
+		if err := s.Start(ctx); err != nil {
+			return errors.Join(fmt.Errorf("source %s: %w", s.Name(), err), m.Stop(ctx))
+		}
 		m.wg.Add(1)
 		go m.forwardHeads(m.ctx, s)
 	}
+	return nil
 }
 
 func (m *Multi) forwardHeads(ctx context.Context, s Source) {
@@ -323,10 +327,12 @@ func firstOf[T any](ctx context.Context, m *Multi, f func(int, Source) (T, error
 	return zero, errors.Join(errs...)
 }
 
-func (m *Multi) Close() {
+// Stop stops every source, whatever ctx says; ctx bounds each wait. Their errors are joined.
+func (m *Multi) Stop(ctx context.Context) error {
 	m.cancel()
-	m.wg.Wait()
+	err := waitGroup(ctx, &m.wg, "sources' heads")
 	for _, s := range m.sources {
-		s.Close()
+		err = errors.Join(err, s.Stop(ctx))
 	}
+	return err
 }

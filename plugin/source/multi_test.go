@@ -18,7 +18,7 @@ func TestMultiSourceFailover(t *testing.T) {
 	down.Set(blocks, 6, errors.New("connection refused"))
 	up.Set(blocks, 5, nil)
 	m := NewMulti([]Source{down, up}, noopMetrics{}, clock.SystemClock)
-	defer m.Close()
+	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 	ctx := context.Background()
 
 	head, err := m.Head(ctx)
@@ -57,7 +57,7 @@ func TestCancelledRequestIsNoSourceFailure(t *testing.T) {
 	a, b := testkit.NewSource(blocks), testkit.NewSource(blocks)
 	a.Slow = true
 	m := NewMulti([]Source{a, b}, noopMetrics{}, clock.SystemClock)
-	defer m.Close()
+	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 	ctx, cancel := context.WithCancel(context.Background())
 	go cancel()
 	_, err := m.Payload(ctx, 2)

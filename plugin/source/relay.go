@@ -16,8 +16,8 @@ var _ Source = relaySource{}
 
 func (s relaySource) Name() string                              { return s.c.Name() }
 func (s relaySource) NewHeads() <-chan struct{}                 { return s.c.NewHeads() }
-func (s relaySource) Start()                                    { s.c.Start() }
-func (s relaySource) Close()                                    { s.c.Close() }
+func (s relaySource) Start(ctx context.Context) error           { return s.c.Start(ctx) }
+func (s relaySource) Stop(ctx context.Context) error            { return s.c.Stop(ctx) }
 func (s relaySource) Head(context.Context) (eth.BlockID, error) { return s.c.Head() }
 
 func (s relaySource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {

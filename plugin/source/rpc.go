@@ -119,14 +119,15 @@ func onClient(lgr log.Logger, name string, rpcClient client.RPC, rawFetch rawBlo
 }
 
 // Start subscribes to the source's newHeads (ws and wss), or polls its head around when each block is due (http
-// and https: pollHeads), in the background.
-func (s *rpcSource) Start() {
+// and https: pollHeads), in the background, until Stop.
+func (s *rpcSource) Start(context.Context) error {
 	s.wg.Add(1)
 	if s.subscribe {
 		go s.subscribeHeads(s.ctx)
 	} else {
 		go s.pollHeads(s.ctx, s.pollInterval)
 	}
+	return nil
 }
 
 // sourceClientConfig is how a source's op-geth is read: trust off, so that op-service recomputes every block hash
@@ -149,11 +150,14 @@ func (s *rpcSource) call(ctx context.Context, method string) (context.Context, f
 	}
 }
 
-func (s *rpcSource) Close() {
+// Stop stops the subscription or the poller and the early fetch, waits for them up to ctx, and closes the
+// connections.
+func (s *rpcSource) Stop(ctx context.Context) error {
 	s.cancel()
-	s.wg.Wait()
+	err := waitGroup(ctx, &s.wg, "source "+s.name)
 	if s.rawFetch != nil {
 		s.rawFetch.Close()
 	}
 	s.rpc.Close()
+	return err
 }

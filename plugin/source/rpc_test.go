@@ -200,7 +200,7 @@ func testRPCSource(t *testing.T, cfg *rollup.Config, url string, lgr log.Logger)
 	}
 	src, err := newRPCSource(lgr, url, cfg, 5*time.Second, driverhook.DefaultPollInterval, noopMetrics{}, clock.SystemClock)
 	require.NoError(t, err)
-	t.Cleanup(src.Close)
+	t.Cleanup(func() { require.NoError(t, src.Stop(context.Background())) })
 	return src
 }
 
@@ -283,7 +283,7 @@ func TestRPCSourceAsksForRawBlockAgain(t *testing.T) {
 	clk := clock.NewDeterministicClock(time.Unix(1_700_000_000, 0))
 	src, err := newRPCSource(lgr, el.serve(t, false), cfg, 5*time.Second, driverhook.DefaultPollInterval, noopMetrics{}, clk)
 	require.NoError(t, err)
-	t.Cleanup(src.Close)
+	t.Cleanup(func() { require.NoError(t, src.Stop(context.Background())) })
 	fetch := func(times int) {
 		t.Helper()
 		for range times {
@@ -330,7 +330,7 @@ func TestRPCSourceNoFallbackOnOtherErrors(t *testing.T) {
 			fail(el)
 			src, err := newRPCSource(testlog.Logger(t, log.LevelInfo), el.serve(t, false), cfg, 200*time.Millisecond, driverhook.DefaultPollInterval, noopMetrics{}, clock.SystemClock)
 			require.NoError(t, err)
-			t.Cleanup(src.Close)
+			t.Cleanup(func() { require.NoError(t, src.Stop(context.Background())) })
 			for range 2 {
 				env, err := src.Payload(context.Background(), 1)
 				require.Error(t, err)

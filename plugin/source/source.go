@@ -3,8 +3,10 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
@@ -24,10 +26,11 @@ type Source interface {
 	// NewHeads signals that the source has a new head (its newHeads subscription, its http poller, a relay's
 	// subscription; never closed).
 	NewHeads() <-chan struct{}
-	// Start starts the source's goroutines (a ws subscription, an http poller, a relay's); Close stops them and closes its
-	// connections. A source is built without starting anything.
-	Start()
-	Close()
+	// Start starts the source's goroutines (a ws subscription, an http poller, a relay's), which run until Stop:
+	// ctx bounds Start alone. Stop stops them and closes the source's connections, waiting for its goroutines up to
+	// ctx. A source is built without starting anything, and may be stopped without having been started.
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
 }
 
 // ErrBadInput: a source returned something malformed; the pipeline drops it and asks again (the bad-input kind of
@@ -73,13 +76,28 @@ func newSources(cfg driverhook.CLIConfig, deps driverhook.Deps, store *relay.Sto
 		src, err := newRPCSource(deps.Log, rawURL, deps.Rollup, cfg.RequestTimeout, cfg.PollInterval, m, clk)
 		if err != nil {
 			for _, s := range srcs {
-				s.Close()
+				_ = s.Stop(context.Background()) // started nothing: nothing to wait for
 			}
 			return nil, err
 		}
 		srcs = append(srcs, src)
 	}
 	return srcs, nil
+}
+
+// waitGroup waits for wg, or for ctx: then the goroutines of what is named are still running (an error).
+func waitGroup(ctx context.Context, wg *sync.WaitGroup, what string) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s still stopping: %w", what, ctx.Err())
+	}
 }
 
 // RedactURL drops credentials and query parameters, which commonly carry API keys.

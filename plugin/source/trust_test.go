@@ -75,7 +75,7 @@ func requirePayload(t *testing.T, m *Multi, n uint64, want common.Hash) {
 func TestUnsignedNeverWinsOverSigned(t *testing.T) {
 	f := newTrustFixture(t)
 	m := NewMulti([]Source{f.rpc(f.forged, "liar")}, noopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store})
-	defer m.Close()
+	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 	require.False(t, m.Health()[0].Signed)
 
 	requirePayload(t, m, 3, hashAt(f.forged, 3)) // nothing signed held: an RPC source is trusted for content
@@ -105,8 +105,8 @@ func TestRequireSignature(t *testing.T) {
 	f := newTrustFixture(t)
 	m := NewMulti([]Source{f.rpc(f.genuine, "rpc")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, requireSignature: true})
-	m.Start()
-	defer m.Close()
+	require.NoError(t, m.Start(context.Background()))
+	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 
 	_, err := m.Payload(context.Background(), 2)
 	require.ErrorIs(t, err, ethereum.NotFound)
@@ -125,7 +125,7 @@ func TestRequireSignature(t *testing.T) {
 	// A lying source's block never goes in, and it is set aside once the signed one arrives.
 	liar := NewMulti([]Source{f.rpc(f.forged, "liar")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, requireSignature: true})
-	defer liar.Close()
+	defer func() { require.NoError(t, liar.Stop(context.Background())) }()
 	_, err = liar.Payload(context.Background(), 3)
 	require.ErrorIs(t, err, ethereum.NotFound)
 	f.sign(t, 3)
@@ -143,7 +143,7 @@ func TestQuorum(t *testing.T) {
 	a := &afterSource{Source: f.rpc(f.genuine, "a"), after: liar.answered}
 	b := &afterSource{Source: f.rpc(f.genuine, "b"), after: liar.answered}
 	m := NewMulti([]Source{liar, a, b}, noopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store, quorum: 2})
-	defer m.Close()
+	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 	requirePayload(t, m, 2, hashAt(f.genuine, 2)) // the same block on every source
 	require.Nil(t, m.Health()[0].SetAsideUntil)
 	requirePayload(t, m, 3, hashAt(f.genuine, 3))
@@ -153,7 +153,7 @@ func TestQuorum(t *testing.T) {
 
 	split := NewMulti([]Source{f.rpc(f.forged, "x"), f.rpc(f.genuine, "y")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, quorum: 2})
-	defer split.Close()
+	defer func() { require.NoError(t, split.Stop(context.Background())) }()
 	requirePayload(t, split, 2, hashAt(f.genuine, 2))
 	_, err := split.Payload(context.Background(), 4)
 	require.ErrorIs(t, err, ethereum.NotFound)

@@ -83,6 +83,6 @@ func (s *Source) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEn
 	return s.Blocks[n-1].Env, nil
 }
 
-func (s *Source) NewHeads() <-chan struct{} { return s.Heads }
-func (s *Source) Start()                    {}
-func (s *Source) Close()                    {}
+func (s *Source) NewHeads() <-chan struct{}   { return s.Heads }
+func (s *Source) Start(context.Context) error { return nil }
+func (s *Source) Stop(context.Context) error  { return nil }
