@@ -124,9 +124,10 @@ func TestWebsocketPipeliningIsBounded(t *testing.T) {
 	// Per connection: its calls in flight, and the codec's reader, go-ethereum's dispatcher, the ping loop and the
 	// HTTP server's goroutine for the connection.
 	require.LessOrEqual(t, goroutines, conns*(wsMaxInFlight+8), "goroutines beyond the in-flight bound")
-	// Per connection: each call in flight holds its answer (go-ethereum's copy of the block's JSON), the one being
-	// written its encoding and a write buffer too.
-	require.Less(t, heap, int64(conns*(4*wsMaxInFlight*len(block)+2*wsWriteBuffer+256<<10)), "heap beyond the in-flight bound")
+	// Per connection: each call in flight holds up to three copies of its answer (go-ethereum's result, the response
+	// encoding it, the frame being written: 940 KB per connection at most in runs on a busy machine), its bookkeeping,
+	// and a write buffer. The bound is twice that: unbounded, the heap grows by tens of MB within seconds.
+	require.Less(t, heap, int64(conns*(6*wsMaxInFlight*len(block)+2*wsWriteBuffer+512<<10)), "heap beyond the in-flight bound")
 
 	for _, c := range clients {
 		c.Close()
