@@ -125,8 +125,8 @@ func TestWebsocketPipeliningIsBounded(t *testing.T) {
 	// HTTP server's goroutine for the connection.
 	require.LessOrEqual(t, goroutines, conns*(wsMaxInFlight+8), "goroutines beyond the in-flight bound")
 	// Per connection: each call in flight holds up to three copies of its answer (go-ethereum's result, the response
-	// encoding it, the frame being written: 940 KB per connection at most in runs on a busy machine), its bookkeeping,
-	// and a write buffer. The bound is twice that: unbounded, the heap grows by tens of MB within seconds.
+	// encoding it, the frame being written), its bookkeeping, and a write buffer; the bound is twice that. Unbounded,
+	// the heap grows by tens of MB within seconds.
 	require.Less(t, heap, int64(conns*(6*wsMaxInFlight*len(block)+2*wsWriteBuffer+512<<10)), "heap beyond the in-flight bound")
 
 	for _, c := range clients {
