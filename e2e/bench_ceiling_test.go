@@ -58,7 +58,7 @@ func replayRates(rs []devnet.ReplayResult) (string, float64) {
 // forkchoice update per 32 blocks: the engine's ceiling when its source shares the machine.
 func fetchingCeilings(t *testing.T, sys *dsl.System, target uint64, rounds int) []devnet.ReplayResult {
 	t.Helper()
-	// As the replicator's prefetcher: 16 requests in flight (plugin.maxInFlight), two batches of 32 ahead.
+	// As the replicator's prefetcher: 16 requests in flight (source.MaxInFlight), two batches of 32 ahead.
 	const inFlight, lookahead = 16, 64
 	var out []devnet.ReplayResult
 	for round := range rounds {
