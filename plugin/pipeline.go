@@ -59,6 +59,7 @@ func (r *Replicator) replicate(ctx context.Context, head eth.L2BlockRef, to uint
 // block was handed over.
 func (r *Replicator) verifyBlocks(ctx context.Context, fetch *prefetcher, head eth.L2BlockRef, ins *insertStage) error {
 	cur := &batch{}
+	handed := false // a batch went to the insert stage this round
 	for {
 		next := fetch.Pending()
 		if next == nil {
@@ -69,9 +70,14 @@ func (r *Replicator) verifyBlocks(ctx context.Context, fetch *prefetcher, head e
 		if len(cur.envs) > 0 {
 			idle = ins.batches
 		}
-		if len(cur.envs) == maxBatch {
+		switch {
+		case len(cur.envs) == maxBatch:
 			next = nil // full: wait for the engine
-		} else if len(cur.envs) > 0 {
+		case len(cur.envs) > 0 && !handed:
+			// The round's first verified block goes to the engine, idle at the start of a round, before the next
+			// block is verified, even if the insert stage's goroutine has not run yet.
+			next = nil
+		case len(cur.envs) > 0:
 			// An idle engine gets the blocks verified so far at once, before the next block is verified: verifying
 			// the blocks already fetched first would keep it idle at the start of every round.
 			select {
@@ -83,7 +89,7 @@ func (r *Replicator) verifyBlocks(ctx context.Context, fetch *prefetcher, head e
 		}
 		select {
 		case idle <- cur:
-			head, cur = cur.last(), &batch{}
+			head, cur, handed = cur.last(), &batch{}, true
 		case f := <-next:
 			if err := r.verifyNext(ctx, cur, head, f, fetch); err != nil {
 				return r.stopAt(cur, ins, err)

@@ -104,29 +104,24 @@ func (m *Multi) check(env *eth.ExecutionPayloadEnvelope, from ...int) (*eth.Exec
 // quorum, the RPC sources that served a block are set aside if they disagree (none can be told from the other: an
 // unsigned source proves nothing) and the block waits.
 func (m *Multi) quorumPayload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	type answer struct {
-		i   int
-		env *eth.ExecutionPayloadEnvelope
-		err error
-	}
 	order := m.order()
 	if len(order) == 0 {
 		return nil, fmt.Errorf("%w: every source is set aside", ethereum.NotFound)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	answers := make(chan answer, len(order))
+	answers := make(chan quorumAnswer, len(order))
 	for _, i := range order {
 		go func() {
 			env, err := m.sources[i].Payload(ctx, n)
-			answers <- answer{i, env, err}
+			answers <- quorumAnswer{i, env, err}
 		}()
 	}
 	votes := make(map[common.Hash][]int)
 	var errs []error
 	notFound := false
-	for range order {
-		var a answer
+	for received := 1; received <= len(order); received++ {
+		var a quorumAnswer
 		select {
 		case a = <-answers:
 		case <-ctx.Done():
@@ -157,8 +152,13 @@ func (m *Multi) quorumPayload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 					dissent = append(dissent, v...)
 				}
 			}
-			m.setAside(fmt.Sprintf("served another block at height %d than a quorum of %d RPC sources (%s)", n,
-				m.trust.quorum, hash), dissent...)
+			m.setAside(dissentReason(n, m.trust.quorum, hash), dissent...)
+			if rest := len(order) - received; rest > 0 {
+				// The answers still on their way are weighed too: a dissenter is set aside whether it answered before
+				// the quorum or after (their requests are cancelled now; a block already fetched still counts).
+				m.wg.Add(1)
+				go m.weighLate(answers, rest, n, hash)
+			}
 			return m.check(a.env, votes[hash]...)
 		}
 	}
@@ -174,6 +174,29 @@ func (m *Multi) quorumPayload(ctx context.Context, n uint64) (*eth.ExecutionPayl
 		return nil, fmt.Errorf("%w: no quorum of %d RPC sources for block %d yet", ethereum.NotFound, m.trust.quorum, n)
 	}
 	return nil, errors.Join(errs...)
+}
+
+// quorumAnswer is one source's answer to a quorum's request.
+type quorumAnswer struct {
+	i   int
+	env *eth.ExecutionPayloadEnvelope
+	err error
+}
+
+func dissentReason(n uint64, quorum int, hash common.Hash) string {
+	return fmt.Sprintf("served another block at height %d than a quorum of %d RPC sources (%s)", n, quorum, hash)
+}
+
+// weighLate takes the rest answers of a quorum's request that arrive after the quorum was reached, and sets aside the
+// unsigned sources among them that served another block than the quorum's hash.
+func (m *Multi) weighLate(answers <-chan quorumAnswer, rest int, n uint64, hash common.Hash) {
+	defer m.wg.Done()
+	for range rest {
+		a := <-answers
+		if a.err == nil && !isSigned(m.sources[a.i]) && a.env.ExecutionPayload.BlockHash != hash {
+			m.setAside(dissentReason(n, m.trust.quorum, hash), a.i)
+		}
+	}
 }
 
 // setAside sets sources aside: their heads and blocks are not asked for until the time is up.

@@ -2,7 +2,6 @@ package source
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -138,18 +137,28 @@ func TestRequireSignature(t *testing.T) {
 // nothing halts.
 func TestQuorum(t *testing.T) {
 	f := newTrustFixture(t)
-	// The liar answers first, so that its answer is in before the quorum's.
-	liar := &firstSource{Source: f.rpc(f.forged, "liar"), answered: make(chan struct{})}
-	a := &afterSource{Source: f.rpc(f.genuine, "a"), after: liar.answered}
-	b := &afterSource{Source: f.rpc(f.genuine, "b"), after: liar.answered}
-	m := NewMulti([]Source{liar, a, b}, noopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store, quorum: 2})
+	m := NewMulti([]Source{f.rpc(f.forged, "liar"), f.rpc(f.genuine, "a"), f.rpc(f.genuine, "b")}, noopMetrics{}, f.clock).
+		withTrust(log.Root(), trust{store: f.store, quorum: 2})
 	defer func() { require.NoError(t, m.Stop(context.Background())) }()
 	requirePayload(t, m, 2, hashAt(f.genuine, 2)) // the same block on every source
 	require.Nil(t, m.Health()[0].SetAsideUntil)
 	requirePayload(t, m, 3, hashAt(f.genuine, 3))
-	require.NotNil(t, m.Health()[0].SetAsideUntil, "the source that served another block than the quorum's")
+	// Set aside whether its answer came before the quorum's or after it.
+	require.Eventually(t, func() bool { return m.Health()[0].SetAsideUntil != nil }, 5*time.Second, time.Millisecond,
+		"the source that served another block than the quorum's")
 	require.Contains(t, m.Health()[0].SetAsideReason, "than a quorum of 2")
 	requirePayload(t, m, 4, hashAt(f.genuine, 4)) // two sources left: still a quorum
+
+	// A dissenter whose block arrives after the quorum was reached (its request already cancelled) is set aside too.
+	gate := make(chan struct{})
+	late := NewMulti([]Source{&lateSource{Source: f.rpc(f.forged, "late liar"), gate: gate}, f.rpc(f.genuine, "a"),
+		f.rpc(f.genuine, "b")}, noopMetrics{}, f.clock).withTrust(log.Root(), trust{store: f.store, quorum: 2})
+	defer func() { require.NoError(t, late.Stop(context.Background())) }()
+	requirePayload(t, late, 3, hashAt(f.genuine, 3))
+	require.Nil(t, late.Health()[0].SetAsideUntil, "not answered yet")
+	close(gate)
+	require.Eventually(t, func() bool { return late.Health()[0].SetAsideUntil != nil }, 5*time.Second, time.Millisecond,
+		"a dissenter answering after the quorum")
 
 	split := NewMulti([]Source{f.rpc(f.forged, "x"), f.rpc(f.genuine, "y")}, noopMetrics{}, f.clock).
 		withTrust(log.Root(), trust{store: f.store, quorum: 2})
@@ -166,31 +175,16 @@ func TestQuorum(t *testing.T) {
 	requirePayload(t, split, 4, hashAt(f.genuine, 4))
 }
 
-// firstSource closes answered once it answered a first time.
-type firstSource struct {
+// lateSource answers once gate is closed, even if the request was cancelled meanwhile: a block that was already
+// on its way.
+type lateSource struct {
 	Source
-	answered chan struct{}
-	once     sync.Once
+	gate <-chan struct{}
 }
 
-func (s *firstSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	defer s.once.Do(func() { close(s.answered) })
-	return s.Source.Payload(ctx, n)
-}
-
-// afterSource answers once after is closed.
-type afterSource struct {
-	Source
-	after <-chan struct{}
-}
-
-func (s *afterSource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
-	select {
-	case <-s.after:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return s.Source.Payload(ctx, n)
+func (s *lateSource) Payload(_ context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
+	<-s.gate
+	return s.Source.Payload(context.Background(), n)
 }
 
 // namedSource is a source under another name.
