@@ -12,6 +12,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/rpc"
 
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+
 	"github.com/op-replicator/op-replicator/e2e/devnet"
 	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
@@ -24,6 +26,12 @@ func ceilings(t *testing.T, sys *dsl.System, target uint64, rounds int) (perBloc
 	envs, err := sys.Net.FetchPayloads(t.Context(), sys.Net.Sequencer.EL, 1, target)
 	require.NoError(t, err)
 	t.Logf("fetched %d payloads in %s", len(envs), time.Since(fetchStart).Round(time.Millisecond))
+	return ceilingsOf(t, sys, envs, rounds)
+}
+
+// ceilingsOf is ceilings with the payloads (the sequencer's blocks 1..target) already fetched.
+func ceilingsOf(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvelope, rounds int) (perBlock, per32 []devnet.ReplayResult) {
+	t.Helper()
 	for round := range rounds {
 		for _, every := range []int{1, 32} {
 			name := fmt.Sprintf("ceiling-fcu%d-%d", every, round+1)

@@ -1,0 +1,332 @@
+//go:build bench
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+
+	"github.com/op-replicator/op-replicator/e2e/devnet"
+	"github.com/op-replicator/op-replicator/e2e/dsl"
+)
+
+// Backlog depth (issue 28): a fresh node catching up through unsafe-only backlogs of several depths, in one devnet
+// run, from the sequencer's op-geth (ws) and from the sequencer's relay with its window (--replicator.relay.window)
+// sized to hold the deepest backlog, each against the per-32 engine ceiling measured on the same blocks at that
+// depth; and what the relay's window costs in memory. Settings: OP_REPLICATOR_BENCH_BACKLOG (the depths, default
+// 1000,3600: one hour of 1 s blocks for the deepest, in real time), OP_REPLICATOR_BENCH_RELAY_WINDOW (default the
+// deepest + 1,800: what the sequencer produces while the deepest is measured must not push its first block out),
+// OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_ROUNDS (default 2), OP_REPLICATOR_BENCH_REPORT,
+// OP_REPLICATOR_BENCH_OUT (a directory: the results as backlog.json; default build/bench), OP_REPLICATOR_BENCH_PPROF
+// (a directory: heap profiles of the sequencer's op-node at each depth).
+
+// backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
+type backlogMemory struct {
+	Held     uint64 `json:"held_blocks"` // signed blocks above the safe head: what the window holds
+	RSS      uint64 `json:"rss_bytes"`
+	PeakRSS  uint64 `json:"peak_rss_bytes"`
+	LiveHeap uint64 `json:"live_heap_bytes"` // HeapAlloc right after a GC
+}
+
+// backlogRate is one catch-up or replay, for the JSON.
+type backlogRate struct {
+	Round        int     `json:"round"`
+	BlocksPerSec float64 `json:"blocks_per_s"`
+	// From the node's process start to the target (catch-ups only).
+	TotalBlocksPerSec float64 `json:"total_blocks_per_s,omitempty"`
+	OpNodeCPUSeconds  float64 `json:"op_node_cpu_s,omitempty"`
+	CPU               string  `json:"cpu,omitempty"`
+}
+
+type backlogDepth struct {
+	Depth  uint64 `json:"depth"`
+	Target uint64 `json:"target"` // the fresh nodes' target block (from genesis)
+	// HeadAtEnd is the sequencer's head when the depth's last measurement ended.
+	HeadAtEnd  uint64        `json:"head_at_end"`
+	CeilingFCU []backlogRate `json:"ceiling_fcu_per_block"`
+	Ceiling32  []backlogRate `json:"ceiling_per_32"`
+	Anchor     float64       `json:"anchor_blocks_per_s"` // the per-32 ceiling's mean
+	WS         []backlogRate `json:"ws"`
+	Relay      []backlogRate `json:"relay"`
+	RelayNote  string        `json:"relay_note,omitempty"`
+	WSRatio    float64       `json:"ws_vs_ceiling"`
+	RelayRatio float64       `json:"relay_vs_ceiling,omitempty"`
+	// The backlog's blocks (stopped+1..target): mean sizes.
+	TxBytesPerBlock   float64 `json:"tx_bytes_per_block"`   // transactions, as RLP (opaque bytes)
+	JSONBytesPerBlock float64 `json:"json_bytes_per_block"` // the payload envelope's JSON (the relay's message, less its signature)
+	GasPerBlock       float64 `json:"gas_per_block"`
+	TxsPerBlock       float64 `json:"txs_per_block"`
+	// The relay's message for a few blocks of the backlog, from relay_envelopeByNumber (bytes).
+	RelayMessageBytes []int `json:"relay_message_bytes,omitempty"`
+	// The sequencer's op-node when the backlog reached the depth (blocks never relayed yet: held decoded only), and
+	// after the relay catch-ups (every block also held as the JSON it was relayed as).
+	AtDepth      backlogMemory `json:"memory_at_depth"`
+	AfterRelayed backlogMemory `json:"memory_after_relay_catch_ups"`
+}
+
+type backlogResult struct {
+	When            string         `json:"when"`
+	Commit          string         `json:"commit"`
+	Host            string         `json:"host"`
+	CPUs            int            `json:"cpus"`
+	TxRate          uint64         `json:"tx_rate"`
+	Rounds          int            `json:"rounds"`
+	RelayWindow     uint64         `json:"relay_window"`
+	SequencingWin   uint64         `json:"sequencing_window_l1_blocks"`
+	Stopped         uint64         `json:"safe_head_batcher_stopped"`
+	BaselineMemory  backlogMemory  `json:"memory_at_batcher_stop"`
+	Depths          []backlogDepth `json:"depths"`
+	HeapPerHeld     float64        `json:"heap_bytes_per_held_block,omitempty"`      // at the deepest, unrelayed
+	HeapPerRelayed  float64        `json:"heap_bytes_per_relayed_block,omitempty"`   // at the deepest, after the relay catch-ups
+	RSSPerRelayed   float64        `json:"rss_bytes_per_relayed_block,omitempty"`    // likewise
+	HeapPerTxByte   float64        `json:"heap_per_tx_byte_relayed,omitempty"`       // HeapPerRelayed / tx bytes per block
+	WindowAt1MBTxGB float64        `json:"window_3600_at_1mb_tx_bytes_gb,omitempty"` // extrapolated: 3,600 × 1 MB × HeapPerTxByte
+}
+
+// TestBenchBacklog measures catch-up through unsafe-only backlogs of OP_REPLICATOR_BENCH_BACKLOG blocks, from the
+// sequencer's op-geth and from its relay, against the engine ceiling at each depth, and the relay window's memory.
+func TestBenchBacklog(t *testing.T) {
+	var depths []uint64
+	for _, f := range strings.Split(envString("OP_REPLICATOR_BENCH_BACKLOG", "1000,3600"), ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		require.NoError(t, err, "OP_REPLICATOR_BENCH_BACKLOG")
+		depths = append(depths, n)
+	}
+	slices.Sort(depths)
+	deepest := depths[len(depths)-1]
+	rate := envUint(t, "OP_REPLICATOR_BENCH_TX_RATE", 60)
+	rounds := int(envUint(t, "OP_REPLICATOR_BENCH_ROUNDS", 2))
+	relayWindow := envUint(t, "OP_REPLICATOR_BENCH_RELAY_WINDOW", deepest+1800)
+	// As TestBenchCatchUpUnsafeOnly: the sequencing window outlasts the deepest backlog and its measurements.
+	seqWindow := max(200, 2*(deepest+1200)/uint64(devnet.L1BlockTime/time.Second))
+	relayPort, pprofPort := dsl.FreePort(t), dsl.FreePort(t)
+	args := dsl.RelayArgs(relayPort, "--replicator.relay.window", strconv.FormatUint(relayWindow, 10),
+		"--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort))
+	sys := dsl.Start(t, devnet.Config{SequencerWindowSize: seqWindow, SequencerArgs: args})
+	seq := sys.Sequencer
+	startBenchLoad(sys, rate)
+	waitSequencer(sys, 10, true)
+	sys.SetBatching(false)
+	time.Sleep(4 * devnet.L1BlockTime) // whatever the batcher had in flight lands
+	stopped := seq.EL.NumberAt(rpc.SafeBlockNumber)
+	res := backlogResult{When: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(), Host: hostname(), CPUs: runtimeCPUs(),
+		TxRate: rate, Rounds: rounds, RelayWindow: relayWindow, SequencingWin: seqWindow, Stopped: stopped}
+	memory := func(name string, held uint64) backlogMemory {
+		r, err := seq.OpNode.Resources()
+		require.NoError(t, err)
+		heap, err := liveHeap(t.Context(), pprofPort)
+		require.NoError(t, err)
+		if os.Getenv("OP_REPLICATOR_BENCH_PPROF") != "" {
+			captureHeap(t, pprofPort, "backlog-sequencer-"+name)
+		}
+		m := backlogMemory{Held: held, RSS: r.RSS, PeakRSS: r.PeakRSS, LiveHeap: heap}
+		t.Logf("sequencer op-node, %s: %d blocks held, RSS %d MiB (peak %d), live heap %.1f MiB", name, held, r.RSS>>20,
+			r.PeakRSS>>20, float64(heap)/(1<<20))
+		return m
+	}
+	res.BaselineMemory = memory("stopped", seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped)
+	relayClient := sys.DialRelay(relayPort)
+
+	for _, depth := range depths {
+		d := backlogDepth{Depth: depth, Target: stopped + depth}
+		waitSequencer(sys, d.Target, false)
+		require.Equal(t, stopped, seq.EL.NumberAt(rpc.SafeBlockNumber), "the safe head moved with the batcher stopped")
+		want := seq.EL.HashAt(rpc.BlockNumber(d.Target))
+		d.AtDepth = memory(fmt.Sprintf("depth-%d", depth), seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped)
+
+		fetchStart := time.Now()
+		envs, err := sys.Net.FetchPayloads(t.Context(), sys.Net.Sequencer.EL, 1, d.Target)
+		require.NoError(t, err)
+		t.Logf("depth %d: fetched %d payloads in %s", depth, len(envs), time.Since(fetchStart).Round(time.Millisecond))
+		d.TxBytesPerBlock, d.JSONBytesPerBlock, d.GasPerBlock, d.TxsPerBlock = payloadSizes(t, envs[stopped:])
+
+		perBlock, per32 := ceilingsOf(t, sys, envs, rounds)
+		envs = nil
+		for i, r := range perBlock {
+			d.CeilingFCU = append(d.CeilingFCU, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+		}
+		for i, r := range per32 {
+			d.Ceiling32 = append(d.Ceiling32, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+		}
+		_, d.Anchor = replayRates(per32)
+
+		var ws, relay []catchUpResult
+		for round := range rounds {
+			ws = append(ws, measureCatchUp(t, sys, fmt.Sprintf("rep-ws-%d-%d", depth, round+1), "replicator, sequencer op-geth over ws",
+				devnet.RoleReplicator, d.Target, want, false, devnet.WithSource(seq.EL.WS)))
+		}
+		for round := range rounds {
+			head := seq.EL.NumberAt(rpc.LatestBlockNumber)
+			if head-stopped >= relayWindow {
+				d.RelayNote = fmt.Sprintf("skipped: the sequencer's head %d is a window (%d) above the safe head %d", head, relayWindow, stopped)
+				t.Log(d.RelayNote)
+				break
+			}
+			relay = append(relay, measureCatchUp(t, sys, fmt.Sprintf("rep-relay-%d-%d", depth, round+1), "replicator, the sequencer's relay",
+				devnet.RoleReplicator, d.Target, want, false, devnet.WithSource(dsl.RelaySource(relayPort))))
+		}
+		// A few of the relay's messages, as a subscriber gets them (encoded once, then held with the block).
+		for _, n := range []uint64{stopped + 1, stopped + depth/4, stopped + depth/2, stopped + 3*depth/4, d.Target} {
+			if raw, err := relayClient.EnvelopeByNumberRaw(t.Context(), n); err == nil {
+				d.RelayMessageBytes = append(d.RelayMessageBytes, len(raw))
+			}
+		}
+		d.HeadAtEnd = seq.EL.NumberAt(rpc.LatestBlockNumber)
+		d.AfterRelayed = memory(fmt.Sprintf("depth-%d-relayed", depth), d.HeadAtEnd-stopped)
+		require.Equal(t, stopped, seq.EL.NumberAt(rpc.SafeBlockNumber), "the safe head moved with the batcher stopped")
+
+		for i, r := range ws {
+			d.WS = append(d.WS, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+		}
+		for i, r := range relay {
+			d.Relay = append(d.Relay, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+		}
+		d.WSRatio = meanRate(d.WS) / d.Anchor
+		if len(d.Relay) > 0 {
+			d.RelayRatio = meanRate(d.Relay) / d.Anchor
+		}
+
+		var out strings.Builder
+		out.WriteString(benchHeading(fmt.Sprintf("Catch-up through an unsafe-only backlog of %d blocks", depth), depth, rate))
+		fmt.Fprintf(&out, "Batcher stopped with the safe head at block %d; sequencing window %d L1 blocks; the sequencer's relay "+
+			"window %d heights; a fresh node's target is block %d. The sequencer was at %d when the last measurement ended. %d "+
+			"rounds, one value per round; rates over the steady part (from a tenth of the way); the ceilings replay blocks 1 → %d. "+
+			"The backlog's blocks: %.0f transactions, %.0f gas, %.1f KB of transactions, %.1f KB as the envelope's JSON, per block; "+
+			"relay messages sampled: %v bytes.\n\n",
+			stopped, seqWindow, relayWindow, d.Target, d.HeadAtEnd, rounds, d.Target, d.TxsPerBlock, d.GasPerBlock,
+			d.TxBytesPerBlock/1e3, d.JSONBytesPerBlock/1e3, d.RelayMessageBytes)
+		fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean) | notes |")
+		fmt.Fprintln(&out, "|---|---|---|---|")
+		ceilingRows(&out, perBlock, per32)
+		catchUpRow(&out, ws, d.Anchor, 0, "")
+		if len(relay) > 0 {
+			catchUpRow(&out, relay, d.Anchor, 0, "")
+		} else {
+			fmt.Fprintf(&out, "| replicator, the sequencer's relay | – | – | %s |\n", d.RelayNote)
+		}
+		fmt.Fprintf(&out, "\nThe sequencer's op-node (its relay holds the window): at batcher stop %s; at depth %s; after the relay "+
+			"catch-ups (each block also held as its JSON) %s.\n", memLine(res.BaselineMemory), memLine(d.AtDepth), memLine(d.AfterRelayed))
+		cpuLines(&out, perBlock, per32, append([][]catchUpResult{ws}, nonEmpty(relay)...)...)
+		report(t, out.String())
+		res.Depths = append(res.Depths, d)
+		saveBenchJSON(t, "backlog.json", res) // after each depth: a run stopped later keeps what it measured
+	}
+
+	last := res.Depths[len(res.Depths)-1]
+	base := res.BaselineMemory
+	perBlock := func(m backlogMemory, v func(backlogMemory) uint64) float64 {
+		return (float64(v(m)) - float64(v(base))) / float64(m.Held-base.Held)
+	}
+	heap := func(m backlogMemory) uint64 { return m.LiveHeap }
+	rss := func(m backlogMemory) uint64 { return m.RSS }
+	res.HeapPerHeld = perBlock(last.AtDepth, heap)
+	res.HeapPerRelayed = perBlock(last.AfterRelayed, heap)
+	res.RSSPerRelayed = perBlock(last.AfterRelayed, rss)
+	if last.TxBytesPerBlock > 0 {
+		res.HeapPerTxByte = res.HeapPerRelayed / last.TxBytesPerBlock
+		res.WindowAt1MBTxGB = 3600 * 1e6 * res.HeapPerTxByte / 1e9
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "### The relay window's memory (%s)\n\n", res.When)
+	fmt.Fprintln(&out, "| depth | blocks held | sequencer op-node live heap, unrelayed | after relaying | RSS after relaying | tx bytes per block | JSON bytes per block |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|")
+	fmt.Fprintf(&out, "| batcher stop | %d | %.1f MiB | | %d MiB | | |\n", base.Held, mibf(base.LiveHeap), base.RSS>>20)
+	for _, d := range res.Depths {
+		fmt.Fprintf(&out, "| %d | %d / %d | %.1f MiB | %.1f MiB | %d MiB | %.0f | %.0f |\n", d.Depth, d.AtDepth.Held, d.AfterRelayed.Held,
+			mibf(d.AtDepth.LiveHeap), mibf(d.AfterRelayed.LiveHeap), d.AfterRelayed.RSS>>20, d.TxBytesPerBlock, d.JSONBytesPerBlock)
+	}
+	fmt.Fprintf(&out, "\nPer block held at the deepest (growth from the batcher stop, over the growth in blocks held; the sequencer's "+
+		"own growth over the hour is counted in): live heap %.1f KB unrelayed, %.1f KB relayed (%.2f× the block's transaction "+
+		"bytes), RSS %.1f KB relayed. Extrapolated by transaction bytes, a window of 3,600 blocks of 1 MB of transactions: "+
+		"%.1f GB of live heap.\n", res.HeapPerHeld/1e3, res.HeapPerRelayed/1e3, res.HeapPerTxByte, res.RSSPerRelayed/1e3, res.WindowAt1MBTxGB)
+	report(t, out.String())
+	saveBenchJSON(t, "backlog.json", res)
+}
+
+func mibf(b uint64) float64 { return float64(b) / (1 << 20) }
+
+func memLine(m backlogMemory) string {
+	return fmt.Sprintf("%d blocks held, live heap %.1f MiB, RSS %d MiB (peak %d)", m.Held, mibf(m.LiveHeap), m.RSS>>20, m.PeakRSS>>20)
+}
+
+func nonEmpty(rs []catchUpResult) [][]catchUpResult {
+	if len(rs) == 0 {
+		return nil
+	}
+	return [][]catchUpResult{rs}
+}
+
+func meanRate(rs []backlogRate) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, r := range rs {
+		sum += r.BlocksPerSec
+	}
+	return sum / float64(len(rs))
+}
+
+// payloadSizes returns the mean transaction bytes, envelope JSON bytes, gas and transactions of envs' blocks.
+func payloadSizes(t *testing.T, envs []*eth.ExecutionPayloadEnvelope) (txBytes, jsonBytes, gas, txs float64) {
+	for _, env := range envs {
+		for _, tx := range env.ExecutionPayload.Transactions {
+			txBytes += float64(len(tx))
+		}
+		txs += float64(len(env.ExecutionPayload.Transactions))
+		gas += float64(env.ExecutionPayload.GasUsed)
+		b, err := json.Marshal(env)
+		require.NoError(t, err)
+		jsonBytes += float64(len(b))
+	}
+	n := float64(len(envs))
+	return txBytes / n, jsonBytes / n, gas / n, txs / n
+}
+
+// saveBenchJSON writes v as indented JSON to $OP_REPLICATOR_BENCH_OUT/name (default build/bench/ of the repository;
+// the benches run in e2e/).
+func saveBenchJSON(t *testing.T, name string, v any) {
+	dir := envString("OP_REPLICATOR_BENCH_OUT", filepath.Join("..", "build", "bench"))
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	b, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	path := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(path, append(b, '\n'), 0o644))
+	t.Logf("results written to %s", path)
+}
+
+// gitCommit is the repository's HEAD commit (short), with "+dirty" if the work tree has changes; "?" if unknown.
+func gitCommit() string {
+	out, err := runGit("rev-parse", "--short", "HEAD")
+	if err != nil {
+		return "?"
+	}
+	if st, err := runGit("status", "--porcelain", "--untracked-files=no"); err == nil && st != "" {
+		out += "+dirty"
+	}
+	return out
+}
+
+func runGit(args ...string) (string, error) {
+	out, err := exec.Command("git", args...).Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+func runtimeCPUs() int { return runtime.NumCPU() }
