@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,17 +112,19 @@ var subscriberDialer = &websocket.Dialer{ReadBufferSize: 64 << 10, HandshakeTime
 
 // subscribers is a set of websocket subscriptions to relay_subscribe("envelopes").
 type subscribers struct {
-	conns []*websocket.Conn
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	last  []byte // the last notification the first subscriber received
+	url      string
+	received atomic.Int64 // message bytes received, every subscriber together
+	conns    []*websocket.Conn
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	last     []byte // the last notification the first subscriber received
 }
 
 // subscribe opens count websockets to url, subscribes each from block from on, and records every block each
 // receives into rec. It returns once every subscription has been confirmed.
 func subscribe(t *testing.T, url string, count int, from uint64, rec *deliveries) *subscribers {
 	t.Helper()
-	s := &subscribers{conns: make([]*websocket.Conn, count)}
+	s := &subscribers{url: url, conns: make([]*websocket.Conn, count)}
 	req := []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"relay_subscribe","params":["envelopes","0x%x"]}`, from))
 	sem := make(chan struct{}, 32)
 	errs := make(chan error, count)
@@ -174,6 +177,7 @@ func (s *subscribers) read(conn *websocket.Conn, rec *deliveries, keepLast bool)
 		}
 		at := time.Now() // the whole message received
 		msg := buf.Bytes()
+		s.received.Add(int64(len(msg)))
 		if n, ok := blockNumberOf(msg); ok {
 			rec.record(n, at)
 			if keepLast {
