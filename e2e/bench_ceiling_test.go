@@ -34,15 +34,7 @@ func ceilingsOf(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvel
 	t.Helper()
 	for round := range rounds {
 		for _, every := range []int{1, 32} {
-			name := fmt.Sprintf("ceiling-fcu%d-%d", every, round+1)
-			e := sys.StartEngine(name)
-			before := snapshotCPU(t, sys.Net, e.OpGeth)
-			res, err := e.Replay(t.Context(), envs, every)
-			require.NoError(t, err)
-			res.CPU = cpuSince(before, snapshotCPU(t, sys.Net, e.OpGeth))
-			require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, e.EL.HashAt(rpc.LatestBlockNumber), "%s: head after the replay", name)
-			require.NoError(t, e.Stop())
-			t.Logf("%s: %d blocks in %s: %.1f blocks/s; CPU: %s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond(), res.CPU)
+			res := replayCeiling(t, sys, envs, every, fmt.Sprintf("ceiling-fcu%d-%d", every, round+1))
 			if every == 1 {
 				perBlock = append(perBlock, res)
 			} else {
@@ -51,6 +43,21 @@ func ceilingsOf(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvel
 		}
 	}
 	return perBlock, per32
+}
+
+// replayCeiling replays envs into a fresh op-geth called name, with a forkchoice update every every blocks, checks
+// its head, stops it and returns the replay's rate and where the machine's CPU went meanwhile.
+func replayCeiling(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvelope, every int, name string) devnet.ReplayResult {
+	t.Helper()
+	e := sys.StartEngine(name)
+	before := snapshotCPU(t, sys.Net, e.OpGeth)
+	res, err := e.Replay(t.Context(), envs, every)
+	require.NoError(t, err)
+	res.CPU = cpuSince(before, snapshotCPU(t, sys.Net, e.OpGeth))
+	require.Equal(t, envs[len(envs)-1].ExecutionPayload.BlockHash, e.EL.HashAt(rpc.LatestBlockNumber), "%s: head after the replay", name)
+	require.NoError(t, e.Stop())
+	t.Logf("%s: %d blocks in %s: %.1f blocks/s; CPU: %s", name, res.Blocks, res.Elapsed.Round(time.Millisecond), res.BlocksPerSecond(), res.CPU)
+	return res
 }
 
 func replayRates(rs []devnet.ReplayResult) (string, float64) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/op-replicator/op-replicator/e2e/benchplot"
 	"github.com/op-replicator/op-replicator/e2e/devnet"
 	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
@@ -22,7 +24,8 @@ import (
 // subscribers, and what it costs the relay's op-node. Settings: OP_REPLICATOR_BENCH_FANOUT (subscriber counts,
 // default 1,100,1000), OP_REPLICATOR_BENCH_FANOUT_BLOCKS (blocks measured per count, default 30),
 // OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of the relay's
-// op-node over each window), OP_REPLICATOR_BENCH_REPORT.
+// op-node over each window), OP_REPLICATOR_BENCH_REPORT, OP_REPLICATOR_BENCH_OUT (fanout.json, default build/bench),
+// OP_REPLICATOR_BENCH_PLOTS (fanout.png, default docs/bench).
 //
 // The subscribers run in the test process, on the same 2 cores as the relay. Their own cost is measured apart: the
 // test process' CPU time (getrusage) over each window, and the same subscriber count against a trivial websocket
@@ -166,4 +169,21 @@ func TestBenchRelayFanout(t *testing.T) {
 			int64(r.rss>>20)-int64(idleRes.RSS>>20), ms(r.clientCPU-idleClient), p50p99(r.base), r.msgSize)
 	}
 	report(t, out.String())
+
+	// The results as JSON (OP_REPLICATOR_BENCH_OUT, fanout.json) and the spread against subscribers as a plot
+	// (OP_REPLICATOR_BENCH_PLOTS, fanout.png).
+	res := benchplot.FanoutResults{When: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(), Host: hostname(), Blocks: blocks}
+	for _, r := range rows {
+		res.Rows = append(res.Rows, benchplot.FanoutRow{Subscribers: r.count,
+			AfterFirstP50: ms(percentile(r.afterFirst, 50)), AfterFirstP99: ms(percentile(r.afterFirst, 99)),
+			AfterHeadsP50: ms(percentile(r.afterHeads, 50)), AfterHeadsP99: ms(percentile(r.afterHeads, 99)),
+			BaselineP50: ms(percentile(r.base, 50)), BaselineP99: ms(percentile(r.base, 99)), Missing: r.missing,
+			RelayCPU: ms(r.relayCPU - idleRelay), ClientCPU: ms(r.clientCPU - idleClient), MessageBytes: r.msgSize})
+	}
+	saveBenchJSON(t, "fanout.json", res)
+	if path, err := benchplot.Fanout(res, envString("OP_REPLICATOR_BENCH_PLOTS", filepath.Join("..", "docs", "bench"))); err != nil {
+		t.Logf("no plot: %v", err) // e.g. a single subscriber count of 1
+	} else {
+		t.Logf("plot: %s", path)
+	}
 }

@@ -117,60 +117,7 @@ func TestBenchFollow(t *testing.T) {
 	}
 
 	probe := startFetchProbe(t, seq.WS)
-	start := seq.NumberAt(rpc.LatestBlockNumber)
-	var err error
-	for _, f := range followers {
-		f.lag = devnet.StartLagMeter(seq.WS, f.node.EL.WS)
-		t.Cleanup(f.lag.Stop)
-		f.cpu, err = f.node.OpNode.CPUTime()
-		require.NoError(t, err)
-		if f.replicating() {
-			f.requests = sourceRequests(f.node)
-		}
-	}
-	var stopProfiles []func()
-	for name, port := range pprofPorts {
-		if profile {
-			captureHeap(t, port, "heap-"+name+"-start")
-			stopProfiles = append(stopProfiles, captureProfiles(t, port, "follow-"+name))
-		}
-	}
-	startedAt := time.Now()
-	tenth := uint64(0) // the next tenth of the window whose live heaps are to be read (0: its start)
-	sys.WaitFor(time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
-		func(ctx context.Context) (bool, error) {
-			for _, f := range followers {
-				res, err := f.node.OpNode.Resources()
-				if err != nil {
-					return false, err
-				}
-				f.rss = max(f.rss, res.PeakRSS)
-				f.rssSamples = append(f.rssSamples, res.RSS)
-			}
-			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
-			if err != nil {
-				return false, err
-			}
-			for ; tenth <= 10 && h.Number.Uint64() >= start+tenth*blocks/10; tenth++ {
-				for _, f := range followers {
-					heap, err := liveHeap(ctx, pprofPorts[f.id])
-					if err != nil {
-						return false, err
-					}
-					f.heap = append(f.heap, heap>>20)
-				}
-			}
-			return h.Number.Uint64() >= start+blocks, nil
-		})
-	elapsed := time.Since(startedAt)
-	for _, stop := range stopProfiles {
-		stop()
-	}
-	for name, port := range pprofPorts {
-		if profile {
-			captureHeap(t, port, "heap-"+name+"-end")
-		}
-	}
+	start, elapsed := followWindow(t, sys, followers, blocks, pprofPorts, profile)
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "### Following the head: %d blocks, %d transfers/s (%s, %s, %d CPUs, GOMAXPROCS %d)\n\n",
@@ -183,24 +130,13 @@ func TestBenchFollow(t *testing.T) {
 	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|---|")
 	var anchorP50, anchorP99, anchorCPU float64
 	for i, f := range followers {
-		p50, ok50 := f.lag.Percentile(50)
-		p90, _ := f.lag.Percentile(90)
-		p99, _ := f.lag.Percentile(99)
-		require.True(t, ok50, "%s: no lag measured", f.name)
-		cpu, err := f.node.OpNode.CPUTime()
-		require.NoError(t, err)
-		cpuPer100 := (cpu - f.cpu).Seconds() * 100 / float64(blocks)
+		st := f.stats(t, blocks)
 		if i == 0 {
-			anchorP50, anchorP99, anchorCPU = ms(p50), ms(p99), cpuPer100
+			anchorP50, anchorP99, anchorCPU = ms(st.p50), ms(st.p99), st.cpuPer100
 		}
-		inserts := insertTimes(t, f.node.OpNode.LogPath)
-		b50, b99, nb := beyondInsert(f.lag.Lags(), inserts)
-		f.beyondInsert = beyondInsertByBlock(f.lag.Lags(), inserts)
-		f.lags, f.inserts = lagsByBlock(f.lag.Lags()), inserts
-		dumpLags(t, f.id, f.lag.Lags(), inserts)
 		fmt.Fprintf(&out, "| %s | %.1f / %.1f / %.1f ms | %+.1f, %+.1f ms | %.1f / %.1f ms (%d blocks) | %.2f s | %.2f× | %d MiB | %v | %v |\n", f.name,
-			ms(p50), ms(p90), ms(p99), ms(p50)-anchorP50, ms(p99)-anchorP99, ms(b50), ms(b99), nb, cpuPer100, cpuPer100/anchorCPU, f.rss>>20,
-			rssTenths(f.rssSamples), f.heap)
+			ms(st.p50), ms(st.p90), ms(st.p99), ms(st.p50)-anchorP50, ms(st.p99)-anchorP99, ms(st.b50), ms(st.b99), st.nb, st.cpuPer100,
+			st.cpuPer100/anchorCPU, f.rss>>20, rssTenths(f.rssSamples), f.heap)
 	}
 	fmt.Fprintf(&out, "\n%d blocks in %s; lags from %d blocks each.\n", blocks, elapsed.Round(time.Second), blocks)
 	// A difference of two percentiles measured on a few hundred blocks has a sampling error of its own: shown, so
@@ -240,4 +176,105 @@ func TestBenchFollow(t *testing.T) {
 		ms(f50), ms(f90), ms(f99), nf)
 	dumpEpochs(t, seq, start, start+blocks)
 	report(t, out.String())
+}
+
+// followWindow measures followers over the next blocks blocks of the sequencer: it starts each one's lag meter and
+// reads its op-node's CPU time (and a replicator's requests to its source), then waits for the blocks, sampling each
+// op-node's RSS and, for each follower with a pprof port, its live heap at the start and each tenth of the window
+// (with profile, each is also profiled through it). It returns the sequencer's head at the start, and how long the
+// window took.
+func followWindow(t *testing.T, sys *dsl.System, followers []*follower, blocks uint64, pprofPorts map[string]int,
+	profile bool) (start uint64, elapsed time.Duration) {
+	t.Helper()
+	seq := sys.Sequencer.EL
+	start = seq.NumberAt(rpc.LatestBlockNumber)
+	var err error
+	for _, f := range followers {
+		f.lag = devnet.StartLagMeter(seq.WS, f.node.EL.WS)
+		t.Cleanup(f.lag.Stop)
+		f.cpu, err = f.node.OpNode.CPUTime()
+		require.NoError(t, err)
+		if f.replicating() {
+			f.requests = sourceRequests(f.node)
+		}
+	}
+	var stopProfiles []func()
+	for name, port := range pprofPorts {
+		if profile {
+			captureHeap(t, port, "heap-"+name+"-start")
+			stopProfiles = append(stopProfiles, captureProfiles(t, port, "follow-"+name))
+		}
+	}
+	startedAt := time.Now()
+	tenth := uint64(0) // the next tenth of the window whose live heaps are to be read (0: its start)
+	sys.WaitFor(time.Duration(blocks)*3*time.Second+time.Minute, fmt.Sprintf("%d blocks", blocks),
+		func(ctx context.Context) (bool, error) {
+			for _, f := range followers {
+				res, err := f.node.OpNode.Resources()
+				if err != nil {
+					return false, err
+				}
+				f.rss = max(f.rss, res.PeakRSS)
+				f.rssSamples = append(f.rssSamples, res.RSS)
+			}
+			h, err := seq.Header(ctx, rpc.LatestBlockNumber)
+			if err != nil {
+				return false, err
+			}
+			for ; tenth <= 10 && h.Number.Uint64() >= start+tenth*blocks/10; tenth++ {
+				for _, f := range followers {
+					port, ok := pprofPorts[f.id]
+					if !ok {
+						continue
+					}
+					heap, err := liveHeap(ctx, port)
+					if err != nil {
+						return false, err
+					}
+					f.heap = append(f.heap, heap>>20)
+				}
+			}
+			return h.Number.Uint64() >= start+blocks, nil
+		})
+	elapsed = time.Since(startedAt)
+	for _, stop := range stopProfiles {
+		stop()
+	}
+	for name, port := range pprofPorts {
+		if profile {
+			captureHeap(t, port, "heap-"+name+"-end")
+		}
+	}
+	return start, elapsed
+}
+
+// followStats is one follower's figures over a window of followWindow.
+type followStats struct {
+	p50, p90, p99 time.Duration // head lag
+	cpuPer100     float64       // op-node CPU seconds per 100 blocks
+	b50, b99      time.Duration // lag beyond the local insert
+	nb            int           // blocks the lag beyond the insert is over
+}
+
+// stats reads a follower's figures at the end of a window of blocks blocks: its head lag's percentiles, its
+// op-node's CPU per 100 blocks since the window's start, and its lag beyond its own insert of each block (from its
+// op-node's log); it keeps each block's lag, insert and lag beyond the insert in f, and dumps them
+// (OP_REPLICATOR_BENCH_DUMP).
+func (f *follower) stats(t *testing.T, blocks uint64) followStats {
+	t.Helper()
+	var st followStats
+	var ok50 bool
+	st.p50, ok50 = f.lag.Percentile(50)
+	st.p90, _ = f.lag.Percentile(90)
+	st.p99, _ = f.lag.Percentile(99)
+	require.True(t, ok50, "%s: no lag measured", f.name)
+	cpu, err := f.node.OpNode.CPUTime()
+	require.NoError(t, err)
+	st.cpuPer100 = (cpu - f.cpu).Seconds() * 100 / float64(blocks)
+	inserts := insertTimes(t, f.node.OpNode.LogPath)
+	st.b50, st.b99, st.nb = beyondInsert(f.lag.Lags(), inserts)
+	f.beyondInsert = beyondInsertByBlock(f.lag.Lags(), inserts)
+	f.lags, f.inserts = lagsByBlock(f.lag.Lags()), inserts
+	dumpLags(t, f.id, f.lag.Lags(), inserts)
+	return st
 }

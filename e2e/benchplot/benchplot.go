@@ -1,0 +1,312 @@
+// Package benchplot draws the benchmarks' sweeps (`make bench`, e2e/bench_*_test.go) from the results they write as
+// JSON: blocks/s and head lag against block weight (TestBenchWeight), and delivery spread against subscribers
+// (TestBenchRelayFanout). The benches call it at their end; cmd/benchplot redraws from the JSON files.
+package benchplot
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+// WeightResults is TestBenchWeight's output (weight.json): one row per load, all measured by one run of the bench,
+// each load on its own devnet.
+type WeightResults struct {
+	When   string      `json:"when"`
+	Commit string      `json:"commit"`
+	Host   string      `json:"host"`
+	CPUs   int         `json:"cpus"`
+	Rows   []WeightRow `json:"rows"`
+}
+
+// WeightRow is one load. Lags and their differences are in milliseconds; rates in blocks a second.
+type WeightRow struct {
+	Load string `json:"load"`
+	Spec string `json:"spec"` // what the generator was asked to send
+	// The follow window: blocks measured, and their means.
+	Blocks         uint64  `json:"blocks"`
+	GasPerBlock    float64 `json:"gas_per_block"`
+	TxsPerBlock    float64 `json:"txs_per_block"` // user transactions (the L1-info deposit not counted)
+	BaseFeeGweiEnd float64 `json:"base_fee_gwei_end"`
+	// Bytes per block: the block as RLP; on each path, what carries one block to a follower.
+	RLPBytes    float64 `json:"rlp_bytes"`
+	GossipBytes float64 `json:"gossip_bytes"` // the gossip message: snappy of the signature and the SSZ payload envelope
+	RelayBytes  float64 `json:"relay_bytes"`  // the relay's message (relay_envelopeByNumber's answer, as a subscriber gets it)
+	WSBytes     float64 `json:"ws_bytes"`     // newHeads notification + debug_getRawBlock answer, as JSON text
+	// Catch-up of a fresh node to block CatchUpBlocks (steady rate, mean over the rounds).
+	CatchUpBlocks uint64  `json:"catch_up_blocks"`
+	Ceiling32     float64 `json:"ceiling_per_32"`
+	Stock         float64 `json:"stock"`
+	WS            float64 `json:"ws"`
+	Relay         float64 `json:"relay,omitempty"`
+	// Head lag: the gossip anchor's, the relay path's minus gossip's (paired by block, 95% bootstrap interval),
+	// each path's beyond its own insert.
+	GossipP50              float64 `json:"gossip_lag_p50_ms"`
+	GossipP99              float64 `json:"gossip_lag_p99_ms"`
+	RelayVsGossipP50       float64 `json:"relay_minus_gossip_p50_ms"`
+	RelayVsGossipP50Lo     float64 `json:"relay_minus_gossip_p50_lo_ms"`
+	RelayVsGossipP50Hi     float64 `json:"relay_minus_gossip_p50_hi_ms"`
+	RelayVsGossipP99       float64 `json:"relay_minus_gossip_p99_ms"`
+	RelayVsGossipP99Lo     float64 `json:"relay_minus_gossip_p99_lo_ms"`
+	RelayVsGossipP99Hi     float64 `json:"relay_minus_gossip_p99_hi_ms"`
+	WSBeyondInsertP50      float64 `json:"ws_beyond_insert_p50_ms"`
+	WSBeyondInsertP99      float64 `json:"ws_beyond_insert_p99_ms"`
+	GossipBeyondInsertP50  float64 `json:"gossip_beyond_insert_p50_ms"`
+	GossipBeyondInsertP99  float64 `json:"gossip_beyond_insert_p99_ms"`
+	RelayBeyondInsertP50   float64 `json:"relay_beyond_insert_p50_ms"`
+	RelayBeyondInsertP99   float64 `json:"relay_beyond_insert_p99_ms"`
+	GossipInsertP50        float64 `json:"gossip_insert_p50_ms"` // the gossip node's own newPayload + forkchoice update
+	GossipCPUPer100        float64 `json:"gossip_cpu_s_per_100_blocks"`
+	WSCPURatio             float64 `json:"ws_cpu_vs_gossip"`
+	RelayCPURatio          float64 `json:"relay_cpu_vs_gossip"`
+	MachineCoresBusyFollow float64 `json:"machine_cores_busy_follow"`
+}
+
+// FanoutResults is TestBenchRelayFanout's output (fanout.json).
+type FanoutResults struct {
+	When   string      `json:"when"`
+	Commit string      `json:"commit"`
+	Host   string      `json:"host"`
+	Blocks uint64      `json:"blocks"`
+	Rows   []FanoutRow `json:"rows"`
+}
+
+// FanoutRow is one subscriber count; times in milliseconds.
+type FanoutRow struct {
+	Subscribers   int     `json:"subscribers"`
+	AfterFirstP50 float64 `json:"after_first_p50_ms"`
+	AfterFirstP99 float64 `json:"after_first_p99_ms"`
+	AfterHeadsP50 float64 `json:"after_newheads_p50_ms"`
+	AfterHeadsP99 float64 `json:"after_newheads_p99_ms"`
+	BaselineP50   float64 `json:"baseline_after_first_p50_ms"`
+	BaselineP99   float64 `json:"baseline_after_first_p99_ms"`
+	Missing       int     `json:"missing"`
+	RelayCPU      float64 `json:"relay_cpu_ms_per_block"` // beyond idle
+	ClientCPU     float64 `json:"client_cpu_ms_per_block"`
+	MessageBytes  int     `json:"message_bytes"`
+}
+
+// Read decodes a results file into v (a *WeightResults or a *FanoutResults).
+func Read(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// series is one line of a plot.
+type series struct {
+	name  string
+	xs    []float64
+	ys    []float64
+	color color.Color
+	dash  bool
+}
+
+var palette = []color.Color{
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, // blue
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}, // orange
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, // green
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, // red
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, // purple
+	color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, // grey
+}
+
+// addSeries adds ss to p as lines with points, in the order of their xs.
+func addSeries(p *plot.Plot, ss []series) error {
+	for i, s := range ss {
+		if len(s.xs) == 0 {
+			continue
+		}
+		idx := make([]int, len(s.xs))
+		for j := range idx {
+			idx[j] = j
+		}
+		slices.SortStableFunc(idx, func(a, b int) int {
+			switch {
+			case s.xs[a] < s.xs[b]:
+				return -1
+			case s.xs[a] > s.xs[b]:
+				return 1
+			}
+			return 0
+		})
+		pts := make(plotter.XYs, len(idx))
+		for j, k := range idx {
+			pts[j] = plotter.XY{X: s.xs[k], Y: s.ys[k]}
+		}
+		l, sc, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		c := s.color
+		if c == nil {
+			c = palette[i%len(palette)]
+		}
+		l.Color, sc.Color = c, c
+		l.Width = vg.Points(1.5)
+		sc.Shape = draw.CircleGlyph{}
+		sc.Radius = vg.Points(2.5)
+		if s.dash {
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
+		p.Add(l, sc)
+		p.Legend.Add(s.name, l, sc)
+	}
+	return nil
+}
+
+func newPlot(title, x, y string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = x
+	p.Y.Label.Text = y
+	p.Add(plotter.NewGrid())
+	p.Legend.Top = true
+	p.Legend.Left = true
+	return p
+}
+
+// labels names each point of xs, ys by names (the loads).
+func labels(p *plot.Plot, xs, ys []float64, names []string) error {
+	pts := make(plotter.XYs, len(xs))
+	for i := range xs {
+		pts[i] = plotter.XY{X: xs[i], Y: ys[i]}
+	}
+	l, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: names})
+	if err != nil {
+		return err
+	}
+	for i := range l.TextStyle {
+		l.TextStyle[i].Font.Size = vg.Points(8)
+		l.Offset = vg.Point{X: vg.Points(4), Y: vg.Points(4)}
+	}
+	p.Add(l)
+	return nil
+}
+
+// Weight draws res into dir: weight-catchup.png (catch-up blocks/s of the per-32 engine ceiling, stock derivation
+// and the ws and relay replicators against gas per block) and weight-lag.png (the relay path's head lag beyond
+// gossip's and the ws path's beyond its local insert, p50 and p99, against gas per block). It returns the files'
+// paths.
+func Weight(res WeightResults, dir string) ([]string, error) {
+	if len(res.Rows) == 0 {
+		return nil, fmt.Errorf("no rows to plot")
+	}
+	var gas, ceil, stock, ws, relay, relayGas []float64
+	var names []string
+	var rp50, rp99, wp50, wp99, gi50 []float64
+	for _, r := range res.Rows {
+		m := r.GasPerBlock / 1e6
+		gas = append(gas, m)
+		names = append(names, r.Load)
+		ceil, stock, ws = append(ceil, r.Ceiling32), append(stock, r.Stock), append(ws, r.WS)
+		if r.Relay > 0 {
+			relay, relayGas = append(relay, r.Relay), append(relayGas, m)
+		}
+		rp50, rp99 = append(rp50, r.RelayVsGossipP50), append(rp99, r.RelayVsGossipP99)
+		wp50, wp99 = append(wp50, r.WSBeyondInsertP50), append(wp99, r.WSBeyondInsertP99)
+		gi50 = append(gi50, r.GossipInsertP50)
+	}
+	sub := fmt.Sprintf(" (%s, %s)", day(res.When), res.Commit)
+	const xLabel = "gas per block (Mgas, 1 s blocks)"
+
+	p := newPlot("Catch-up against block weight"+sub, xLabel, "blocks/s (steady part)")
+	p.Y.Min = 0
+	if err := addSeries(p, []series{
+		{name: "engine ceiling, fcu per 32 (anchor)", xs: gas, ys: ceil, color: palette[5], dash: true},
+		{name: "replicator, ws source", xs: gas, ys: ws, color: palette[0]},
+		{name: "replicator, relay source", xs: relayGas, ys: relay, color: palette[2]},
+		{name: "stock op-node, L1 derivation", xs: gas, ys: stock, color: palette[3]},
+	}); err != nil {
+		return nil, err
+	}
+	if err := labels(p, gas, ceil, names); err != nil {
+		return nil, err
+	}
+	p.Legend.Left = false
+	var out []string
+	path := filepath.Join(dir, "weight-catchup.png")
+	if err := save(p, path); err != nil {
+		return nil, err
+	}
+	out = append(out, path)
+
+	p = newPlot("Head lag against block weight"+sub, xLabel, "ms")
+	if err := addSeries(p, []series{
+		{name: "relay − gossip, p50", xs: gas, ys: rp50, color: palette[2]},
+		{name: "relay − gossip, p99", xs: gas, ys: rp99, color: palette[2], dash: true},
+		{name: "ws beyond its local insert, p50", xs: gas, ys: wp50, color: palette[0]},
+		{name: "ws beyond its local insert, p99", xs: gas, ys: wp99, color: palette[0], dash: true},
+		{name: "gossip node's own insert, p50", xs: gas, ys: gi50, color: palette[5]},
+	}); err != nil {
+		return nil, err
+	}
+	if err := labels(p, gas, wp99, names); err != nil {
+		return nil, err
+	}
+	path = filepath.Join(dir, "weight-lag.png")
+	if err := save(p, path); err != nil {
+		return nil, err
+	}
+	return append(out, path), nil
+}
+
+// Fanout draws res into dir/fanout.png: each subscriber's delivery after the first subscriber's (p50, p99) and the
+// trivial server's (p99), against the subscriber count (log scale). It returns the file's path.
+func Fanout(res FanoutResults, dir string) (string, error) {
+	if len(res.Rows) == 0 {
+		return "", fmt.Errorf("no rows to plot")
+	}
+	var xs, p50, p99, b99 []float64
+	for _, r := range res.Rows {
+		if r.Subscribers < 2 { // no spread with one subscriber
+			continue
+		}
+		xs = append(xs, float64(r.Subscribers))
+		p50, p99, b99 = append(p50, r.AfterFirstP50), append(p99, r.AfterFirstP99), append(b99, r.BaselineP99)
+	}
+	if len(xs) == 0 {
+		return "", fmt.Errorf("no subscriber count above 1 to plot")
+	}
+	p := newPlot(fmt.Sprintf("Relay delivery spread (%s, %s)", day(res.When), res.Commit), "subscribers", "after the first subscriber (ms)")
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min = 0
+	if err := addSeries(p, []series{
+		{name: "relay, p50", xs: xs, ys: p50, color: palette[2]},
+		{name: "relay, p99", xs: xs, ys: p99, color: palette[2], dash: true},
+		{name: "trivial in-process server, p99", xs: xs, ys: b99, color: palette[5], dash: true},
+	}); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "fanout.png")
+	return path, save(p, path)
+}
+
+func save(p *plot.Plot, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return p.Save(18*vg.Centimeter, 11*vg.Centimeter, path)
+}
+
+// day is the date of an RFC 3339 time.
+func day(when string) string {
+	if len(when) >= 10 {
+		return when[:10]
+	}
+	return when
+}
