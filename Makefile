@@ -7,7 +7,7 @@ WORK := GOWORK=$(CURDIR)/$(BUILD)/go.work
 PATCHES := $(sort $(wildcard patches/*.patch))
 OWN_SRC := $(shell find driverhook plugin -name '*.go' -not -name '*_test.go' 2>/dev/null)
 
-.PHONY: all build apply patches test unit-test upstream-test e2e-test fuzz soak demo bench clean
+.PHONY: all build apply patches test unit-test upstream-test series-test e2e-test fuzz soak demo bench clean
 
 all: build
 
@@ -41,7 +41,7 @@ unit-test: apply
 # Upstream's own tests for every package the patches touch. Skipped: tests that look chains up in the
 # superchain registry (a test rollup config by network name), which the published module does not ship
 # (build/optimism has an empty stand-in); they fail the same way on the pristine tree.
-UPSTREAM_PKGS := ./op-node/rollup/engine/... ./op-node/rollup/driver/... ./op-node/node/... ./op-node/flags/... ./op-node/config/... ./op-node ./op-node/cmd/... \
+UPSTREAM_PKGS := ./op-node/rollup/engine/... ./op-node/node/... ./op-node/flags/... ./op-node/config/... ./op-node ./op-node/cmd/... \
 	./op-service/eth ./op-service/sources
 UPSTREAM_SKIP := TestNewDependencySetFromCLI_RegistryFallback
 UPSTREAM_P2P_SKIP := TestPeerParams/(TestGetPeerScoreParams_Light|TestParamsZeroBlockTime)
@@ -58,7 +58,11 @@ e2e-test: build
 		grep -E 'devnet fault|^panic:|^--- FAIL|^FAIL' $(BUILD)/e2e-test.log | cut -c1-400 | head -40; \
 		exit 1; }
 
-test: unit-test upstream-test e2e-test
+# Every prefix of the patch series builds: each patch can land on its own, in order.
+series-test: apply
+	./scripts/check-series.sh
+
+test: unit-test upstream-test series-test e2e-test
 
 # Go native fuzzing of what the plugin decodes from others: a relay's message, a source's block, the state file.
 # go test fuzzes one target of one package at a time, so each runs for FUZZTIME in turn. Seeds and crashers found

@@ -417,6 +417,18 @@ func (c *CLIConfig) Check() error {
 	return nil
 }
 
+// CheckNode is Check, and the refusal of a replicator on a node it cannot run on: a sequencer (ErrSequencer) or a
+// light CL node (ErrFollowSource).
+func (c *CLIConfig) CheckNode(sequencer, followSource bool) error {
+	switch {
+	case c.Enabled && sequencer:
+		return ErrSequencer
+	case c.Enabled && followSource:
+		return ErrFollowSource
+	}
+	return c.Check()
+}
+
 // UnsignedSources counts the sources that are not relays: RPC sources, whose blocks carry no signature.
 func (c *CLIConfig) UnsignedSources() int {
 	n := 0

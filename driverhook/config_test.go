@@ -119,3 +119,14 @@ func TestNewDisabledIsNil(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, svc)
 }
+
+// CheckNode refuses the replicator on a sequencer and on a light CL node, and is Check otherwise; a disabled
+// replicator (the relay alone, or nothing) is valid on either.
+func TestCheckNode(t *testing.T) {
+	on := CLIConfig{Enabled: true}
+	require.ErrorIs(t, on.CheckNode(true, false), ErrSequencer)
+	require.ErrorIs(t, on.CheckNode(false, true), ErrFollowSource)
+	require.ErrorContains(t, on.CheckNode(false, false), "--replicator.source is required")
+	off := CLIConfig{}
+	require.NoError(t, off.CheckNode(true, true))
+}

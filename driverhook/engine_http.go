@@ -14,7 +14,12 @@ const engineWriteBuffer = 1 << 20
 // while op-geth waits for it: the replicator's whole extra insert time over a gossip node's was that write
 // (docs/benchmarks-history.md). With a write buffer that holds the request, it is one write, and op-geth reads it at
 // once.
-func EngineHTTPClient() *http.Client {
+//
+// It returns nil (geth's default) unless cfg enables replication.
+func EngineHTTPClient(cfg CLIConfig) *http.Client {
+	if !cfg.Enabled {
+		return nil
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.WriteBufferSize = engineWriteBuffer
 	return &http.Client{Transport: tr}

@@ -58,8 +58,9 @@ func writesFor(t *testing.T, tr *http.Transport, body []byte) int64 {
 // transport splits it into 4 KiB writes.
 func TestEngineHTTPClientWritesARequestAtOnce(t *testing.T) {
 	body := bytes.Repeat([]byte("a"), 200<<10)
-	tr, ok := EngineHTTPClient().Transport.(*http.Transport)
+	tr, ok := EngineHTTPClient(CLIConfig{Enabled: true}).Transport.(*http.Transport)
 	require.True(t, ok)
 	require.EqualValues(t, 1, writesFor(t, tr, body))
 	require.Greater(t, writesFor(t, http.DefaultTransport.(*http.Transport).Clone(), body), int64(1))
+	require.Nil(t, EngineHTTPClient(CLIConfig{}), "without the replicator, op-node keeps geth's default client")
 }

@@ -33,7 +33,7 @@ type Engine interface {
 	// (engine.ErrStaleBuild), requires the engine to report each VALID (engine.ErrPayloadInvalid), and refuses all
 	// while unsafe input is held (engine.ErrUnsafeInputHeld). It stops at the first stale or failing payload, or when
 	// ctx is done between payloads, keeping those before it, and returns how many it inserted; with all inserted,
-	// engine.ErrForkchoiceUpdate if the forkchoice update to the last failed.
+	// an error if the forkchoice update to the last failed.
 	ProcessPayloads(ctx context.Context, envelopes []*eth.ExecutionPayloadEnvelope, refs []eth.L2BlockRef) (int, error)
 	// HoldUnsafeInput stops (true) or restarts taking unsafe payloads from outside derivation (gossip,
 	// admin_postUnsafePayload, payloads already queued): while held, only derivation moves the unsafe head.
@@ -42,8 +42,9 @@ type Engine interface {
 	// controller lock to rewind the execution engine's own chain to the safe head (a forkchoice update to an
 	// ancestor does not move op-geth's head), and resets op-node's unsafe head to the safe head. If rewindEngine
 	// fails, op-node's heads are not reset (they stay on the chain the engine holds) and input stays held. It returns
-	// the unsafe head and rewindEngine's error. It runs on op-node's driver event loop, as op-node's own resets do
-	// (the reset also resets the derivation pipeline), and waits for it.
+	// the unsafe head and rewindEngine's error. Like op-node's own resets (the reset also resets the derivation
+	// pipeline and the attributes handler), it must be called on op-node's event loop, i.e. from an event handler
+	// (OnEvent of a deriver registered on Deps.Events): the plugin's loopRewinder does.
 	RewindUnsafeToSafe(ctx context.Context, rewindEngine func(ctx context.Context, safe eth.L2BlockRef) error) (eth.L2BlockRef, error)
 	// IsEngineInitialELSyncing reports whether the engine is still in its initial execution-layer sync.
 	IsEngineInitialELSyncing() bool
@@ -147,4 +148,12 @@ func New(cfg CLIConfig, deps Deps) (Service, error) {
 		return nil, ErrNotLinked
 	}
 	return factory(cfg, deps)
+}
+
+// GateGossip is svc.GateGossip(next), or next itself when there is no service.
+func GateGossip(svc Service, next UnsafePayloadReceiver) UnsafePayloadReceiver {
+	if svc == nil {
+		return next
+	}
+	return svc.GateGossip(next)
 }

@@ -10,6 +10,22 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 )
 
+// SignedPublisher publishes a block already signed (op-node's p2p.GossipOut).
+type SignedPublisher interface {
+	PublishSignedL2Payload(ctx context.Context, signed *opsigner.SignedExecutionPayloadEnvelope) error
+}
+
+// SignAndPublish is a sequencer's publication of its block when it runs the service (its relay): the block is signed
+// as op-node's P2P publisher signs it, handed to the service, then published.
+func SignAndPublish(ctx context.Context, svc Service, signer opsigner.BlockSigner, l2ChainID *big.Int, env *eth.ExecutionPayloadEnvelope, out SignedPublisher) error {
+	signed, err := SignEnvelope(ctx, signer, l2ChainID, env)
+	if err != nil {
+		return err
+	}
+	svc.OnSignedUnsafeL2Payload(ctx, signed)
+	return out.PublishSignedL2Payload(ctx, signed)
+}
+
 // SignEnvelope signs a block as op-node's P2P publisher does (so the result is exactly what it gossips), for the
 // sequencer to keep the signed block for its relay.
 func SignEnvelope(ctx context.Context, signer opsigner.BlockSigner, l2ChainID *big.Int, env *eth.ExecutionPayloadEnvelope) (*opsigner.SignedExecutionPayloadEnvelope, error) {

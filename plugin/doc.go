@@ -25,6 +25,7 @@
 //	halter.go          the halt: the state machine, the rewind a halt calls for and its retry with backoff, the
 //	                   checks that --replicator.l2.rpc is this node's op-geth, the gossip gate
 //	rewind.go          the rewind of this node's op-geth itself (debug_setHead over --replicator.l2.rpc)
+//	rewind_loop.go     the engine controller's rewind, run on op-node's event loop as op-node's own resets are
 //	persist.go         persistence: what is written to the state file, and when
 //	state.go           the state file: a halt, its evidence and the last replicated block across restarts
 //	state_progress.go  progress written to the state file off the loop

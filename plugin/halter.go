@@ -29,6 +29,7 @@ type halter struct {
 
 	log      log.Logger
 	engine   driverhook.Engine
+	onLoop   *loopRewinder // runs the controller's rewind on op-node's event loop
 	l2       driverhook.L2Chain
 	status   driverhook.SyncStatus
 	watch    *watcher
@@ -133,22 +134,22 @@ func (h *halter) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 		h.board.publish(func(s *snapshot) { s.rewindErr = "the engine's heads are not known yet: rewind deferred" })
 		return eth.L2BlockRef{}, errors.New("the engine's heads are not known yet: rewind deferred")
 	}
-	var rewindEngine func(context.Context, eth.L2BlockRef) error
-	if h.rewinder != nil {
-		rewindEngine = func(ctx context.Context, safe eth.L2BlockRef) error {
-			// Under the controller's lock nothing moves the engine: its head, read through op-node's own engine
-			// client (--l2), is what --replicator.l2.rpc must show before it is rewound.
-			head, err := h.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
-			if err != nil {
-				return fmt.Errorf("%w: the engine's head: %w", errEngine, err)
-			}
-			if err := h.rewinder.Rewind(ctx, safe, head.ID()); err != nil {
-				return err
-			}
-			return h.checkRewound(ctx, safe)
+	rewindEngine := func(ctx context.Context, safe eth.L2BlockRef) error {
+		if h.rewinder == nil {
+			return nil
 		}
+		// Under the controller's lock nothing moves the engine: its head, read through op-node's own engine
+		// client (--l2), is what --replicator.l2.rpc must show before it is rewound.
+		head, err := h.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
+		if err != nil {
+			return fmt.Errorf("%w: the engine's head: %w", errEngine, err)
+		}
+		if err := h.rewinder.Rewind(ctx, safe, head.ID()); err != nil {
+			return err
+		}
+		return h.checkRewound(ctx, safe)
 	}
-	head, err := h.engine.RewindUnsafeToSafe(ctx, rewindEngine)
+	head, err := h.onLoop.rewind(ctx, rewindEngine)
 	h.watch.drain() // our own reset is not news
 	if err != nil {
 		err = fmt.Errorf("%w: %w", errRewind, err)

@@ -251,7 +251,7 @@ func TestInsertErrors(t *testing.T) {
 		want error
 	}{
 		{"all inserted", 2, nil, nil},
-		{"forkchoice update failed", 2, engine.ErrForkchoiceUpdate, errEngine},
+		{"forkchoice update failed", 2, errors.New("forkchoice update to 0x.. failed"), errEngine},
 		{"invalid", 1, engine.ErrPayloadInvalid, &Disagreement{}},
 		{"stale", 0, engine.ErrStaleBuild, errStale},
 		{"held", 0, engine.ErrUnsafeInputHeld, errStale},

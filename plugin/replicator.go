@@ -98,6 +98,7 @@ func (r *Replicator) Stop(ctx context.Context) error {
 	r.lifeMu.Unlock()
 	if done != nil {
 		cancel()
+		r.halt.onLoop.stop() // a rewind waiting for op-node's event loop gives up
 		select {
 		case <-done:
 		case <-ctx.Done():

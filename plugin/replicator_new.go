@@ -38,6 +38,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, parts compone
 		haltState: newHaltState(cfg.HaltPolicy, cfg.HaltDuration, clk.Now()),
 		log:       deps.Log,
 		engine:    deps.Engine,
+		onLoop:    newLoopRewinder(deps.Engine, deps.Events),
 		l2:        deps.L2,
 		status:    deps.Status,
 		watch:     watch,
