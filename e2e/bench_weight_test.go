@@ -29,7 +29,7 @@ import (
 // Block weight (issue 28): the follow and catch-up figures at several loads, each load on a devnet of its own, every
 // figure beside its anchor measured on that devnet under that load. For each load: a stock gossip node and
 // replicators with a ws and a relay source follow the head for OP_REPLICATOR_BENCH_WEIGHT_BLOCKS blocks (default
-// 180); then, with them stopped, fresh nodes catch up to block OP_REPLICATOR_BENCH_CATCHUP_BLOCKS (default 300):
+// 240); then, with them stopped, fresh nodes catch up to block OP_REPLICATOR_BENCH_CATCHUP_BLOCKS (default 300):
 // the per-32 engine ceiling, stock derivation from L1, the ws replicator and the relay replicator, each
 // OP_REPLICATOR_BENCH_ROUNDS times (default 1). The load keeps running throughout.
 //
@@ -50,7 +50,7 @@ func TestBenchWeight(t *testing.T) {
 		require.NoError(t, err, "OP_REPLICATOR_BENCH_LOADS")
 		loads = append(loads, spec)
 	}
-	blocks := envUint(t, "OP_REPLICATOR_BENCH_WEIGHT_BLOCKS", 180)
+	blocks := envUint(t, "OP_REPLICATOR_BENCH_WEIGHT_BLOCKS", 240)
 	catchUp := envUint(t, "OP_REPLICATOR_BENCH_CATCHUP_BLOCKS", 300)
 	rounds := int(envUint(t, "OP_REPLICATOR_BENCH_ROUNDS", 1))
 	res := benchplot.WeightResults{When: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(), Host: hostname(), CPUs: runtimeCPUs()}
@@ -139,7 +139,7 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 	row.WSBeyondInsertP50, row.WSBeyondInsertP99 = ms(stats[1].b50), ms(stats[1].b99)
 	row.RelayBeyondInsertP50, row.RelayBeyondInsertP99 = ms(stats[2].b50), ms(stats[2].b99)
 	row.GossipCPUPer100 = stats[0].cpuPer100
-	row.WSCPURatio, row.RelayCPURatio = stats[1].cpuPer100/stats[0].cpuPer100, stats[2].cpuPer100/stats[0].cpuPer100
+	row.WSCPURatio, row.RelayCPURatio = ratio(stats[1].cpuPer100, stats[0].cpuPer100), ratio(stats[2].cpuPer100, stats[0].cpuPer100)
 	var inserts []time.Duration
 	for _, d := range gossip.inserts {
 		inserts = append(inserts, d)
@@ -184,6 +184,14 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 	t.Logf("%s: catch-up to %d: ceiling %.1f, stock %.1f, ws %.1f, relay %.1f blocks/s; ceiling CPU: %s; ws steady CPU: %s",
 		spec.Name, target, row.Ceiling32, row.Stock, row.WS, row.Relay, per32[0].CPU, rep[0].cpuSteady)
 	return row
+}
+
+// ratio is a/b, 0 where b is 0 (JSON has no infinity).
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 func meanSteady(rs []catchUpResult) float64 {
