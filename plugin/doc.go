@@ -44,5 +44,9 @@
 // call only; Stop stops all its parts whatever ctx says and joins their errors.
 //
 // Tests run the pipeline against fakes of op-node's parts (fakes_test.go) on the test chain and fake source of
-// internal/testkit, which the source package's tests share.
+// internal/testkit, which the source package's tests share. Its scenarios (batch insertion, stale heads, invalid
+// blocks, disagreements, the halt's rewind and the hold of unsafe input) run against op-node's own engine controller
+// too (realengine_test.go): the real-engine harness (realengine_harness_test.go) drives the patched
+// engine.EngineController on op-node's event system, drained by a goroutine playing the driver's event loop, with
+// op-node's status tracker, over a fake execution engine.
 package plugin
