@@ -21,8 +21,12 @@ import (
 // runs the rewind and emits rewindDone, which the loop processes after the events the rewind's reset emitted. When
 // rewind returns, op-node's status tracker has seen the reset: SyncStatus shows the rewound heads.
 type loopRewinder struct {
-	engine  driverhook.Engine
-	emitter event.Emitter // nil without op-node's event system (unit tests): the rewind runs on the caller's goroutine
+	engine driverhook.Engine
+	// request emits rewindRequest, off the loop; done emits rewindDone, from OnEvent on the loop. Two registrations:
+	// an actor's Emit reads the event it is processing, which the loop writes, so only an emitter that derives
+	// nothing may emit from another goroutine (as op-node's driver does). Nil without op-node's event system (unit
+	// tests): the rewind runs on the caller's goroutine.
+	request, done event.Emitter
 
 	stopOnce sync.Once
 	stopped  chan struct{}
@@ -53,7 +57,8 @@ func (rewindDone) String() string    { return "replicator-rewind-done" }
 func newLoopRewinder(engine driverhook.Engine, events event.Registry) *loopRewinder {
 	l := &loopRewinder{engine: engine, stopped: make(chan struct{})}
 	if events != nil {
-		l.emitter = events.Register("replicator-rewind", l)
+		l.done = events.Register("replicator-rewind", l)
+		l.request = events.Register("replicator-rewind-request", nil)
 	}
 	return l
 }
@@ -62,11 +67,11 @@ func newLoopRewinder(engine driverhook.Engine, events event.Registry) *loopRewin
 // always completes once the loop has started it: ctx is not looked at.
 func (l *loopRewinder) rewind(ctx context.Context, rewindEngine func(ctx context.Context, safe eth.L2BlockRef) error) (eth.L2BlockRef, error) {
 	ctx = context.WithoutCancel(ctx)
-	if l.emitter == nil {
+	if l.request == nil {
 		return l.engine.RewindUnsafeToSafe(ctx, rewindEngine)
 	}
 	answer := make(chan rewindResult, 1)
-	l.emitter.Emit(ctx, rewindRequest{rewindEngine: rewindEngine, answer: answer})
+	l.request.Emit(ctx, rewindRequest{rewindEngine: rewindEngine, answer: answer})
 	select {
 	case res := <-answer:
 		return res.head, res.err
@@ -80,7 +85,7 @@ func (l *loopRewinder) OnEvent(ctx context.Context, ev event.Event) bool {
 	switch x := ev.(type) {
 	case rewindRequest:
 		head, err := l.engine.RewindUnsafeToSafe(ctx, x.rewindEngine)
-		l.emitter.Emit(ctx, rewindDone{rewindResult: rewindResult{head: head, err: err}, answer: x.answer})
+		l.done.Emit(ctx, rewindDone{rewindResult: rewindResult{head: head, err: err}, answer: x.answer})
 		return true
 	case rewindDone:
 		x.answer <- x.rewindResult // buffered: never blocks the loop
