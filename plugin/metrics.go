@@ -47,6 +47,8 @@ type metrics struct {
 	relayRefused     *prometheus.CounterVec
 	relayDropped     prometheus.Counter
 	relayOversized   prometheus.Counter
+	relayWindowBytes *prometheus.GaugeVec
+	relayWindowDisk  prometheus.Counter
 
 	sourceHead   *prometheus.GaugeVec
 	sourceErrors *prometheus.CounterVec
@@ -129,6 +131,16 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 			Name: "relay_oversized_total",
 			Help: "Signed blocks not relayed because they exceed the message size limit.",
 		}),
+		relayWindowBytes: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "relay_window_bytes",
+			Help: "Bytes of the signed blocks held, by where: memory (estimated as decoded, without the JSON a relayed block also keeps) or disk (their JSON, with --replicator.relay.window.dir).",
+		}, []string{"where"}),
+		relayWindowDisk: f.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name: "relay_window_disk_errors_total",
+			Help: "Failures of the relay's window on disk: a block not spilled (kept in memory) or not read back (not held).",
+		}),
 		sourceHead: f.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "source_head",
@@ -148,6 +160,9 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 	}
 	for _, l := range relay.RefusedLimits {
 		m.relayRefused.WithLabelValues(l)
+	}
+	for _, w := range []string{relay.WindowInMemory, relay.WindowOnDisk} {
+		m.relayWindowBytes.WithLabelValues(w)
 	}
 	m.RecordState(api.StateRunning)
 	return m
@@ -196,6 +211,12 @@ func (m *metrics) RecordRelayRefused(limit string) { m.relayRefused.WithLabelVal
 func (m *metrics) RecordRelayDropped() { m.relayDropped.Inc() }
 
 func (m *metrics) RecordRelayOversized() { m.relayOversized.Inc() }
+
+func (m *metrics) RecordRelayWindowBytes(where string, bytes int64) {
+	m.relayWindowBytes.WithLabelValues(where).Set(float64(bytes))
+}
+
+func (m *metrics) RecordRelayWindowDiskError() { m.relayWindowDisk.Inc() }
 
 func (m *metrics) RecordSourceHead(source string, number uint64) {
 	m.sourceHead.WithLabelValues(source).Set(float64(number))

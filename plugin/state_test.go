@@ -277,7 +277,7 @@ func TestEvidenceMidRoundHaltsBeforeInsert(t *testing.T) {
 	a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
 	h.source.OnPayload = func(n uint64) {
 		if n == 4 {
-			h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
+			h.rep.evidence.Record(relay.NewHeld(a[7], "x", time.Time{}), relay.NewHeld(b[7], "y", time.Time{}))
 		}
 	}
 	h.round()
@@ -341,7 +341,7 @@ func TestEvidenceWhileHalted(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, _ := haltedHarness(t, driverhook.HaltManual)
 			a, b := signedChain(t, 1, 8, 0), signedChain(t, 1, 8, 5)
-			h.rep.evidence.Record(&relay.Held{Signed: a[7], Source: "x"}, &relay.Held{Signed: b[7], Source: "y"})
+			h.rep.evidence.Record(relay.NewHeld(a[7], "x", time.Time{}), relay.NewHeld(b[7], "y", time.Time{}))
 			h.round()
 			if tc.settled { // derivation got to block 8 during the halt
 				h.engine.setChain(testkit.BuildChain(t, testkit.RollupConfig(), 8, 0, 0))

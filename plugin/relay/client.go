@@ -139,7 +139,7 @@ func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	held, err := c.accept(signed)
 	if errors.Is(err, ErrBelowWindow) {
 		// Older than every height held (we are far behind): verified, handed on without holding it.
-		return &Held{Signed: signed, Source: c.cfg.Name, Arrived: c.clock.Now()}, nil
+		return NewHeld(signed, c.cfg.Name, c.clock.Now()), nil
 	}
 	return held, err
 }

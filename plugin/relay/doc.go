@@ -5,6 +5,9 @@
 // Nobody has to trust a relay: every block it passes on carries the sequencer's signature, checked on arrival.
 //
 //	store.go      Store: verified signed blocks for a window of heights; refuses replays at or below the safe head
+//	held.go       Held: a block held, in memory or spilled to disk (its JSON read back for every use)
+//	spill.go      the store's window on disk: all but the newest heights spilled, evicted ones deleted
+//	window.go     the pebble database of the spilled blocks (--replicator.relay.window.dir), wiped at start
 //	signature.go  VerifySigned: the sequencer's signature on a block, as op-node's gossip checks it
 //	evidence.go   EvidenceLog: two signed blocks at one height, kept as proof that the sequencer equivocated
 //	server.go     Server: the relay's own JSON-RPC listener (relay_subscribe, relay_envelopeByNumber, relay_head)

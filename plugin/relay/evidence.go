@@ -29,8 +29,18 @@ func (l *EvidenceLog) OnRecord(f func()) {
 }
 
 // Record is called when a verified block conflicts with one held at its height (the store's Add returns both).
+// Both are in memory (the store's Add reads the conflicts it returns from disk); one that is not (a spilled block
+// that cannot be read) is not held, so not evidence.
 func (l *EvidenceLog) Record(held, conflicting *Held) {
-	ev := &api.Evidence{Number: held.Number(), First: held.Signed, Second: conflicting.Signed,
+	first, err := held.Signed()
+	if err != nil {
+		return
+	}
+	second, err := conflicting.Signed()
+	if err != nil {
+		return
+	}
+	ev := &api.Evidence{Number: held.Number(), First: first, Second: second,
 		FirstSource: held.Source, SecondSource: conflicting.Source}
 	l.mu.Lock()
 	if len(l.evidence) < maxEvidence {

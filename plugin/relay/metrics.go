@@ -31,6 +31,12 @@ type Metricer interface {
 	// (ErrBadInput, ErrBadSignature) and a lost or silent relay (ErrUnavailable).
 	RecordSourceRequest(method string, d time.Duration)
 	RecordClientError(err error)
+	// RecordRelayWindowBytes is the bytes of the blocks the store holds, where they are: WindowInMemory (estimated
+	// as decoded) or WindowOnDisk (their JSON, with --replicator.relay.window.dir).
+	RecordRelayWindowBytes(where string, bytes int64)
+	// RecordRelayWindowDiskError counts the disk window's failures: a block not spilled, or not read back (then
+	// it is not held).
+	RecordRelayWindowDiskError()
 }
 
 // NoopMetrics records nothing.
@@ -45,3 +51,5 @@ func (NoopMetrics) RecordRelayOversized()                     {}
 func (NoopMetrics) RecordReplayDropped()                      {}
 func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
 func (NoopMetrics) RecordClientError(error)                   {}
+func (NoopMetrics) RecordRelayWindowBytes(string, int64)      {}
+func (NoopMetrics) RecordRelayWindowDiskError()               {}

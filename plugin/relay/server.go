@@ -196,16 +196,22 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 	lgr := r.log.New("subscriber", ip, "subscription", sub.ID)
 	send := func(h *Held) error {
 		msg, err := h.JSON()
-		if err != nil {
+		if errors.Is(err, ErrNotHeld) { // spilled, and unreadable or evicted since: not held, as a gap
+			lgr.Debug("Not relaying a block no longer held", "block", h.ID(), "err", err)
+			return nil
+		} else if err != nil {
 			return err
 		}
 		if len(msg) > r.cfg.MaxMessageSize {
 			r.metrics.RecordRelayOversized()
-			lgr.Warn("Not relaying block above the message size limit", "block", h.Signed.ID(), "size", len(msg), "limit", r.cfg.MaxMessageSize)
+			lgr.Warn("Not relaying block above the message size limit", "block", h.ID(), "size", len(msg), "limit", r.cfg.MaxMessageSize)
 			return nil
 		}
 		result, err := h.result()
-		if err != nil {
+		if errors.Is(err, ErrNotHeld) {
+			lgr.Debug("Not relaying a block no longer held", "block", h.ID(), "err", err)
+			return nil
+		} else if err != nil {
 			return err
 		}
 		return notifier.Notify(sub.ID, result)
@@ -284,7 +290,9 @@ func (a *relayAPI) EnvelopeByNumber(number hexutil.Uint64) (json.RawMessage, err
 		return nil, nil
 	}
 	msg, err := held.JSON()
-	if err != nil {
+	if errors.Is(err, ErrNotHeld) { // spilled, and unreadable or evicted since: not held
+		return nil, nil
+	} else if err != nil {
 		return nil, err
 	}
 	if len(msg) > a.r.cfg.MaxMessageSize {

@@ -33,6 +33,12 @@ func startRelay(t *testing.T, cfg driverhook.RelayConfig) (*Server, *Store) {
 // startRelayMetered starts a relay as startRelay does, recording on m.
 func startRelayMetered(t *testing.T, cfg driverhook.RelayConfig, m Metricer) (*Server, *Store) {
 	t.Helper()
+	return startRelayOn(t, cfg, nil, m)
+}
+
+// startRelayOn starts a relay as startRelayMetered does, serving store (nil: a new store of the window's heights).
+func startRelayOn(t *testing.T, cfg driverhook.RelayConfig, store *Store, m Metricer) (*Server, *Store) {
+	t.Helper()
 	cfg.Enabled, cfg.Addr, cfg.Port = true, "127.0.0.1", 0
 	if cfg.Window == 0 {
 		cfg.Window = 1024
@@ -50,7 +56,9 @@ func startRelayMetered(t *testing.T, cfg driverhook.RelayConfig, m Metricer) (*S
 		cfg.RateLimit = 1000
 	}
 	require.NoError(t, cfg.Check())
-	store := newTestStore(cfg.Window)
+	if store == nil {
+		store = newTestStore(cfg.Window)
+	}
 	r, err := NewServer(testlog.Logger(t, log.LevelInfo), cfg, store, m)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background()))

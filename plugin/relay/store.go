@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -27,50 +26,6 @@ const maxEnvelopesPerHeight = 5
 // below them (a node just started).
 const ReplayAge = 60 * time.Second
 
-// Held is a sequencer-signed block the node holds, with where and when it came from.
-type Held struct {
-	Signed  *opsigner.SignedExecutionPayloadEnvelope
-	Source  string
-	Arrived time.Time
-	// History: the block was older than ReplayAge when it arrived.
-	History bool
-
-	encodeOnce sync.Once
-	encoded    json.RawMessage
-	prepared   *encodedResult
-	encodeErr  error
-}
-
-func (h *Held) Number() uint64    { return uint64(h.Signed.Envelope.ExecutionPayload.BlockNumber) }
-func (h *Held) Hash() common.Hash { return h.Signed.Envelope.ExecutionPayload.BlockHash }
-
-// IsHistory reports whether a signed block arriving at now is older than ReplayAge by its timestamp.
-func IsHistory(signed *opsigner.SignedExecutionPayloadEnvelope, now time.Time) bool {
-	ts := time.Unix(int64(signed.Envelope.ExecutionPayload.Timestamp), 0)
-	return now.Sub(ts) > ReplayAge
-}
-
-// JSON returns the envelope's JSON encoding, computed once for every subscriber it is relayed to.
-func (h *Held) JSON() (json.RawMessage, error) {
-	h.encode()
-	return h.encoded, h.encodeErr
-}
-
-// result is the envelope as a subscription notification's result, prepared once for every subscriber it is relayed
-// to (the relay's websocket codec writes it without encoding it again).
-func (h *Held) result() (*encodedResult, error) {
-	h.encode()
-	return h.prepared, h.encodeErr
-}
-
-func (h *Held) encode() {
-	h.encodeOnce.Do(func() {
-		if h.encoded, h.encodeErr = json.Marshal(h.Signed); h.encodeErr == nil {
-			h.prepared, h.encodeErr = newEncodedResult(h.encoded)
-		}
-	})
-}
-
 // Listener is told of every envelope added after it subscribed. Offer must not block.
 type Listener interface {
 	Offer(h *Held)
@@ -88,7 +43,8 @@ type SyncStatus interface {
 // equivocating, and the last arrived is the sequencer's current block there (after an unsafe reorg). A block that
 // arrives as history at a height already held is a replay: not evidence, and the block followed there is the one
 // the chain held above builds on. With a status, blocks at or below op-node's safe head
-// are refused: this is the one place that check is made. Envelopes must be verified before they are added.
+// are refused: this is the one place that check is made. Envelopes must be verified before they are added. With a
+// window on disk (SpillTo), the blocks below the newest heights are held there (spill.go); the logic is the same.
 type Store struct {
 	window int
 	log    log.Logger
@@ -103,6 +59,12 @@ type Store struct {
 	byNumber  map[uint64][]*Held // arrival order
 	byHash    map[common.Hash]*Held
 	listeners map[Listener]struct{}
+
+	// disk, when set (SpillTo), holds the blocks below the newest memory heights (window.go, spill.go).
+	disk     *diskWindow
+	memory   int
+	memBytes int64 // heldSize of the blocks in memory
+	diskLen  int64 // JSON bytes of the blocks spilled
 }
 
 // JudgeOrigins has Add also take a block as history (never evidence) when its L1 origin is outside the sequencing
@@ -164,7 +126,7 @@ func (s *Store) Settled(n uint64) (eth.BlockID, bool) {
 // another hash (equivocation evidence); or, with nothing held, why the block was refused: ErrReplay, ErrHeightFull
 // or ErrBelowWindow.
 func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source string, now time.Time) (held *Held, added bool, conflicts []*Held, err error) {
-	h := &Held{Signed: signed, Source: source, Arrived: now}
+	h := NewHeld(signed, source, now)
 	h.History = IsHistory(signed, now) || s.originOutsideWindow(signed) // read before s.mu: op-node's status
 	n := h.Number()
 	// Read before taking s.mu: the status is op-node's, with locks of its own.
@@ -196,7 +158,7 @@ func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source stri
 			"block", signed.ID(), "age", now.Sub(time.Unix(int64(signed.Envelope.ExecutionPayload.Timestamp), 0)),
 			"source", source)
 	} else {
-		conflicts = slices.Clone(atHeight)
+		conflicts = s.loaded(atHeight)
 	}
 	if !heldHeight {
 		i, _ := slices.BinarySearch(s.heights, n)
@@ -207,9 +169,12 @@ func (s *Store) Add(signed *opsigner.SignedExecutionPayloadEnvelope, source stri
 	}
 	s.byNumber[n] = append(atHeight, h)
 	s.byHash[h.Hash()] = h
+	s.memBytes += h.size
 	for l := range s.listeners {
 		l.Offer(h)
 	}
+	s.spillBelowMemory(n)
+	s.recordBytes()
 	return h, true, conflicts, nil
 }
 
@@ -218,6 +183,7 @@ func (s *Store) evictLowest() {
 	s.heights = slices.Delete(s.heights, 0, 1)
 	for _, h := range s.byNumber[n] {
 		delete(s.byHash, h.Hash())
+		s.forget(h)
 	}
 	delete(s.byNumber, n)
 }
@@ -251,7 +217,7 @@ func (s *Store) latest(n uint64) *Held {
 	// only while heights hold replays.
 	if child := s.latest(n + 1); child != nil {
 		for _, h := range held {
-			if h.Hash() == child.Signed.Envelope.ExecutionPayload.ParentHash {
+			if h.Hash() == child.ParentHash() {
 				return h
 			}
 		}

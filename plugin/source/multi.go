@@ -265,8 +265,10 @@ func (m *Multi) Head(ctx context.Context) (eth.BlockID, error) {
 // is weighed against the signed blocks held (trust.check) before it is returned.
 func (m *Multi) Payload(ctx context.Context, n uint64) (*eth.ExecutionPayloadEnvelope, error) {
 	if held := m.trust.signedAt(n); held != nil {
-		m.seen(held)
-		return held.Signed.Envelope, nil
+		if signed, err := held.Signed(); err == nil { // else spilled and unreadable: not held
+			m.seen(held)
+			return signed.Envelope, nil
+		}
 	}
 	if m.trust.quorum > 1 {
 		return m.quorumPayload(ctx, n)

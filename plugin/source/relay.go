@@ -2,6 +2,9 @@ package source
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/ethereum/go-ethereum"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
@@ -25,5 +28,9 @@ func (s relaySource) Payload(ctx context.Context, n uint64) (*eth.ExecutionPaylo
 	if err != nil {
 		return nil, err
 	}
-	return held.Signed.Envelope, nil
+	signed, err := held.Signed()
+	if err != nil { // spilled to the disk window and unreadable: as if not held, the relay's gap
+		return nil, fmt.Errorf("relay %s: block %d: %w", s.c.Name(), n, ethereum.NotFound)
+	}
+	return signed.Envelope, nil
 }

@@ -86,10 +86,12 @@ func (m *Multi) seen(held *relay.Held) {
 func (m *Multi) check(env *eth.ExecutionPayloadEnvelope, from ...int) (*eth.ExecutionPayloadEnvelope, error) {
 	p := env.ExecutionPayload
 	if held := m.trust.signedAt(uint64(p.BlockNumber)); held != nil {
-		if held.Hash() != p.BlockHash {
-			m.setAside(fmt.Sprintf("served block %s where the sequencer signed %s", p.ID(), held.Hash()), from...)
+		if signed, err := held.Signed(); err == nil { // else spilled and unreadable: not held
+			if held.Hash() != p.BlockHash {
+				m.setAside(fmt.Sprintf("served block %s where the sequencer signed %s", p.ID(), held.Hash()), from...)
+			}
+			return signed.Envelope, nil
 		}
-		return held.Signed.Envelope, nil
 	}
 	m.unsigned.Add(uint64(p.BlockNumber), unsignedAnswer{hash: p.BlockHash, sources: from})
 	if m.trust.requireSignature {
