@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -12,10 +13,13 @@ import (
 
 // RelayConfig configures the relay that serves held sequencer-signed blocks to downstream nodes.
 type RelayConfig struct {
-	Enabled             bool
-	Addr                string
-	Port                int
-	Window              int
+	Enabled bool
+	Addr    string
+	Port    int
+	Window  int
+	// WindowDir, when set, holds the window's older heights on disk; WindowMemory heights stay in memory.
+	WindowDir           string
+	WindowMemory        int
 	MaxSubscribers      int
 	MaxSubscribersPerIP int
 	SendQueue           int
@@ -25,8 +29,12 @@ type RelayConfig struct {
 	RateLimit           float64
 }
 
-// Check returns an error an operator can act on. A disabled relay is always valid.
+// Check returns an error an operator can act on. A disabled relay is valid but for its window on disk, which the
+// signed blocks a replicator holds use too.
 func (c *RelayConfig) Check() error {
+	if err := c.checkWindowDir(); err != nil {
+		return err
+	}
 	if !c.Enabled {
 		return nil
 	}
@@ -63,6 +71,29 @@ func (c *RelayConfig) Check() error {
 	if c.MaxConnsPerClient > c.MaxConns {
 		return fmt.Errorf("--%s (%d) is above --%s (%d)", RelayMaxConnsPerClientFlagName, c.MaxConnsPerClient,
 			RelayMaxConnsFlagName, c.MaxConns)
+	}
+	return nil
+}
+
+// RelayWindowSubdir is the directory the window on disk owns inside --replicator.relay.window.dir, and wipes at
+// start: not the directory given itself, so that a mistyped path never empties a directory of something else.
+const RelayWindowSubdir = "relay-window"
+
+// checkWindowDir checks the window on disk: memory heights within the window, and a directory that can be created.
+func (c *RelayConfig) checkWindowDir() error {
+	if c.WindowDir == "" {
+		return nil
+	}
+	window := c.Window
+	if window <= 0 {
+		window = DefaultRelayWindow
+	}
+	if c.WindowMemory <= 0 || c.WindowMemory > window {
+		return fmt.Errorf("--%s must be between 1 and --%s (%d), got %d", RelayWindowMemoryFlagName,
+			RelayWindowFlagName, window, c.WindowMemory)
+	}
+	if err := os.MkdirAll(c.WindowDir, 0o755); err != nil {
+		return fmt.Errorf("--%s: %w", RelayWindowDirFlagName, err)
 	}
 	return nil
 }
@@ -110,6 +141,8 @@ func ReadCLIConfig(ctx cliiface.Context) CLIConfig {
 			Addr:                ctx.String(RelayAddrFlagName),
 			Port:                ctx.Int(RelayPortFlagName),
 			Window:              ctx.Int(RelayWindowFlagName),
+			WindowDir:           ctx.String(RelayWindowDirFlagName),
+			WindowMemory:        ctx.Int(RelayWindowMemoryFlagName),
 			MaxSubscribers:      ctx.Int(RelayMaxSubscribersFlagName),
 			MaxSubscribersPerIP: ctx.Int(RelayMaxSubscribersPerIPFlagName),
 			SendQueue:           ctx.Int(RelaySendQueueFlagName),

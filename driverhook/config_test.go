@@ -2,6 +2,8 @@ package driverhook
 
 import (
 	"flag"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -129,4 +131,48 @@ func TestCheckNode(t *testing.T) {
 	require.ErrorContains(t, on.CheckNode(false, false), "--replicator.source is required")
 	off := CLIConfig{}
 	require.NoError(t, off.CheckNode(true, true))
+}
+
+// The window on disk: off by default; with a directory, the heights kept in memory are within the window, and the
+// directory is created (or the configuration refused).
+func TestRelayWindowDir(t *testing.T) {
+	cfg := readFlags(t)
+	require.Empty(t, cfg.Relay.WindowDir, "the whole window is in memory by default")
+	require.Equal(t, DefaultRelayWindowMemory, cfg.Relay.WindowMemory)
+
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	cfg = readFlags(t, "--replicator.relay.enabled", "--replicator.relay.window.dir="+dir, "--replicator.relay.window.memory=64")
+	require.NoError(t, cfg.Check())
+	require.Equal(t, 64, cfg.Relay.WindowMemory)
+	require.DirExists(t, dir, "created by the check")
+
+	t.Setenv("OP_NODE_REPLICATOR_RELAY_WINDOW_DIR", dir)
+	require.Equal(t, dir, readFlags(t).Relay.WindowDir, "from the environment")
+	cfg = readFlags(t)
+	require.NoError(t, cfg.Check(), "checked with the relay disabled too: the replicator's signed blocks use it")
+
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string
+	}{
+		{"zero memory", []string{"--replicator.relay.window.dir=" + dir, "--replicator.relay.window.memory=0"}, "must be between 1"},
+		{"memory above window", []string{"--replicator.relay.window.dir=" + dir, "--replicator.relay.window=100",
+			"--replicator.relay.window.memory=101"}, "must be between 1"},
+		{"not creatable", []string{"--replicator.relay.window.dir=" + filepath.Join(file, "sub")}, "--replicator.relay.window.dir"},
+		{"memory ignored without a dir", []string{"--replicator.relay.window=100", "--replicator.relay.window.memory=101"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("OP_NODE_REPLICATOR_RELAY_WINDOW_DIR", "")
+			cfg := readFlags(t, append([]string{"--replicator.relay.enabled"}, tc.args...)...)
+			err := cfg.Check()
+			if tc.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
 }

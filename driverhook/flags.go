@@ -42,6 +42,8 @@ var (
 	RelayAddrFlagName                = flagName("relay.addr")
 	RelayPortFlagName                = flagName("relay.port")
 	RelayWindowFlagName              = flagName("relay.window")
+	RelayWindowDirFlagName           = flagName("relay.window.dir")
+	RelayWindowMemoryFlagName        = flagName("relay.window.memory")
 	RelayMaxSubscribersFlagName      = flagName("relay.max-subscribers")
 	RelayMaxSubscribersPerIPFlagName = flagName("relay.max-subscribers-per-ip")
 	RelaySendQueueFlagName           = flagName("relay.send-queue")
@@ -60,6 +62,7 @@ const (
 	DefaultRelayAddr                = "127.0.0.1"
 	DefaultRelayPort                = 9546
 	DefaultRelayWindow              = 1024
+	DefaultRelayWindowMemory        = 128
 	DefaultRelayMaxSubscribers      = 64
 	DefaultRelayMaxSubscribersPerIP = 8
 	DefaultRelaySendQueue           = 256
@@ -187,6 +190,21 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 			Usage:    "How many recent block heights of signed blocks are held for relaying.",
 			Value:    DefaultRelayWindow,
 			EnvVars:  envVars(envPrefix, "RELAY_WINDOW"),
+			Category: category,
+		},
+		&cli.StringFlag{
+			Name: RelayWindowDirFlagName,
+			Usage: "Directory for the window of signed blocks on disk: all but the newest heights (--" +
+				RelayWindowMemoryFlagName + ") are kept there rather than in memory. Its " + RelayWindowSubdir +
+				" subdirectory is wiped at start. Empty: the whole window is in memory.",
+			EnvVars:  envVars(envPrefix, "RELAY_WINDOW_DIR"),
+			Category: category,
+		},
+		&cli.IntFlag{
+			Name:     RelayWindowMemoryFlagName,
+			Usage:    "With --" + RelayWindowDirFlagName + ": how many of the newest heights of the window are kept in memory.",
+			Value:    DefaultRelayWindowMemory,
+			EnvVars:  envVars(envPrefix, "RELAY_WINDOW_MEMORY"),
 			Category: category,
 		},
 		&cli.IntFlag{

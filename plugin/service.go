@@ -37,6 +37,10 @@ type Service struct {
 	evidence *relay.EvidenceLog
 	// rewinder is the replicator's connection to this node's op-geth (--replicator.l2.rpc), which Stop closes.
 	rewinder *engineRewinder
+	// windowDir and windowMemory are the store's window on disk (--replicator.relay.window.dir), opened by Start
+	// and closed by Stop.
+	windowDir    string
+	windowMemory int
 
 	mu      sync.Mutex
 	started bool
@@ -51,7 +55,8 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	s := &Service{log: deps.Log, clock: clock.SystemClock, evidence: relay.NewEvidenceLog()}
+	s := &Service{log: deps.Log, clock: clock.SystemClock, evidence: relay.NewEvidenceLog(),
+		windowDir: cfg.Relay.WindowDir, windowMemory: cfg.Relay.WindowMemory}
 	// Signed blocks are held whenever something delivers them (gossip, relay sources), so that equivocation
 	// is caught from any source, and for the relay to serve.
 	window := cfg.Relay.Window
@@ -102,8 +107,8 @@ func NewService(cfg driverhook.CLIConfig, deps driverhook.Deps, m Metricer) (*Se
 	return s, nil
 }
 
-// Start starts the relay's listener and, with the replicator, checks --replicator.l2.rpc and starts the sources and
-// the loop.
+// Start opens the window on disk (if any), starts the relay's listener and, with the replicator, checks
+// --replicator.l2.rpc and starts the sources and the loop.
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,6 +116,11 @@ func (s *Service) Start(ctx context.Context) error {
 		return errors.New("replicator already started")
 	}
 	s.started = true
+	if s.windowDir != "" && s.store != nil {
+		if err := s.store.SpillTo(s.windowDir, s.windowMemory); err != nil {
+			return err
+		}
+	}
 	if s.relay != nil {
 		if err := s.relay.Start(ctx); err != nil {
 			return err
@@ -122,7 +132,8 @@ func (s *Service) Start(ctx context.Context) error {
 	return s.rep.Start(ctx)
 }
 
-// Stop stops the loop and the sources, closes the rewinder's connection, and stops the relay: all of them, whatever
+// Stop stops the loop and the sources, closes the rewinder's connection, stops the relay and closes the window on
+// disk: all of them, whatever
 // ctx says. ctx bounds the waits (for the loop to finish its engine call, for the relay's connections to close
 // gracefully); an error of each is joined into the result. It is idempotent.
 func (s *Service) Stop(ctx context.Context) error {
@@ -141,6 +152,10 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	if s.relay != nil {
 		result = errors.Join(result, s.relay.Stop(ctx))
+	}
+	// Last: the relay's subscribers and the replicator's sources read spilled blocks until they stop.
+	if s.store != nil {
+		result = errors.Join(result, s.store.Close())
 	}
 	return result
 }

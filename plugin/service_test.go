@@ -18,6 +18,7 @@ import (
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 // A relay-only service (a sequencer or a P2P sentry) holds what gossip accepted and relays it; it replicates
@@ -67,4 +68,35 @@ func TestGossipEquivocationWithoutRelay(t *testing.T) {
 	svc.OnSignedUnsafeL2Payload(context.Background(), a[1])
 	svc.OnSignedUnsafeL2Payload(context.Background(), b[1])
 	require.Len(t, svc.rep.evidence.All(), 1)
+}
+
+// With --replicator.relay.window.dir, Start opens the window on disk and Stop closes it: older blocks are spilled
+// and served from disk, and the database is released at Stop (another store can open the directory).
+func TestRelayServiceWindowOnDisk(t *testing.T) {
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 3, 0, 0)
+	dir := t.TempDir()
+	cfg := driverhook.CLIConfig{Relay: driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Port: 0, Window: 8,
+		WindowDir: dir, WindowMemory: 1, MaxConnsPerClient: 4, MaxConns: 8, RateLimit: 100,
+		MaxSubscribers: 1, MaxSubscribersPerIP: 1, SendQueue: 4, MaxMessageSize: 1 << 20}}
+	svc, err := NewService(cfg, driverhook.Deps{Log: testlog.Logger(t, log.LevelInfo), Rollup: testkit.RollupConfig()}, NoopMetrics{})
+	require.NoError(t, err)
+	require.NoError(t, svc.Start(context.Background()))
+	for _, b := range blocks {
+		svc.OnSignedUnsafeL2Payload(context.Background(), &opsigner.SignedExecutionPayloadEnvelope{Envelope: b.Env, Signature: eth.Bytes65{1}})
+	}
+	require.True(t, svc.store.Latest(1).Spilled())
+	require.False(t, svc.store.Latest(3).Spilled(), "the newest height stays in memory")
+	conn, err := rpc.Dial("ws://" + svc.relay.Addr().String())
+	require.NoError(t, err)
+	got, err := api.NewRelayClient(conn).EnvelopeByNumber(context.Background(), 1)
+	require.NoError(t, err)
+	require.Equal(t, blocks[0].Ref.Hash, got.Envelope.ExecutionPayload.BlockHash, "served from disk")
+	conn.Close()
+
+	require.NoError(t, svc.Stop(context.Background()))
+	_, err = svc.store.Latest(1).JSON()
+	require.ErrorIs(t, err, relay.ErrNotHeld, "closed at Stop")
+	other := relay.NewStore(8, log.Root(), nil, relay.NoopMetrics{})
+	require.NoError(t, other.SpillTo(dir, 1), "the database was released")
+	require.NoError(t, other.Close())
 }
