@@ -334,8 +334,9 @@ func deployLoadContract(ctx context.Context, el *EL, signer types.Signer, key *e
 }
 
 // loadFeeCap is the callers' fee cap: a block well above the gas target (10 Mgas) raises the base fee by up to 2%,
-// and a heavy load must not price its own calls out within a run (TxGen's transfers stop at 100 gwei).
-const loadFeeCap = 10_000 * params.GWei
+// and a heavy load must not price its own calls out within a run (TxGen's transfers stop at 100 gwei). Gas times the
+// cap must stay under op-geth's --rpc.txfeecap (1 ether): 1,000 gwei allows calls of up to 1 Mgas.
+const loadFeeCap = 1_000 * params.GWei
 
 // callGen sends contract calls round-robin from its accounts at a fixed rate, as TxGen sends transfers.
 type callGen struct {
