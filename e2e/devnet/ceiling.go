@@ -46,8 +46,9 @@ type Engine struct {
 }
 
 // StartEngine initialises a fresh op-geth from the devnet's L2 genesis, named name (unique in the devnet; it names
-// its data directory and log), starts it with the same flags as every node's op-geth, and returns once its user
-// RPC and engine API answer. Stop it with Engine.Stop; Devnet.Close does not.
+// its data directory and log), starts it with the flags a replicator's op-geth runs with (op-geth's defaults: path
+// scheme, --gcmode full), so that it is the ceiling of the engine the replicators insert into, and returns once its
+// user RPC and engine API answer. Stop it with Engine.Stop; Devnet.Close does not.
 func (d *Devnet) StartEngine(ctx context.Context, name string) (*Engine, error) {
 	dir := filepath.Join(d.cfg.Dir, name)
 	gethDir := filepath.Join(dir, "op-geth")
@@ -60,7 +61,8 @@ func (d *Devnet) StartEngine(ctx context.Context, name string) (*Engine, error) 
 		return nil, fmt.Errorf("write JWT secret of %s: %w", name, err)
 	}
 	gethLog := d.logPath(name + "-op-geth")
-	if err := runToCompletion(gethLog, d.bin("geth"), "init", "--datadir", gethDir, "--state.scheme", "hash", d.L2.GenesisPath); err != nil {
+	spec := nodeSpec{name: name, role: RoleReplicator}
+	if err := runToCompletion(gethLog, d.bin("geth"), "init", "--datadir", gethDir, "--state.scheme", spec.stateScheme(), d.L2.GenesisPath); err != nil {
 		return nil, fmt.Errorf("init op-geth of %s: %w", name, err)
 	}
 	var ports nodePorts
@@ -77,7 +79,7 @@ func (d *Devnet) StartEngine(ctx context.Context, name string) (*Engine, error) 
 	}
 	e := &Engine{
 		Name:   name,
-		OpGeth: newProcess(name+"/op-geth", gethLog, d.bin("geth"), d.opGethArgs(nodeSpec{name: name, role: RoleVerifier}, gethDir, jwtPath, ports), d.processExited),
+		OpGeth: newProcess(name+"/op-geth", gethLog, d.bin("geth"), d.opGethArgs(spec, gethDir, jwtPath, ports), d.processExited),
 		EL:     el,
 	}
 	if err := e.OpGeth.Start(); err != nil {
