@@ -33,7 +33,10 @@ import (
 // deepest + 1,800: what the sequencer produces while the deepest is measured must not push its first block out),
 // OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_ROUNDS (default 2), OP_REPLICATOR_BENCH_REPORT,
 // OP_REPLICATOR_BENCH_OUT (a directory: the results as backlog.json; default build/bench), OP_REPLICATOR_BENCH_PPROF
-// (a directory: heap profiles of the sequencer's op-node at each depth).
+// (a directory: heap profiles of the sequencer's op-node at each depth, CPU profiles of every catch-up),
+// OP_REPLICATOR_BENCH_BACKLOG_DISK (default 1; 0 leaves it out): a third source, a relaying replicator that follows
+// the sequencer's relay from the batcher's stop with its window on disk (--replicator.relay.window.dir, the default
+// --replicator.relay.window.memory), so that catch-up from a window on disk is measured beside the one in memory.
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
 type backlogMemory struct {
@@ -41,6 +44,15 @@ type backlogMemory struct {
 	RSS      uint64 `json:"rss_bytes"`
 	PeakRSS  uint64 `json:"peak_rss_bytes"`
 	LiveHeap uint64 `json:"live_heap_bytes"` // HeapAlloc right after a GC
+}
+
+// diskWindow is the relaying replicator with its window on disk at one moment.
+type diskWindow struct {
+	backlogMemory
+	MemoryBytes float64 `json:"window_memory_bytes"` // relay_window_bytes{where="memory"}
+	DiskBytes   float64 `json:"window_disk_bytes"`   // relay_window_bytes{where="disk"}
+	DirBytes    int64   `json:"dir_bytes"`           // the window's directory on disk (pebble's files)
+	DiskErrors  float64 `json:"disk_errors"`
 }
 
 // backlogRate is one catch-up or replay, for the JSON.
@@ -66,6 +78,12 @@ type backlogDepth struct {
 	RelayNote  string        `json:"relay_note,omitempty"`
 	WSRatio    float64       `json:"ws_vs_ceiling"`
 	RelayRatio float64       `json:"relay_vs_ceiling,omitempty"`
+	// The relaying replicator with its window on disk (OP_REPLICATOR_BENCH_BACKLOG_DISK): catch-ups from it, and its
+	// op-node's memory and window at the same two moments as the sequencer's.
+	DiskRelay        []backlogRate `json:"disk_relay,omitempty"`
+	DiskRatio        float64       `json:"disk_relay_vs_ceiling,omitempty"`
+	DiskAtDepth      *diskWindow   `json:"disk_relay_at_depth,omitempty"`
+	DiskAfterRelayed *diskWindow   `json:"disk_relay_after_catch_ups,omitempty"`
 	// The backlog's blocks (stopped+1..target): mean sizes.
 	TxBytesPerBlock   float64 `json:"tx_bytes_per_block"`   // transactions, as RLP (opaque bytes)
 	JSONBytesPerBlock float64 `json:"json_bytes_per_block"` // the payload envelope's JSON (the relay's message, less its signature)
@@ -126,6 +144,10 @@ func TestBenchBacklog(t *testing.T) {
 	stopped := seq.EL.NumberAt(rpc.SafeBlockNumber)
 	res := backlogResult{When: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(), Host: hostname(), CPUs: runtimeCPUs(),
 		TxRate: rate, Rounds: rounds, RelayWindow: relayWindow, SequencingWin: seqWindow, Stopped: stopped}
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	if profile {
+		require.NoError(t, os.MkdirAll(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), 0o755))
+	}
 	memory := func(name string, held uint64) backlogMemory {
 		r, err := seq.OpNode.Resources()
 		require.NoError(t, err)
@@ -142,12 +164,50 @@ func TestBenchBacklog(t *testing.T) {
 	res.BaselineMemory = memory("stopped", seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped)
 	relayClient := sys.DialRelay(relayPort)
 
+	// The window on disk: a relaying replicator, started now so that its window holds the whole backlog, as a
+	// downstream relay of the sequencer's would.
+	var disk *dsl.Node
+	var diskPort, diskPprof int
+	var diskDir string
+	if envString("OP_REPLICATOR_BENCH_BACKLOG_DISK", "1") != "0" {
+		diskPort, diskPprof, diskDir = dsl.FreePort(t), dsl.FreePort(t), t.TempDir()
+		disk = sys.AddFollower("relay-disk", devnet.RoleReplicator, devnet.WithMetrics(), devnet.WithSource(dsl.RelaySource(relayPort)),
+			devnet.WithNodeArgs(dsl.RelayArgs(diskPort, "--replicator.relay.window", strconv.FormatUint(relayWindow, 10),
+				"--replicator.relay.window.dir", diskDir,
+				"--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(diskPprof))...))
+	}
+	diskState := func(name string) *diskWindow {
+		if disk == nil {
+			return nil
+		}
+		r, err := disk.OpNode.Resources()
+		require.NoError(t, err)
+		heap, err := liveHeap(t.Context(), diskPprof)
+		require.NoError(t, err)
+		if profile {
+			captureHeap(t, diskPprof, "backlog-relay-disk-"+name)
+		}
+		w := &diskWindow{backlogMemory: backlogMemory{Held: disk.EL.NumberAt(rpc.LatestBlockNumber) - stopped, RSS: r.RSS,
+			PeakRSS: r.PeakRSS, LiveHeap: heap}, DirBytes: dirSize(t, diskDir),
+			MemoryBytes: metricOrZero(t, disk, dsl.MetricPrefix+"relay_window_bytes", "where", "memory"),
+			DiskBytes:   metricOrZero(t, disk, dsl.MetricPrefix+"relay_window_bytes", "where", "disk"),
+			DiskErrors:  metricOrZero(t, disk, dsl.MetricPrefix+"relay_window_disk_errors_total")}
+		t.Logf("relay-disk op-node, %s: %d blocks held, RSS %d MiB, live heap %.1f MiB, window %.1f MiB in memory, %.1f MiB on disk "+
+			"(directory %.1f MiB), disk errors %.0f", name, w.Held, r.RSS>>20, mibf(heap), w.MemoryBytes/(1<<20), w.DiskBytes/(1<<20),
+			float64(w.DirBytes)/(1<<20), w.DiskErrors)
+		return w
+	}
+
 	for _, depth := range depths {
 		d := backlogDepth{Depth: depth, Target: stopped + depth}
 		waitSequencer(sys, d.Target, false)
 		require.Equal(t, stopped, seq.EL.NumberAt(rpc.SafeBlockNumber), "the safe head moved with the batcher stopped")
 		want := seq.EL.HashAt(rpc.BlockNumber(d.Target))
 		d.AtDepth = memory(fmt.Sprintf("depth-%d", depth), seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped)
+		if disk != nil {
+			require.Equal(t, want, disk.EL.HashAt(rpc.BlockNumber(d.Target)), "relay-disk has another block at %d", d.Target)
+		}
+		d.DiskAtDepth = diskState(fmt.Sprintf("depth-%d", depth))
 
 		fetchStart := time.Now()
 		envs, err := sys.Net.FetchPayloads(t.Context(), sys.Net.Sequencer.EL, 1, d.Target)
@@ -165,10 +225,10 @@ func TestBenchBacklog(t *testing.T) {
 		}
 		_, d.Anchor = replayRates(per32)
 
-		var ws, relay []catchUpResult
+		var ws, relay, fromDisk []catchUpResult
 		for round := range rounds {
 			ws = append(ws, measureCatchUp(t, sys, fmt.Sprintf("rep-ws-%d-%d", depth, round+1), "replicator, sequencer op-geth over ws",
-				devnet.RoleReplicator, d.Target, want, false, devnet.WithSource(seq.EL.WS)))
+				devnet.RoleReplicator, d.Target, want, profile, devnet.WithSource(seq.EL.WS)))
 		}
 		for round := range rounds {
 			head := seq.EL.NumberAt(rpc.LatestBlockNumber)
@@ -178,7 +238,15 @@ func TestBenchBacklog(t *testing.T) {
 				break
 			}
 			relay = append(relay, measureCatchUp(t, sys, fmt.Sprintf("rep-relay-%d-%d", depth, round+1), "replicator, the sequencer's relay",
-				devnet.RoleReplicator, d.Target, want, false, devnet.WithSource(dsl.RelaySource(relayPort))))
+				devnet.RoleReplicator, d.Target, want, profile, devnet.WithSource(dsl.RelaySource(relayPort))))
+		}
+		for round := range rounds {
+			if disk == nil || seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped >= relayWindow {
+				break
+			}
+			fromDisk = append(fromDisk, measureCatchUp(t, sys, fmt.Sprintf("rep-relaydisk-%d-%d", depth, round+1),
+				"replicator, a relay with its window on disk", devnet.RoleReplicator, d.Target, want, profile,
+				devnet.WithSource(dsl.RelaySource(diskPort))))
 		}
 		// A few of the relay's messages, as a subscriber gets them (encoded once, then held with the block).
 		for _, n := range []uint64{stopped + 1, stopped + depth/4, stopped + depth/2, stopped + 3*depth/4, d.Target} {
@@ -188,6 +256,7 @@ func TestBenchBacklog(t *testing.T) {
 		}
 		d.HeadAtEnd = seq.EL.NumberAt(rpc.LatestBlockNumber)
 		d.AfterRelayed = memory(fmt.Sprintf("depth-%d-relayed", depth), d.HeadAtEnd-stopped)
+		d.DiskAfterRelayed = diskState(fmt.Sprintf("depth-%d-relayed", depth))
 		require.Equal(t, stopped, seq.EL.NumberAt(rpc.SafeBlockNumber), "the safe head moved with the batcher stopped")
 
 		for i, r := range ws {
@@ -197,6 +266,13 @@ func TestBenchBacklog(t *testing.T) {
 		for i, r := range relay {
 			d.Relay = append(d.Relay, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
 				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+		}
+		for i, r := range fromDisk {
+			d.DiskRelay = append(d.DiskRelay, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+		}
+		if len(d.DiskRelay) > 0 {
+			d.DiskRatio = meanRate(d.DiskRelay) / d.Anchor
 		}
 		d.WSRatio = meanRate(d.WS) / d.Anchor
 		if len(d.Relay) > 0 {
@@ -221,9 +297,19 @@ func TestBenchBacklog(t *testing.T) {
 		} else {
 			fmt.Fprintf(&out, "| replicator, the sequencer's relay | – | – | %s |\n", d.RelayNote)
 		}
+		if len(fromDisk) > 0 {
+			catchUpRow(&out, fromDisk, d.Anchor, 0, "")
+		}
 		fmt.Fprintf(&out, "\nThe sequencer's op-node (its relay holds the window): at batcher stop %s; at depth %s; after the relay "+
 			"catch-ups (each block also held as its JSON) %s.\n", memLine(res.BaselineMemory), memLine(d.AtDepth), memLine(d.AfterRelayed))
-		cpuLines(&out, perBlock, per32, append([][]catchUpResult{ws}, nonEmpty(relay)...)...)
+		if d.DiskAtDepth != nil {
+			fmt.Fprintf(&out, "\nThe relay with its window on disk: at depth %s, window %.1f MiB in memory and %.1f MiB on disk "+
+				"(directory %.1f MiB); after the catch-ups from it %s, window %.1f / %.1f MiB; disk errors %.0f.\n",
+				memLine(d.DiskAtDepth.backlogMemory), d.DiskAtDepth.MemoryBytes/(1<<20), d.DiskAtDepth.DiskBytes/(1<<20),
+				float64(d.DiskAtDepth.DirBytes)/(1<<20), memLine(d.DiskAfterRelayed.backlogMemory),
+				d.DiskAfterRelayed.MemoryBytes/(1<<20), d.DiskAfterRelayed.DiskBytes/(1<<20), d.DiskAfterRelayed.DiskErrors)
+		}
+		cpuLines(&out, perBlock, per32, append(append([][]catchUpResult{ws}, nonEmpty(relay)...), nonEmpty(fromDisk)...)...)
 		report(t, out.String())
 		res.Depths = append(res.Depths, d)
 		saveBenchJSON(t, "backlog.json", res) // after each depth: a run stopped later keeps what it measured
@@ -258,6 +344,32 @@ func TestBenchBacklog(t *testing.T) {
 		"%.1f GB of live heap.\n", res.HeapPerHeld/1e3, res.HeapPerRelayed/1e3, res.HeapPerTxByte, res.RSSPerRelayed/1e3, res.WindowAt1MBTxGB)
 	report(t, out.String())
 	saveBenchJSON(t, "backlog.json", res)
+}
+
+// metricOrZero is n's metric, or 0 (logged) when it has no such series yet: a gauge or counter not set yet.
+func metricOrZero(t *testing.T, n *dsl.Node, name string, labels ...string) float64 {
+	v, err := n.Metrics().Value(name, labels...)
+	if err != nil {
+		t.Logf("%s %v: %v", name, labels, err)
+		return 0
+	}
+	return v
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(t *testing.T, dir string) int64 {
+	var n int64
+	require.NoError(t, filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		info, err := e.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	}))
+	return n
 }
 
 func mibf(b uint64) float64 { return float64(b) / (1 << 20) }
