@@ -79,8 +79,12 @@ type FanoutResults struct {
 	Rows   []FanoutRow `json:"rows"`
 }
 
-// FanoutRow is one subscriber count; times in milliseconds.
+// FanoutRow is one subscriber count at one load; times in milliseconds.
 type FanoutRow struct {
+	// Load is the load preset the devnet ran (empty in results from before the sweep: the light load's 60
+	// transfers/s); GasPerBlock its mean gas per block over the row's window.
+	Load          string  `json:"load,omitempty"`
+	GasPerBlock   float64 `json:"gas_per_block,omitempty"`
 	Subscribers   int     `json:"subscribers"`
 	AfterFirstP50 float64 `json:"after_first_p50_ms"`
 	AfterFirstP99 float64 `json:"after_first_p99_ms"`
@@ -264,32 +268,51 @@ func Weight(res WeightResults, dir string) ([]string, error) {
 	return append(out, path), nil
 }
 
-// Fanout draws res into dir/fanout.png: each subscriber's delivery after the first subscriber's (p50, p99) and the
-// trivial server's (p99), against the subscriber count (log scale). It returns the file's path.
+// Fanout draws res into dir/fanout.png: each subscriber's delivery after the first subscriber's (p99 solid, p50
+// dashed) against the subscriber count (log scale), one colour per load, with the trivial server's p99 (grey) when
+// there is a single load. It returns the file's path.
 func Fanout(res FanoutResults, dir string) (string, error) {
 	if len(res.Rows) == 0 {
 		return "", fmt.Errorf("no rows to plot")
 	}
-	var xs, p50, p99, b99 []float64
+	type line struct{ xs, p50, p99, b99 []float64 }
+	var order []string
+	lines := map[string]*line{}
 	for _, r := range res.Rows {
 		if r.Subscribers < 2 { // no spread with one subscriber
 			continue
 		}
-		xs = append(xs, float64(r.Subscribers))
-		p50, p99, b99 = append(p50, r.AfterFirstP50), append(p99, r.AfterFirstP99), append(b99, r.BaselineP99)
+		name := r.Load
+		if name == "" {
+			name = "light"
+		}
+		l, ok := lines[name]
+		if !ok {
+			l = &line{}
+			lines[name] = l
+			order = append(order, name)
+		}
+		l.xs = append(l.xs, float64(r.Subscribers))
+		l.p50, l.p99, l.b99 = append(l.p50, r.AfterFirstP50), append(l.p99, r.AfterFirstP99), append(l.b99, r.BaselineP99)
 	}
-	if len(xs) == 0 {
+	if len(order) == 0 {
 		return "", fmt.Errorf("no subscriber count above 1 to plot")
 	}
 	p := newPlot(fmt.Sprintf("Relay delivery spread (%s, %s)", day(res.When), res.Commit), "subscribers", "after the first subscriber (ms)")
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Min = 0
-	if err := addSeries(p, []series{
-		{name: "relay, p50", xs: xs, ys: p50, color: palette[2]},
-		{name: "relay, p99", xs: xs, ys: p99, color: palette[2], dash: true},
-		{name: "trivial in-process server, p99", xs: xs, ys: b99, color: palette[5], dash: true},
-	}); err != nil {
+	var ss []series
+	for i, name := range order {
+		l, c := lines[name], palette[i%(len(palette)-1)] // grey is the baseline's
+		ss = append(ss, series{name: name + ", p99", xs: l.xs, ys: l.p99, color: c},
+			series{name: name + ", p50", xs: l.xs, ys: l.p50, color: c, dash: true})
+	}
+	if len(order) == 1 {
+		l := lines[order[0]]
+		ss = append(ss, series{name: "trivial in-process server, p99", xs: l.xs, ys: l.b99, color: palette[5], dash: true})
+	}
+	if err := addSeries(p, ss); err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, "fanout.png")
