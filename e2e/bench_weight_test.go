@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,7 +36,8 @@ import (
 //
 // Settings: OP_REPLICATOR_BENCH_LOADS (default light,10x,mix,max: devnet.LoadPresets, or name:t=…,c=…,s=…,l=…, see
 // devnet.ParseLoad), the two sizes above, OP_REPLICATOR_BENCH_OUT (weight.json, default build/bench),
-// OP_REPLICATOR_BENCH_PLOTS (weight-catchup.png and weight-lag.png, default docs/bench), OP_REPLICATOR_BENCH_REPORT.
+// OP_REPLICATOR_BENCH_PLOTS (weight-catchup.png and weight-lag.png, default docs/bench), OP_REPLICATOR_BENCH_REPORT,
+// OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of the replicators over their catch-ups).
 
 // weightAccounts is how many accounts the weight bench's devnets fund: enough for ten senders of 100 transactions a
 // second, each with a few accounts to send from in turn.
@@ -176,18 +178,23 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 	require.NoError(t, err)
 	var per32 []devnet.ReplayResult
 	var stock, rep, relayRep []catchUpResult
+	// With OP_REPLICATOR_BENCH_PPROF (a directory), CPU profiles of the replicators' op-nodes over their catch-ups.
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	if profile {
+		require.NoError(t, os.MkdirAll(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), 0o755))
+	}
 	for round := range rounds {
 		per32 = append(per32, replayCeiling(t, sys, envs, 32, fmt.Sprintf("ceiling-fcu32-%d", round+1)))
 		stock = append(stock, measureCatchUp(t, sys, fmt.Sprintf("stock-%d", round+1), "stock op-node, L1 derivation only",
 			devnet.RoleVerifier, target, want, false))
-		rep = append(rep, measureCatchUp(t, sys, fmt.Sprintf("catchup-ws-%d", round+1), "replicator, sequencer op-geth over ws",
-			devnet.RoleReplicator, target, want, false, devnet.WithSource(seq.WS)))
+		rep = append(rep, measureCatchUp(t, sys, fmt.Sprintf("catchup-ws-%s-%d", spec.Name, round+1), "replicator, sequencer op-geth over ws",
+			devnet.RoleReplicator, target, want, profile, devnet.WithSource(seq.WS)))
 		// The sequencer's relay holds the last 1024 heights it signed.
 		if head := seq.NumberAt(rpc.LatestBlockNumber); head > 1000 {
 			t.Logf("relay catch-up skipped: the relay's window no longer holds block 1 (head %d)", head)
 		} else {
-			relayRep = append(relayRep, measureCatchUp(t, sys, fmt.Sprintf("catchup-relay-%d", round+1), "replicator, the sequencer's relay",
-				devnet.RoleReplicator, target, want, false, devnet.WithSource(dsl.RelaySource(relayPort))))
+			relayRep = append(relayRep, measureCatchUp(t, sys, fmt.Sprintf("catchup-relay-%s-%d", spec.Name, round+1), "replicator, the sequencer's relay",
+				devnet.RoleReplicator, target, want, profile, devnet.WithSource(dsl.RelaySource(relayPort))))
 		}
 	}
 	_, row.Ceiling32 = replayRates(per32)
