@@ -36,7 +36,9 @@ import (
 // (a directory: heap profiles of the sequencer's op-node at each depth, CPU profiles of every catch-up),
 // OP_REPLICATOR_BENCH_BACKLOG_DISK (default 1; 0 leaves it out): a third source, a relaying replicator that follows
 // the sequencer's relay from the batcher's stop with its window on disk (--replicator.relay.window.dir, the default
-// --replicator.relay.window.memory), so that catch-up from a window on disk is measured beside the one in memory.
+// --replicator.relay.window.memory), so that catch-up from a window on disk is measured beside the one in memory;
+// OP_REPLICATOR_BENCH_CLIENT_WINDOW (default: op-node's, 1,024): the catching-up nodes' --replicator.relay.window,
+// the heights of signed blocks they hold (a backlog deeper than it, at a depth that takes less than an hour to make).
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
 type backlogMemory struct {
@@ -226,9 +228,17 @@ func TestBenchBacklog(t *testing.T) {
 		_, d.Anchor = replayRates(per32)
 
 		var ws, relay, fromDisk []catchUpResult
+		// source is a catching-up node's options: its source, and OP_REPLICATOR_BENCH_CLIENT_WINDOW.
+		source := func(url string) []devnet.FollowerOption {
+			opts := []devnet.FollowerOption{devnet.WithSource(url)}
+			if w := envString("OP_REPLICATOR_BENCH_CLIENT_WINDOW", ""); w != "" {
+				opts = append(opts, devnet.WithNodeArgs("--replicator.relay.window", w))
+			}
+			return opts
+		}
 		for round := range rounds {
 			ws = append(ws, measureCatchUp(t, sys, fmt.Sprintf("rep-ws-%d-%d", depth, round+1), "replicator, sequencer op-geth over ws",
-				devnet.RoleReplicator, d.Target, want, profile, devnet.WithSource(seq.EL.WS)))
+				devnet.RoleReplicator, d.Target, want, profile, source(seq.EL.WS)...))
 		}
 		for round := range rounds {
 			head := seq.EL.NumberAt(rpc.LatestBlockNumber)
@@ -238,7 +248,7 @@ func TestBenchBacklog(t *testing.T) {
 				break
 			}
 			relay = append(relay, measureCatchUp(t, sys, fmt.Sprintf("rep-relay-%d-%d", depth, round+1), "replicator, the sequencer's relay",
-				devnet.RoleReplicator, d.Target, want, profile, devnet.WithSource(dsl.RelaySource(relayPort))))
+				devnet.RoleReplicator, d.Target, want, profile, source(dsl.RelaySource(relayPort))...))
 		}
 		for round := range rounds {
 			if disk == nil || seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped >= relayWindow {
@@ -246,7 +256,7 @@ func TestBenchBacklog(t *testing.T) {
 			}
 			fromDisk = append(fromDisk, measureCatchUp(t, sys, fmt.Sprintf("rep-relaydisk-%d-%d", depth, round+1),
 				"replicator, a relay with its window on disk", devnet.RoleReplicator, d.Target, want, profile,
-				devnet.WithSource(dsl.RelaySource(diskPort))))
+				source(dsl.RelaySource(diskPort))...))
 		}
 		// A few of the relay's messages, as a subscriber gets them (encoded once, then held with the block).
 		for _, n := range []uint64{stopped + 1, stopped + depth/4, stopped + depth/2, stopped + 3*depth/4, d.Target} {
@@ -283,10 +293,10 @@ func TestBenchBacklog(t *testing.T) {
 		out.WriteString(benchHeading(fmt.Sprintf("Catch-up through an unsafe-only backlog of %d blocks", depth), depth, rate))
 		fmt.Fprintf(&out, "Batcher stopped with the safe head at block %d; sequencing window %d L1 blocks; the sequencer's relay "+
 			"window %d heights; a fresh node's target is block %d. The sequencer was at %d when the last measurement ended. %d "+
-			"rounds, one value per round; rates over the steady part (from a tenth of the way); the ceilings replay blocks 1 → %d. "+
+			"rounds, one value per round; the catching-up nodes' window %q (empty: 1,024); rates over the steady part (from a tenth of the way); the ceilings replay blocks 1 → %d. "+
 			"The backlog's blocks: %.0f transactions, %.0f gas, %.1f KB of transactions, %.1f KB as the envelope's JSON, per block; "+
 			"relay messages sampled: %v bytes.\n\n",
-			stopped, seqWindow, relayWindow, d.Target, d.HeadAtEnd, rounds, d.Target, d.TxsPerBlock, d.GasPerBlock,
+			stopped, seqWindow, relayWindow, d.Target, d.HeadAtEnd, rounds, envString("OP_REPLICATOR_BENCH_CLIENT_WINDOW", ""), d.Target, d.TxsPerBlock, d.GasPerBlock,
 			d.TxBytesPerBlock/1e3, d.JSONBytesPerBlock/1e3, d.RelayMessageBytes)
 		fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean) | notes |")
 		fmt.Fprintln(&out, "|---|---|---|---|")

@@ -232,6 +232,14 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 	if safe := c.store.SafeHead(); safe != (eth.BlockID{}) && safe.Number >= from {
 		from = safe.Number + 1
 	}
+	// And no lower than the store's window below the relay's head: the replay is in ascending order, so with a
+	// backlog deeper than the window each block below it would be decoded, verified and held only to be evicted by
+	// the replay's own later blocks, then fetched and verified again by number when the node gets to it (twice the
+	// work per block through an hour-deep backlog: docs/benchmarks.md, backlog depth). A relay that does not
+	// answer its head is followed from where we are, as before.
+	if head, err := c.relayHead(ctx, client); err == nil && head >= uint64(c.store.Window()) {
+		from = max(from, head-uint64(c.store.Window())+1)
+	}
 	sub, err := client.SubscribeEnvelopesRaw(ctx, from, ch)
 	if err != nil {
 		return err
@@ -265,6 +273,13 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 			return nil
 		}
 	}
+}
+
+// relayHead is the relay's highest held height.
+func (c *Client) relayHead(ctx context.Context, client *api.RelayClient) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	return client.Head(ctx)
 }
 
 // waitGroup waits for wg, or for ctx: then the goroutines of what is named are still running (an error).

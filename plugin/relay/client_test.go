@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,6 +150,48 @@ func TestRelaySourceFarBehind(t *testing.T) {
 	require.Equal(t, good[0].Envelope.ExecutionPayload.BlockHash, env.Hash())
 	require.Empty(t, store.ByNumber(1), "not held: it would evict a higher height")
 	require.Equal(t, uint64(6), store.Head())
+}
+
+// A client far behind a relay subscribes only from the heights its store can hold: a replay deeper than its window
+// would be verified and held only to be evicted by the replay's later blocks, and verified again when fetched.
+func TestRelaySourceSubscribesWithinWindow(t *testing.T) {
+	signers := &testkit.Signers{Current: testkit.Addr(1)}
+	upstream, upstreamStore := startRelay(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 64})
+	good := signedChain(t, 1, 20, 0)
+	for _, s := range good {
+		upstreamStore.Add(s, "gossip", time.Now())
+	}
+	store := newTestStore(4)
+	added := &addedHeights{}
+	require.Empty(t, store.Subscribe(0, added))
+	src := newTestClient(t, testlog.Logger(t, log.LevelInfo), upstream.wsURL(), signers, store,
+		NewEvidenceLog(), time.Second, time.Second, NoopMetrics{})
+	require.Eventually(t, func() bool { h, err := src.Head(); return err == nil && h.Number == 20 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, []uint64{17, 18, 19, 20}, added.heights(), "only the window's heights are replayed and held")
+
+	// Below them, blocks are asked for by number, verified once and handed on.
+	env, err := src.Envelope(context.Background(), 3)
+	require.NoError(t, err)
+	require.Equal(t, good[2].Envelope.ExecutionPayload.BlockHash, env.Hash())
+	require.Equal(t, []uint64{17, 18, 19, 20}, added.heights())
+}
+
+// addedHeights is a store listener that records the height of every block added.
+type addedHeights struct {
+	mu sync.Mutex
+	ns []uint64
+}
+
+func (a *addedHeights) Offer(h *Held) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ns = append(a.ns, h.Number())
+}
+
+func (a *addedHeights) heights() []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.ns)
 }
 
 // The relay serves the latest arrived block at a height, by number and in a subscription's replay.

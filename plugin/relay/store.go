@@ -188,6 +188,9 @@ func (s *Store) evictLowest() {
 	delete(s.byNumber, n)
 }
 
+// Window is how many heights the store holds: the highest ones seen.
+func (s *Store) Window() int { return s.window }
+
 // ByNumber returns the envelopes held at a height, first arrived first.
 func (s *Store) ByNumber(n uint64) []*Held {
 	s.mu.Lock()
