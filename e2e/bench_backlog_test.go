@@ -38,7 +38,9 @@ import (
 // the sequencer's relay from the batcher's stop with its window on disk (--replicator.relay.window.dir, the default
 // --replicator.relay.window.memory), so that catch-up from a window on disk is measured beside the one in memory;
 // OP_REPLICATOR_BENCH_CLIENT_WINDOW (default: op-node's, 1,024): the catching-up nodes' --replicator.relay.window,
-// the heights of signed blocks they hold (a backlog deeper than it, at a depth that takes less than an hour to make).
+// the heights of signed blocks they hold (a backlog deeper than it, at a depth that takes less than an hour to make);
+// OP_REPLICATOR_BENCH_RELAY_RATE (default: op-node's, 50): both relays' --replicator.relay.rate-limit, which paces a
+// follower's by-number fetches of the blocks below its window (one call per block).
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
 type backlogMemory struct {
@@ -135,8 +137,13 @@ func TestBenchBacklog(t *testing.T) {
 	// As TestBenchCatchUpUnsafeOnly: the sequencing window outlasts the deepest backlog and its measurements.
 	seqWindow := max(200, 2*(deepest+1200)/uint64(devnet.L1BlockTime/time.Second))
 	relayPort, pprofPort := dsl.FreePort(t), dsl.FreePort(t)
+	var rateLimit []string
+	if v := envString("OP_REPLICATOR_BENCH_RELAY_RATE", ""); v != "" {
+		rateLimit = []string{"--replicator.relay.rate-limit", v}
+	}
 	args := dsl.RelayArgs(relayPort, "--replicator.relay.window", strconv.FormatUint(relayWindow, 10),
 		"--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort))
+	args = append(args, rateLimit...)
 	sys := dsl.Start(t, devnet.Config{SequencerWindowSize: seqWindow, SequencerArgs: args})
 	seq := sys.Sequencer
 	startBenchLoad(sys, rate)
@@ -174,9 +181,9 @@ func TestBenchBacklog(t *testing.T) {
 	if envString("OP_REPLICATOR_BENCH_BACKLOG_DISK", "1") != "0" {
 		diskPort, diskPprof, diskDir = dsl.FreePort(t), dsl.FreePort(t), t.TempDir()
 		disk = sys.AddFollower("relay-disk", devnet.RoleReplicator, devnet.WithMetrics(), devnet.WithSource(dsl.RelaySource(relayPort)),
-			devnet.WithNodeArgs(dsl.RelayArgs(diskPort, "--replicator.relay.window", strconv.FormatUint(relayWindow, 10),
+			devnet.WithNodeArgs(append(dsl.RelayArgs(diskPort, "--replicator.relay.window", strconv.FormatUint(relayWindow, 10),
 				"--replicator.relay.window.dir", diskDir,
-				"--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(diskPprof))...))
+				"--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(diskPprof)), rateLimit...)...))
 	}
 	diskState := func(name string) *diskWindow {
 		if disk == nil {
