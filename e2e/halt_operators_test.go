@@ -170,7 +170,10 @@ func TestMisconfiguredReplicatorIsRefused(t *testing.T) {
 	require.NoError(t, rep.OpNode.Stop())
 	require.NoError(t, rep.OpNode.SetArg("--replicator.l2.rpc", proxy.URL))
 	rep.StartAgain()
-	rep.WaitReachesHead(seq)
+	// Replicating again, so its start-up check of --replicator.l2.rpc has passed, before the proxy turns: its op-geth
+	// is at the head already when op-node restarts, so reaching the head says nothing of op-node's start, and a
+	// proxy turned before that check makes op-node refuse to start.
+	rep.WaitReplicating(seq, seq.NumberAt(rpc.LatestBlockNumber)+2)
 	proxy.SetUpstream(seq.HTTP)
 	switched := time.Now()
 	var st *api.Status
