@@ -30,6 +30,8 @@ const (
 	MethodRelaySubscribe        = "relay_subscribe"
 	RelayEnvelopes              = "envelopes"
 	MethodRelayEnvelopeByNumber = "relay_envelopeByNumber"
+	// MethodRelayEnvelopesByRange with a height and a count: the blocks held at consecutive heights from it.
+	MethodRelayEnvelopesByRange = "relay_envelopesByRange"
 	MethodRelayHead             = "relay_head"
 )
 

@@ -106,6 +106,16 @@ func (c *RelayClient) EnvelopeByNumberRaw(ctx context.Context, n uint64) (json.R
 	return raw, nil
 }
 
+// EnvelopesByRangeRaw calls relay_envelopesByRange: the signed blocks the relay holds at consecutive heights from
+// from on, at most count, undecoded; none if it holds nothing at from.
+func (c *RelayClient) EnvelopesByRangeRaw(ctx context.Context, from, count uint64) ([]json.RawMessage, error) {
+	var raw []json.RawMessage
+	if err := c.rpc.CallContext(ctx, &raw, MethodRelayEnvelopesByRange, hexutil.Uint64(from), hexutil.Uint64(count)); err != nil {
+		return nil, fmt.Errorf("%s: %w", MethodRelayEnvelopesByRange, err)
+	}
+	return raw, nil
+}
+
 // SubscribeEnvelopes subscribes to the relay's signed blocks from height from on.
 func (c *RelayClient) SubscribeEnvelopes(ctx context.Context, from uint64, ch chan<- *opsigner.SignedExecutionPayloadEnvelope) (ethereum.Subscription, error) {
 	return c.subscribe(ctx, from, ch)

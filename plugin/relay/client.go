@@ -58,6 +58,15 @@ type Client struct {
 
 	mu     sync.Mutex
 	client *api.RelayClient // nil while disconnected
+
+	// Fetching below the subscription (client_range.go).
+	subFrom  atomic.Uint64 // the height the subscription replays from: below it blocks come by fetch only
+	noRange  atomic.Bool   // the relay does not serve relay_envelopesByRange (until the next connection)
+	rangeMu  sync.Mutex
+	fetching []*rangeFetch       // range fetches in flight
+	asking   map[uint64]int      // heights being asked for by range, and by how many
+	ahead    map[uint64]*Held    // blocks fetched by range that the store did not take, until asked for
+	taken    map[uint64]struct{} // heights taken from ahead lately
 }
 
 // NewClient builds a client of a relay; Start connects it.
@@ -103,7 +112,7 @@ func (c *Client) Head() (eth.BlockID, error) {
 }
 
 // Envelope returns the verified block at a height: held already (from any source; the latest arrived wins), or
-// asked of the relay. Heights at or below the safe head are not asked for: whatever a relay has there is a
+// asked of the relay: by range below what the subscription replays (client_range.go), else by number. Heights at or below the safe head are not asked for: whatever a relay has there is a
 // replay the store drops.
 func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	if safe, ok := c.store.Settled(n); ok {
@@ -117,6 +126,14 @@ func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	c.mu.Unlock()
 	if client == nil {
 		return nil, fmt.Errorf("%w: %s: not connected", ErrUnavailable, c.cfg.Name)
+	}
+	if n < c.subFrom.Load() && !c.noRange.Load() {
+		held, err := c.envelopeByRange(ctx, client, n)
+		if !rangeUnsupported(err) {
+			return held, err
+		}
+		c.noRange.Store(true)
+		c.log.Info("Relay does not serve "+api.MethodRelayEnvelopesByRange+": fetching one block a call", "relay", c.cfg.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -244,6 +261,8 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 	if err != nil {
 		return err
 	}
+	c.subFrom.Store(from)
+	c.noRange.Store(false) // a new connection: perhaps to a relay upgraded meanwhile
 	defer sub.Unsubscribe()
 	c.log.Info("Following relay", "relay", c.cfg.Name, "from", from)
 	silence := c.clock.NewTimer(c.cfg.ReadTimeout)

@@ -10,12 +10,14 @@
 //	window.go     the pebble database of the spilled blocks (--replicator.relay.window.dir), wiped at start
 //	signature.go  VerifySigned: the sequencer's signature on a block, as op-node's gossip checks it
 //	evidence.go   EvidenceLog: two signed blocks at one height, kept as proof that the sequencer equivocated
-//	server.go     Server: the relay's own JSON-RPC listener (relay_subscribe, relay_envelopeByNumber, relay_head)
+//	server.go     Server: the relay's own JSON-RPC listener (relay_subscribe, relay_envelopeByNumber,
+//	              relay_envelopesByRange, relay_head)
 //	limits.go     per-client connection and request-rate limits on the server's listener
 //	websocket.go  the server's websocket codec: go-ethereum's, but for prepared notifications (what it reads of
 //	              go-ethereum's unexported messages is pinned by websocket_wire_test.go)
 //	calls.go      bounds on the calls inside a websocket: in flight per connection, a rate per client
 //	client.go     Client: follows another node's relay into the Store
+//	client_range.go  how the Client fetches the blocks below its subscription: many a call (relay_envelopesByRange)
 //	errors.go     why a block or a subscriber is refused
 //	metrics.go    Metricer, what the relay records, and a no-op
 package relay

@@ -28,11 +28,17 @@ import (
 //
 //	relay_subscribe("envelopes", fromNumber)  replays what is held from fromNumber on, then every new block
 //	relay_envelopeByNumber(number)            the block held at a height (the latest arrived), or null (for gaps)
+//	relay_envelopesByRange(from, count)       the blocks held at consecutive heights from a height (a catch-up's
+//	                                          fetches: one call, and one token of the client's rate, per range)
 //	relay_head()                              the highest height held
 
 // relayMaxBatch bounds the calls in one JSON-RPC batch (a follower sends single calls); the batch's response is
 // bounded by the message size limit.
 const relayMaxBatch = 16
+
+// MaxRange bounds the blocks of one relay_envelopesByRange answer; the answer is also bounded by the message size
+// limit. 64 is the replicator's deepest read-ahead (plugin/prefetch.go, catchUpDepth).
+const MaxRange = 64
 
 type Server struct {
 	log     log.Logger
@@ -300,6 +306,47 @@ func (a *relayAPI) EnvelopeByNumber(number hexutil.Uint64) (json.RawMessage, err
 		return nil, fmt.Errorf("%w: block %d is %d bytes, the limit is %d", ErrRelayTooLarge, number, len(msg), a.r.cfg.MaxMessageSize)
 	}
 	return msg, nil
+}
+
+// EnvelopesByRange returns the signed blocks held at consecutive heights from a height on (the latest arrived at
+// each), at most count and MaxRange of them: it ends before the first height not held, and before the block that
+// would take the answer above the message size limit. An empty answer: nothing held at from. A first block above
+// the limit is refused, as by EnvelopeByNumber.
+//
+// It is how a follower far behind fetches the blocks below what its subscription replays (relay.Client): one call
+// takes one token of the client's rate (wsCallLimits), as a by-number call does, and its answer is bounded by the
+// same message size as one block's, so the rate bounds what a client can ask of the relay as before, while a
+// catch-up through an hour-deep backlog is no longer paced by it (docs/benchmarks.md, backlog depth).
+func (a *relayAPI) EnvelopesByRange(from, count hexutil.Uint64) ([]json.RawMessage, error) {
+	n := min(uint64(count), MaxRange)
+	answer := make([]json.RawMessage, 0, n)
+	size := 2 // the brackets
+	for i := uint64(0); i < n; i++ {
+		height := uint64(from) + i
+		if height < uint64(from) { // wrapped
+			break
+		}
+		held := a.r.store.Latest(height)
+		if held == nil {
+			break
+		}
+		msg, err := held.JSON()
+		if errors.Is(err, ErrNotHeld) { // spilled, and unreadable or evicted since: not held
+			break
+		} else if err != nil {
+			return nil, err
+		}
+		if size+len(msg)+1 > a.r.cfg.MaxMessageSize {
+			if len(answer) > 0 {
+				break
+			}
+			a.r.metrics.RecordRelayOversized()
+			return nil, fmt.Errorf("%w: block %d is %d bytes, the limit is %d", ErrRelayTooLarge, height, len(msg), a.r.cfg.MaxMessageSize)
+		}
+		size += len(msg) + 1
+		answer = append(answer, msg)
+	}
+	return answer, nil
 }
 
 // Head returns the highest height held (0 if none).

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"math/big"
+	"sync"
 	"testing"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -33,11 +34,30 @@ func Key(i byte) *ecdsa.PrivateKey {
 func Addr(i byte) common.Address { return crypto.PubkeyToAddress(Key(i).PublicKey) }
 
 // Signers is op-node's signer config (driverhook.Signers): the current unsafe-block signer and the previous one.
-type Signers struct{ Current, Previous common.Address }
+// Safe for concurrent use, as op-node's runtime config is (a relay client verifies blocks concurrently); set the
+// fields before sharing it.
+type Signers struct {
+	Current, Previous common.Address
+	mu                sync.Mutex
+}
 
-func (f *Signers) P2PSequencerAddress() common.Address         { return f.Current }
-func (f *Signers) PreviousP2PSequencerAddress() common.Address { return f.Previous }
-func (f *Signers) ConfirmCurrentSigner()                       { f.Previous = common.Address{} }
+func (f *Signers) P2PSequencerAddress() common.Address {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Current
+}
+
+func (f *Signers) PreviousP2PSequencerAddress() common.Address {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Previous
+}
+
+func (f *Signers) ConfirmCurrentSigner() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Previous = common.Address{}
+}
 
 // Sign signs an envelope as the sequencer's op-node does for gossip; the block hash is made to match the header.
 func Sign(t testing.TB, chainID *big.Int, key *ecdsa.PrivateKey, env *eth.ExecutionPayloadEnvelope) *opsigner.SignedExecutionPayloadEnvelope {
