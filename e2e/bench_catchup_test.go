@@ -75,6 +75,7 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 	if profile {
 		stopProfiles = captureProfiles(t, pprofPort, name)
 	}
+	stopGethProfile := gethProfile(t, n.EL.EL, name)
 	ticker := time.NewTicker(catchUpSample)
 	defer ticker.Stop()
 	var steadyAt time.Time
@@ -91,6 +92,7 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 			if st.UnsafeL2.Number >= target {
 				res.total, res.steady, res.safeAtTarget = time.Since(started), time.Since(steadyAt), st.SafeL2.Number
 				res.cpuSteady = cpuSince(steadyCPU, snapshotCPU(t, sys.Net))
+				stopGethProfile()
 				break
 			}
 		}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/op-replicator/op-replicator/e2e/devnet"
 )
 
 // profileChunk is the length of one CPU profile of a catching-up op-node: profiles are taken back to back while it
@@ -108,4 +110,31 @@ func fetchTo(ctx context.Context, url, path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// gethProfile starts a CPU profile of the op-geth behind el (go-ethereum's debug_startCPUProfile, on its HTTP RPC)
+// when OP_REPLICATOR_BENCH_GETH_PPROF names a directory, and returns what ends it: op-geth then writes
+// <dir>/<name>-op-geth.pprof. It tells where an engine's CPU goes in a catch-up against the same engine replaying
+// the ceiling (docs/benchmarks.md, W2). Without the setting it does nothing.
+func gethProfile(t *testing.T, el *devnet.EL, name string) (stop func()) {
+	dir := os.Getenv("OP_REPLICATOR_BENCH_GETH_PPROF")
+	if dir == "" {
+		return func() {}
+	}
+	dir, err := filepath.Abs(dir)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = el.RPC.CallContext(t.Context(), nil, "debug_startCPUProfile", filepath.Join(dir, name+"-op-geth.pprof"))
+	}
+	if err != nil {
+		t.Logf("op-geth profile of %s not taken: %v", name, err)
+		return func() {}
+	}
+	return func() {
+		if err := el.RPC.CallContext(context.Background(), nil, "debug_stopCPUProfile"); err != nil {
+			t.Logf("op-geth profile of %s not written: %v", name, err)
+		}
+	}
 }

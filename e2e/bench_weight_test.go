@@ -37,7 +37,8 @@ import (
 // Settings: OP_REPLICATOR_BENCH_LOADS (default light,10x,mix,max: devnet.LoadPresets, or name:t=…,c=…,s=…,l=…, see
 // devnet.ParseLoad), the two sizes above, OP_REPLICATOR_BENCH_OUT (weight.json, default build/bench),
 // OP_REPLICATOR_BENCH_PLOTS (weight-catchup.png and weight-lag.png, default docs/bench), OP_REPLICATOR_BENCH_REPORT,
-// OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of the replicators over their catch-ups).
+// OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of the replicators over their catch-ups),
+// OP_REPLICATOR_BENCH_GETH_PPROF (a directory: a CPU profile of each catching-up op-geth and of the ceiling's).
 
 // weightAccounts is how many accounts the weight bench's devnets fund: enough for ten senders of 100 transactions a
 // second, each with a few accounts to send from in turn.
