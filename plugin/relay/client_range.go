@@ -26,9 +26,10 @@ import (
 // 64), so that the next range is on its way while the node takes the blocks of one.
 const fetchRange = MaxRange / 2
 
-// maxAhead bounds the blocks fetched by range and not yet asked for: two read-aheads. Beyond it the lowest go (the
-// node has moved past them, or will fetch them again).
-const maxAhead = 2 * MaxRange
+// maxAhead bounds the blocks fetched by range and not yet asked for: the replicator's deepest read-ahead, which is
+// as far ahead as it asks (the prefetcher holds as many decoded). Beyond it the lowest go (the node has moved past
+// them, or will fetch them again).
+const maxAhead = MaxRange
 
 // rangeFetch is a range fetch in flight: [from, to), and its outcome once done is closed.
 type rangeFetch struct {
