@@ -200,8 +200,18 @@ func (s *insertStage) run() {
 			s.onFail()
 			return
 		}
+		if n > 0 {
+			// op-node's loop takes its turn before the next batch (watcher.waitLoop): its sync status, derivation
+			// and L1 signals keep up through a catch-up. Bounded: a loop that does not get to it in time (EL sync
+			// emits no forkchoice event) costs one wait, not the replication.
+			s.r.watch.waitLoop(s.ctx, b.refs[n-1].ID(), loopTurnTimeout)
+		}
 	}
 }
+
+// loopTurnTimeout bounds the insert stage's wait for op-node's loop after a batch. The loop handles a batch's events
+// in well under a millisecond when nothing else is queued; it is a bound, not a pace.
+const loopTurnTimeout = time.Second
 
 // send hands a batch (if it holds a block) to the stage once it is idle; the batch is dropped if an insertion failed.
 func (s *insertStage) send(b *batch) {

@@ -74,6 +74,7 @@ func newReplicator(cfg driverhook.CLIConfig, deps driverhook.Deps, parts compone
 	}
 	if deps.Events != nil {
 		deps.Events.Register("replicator-watch", rep.watch)
+		rep.watch.onLoop = true
 	}
 	// Evidence wakes the loop, and cuts a round waiting on a slow source short.
 	rep.evidence.OnRecord(func() { rep.watch.poke(); rep.mail.interrupt(0) })
