@@ -67,6 +67,7 @@ type backlogRate struct {
 	TotalBlocksPerSec float64 `json:"total_blocks_per_s,omitempty"`
 	OpNodeCPUSeconds  float64 `json:"op_node_cpu_s,omitempty"`
 	CPU               string  `json:"cpu,omitempty"`
+	InsertSteps       string  `json:"insert_steps,omitempty"` // the replicator's insert_seconds over the catch-up
 }
 
 type backlogDepth struct {
@@ -278,15 +279,15 @@ func TestBenchBacklog(t *testing.T) {
 
 		for i, r := range ws {
 			d.WS = append(d.WS, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
-				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps})
 		}
 		for i, r := range relay {
 			d.Relay = append(d.Relay, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
-				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps})
 		}
 		for i, r := range fromDisk {
 			d.DiskRelay = append(d.DiskRelay, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
-				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady})
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps})
 		}
 		if len(d.DiskRelay) > 0 {
 			d.DiskRatio = meanRate(d.DiskRelay) / d.Anchor

@@ -43,6 +43,8 @@ type catchUpResult struct {
 	cpu        time.Duration // the op-node's CPU time up to the target
 	// cpuSteady is where the machine's CPU went over the steady part.
 	cpuSteady string
+	// insertSteps is where the replicator's insert stage spent its time over the whole catch-up (insert_seconds).
+	insertSteps string
 }
 
 func (r catchUpResult) totalRate() float64 { return float64(r.blocks) / r.total.Seconds() }
@@ -108,6 +110,7 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 	if role == devnet.RoleReplicator {
 		res.replicated = n.Metric(dsl.MetricBlocksReplicated)
 		res.errors = metricLines(t.Context(), n, dsl.MetricErrors)
+		res.insertSteps = insertSteps(t.Context(), n)
 	}
 	got := n.EL.HashAt(rpc.BlockNumber(target))
 	require.Equal(t, want, got, "%s has another block at %d", name, target)
@@ -115,10 +118,37 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 		stopProfiles()
 	}
 	require.NoError(t, n.Stop())
-	t.Logf("%s: block %d in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s; CPU in the steady part: %s",
+	t.Logf("%s: block %d in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s; CPU in the steady part: %s; insert stage: %s",
 		label, target, res.total.Round(time.Millisecond), res.steadyFrom, res.steady.Round(time.Millisecond), res.safeAtTarget,
-		res.replicated, res.cpu, res.errors, res.cpuSteady)
+		res.replicated, res.cpu, res.errors, res.cpuSteady, res.insertSteps)
 	return res
+}
+
+// insertSteps reads a replicator's insert_seconds: per step, the batches and their total time, and the loop's turn
+// as a share of the stage's time (for a log line or a JSON note: the scrape's error if it fails).
+func insertSteps(ctx context.Context, n *dsl.Node) string {
+	m, err := n.ScrapeMetrics(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	sums := map[string]float64{}
+	var out []string
+	for _, series := range m[dsl.MetricPrefix+"insert_seconds"].GetMetric() {
+		for _, l := range series.GetLabel() {
+			if l.GetName() == "step" {
+				h := series.GetHistogram()
+				sums[l.GetValue()] = h.GetSampleSum()
+				out = append(out, fmt.Sprintf("%s %.1f s in %d batches", l.GetValue(), h.GetSampleSum(), h.GetSampleCount()))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	if total := sums["engine"] + sums["loop_turn"]; total > 0 {
+		out = append(out, fmt.Sprintf("loop turn %.1f%% of the stage", 100*sums["loop_turn"]/total))
+	}
+	return strings.Join(out, ", ")
 }
 
 // metricLines returns the series of a metric of n's op-node, label and value, joined (the scrape's error if it

@@ -29,6 +29,7 @@ type Metricer interface {
 	RecordError(kind ErrKind)
 	RecordGossipDropped()
 	RecordUnsafeOriginDepth(confirmations uint64)
+	RecordInsert(step string, d time.Duration)
 }
 
 type metrics struct {
@@ -38,6 +39,7 @@ type metrics struct {
 	state          *prometheus.GaugeVec
 	headLag        prometheus.Gauge
 	sourceRequest  *prometheus.HistogramVec
+	insert         *prometheus.HistogramVec
 	errors         *prometheus.CounterVec
 	gossipDropped  prometheus.Counter
 	replayDropped  prometheus.Counter
@@ -91,6 +93,12 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 			Help:    "Latency of requests to the source, by method.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"method"}),
+		insert: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name:    "insert_seconds",
+			Help:    "Time of the insert stage per batch, by step: engine (the batch's NewPayloads and forkchoice update), loop_turn (the wait for op-node's loop to handle the batch).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"step"}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "errors_total",
@@ -189,6 +197,11 @@ func (m *metrics) RecordHeadLag(blocks uint64) { m.headLag.Set(float64(blocks)) 
 
 func (m *metrics) RecordSourceRequest(method string, d time.Duration) {
 	m.sourceRequest.WithLabelValues(method).Observe(d.Seconds())
+}
+
+// RecordInsert records how long one step of inserting a batch took (insertStep*).
+func (m *metrics) RecordInsert(step string, d time.Duration) {
+	m.insert.WithLabelValues(step).Observe(d.Seconds())
 }
 
 func (m *metrics) RecordError(kind ErrKind) { m.errors.WithLabelValues(string(kind)).Inc() }

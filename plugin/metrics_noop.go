@@ -29,3 +29,4 @@ func (NoopMetrics) RecordRelayWindowBytes(string, int64)      {}
 func (NoopMetrics) RecordRelayWindowDiskError()               {}
 func (NoopMetrics) RecordSourceHead(string, uint64)           {}
 func (NoopMetrics) RecordSourceError(string)                  {}
+func (NoopMetrics) RecordInsert(string, time.Duration)        {}

@@ -204,10 +204,18 @@ func (s *insertStage) run() {
 			// op-node's loop takes its turn before the next batch (watcher.waitLoop): its sync status, derivation
 			// and L1 signals keep up through a catch-up. Bounded: a loop that does not get to it in time (EL sync
 			// emits no forkchoice event) costs one wait, not the replication.
+			start := s.r.clock.Now()
 			s.r.watch.waitLoop(s.ctx, b.refs[n-1].ID(), loopTurnTimeout)
+			s.r.metrics.RecordInsert(insertStepLoopTurn, s.r.clock.Now().Sub(start))
 		}
 	}
 }
+
+// The steps of inserting a batch, as labels of insert_seconds.
+const (
+	insertStepEngine   = "engine"    // ProcessPayloads: the batch's NewPayloads and its forkchoice update
+	insertStepLoopTurn = "loop_turn" // the wait for op-node's loop after the batch (watcher.waitLoop)
+)
 
 // loopTurnTimeout bounds the insert stage's wait for op-node's loop after a batch. The loop handles a batch's events
 // in well under a millisecond when nothing else is queued; it is a bound, not a pace.
@@ -248,8 +256,10 @@ func (r *Replicator) insertBatch(ctx context.Context, b *batch, srcHead eth.Bloc
 	if ev := r.evidence.TakePending(); ev != nil {
 		return 0, equivocation(ev)
 	}
+	start := r.clock.Now()
 	n, err := r.insert.Insert(ctx, b.envs, b.refs)
 	now := r.clock.Now()
+	r.metrics.RecordInsert(insertStepEngine, now.Sub(start))
 	for i, ref := range b.refs[:n] {
 		r.arrivals.Add(ref.Hash, r.provenance(ref, now))
 		r.metrics.RecordReplicated(ref.Number)
