@@ -124,8 +124,8 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 	return res
 }
 
-// insertSteps reads a replicator's insert_seconds: per step, the batches and their total time, and the loop's turn
-// as a share of the stage's time (for a log line or a JSON note: the scrape's error if it fails).
+// insertSteps reads a replicator's insert_seconds: per step, the batches and their total time, and each step's share
+// of the stage's time (idle: waiting for fetching and verifying) (for a log line or a JSON note: the scrape's error if it fails).
 func insertSteps(ctx context.Context, n *dsl.Node) string {
 	m, err := n.ScrapeMetrics(ctx)
 	if err != nil {
@@ -145,8 +145,9 @@ func insertSteps(ctx context.Context, n *dsl.Node) string {
 	if len(out) == 0 {
 		return "none"
 	}
-	if total := sums["engine"] + sums["loop_turn"]; total > 0 {
-		out = append(out, fmt.Sprintf("loop turn %.1f%% of the stage", 100*sums["loop_turn"]/total))
+	if total := sums["engine"] + sums["loop_turn"] + sums["idle"]; total > 0 {
+		out = append(out, fmt.Sprintf("engine %.0f%%, loop turn %.1f%%, idle %.0f%% of the stage's time",
+			100*sums["engine"]/total, 100*sums["loop_turn"]/total, 100*sums["idle"]/total))
 	}
 	return strings.Join(out, ", ")
 }

@@ -96,7 +96,7 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 		insert: f.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name:    "insert_seconds",
-			Help:    "Time of the insert stage per batch, by step: engine (the batch's NewPayloads and forkchoice update), loop_turn (the wait for op-node's loop to handle the batch).",
+			Help:    "Time of the insert stage per batch, by step: engine (the batch's NewPayloads and forkchoice update), loop_turn (the wait for op-node's loop to handle the batch), idle (the wait for the batch, from the round's start or the batch before: fetching and verifying did not keep up).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"step"}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{

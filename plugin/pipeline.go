@@ -191,7 +191,9 @@ func (r *Replicator) startInserting(ctx context.Context, srcHead eth.BlockID, on
 
 func (s *insertStage) run() {
 	defer close(s.done)
+	idleFrom := s.r.clock.Now()
 	for b := range s.batches {
+		s.r.metrics.RecordInsert(insertStepIdle, s.r.clock.Now().Sub(idleFrom))
 		n, err := s.r.insertBatch(s.ctx, b, s.srcHead)
 		s.inserted += n
 		if err != nil {
@@ -208,6 +210,7 @@ func (s *insertStage) run() {
 			s.r.watch.waitLoop(s.ctx, b.refs[n-1].ID(), loopTurnTimeout)
 			s.r.metrics.RecordInsert(insertStepLoopTurn, s.r.clock.Now().Sub(start))
 		}
+		idleFrom = s.r.clock.Now()
 	}
 }
 
@@ -215,6 +218,7 @@ func (s *insertStage) run() {
 const (
 	insertStepEngine   = "engine"    // ProcessPayloads: the batch's NewPayloads and its forkchoice update
 	insertStepLoopTurn = "loop_turn" // the wait for op-node's loop after the batch (watcher.waitLoop)
+	insertStepIdle     = "idle"      // the wait for the batch: fetching and verifying did not keep the engine busy
 )
 
 // loopTurnTimeout bounds the insert stage's wait for op-node's loop after a batch. The loop handles a batch's events
