@@ -34,7 +34,10 @@ type catchUpResult struct {
 	// sample at or above steadyFrom (a tenth of the way) to the target.
 	total, steady time.Duration
 	steadyFrom    uint64
-	blocks        uint64 // the target: blocks from genesis
+	// blocks is the unsafe head at the first sample at or above the target: the head moves a batch at a time (up
+	// to 32 blocks, seconds at heavy load), so counting the target instead would leave out the blocks of the batch
+	// that crossed it, whose time is counted.
+	blocks uint64
 	// safeAtTarget is the node's safe head when its unsafe head reached the target.
 	safeAtTarget uint64
 	// replicated is the replicator's blocks_replicated_total at the target; errors its errors_total by kind.
@@ -93,6 +96,7 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 			}
 			if st.UnsafeL2.Number >= target {
 				res.total, res.steady, res.safeAtTarget = time.Since(started), time.Since(steadyAt), st.SafeL2.Number
+				res.blocks = st.UnsafeL2.Number
 				res.cpuSteady = cpuSince(steadyCPU, snapshotCPU(t, sys.Net))
 				stopGethProfile()
 				break
@@ -118,8 +122,8 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 		stopProfiles()
 	}
 	require.NoError(t, n.Stop())
-	t.Logf("%s: block %d in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s; CPU in the steady part: %s; insert stage: %s",
-		label, target, res.total.Round(time.Millisecond), res.steadyFrom, res.steady.Round(time.Millisecond), res.safeAtTarget,
+	t.Logf("%s: block %d (target %d) in %s (steady from %d: %s), safe %d at target, replicated %.0f, op-node CPU %s, errors: %s; CPU in the steady part: %s; insert stage: %s",
+		label, res.blocks, target, res.total.Round(time.Millisecond), res.steadyFrom, res.steady.Round(time.Millisecond), res.safeAtTarget,
 		res.replicated, res.cpu, res.errors, res.cpuSteady, res.insertSteps)
 	return res
 }
