@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,4 +273,38 @@ func TestInsertErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stepMetrics records the insert stage's steps (insert_seconds): how many of each and their total time.
+type stepMetrics struct {
+	NoopMetrics
+	mu    sync.Mutex
+	count map[string]int
+	total map[string]time.Duration
+}
+
+func (m *stepMetrics) RecordInsert(step string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.count[step]++
+	m.total[step] += d
+}
+
+// The insert stage records, for every batch, the time it waited for the batch (idle), the batch's time in the
+// engine and its wait for op-node's loop: an operator reads from their shares what paces a catch-up.
+func TestInsertStageRecordsItsSteps(t *testing.T) {
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 70, 0, 0)
+	m := &stepMetrics{count: map[string]int{}, total: map[string]time.Duration{}}
+	h := newHarness(t, driverhook.HaltManual, blocks, func(_ *harness, _ *components, mm *Metricer) { *mm = m })
+	// Each block takes the engine 10 ms of the replicator's clock.
+	h.engine.beforeInsert = func(context.Context, eth.L2BlockRef) { h.clock.AdvanceTime(10 * time.Millisecond) }
+	h.round()
+	h.requireRunning()
+	require.Equal(t, 70, h.engine.inserted)
+
+	batches := len(h.engine.batches)
+	require.Greater(t, batches, 1, "70 blocks take more than one batch")
+	require.Equal(t, map[string]int{insertStepIdle: batches, insertStepEngine: batches, insertStepLoopTurn: batches}, m.count)
+	require.Equal(t, 700*time.Millisecond, m.total[insertStepEngine], "the engine's time is the batches' inserts")
+	require.Zero(t, m.total[insertStepLoopTurn], "no op-node loop to wait for")
 }
