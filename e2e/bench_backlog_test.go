@@ -21,6 +21,7 @@ import (
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 
+	"github.com/op-replicator/op-replicator/e2e/benchplot"
 	"github.com/op-replicator/op-replicator/e2e/devnet"
 	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
@@ -32,7 +33,8 @@ import (
 // 1000,3600: one hour of 1 s blocks for the deepest, in real time), OP_REPLICATOR_BENCH_RELAY_WINDOW (default the
 // deepest + 1,800: what the sequencer produces while the deepest is measured must not push its first block out),
 // OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_ROUNDS (default 2), OP_REPLICATOR_BENCH_REPORT,
-// OP_REPLICATOR_BENCH_OUT (a directory: the results as backlog.json; default build/bench), OP_REPLICATOR_BENCH_PPROF
+// OP_REPLICATOR_BENCH_OUT (a directory: the results as backlog.json; default build/bench), OP_REPLICATOR_BENCH_PLOTS
+// (backlog.png, default docs/bench), OP_REPLICATOR_BENCH_PPROF
 // (a directory: heap profiles of the sequencer's op-node at each depth, CPU profiles of every catch-up),
 // OP_REPLICATOR_BENCH_BACKLOG_DISK (default 1; 0 leaves it out): a third source, a relaying replicator that follows
 // the sequencer's relay from the batcher's stop with its window on disk (--replicator.relay.window.dir, the default
@@ -362,6 +364,27 @@ func TestBenchBacklog(t *testing.T) {
 		"%.1f GB of live heap.\n", res.HeapPerHeld/1e3, res.HeapPerRelayed/1e3, res.HeapPerTxByte, res.RSSPerRelayed/1e3, res.WindowAt1MBTxGB)
 	report(t, out.String())
 	saveBenchJSON(t, "backlog.json", res)
+	plotBacklog(t, res)
+}
+
+// plotBacklog draws the catch-ups against depth (benchplot.Backlog) into OP_REPLICATOR_BENCH_PLOTS (default
+// docs/bench).
+func plotBacklog(t *testing.T, res backlogResult) {
+	rates := func(rs []backlogRate) []benchplot.BacklogRate {
+		var out []benchplot.BacklogRate
+		for _, r := range rs {
+			out = append(out, benchplot.BacklogRate{BlocksPerSec: r.BlocksPerSec})
+		}
+		return out
+	}
+	b := benchplot.BacklogResults{When: res.When, Commit: res.Commit}
+	for _, d := range res.Depths {
+		b.Depths = append(b.Depths, benchplot.BacklogRow{Depth: d.Depth, Anchor: d.Anchor, WS: rates(d.WS), Relay: rates(d.Relay),
+			DiskRelay: rates(d.DiskRelay)})
+	}
+	path, err := benchplot.Backlog(b, envString("OP_REPLICATOR_BENCH_PLOTS", filepath.Join("..", "docs", "bench")))
+	require.NoError(t, err)
+	t.Logf("plot: %s", path)
 }
 
 // metricOrZero is n's metric, or 0 (logged) when it has no such series yet: a gauge or counter not set yet.

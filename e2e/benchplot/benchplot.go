@@ -1,6 +1,6 @@
 // Package benchplot draws the benchmarks' sweeps (`make bench`, e2e/bench_*_test.go) from the results they write as
-// JSON: blocks/s and head lag against block weight (TestBenchWeight), and delivery spread against subscribers
-// (TestBenchRelayFanout). The benches call it at their end; cmd/benchplot redraws from the JSON files.
+// JSON: blocks/s and head lag against block weight (TestBenchWeight), delivery spread against subscribers
+// (TestBenchRelayFanout), and catch-up against backlog depth (TestBenchBacklog). The benches call it at their end; cmd/benchplot redraws from the JSON files.
 package benchplot
 
 import (
@@ -98,7 +98,28 @@ type FanoutRow struct {
 	MessageBytes  int     `json:"message_bytes"`
 }
 
-// Read decodes a results file into v (a *WeightResults or a *FanoutResults).
+// BacklogResults is what the backlog plot reads of TestBenchBacklog's output (backlog.json).
+type BacklogResults struct {
+	When   string       `json:"when"`
+	Commit string       `json:"commit"`
+	Depths []BacklogRow `json:"depths"`
+}
+
+// BacklogRow is one backlog depth: the per-32 ceiling's mean (the anchor) and each path's rounds, in blocks a second.
+type BacklogRow struct {
+	Depth     uint64        `json:"depth"`
+	Anchor    float64       `json:"anchor_blocks_per_s"`
+	WS        []BacklogRate `json:"ws"`
+	Relay     []BacklogRate `json:"relay"`
+	DiskRelay []BacklogRate `json:"disk_relay,omitempty"`
+}
+
+// BacklogRate is one round of a path.
+type BacklogRate struct {
+	BlocksPerSec float64 `json:"blocks_per_s"`
+}
+
+// Read decodes a results file into v (a *WeightResults, *FanoutResults or *BacklogResults).
 func Read(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -317,6 +338,68 @@ func Fanout(res FanoutResults, dir string) (string, error) {
 	}
 	path := filepath.Join(dir, "fanout.png")
 	return path, save(p, path)
+}
+
+// Backlog draws res into dir/backlog.png: each path's catch-up through an unsafe-only backlog, as a ratio to the
+// per-32 engine ceiling measured at the same depth (each round a point, the line through the rounds' means),
+// against the backlog's depth, with the 0.9× target. It returns the file's path.
+func Backlog(res BacklogResults, dir string) (string, error) {
+	if len(res.Depths) == 0 {
+		return "", fmt.Errorf("no depths to plot")
+	}
+	type path struct {
+		name  string
+		rates func(BacklogRow) []BacklogRate
+		color color.Color
+	}
+	paths := []path{
+		{"replicator, ws source", func(r BacklogRow) []BacklogRate { return r.WS }, palette[0]},
+		{"replicator, relay source", func(r BacklogRow) []BacklogRate { return r.Relay }, palette[2]},
+		{"replicator, relay with its window on disk", func(r BacklogRow) []BacklogRate { return r.DiskRelay }, palette[4]},
+	}
+	p := newPlot(fmt.Sprintf("Catch-up through an unsafe-only backlog (%s, %s)", day(res.When), res.Commit),
+		"backlog (blocks)", "blocks/s ÷ engine ceiling (fcu per 32)")
+	p.Y.Min = 0
+	var depths []float64
+	for _, r := range res.Depths {
+		depths = append(depths, float64(r.Depth))
+	}
+	ss := []series{{name: "target (0.9× the ceiling)", xs: depths, ys: slices.Repeat([]float64{0.9}, len(depths)), color: palette[5], dash: true}}
+	for _, pa := range paths {
+		var xs, means, rx, ry []float64
+		for _, r := range res.Depths {
+			rates := pa.rates(r)
+			if len(rates) == 0 || r.Anchor <= 0 {
+				continue
+			}
+			var sum float64
+			for _, x := range rates {
+				sum += x.BlocksPerSec / r.Anchor
+				rx, ry = append(rx, float64(r.Depth)), append(ry, x.BlocksPerSec/r.Anchor)
+			}
+			xs, means = append(xs, float64(r.Depth)), append(means, sum/float64(len(rates)))
+		}
+		if len(xs) == 0 {
+			continue
+		}
+		ss = append(ss, series{name: pa.name, xs: xs, ys: means, color: pa.color})
+		pts := make(plotter.XYs, len(rx))
+		for i := range rx {
+			pts[i] = plotter.XY{X: rx[i], Y: ry[i]}
+		}
+		sc, err := plotter.NewScatter(pts)
+		if err != nil {
+			return "", err
+		}
+		sc.Color, sc.Shape, sc.Radius = pa.color, draw.RingGlyph{}, vg.Points(3)
+		p.Add(sc)
+	}
+	if err := addSeries(p, ss); err != nil {
+		return "", err
+	}
+	p.Legend.Top, p.Legend.Left = false, true
+	out := filepath.Join(dir, "backlog.png")
+	return out, save(p, out)
 }
 
 func save(p *plot.Plot, path string) error {

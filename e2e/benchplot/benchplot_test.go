@@ -28,8 +28,16 @@ func TestPlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths = append(paths, path)
-	if len(paths) != 3 {
-		t.Fatalf("%d files, want 3: %v", len(paths), paths)
+	var b BacklogResults
+	if err := Read(filepath.Join("testdata", "backlog.json"), &b); err != nil {
+		t.Fatal(err)
+	}
+	if path, err = Backlog(b, dir); err != nil {
+		t.Fatal(err)
+	}
+	paths = append(paths, path)
+	if len(paths) != 4 {
+		t.Fatalf("%d files, want 4: %v", len(paths), paths)
 	}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
@@ -46,5 +54,8 @@ func TestPlots(t *testing.T) {
 	}
 	if _, err := Weight(WeightResults{}, dir); err == nil {
 		t.Error("no rows: no error")
+	}
+	if _, err := Backlog(BacklogResults{}, dir); err == nil {
+		t.Error("no depths: no error")
 	}
 }
