@@ -1,0 +1,115 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/golang/snappy"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ethereum-optimism/optimism/op-service/eth"
+	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
+
+	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+)
+
+// BenchmarkReceive measures what taking in one signed block costs a follower's op-node before the block reaches
+// the engine, on the relay path against op-node's own gossip path, for the same block in the same run:
+//   - relay: the subscription's notification as it arrives (JSON-RPC text), read as go-ethereum's client reads it
+//     (its params, then the result as raw JSON), decoded (DecodeEnvelope) and checked (VerifySigned: header hash,
+//     the payload's SSZ encoding re-made, signature);
+//   - gossip: the gossip message (snappy of the signature and the SSZ envelope), as op-node's gossip validator
+//     takes it: snappy, signature over the SSZ bytes, SSZ decoding, header hash.
+//
+// Weights: the weight sweep's light (60 transactions of 120 bytes) and 10x (470 of 118) blocks, and 1 MB (8,000 of
+// 128). Transactions are opaque bytes here, as they are to both paths. Run with e.g.
+//
+//	GOWORK=$PWD/build/go.work go test -run '^$' -bench BenchmarkReceive -benchtime 2s ./plugin/relay/
+func BenchmarkReceive(b *testing.B) {
+	for _, w := range []struct {
+		name      string
+		txs, size int
+	}{{"light", 60, 120}, {"10x", 470, 118}, {"1MB", 8000, 128}} {
+		env := receiveBlock(b, w.txs, w.size)
+		s := sign(b, testkit.Key(1), env)
+		signers := &testkit.Signers{Current: testkit.Addr(1)}
+
+		result, err := json.Marshal(s)
+		require.NoError(b, err)
+		relayMsg, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "relay_subscription",
+			"params": map[string]any{"subscription": "0x1234", "result": json.RawMessage(result)}})
+		require.NoError(b, err)
+		ssz, err := driverhook.SignedBytes(s.Envelope)
+		require.NoError(b, err)
+		gossipMsg := snappy.Encode(nil, append(append([]byte{}, s.Signature[:]...), ssz...))
+
+		b.Run(w.name+"/relay", func(b *testing.B) {
+			b.SetBytes(int64(len(relayMsg)))
+			for range b.N {
+				var msg struct {
+					Params struct {
+						Result json.RawMessage `json:"result"`
+					} `json:"params"`
+				}
+				if err := json.Unmarshal(relayMsg, &msg); err != nil {
+					b.Fatal(err)
+				}
+				got, err := DecodeEnvelope(msg.Params.Result)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := VerifySigned(testRollup, signers, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(w.name+"/gossip", func(b *testing.B) {
+			b.SetBytes(int64(len(gossipMsg)))
+			chain := eth.ChainIDFromBig(testRollup.L2ChainID)
+			for range b.N {
+				data, err := snappy.Decode(nil, gossipMsg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				block := opsigner.SignedP2PBlock{Raw: data[65:], Signature: eth.Bytes65(data[:65])}
+				if err := block.VerifySignature(&opsigner.OPStackP2PBlockAuthV1{Allowed: testkit.Addr(1), Chain: chain}); err != nil {
+					b.Fatal(err)
+				}
+				var got eth.ExecutionPayloadEnvelope
+				if err := got.UnmarshalSSZ(eth.BlockV3, uint32(len(data)-65), bytes.NewReader(data[65:])); err != nil {
+					b.Fatal(err)
+				}
+				if _, ok := got.CheckBlockHash(); !ok {
+					b.Fatal("bad block hash")
+				}
+			}
+		})
+	}
+}
+
+// receiveBlock is an Ecotone block (as the gossip topic v3 carries) of txs opaque transactions of size bytes each.
+func receiveBlock(b *testing.B, txs, size int) *eth.ExecutionPayloadEnvelope {
+	b.Helper()
+	beacon := common.Hash{0xbe}
+	var zero hexutil.Uint64
+	p := &eth.ExecutionPayload{ParentHash: common.Hash{0x9e}, BlockNumber: 100, StateRoot: eth.Bytes32{0x22},
+		Timestamp: eth.Uint64Quantity(chainStart), GasLimit: 30_000_000, GasUsed: 20_000_000,
+		Withdrawals: &types.Withdrawals{}, BlobGasUsed: (*eth.Uint64Quantity)(&zero), ExcessBlobGas: (*eth.Uint64Quantity)(&zero)}
+	for range txs {
+		tx := make([]byte, size)
+		_, _ = rand.Read(tx)
+		tx[0] = types.DynamicFeeTxType
+		p.Transactions = append(p.Transactions, tx)
+	}
+	env := &eth.ExecutionPayloadEnvelope{ParentBeaconBlockRoot: &beacon, ExecutionPayload: p}
+	env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
+	require.NotEmpty(b, fmt.Sprint(env.ID()))
+	return env
+}
