@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,8 @@ import (
 // Settings: OP_REPLICATOR_BENCH_LOADS (default light,10x,mix,max: devnet.LoadPresets, or name:t=…,c=…,s=…,l=…, see
 // devnet.ParseLoad), the two sizes above, OP_REPLICATOR_BENCH_OUT (weight.json, default build/bench),
 // OP_REPLICATOR_BENCH_PLOTS (weight-catchup.png and weight-lag.png, default docs/bench), OP_REPLICATOR_BENCH_REPORT,
-// OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of the replicators over their catch-ups),
+// OP_REPLICATOR_BENCH_PPROF (a directory: CPU profiles of every follower's op-node over the follow window, and of the
+// replicators over their catch-ups),
 // OP_REPLICATOR_BENCH_GETH_PPROF (a directory: a CPU profile of each catching-up op-geth and of the ceiling's).
 
 // weightAccounts is how many accounts the weight bench's devnets fund: enough for ten senders of 100 transactions a
@@ -126,11 +128,22 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 
 	// Following the head: a stock gossip node (the anchor), a replicator on the sequencer's op-geth over ws, and one
 	// on the sequencer's relay.
+	// With OP_REPLICATOR_BENCH_PPROF (a directory), CPU profiles of each follower's op-node over the follow window
+	// (follow-<load>-<id>-<n>.pprof): where a replicator's CPU beyond the gossip node's goes.
+	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
+	pprofPorts := map[string]int{}
+	pprof := func(id string) devnet.FollowerOption {
+		if !profile {
+			return devnet.WithNodeArgs()
+		}
+		pprofPorts[id] = dsl.FreePort(t)
+		return devnet.WithNodeArgs("--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPorts[id]))
+	}
 	followers := []*follower{
-		{id: "gossip", name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower, devnet.WithMetrics())},
-		{id: "rep-ws", name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", devnet.WithMetrics(), devnet.WithSource(seq.WS)).Node},
+		{id: "gossip", name: "stock op-node, libp2p gossip", node: sys.AddFollower("gossip", devnet.RoleGossipFollower, devnet.WithMetrics(), pprof("gossip"))},
+		{id: "rep-ws", name: "replicator, sequencer op-geth over ws", node: sys.AddReplicator("rep-ws", devnet.WithMetrics(), devnet.WithSource(seq.WS), pprof("rep-ws")).Node},
 		{id: "rep-relay", name: "replicator, the sequencer's relay", node: sys.AddReplicator("rep-relay", devnet.WithMetrics(),
-			devnet.WithSource(dsl.RelaySource(relayPort))).Node},
+			devnet.WithSource(dsl.RelaySource(relayPort)), pprof("rep-relay")).Node},
 	}
 	for _, f := range followers[1:] {
 		sys.Replicator(f.node).WaitReplicating(seq, 5)
@@ -140,8 +153,20 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 		h, err := followers[0].node.EL.BlockNumber(ctx)
 		return err == nil && h+2 >= seq.NumberAt(rpc.LatestBlockNumber), err
 	})
+	if profile {
+		require.NoError(t, os.MkdirAll(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), 0o755))
+	}
+	var stopProfiles []func()
+	for _, f := range followers {
+		if port, ok := pprofPorts[f.id]; ok {
+			stopProfiles = append(stopProfiles, captureProfiles(t, port, fmt.Sprintf("follow-%s-%s", spec.Name, f.id)))
+		}
+	}
 	machine0 := snapshotCPU(t, sys.Net)
 	start, elapsed := followWindow(t, sys, followers, blocks, nil, false)
+	for _, stop := range stopProfiles {
+		stop()
+	}
 	row.MachineCoresBusyFollow = (machineBusy() - machine0.busy).Seconds() / time.Since(machine0.at).Seconds()
 	stats := make([]followStats, len(followers))
 	for i, f := range followers {
@@ -179,11 +204,7 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 	require.NoError(t, err)
 	var per32 []devnet.ReplayResult
 	var stock, rep, relayRep []catchUpResult
-	// With OP_REPLICATOR_BENCH_PPROF (a directory), CPU profiles of the replicators' op-nodes over their catch-ups.
-	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
-	if profile {
-		require.NoError(t, os.MkdirAll(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), 0o755))
-	}
+	// With OP_REPLICATOR_BENCH_PPROF, CPU profiles of the replicators' op-nodes over their catch-ups too.
 	for round := range rounds {
 		per32 = append(per32, replayCeiling(t, sys, envs, 32, fmt.Sprintf("ceiling-fcu32-%d", round+1)))
 		stock = append(stock, measureCatchUp(t, sys, fmt.Sprintf("stock-%d", round+1), "stock op-node, L1 derivation only",
