@@ -23,8 +23,8 @@ import (
 // BenchmarkReceive measures what taking in one signed block costs a follower's op-node before the block reaches
 // the engine, on the relay path against op-node's own gossip path, for the same block in the same run:
 //   - relay: the subscription's notification as it arrives (JSON-RPC text), read as go-ethereum's client reads it
-//     (its params, then the result as raw JSON), decoded (DecodeEnvelope) and checked (VerifySigned: header hash,
-//     the payload's SSZ encoding re-made, signature);
+//     (four passes: the message, its params, the result, the result into the channel's type), decoded
+//     (DecodeEnvelope) and checked (VerifySigned: header hash, the payload's SSZ encoding re-made, signature);
 //   - gossip: the gossip message (snappy of the signature and the SSZ envelope), as op-node's gossip validator
 //     takes it: snappy, signature over the SSZ bytes, SSZ decoding, header hash.
 //
@@ -53,15 +53,33 @@ func BenchmarkReceive(b *testing.B) {
 		b.Run(w.name+"/relay", func(b *testing.B) {
 			b.SetBytes(int64(len(relayMsg)))
 			for range b.N {
-				var msg struct {
-					Params struct {
-						Result json.RawMessage `json:"result"`
-					} `json:"params"`
-				}
-				if err := json.Unmarshal(relayMsg, &msg); err != nil {
+				// As go-ethereum's client (rpc/json.go, handler.go, subscription.go): the websocket message read as
+				// raw JSON, parsed as a JSON-RPC message, its params as a subscription result, that result into the
+				// subscription's channel type (json.RawMessage here).
+				var raw json.RawMessage
+				if err := json.Unmarshal(relayMsg, &raw); err != nil {
 					b.Fatal(err)
 				}
-				got, err := DecodeEnvelope(msg.Params.Result)
+				var msg struct {
+					Version string          `json:"jsonrpc"`
+					Method  string          `json:"method"`
+					Params  json.RawMessage `json:"params"`
+				}
+				if err := json.Unmarshal(raw, &msg); err != nil {
+					b.Fatal(err)
+				}
+				var sub struct {
+					ID     string          `json:"subscription"`
+					Result json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal(msg.Params, &sub); err != nil {
+					b.Fatal(err)
+				}
+				var result json.RawMessage
+				if err := json.Unmarshal(sub.Result, &result); err != nil {
+					b.Fatal(err)
+				}
+				got, err := DecodeEnvelope(result)
 				if err != nil {
 					b.Fatal(err)
 				}
