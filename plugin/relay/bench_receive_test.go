@@ -22,9 +22,12 @@ import (
 
 // BenchmarkReceive measures what taking in one signed block costs a follower's op-node before the block reaches
 // the engine, on the relay path against op-node's own gossip path, for the same block in the same run:
-//   - relay: the subscription's notification as it arrives (JSON-RPC text), read as go-ethereum's client reads it
-//     (four passes: the message, its params, the result, the result into the channel's type), decoded
-//     (DecodeEnvelope) and checked (VerifySigned: header hash, the payload's SSZ encoding re-made, signature);
+//   - relay: the subscription's notification as it arrives (JSON-RPC text), read by the client's subscription in one
+//     pass into the signed block (decodeNotification) and checked (VerifySigned: header hash, the payload's SSZ
+//     encoding re-made, signature);
+//   - relay-geth: the same, read as go-ethereum's client reads it (four passes: the message, its params, the result,
+//     the result into the channel's type) and decoded (DecodeEnvelope), as the client did before its subscription
+//     had a connection of its own;
 //   - gossip: the gossip message (snappy of the signature and the SSZ envelope), as op-node's gossip validator
 //     takes it: snappy, signature over the SSZ bytes, SSZ decoding, header hash.
 //
@@ -51,6 +54,18 @@ func BenchmarkReceive(b *testing.B) {
 		gossipMsg := snappy.Encode(nil, append(append([]byte{}, s.Signature[:]...), ssz...))
 
 		b.Run(w.name+"/relay", func(b *testing.B) {
+			b.SetBytes(int64(len(relayMsg)))
+			for range b.N {
+				got, err := decodeNotification(relayMsg, "0x1234")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := VerifySigned(testRollup, signers, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(w.name+"/relay-geth", func(b *testing.B) {
 			b.SetBytes(int64(len(relayMsg)))
 			for range b.N {
 				// As go-ethereum's client (rpc/json.go, handler.go, subscription.go): the websocket message read as

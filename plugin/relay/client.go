@@ -20,6 +20,7 @@ import (
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/internal/wsdial"
 )
 
 // ClientConfig is how a Client reaches its relay and checks what it gets.
@@ -198,6 +199,11 @@ func DecodeEnvelope(msg json.RawMessage) (*opsigner.SignedExecutionPayloadEnvelo
 	if err := json.Unmarshal(msg, &signed); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
 	}
+	return checkDecoded(signed)
+}
+
+// checkDecoded refuses a decoded message without a block.
+func checkDecoded(signed *opsigner.SignedExecutionPayloadEnvelope) (*opsigner.SignedExecutionPayloadEnvelope, error) {
 	if signed == nil || signed.Envelope == nil || signed.Envelope.ExecutionPayload == nil {
 		return nil, fmt.Errorf("%w: a message without a block", ErrBadInput)
 	}
@@ -241,9 +247,6 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 		c.mu.Unlock()
 		conn.Close()
 	}()
-	// Raw messages, decoded by DecodeEnvelope: a malformed one is refused and counted like a badly signed one (geth
-	// would end the subscription on it).
-	ch := make(chan json.RawMessage, 64)
 	// From the block after the highest received, and above the safe head: the store would drop anything lower.
 	from := c.head.Load() + 1
 	if safe := c.store.SafeHead(); safe != (eth.BlockID{}) && safe.Number >= from {
@@ -257,39 +260,35 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 	if head, err := c.relayHead(ctx, client); err == nil && head >= uint64(c.store.Window()) {
 		from = max(from, head-uint64(c.store.Window())+1)
 	}
-	sub, err := client.SubscribeEnvelopesRaw(ctx, from, ch)
+	// The subscription, on a connection of its own (client_subscription.go). A malformed block is refused and
+	// counted like a badly signed one; the subscription goes on.
+	dialer, err := wsdial.New(c.cfg.URL, subscriptionReadLimit)
 	if err != nil {
 		return err
 	}
+	sub, err := subscribeRelay(ctx, dialer, from, c.cfg.Timeout, c.cfg.ReadTimeout)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
 	c.subFrom.Store(from)
 	c.noRange.Store(false) // a new connection: perhaps to a relay upgraded meanwhile
-	defer sub.Unsubscribe()
 	c.log.Info("Following relay", "relay", c.cfg.Name, "from", from)
-	silence := c.clock.NewTimer(c.cfg.ReadTimeout)
-	defer func() { silence.Stop() }()
 	for {
-		select {
-		case msg := <-ch:
+		signed, err := sub.Next()
+		if errors.Is(err, ErrBadInput) {
 			onMessage()
-			silence.Stop()
-			silence = c.clock.NewTimer(c.cfg.ReadTimeout)
-			signed, err := DecodeEnvelope(msg)
-			if err != nil {
-				c.refuse(err)
-				continue
-			}
-			if _, err := c.accept(signed); err == nil {
-				select {
-				case c.heads <- struct{}{}:
-				default:
-				}
-			}
-		case err := <-sub.Err():
+			c.refuse(err)
+			continue
+		} else if err != nil {
 			return err
-		case <-silence.Ch():
-			return fmt.Errorf("no block for %s", c.cfg.ReadTimeout)
-		case <-ctx.Done():
-			return nil
+		}
+		onMessage()
+		if _, err := c.accept(signed); err == nil {
+			select {
+			case c.heads <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/op-replicator/op-replicator/plugin/internal/wsdial"
 )
 
 // hexResultCases are answers to debug_getRawBlock: the compact one go-ethereum writes, and others an http source
@@ -261,10 +263,12 @@ func TestRawBlockWSAnswerTooLarge(t *testing.T) {
 		}
 		return []byte(`{"jsonrpc":"2.0","id":` + id + `,"result":"0x` + strings.Repeat("00", size) + `"}`)
 	}}
-	fetch, err := newRawBlockWS(a.serve(t))
+	url := a.serve(t)
+	fetch, err := newRawBlockWS(url)
 	require.NoError(t, err)
 	defer fetch.Close()
-	fetch.readLimit = 1024
+	fetch.dialer, err = wsdial.New(url, 1024)
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err = fetch.getRawBlock(ctx, 1)

@@ -2,11 +2,8 @@ package source
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"net"
-	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +12,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/gorilla/websocket"
+
+	"github.com/op-replicator/op-replicator/plugin/internal/wsdial"
 )
 
 // wsIdleKept is how long a websocket connection to a source is kept unused for the next fetch. go-ethereum's server
@@ -29,11 +28,8 @@ const wsIdleKept = 20 * time.Second
 // JSON-RPC error answer. A kept connection that fails before an answer is followed by another, or a new one: the source may have
 // closed it.
 type rawBlockWS struct {
-	url       string
-	header    http.Header
-	dialer    websocket.Dialer
-	idleKept  time.Duration // wsIdleKept
-	readLimit int64         // maxSourceResponse
+	dialer   *wsdial.Dialer // refusing a message above maxSourceResponse
+	idleKept time.Duration  // wsIdleKept
 
 	nextID  atomic.Uint64
 	mu      sync.Mutex
@@ -48,17 +44,11 @@ type idleWS struct {
 }
 
 func newRawBlockWS(rawURL string) (*rawBlockWS, error) {
-	u, err := url.Parse(rawURL)
+	d, err := wsdial.New(rawURL, maxSourceResponse)
 	if err != nil {
 		return nil, err
 	}
-	header := make(http.Header)
-	if u.User != nil {
-		header.Set("authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.String())))
-		u.User = nil
-	}
-	return &rawBlockWS{url: u.String(), header: header, idleKept: wsIdleKept, readLimit: maxSourceResponse,
-		dialer: websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024, Proxy: http.ProxyFromEnvironment}}, nil
+	return &rawBlockWS{dialer: d, idleKept: wsIdleKept}, nil
 }
 
 func (w *rawBlockWS) getRawBlock(ctx context.Context, num uint64) (hexutil.Bytes, error) {
@@ -135,15 +125,8 @@ func (w *rawBlockWS) take(ctx context.Context) (*websocket.Conn, bool, error) {
 		return conn, true, nil
 	}
 	w.mu.Unlock()
-	conn, resp, err := w.dialer.DialContext(ctx, w.url, w.header)
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	conn.SetReadLimit(w.readLimit)
-	return conn, false, nil
+	conn, err := w.dialer.Dial(ctx)
+	return conn, false, err
 }
 
 func (w *rawBlockWS) put(conn *websocket.Conn) {
