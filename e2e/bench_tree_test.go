@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/rpc"
 
+	"github.com/op-replicator/op-replicator/e2e/benchplot"
 	"github.com/op-replicator/op-replicator/e2e/devnet"
 	"github.com/op-replicator/op-replicator/e2e/dsl"
 )
@@ -256,6 +258,7 @@ func TestBenchRelayTree(t *testing.T) {
 	}
 	res.Phases = append(res.Phases, phase("tree", spread))
 	saveBenchJSON(t, "tree.json", res)
+	plotTree(t, res)
 
 	var out strings.Builder
 	out.WriteString(benchHeading(fmt.Sprintf("A relay tree: the sequencer's relay → %d relays → %d subscribers", tier2, total), blocks, rate))
@@ -290,6 +293,22 @@ func TestBenchRelayTree(t *testing.T) {
 		fmt.Fprintf(&out, "- %s: %s\n", ph.Name, ph.CPU)
 	}
 	report(t, out.String())
+}
+
+// plotTree draws res (benchplot.Tree) into OP_REPLICATOR_BENCH_PLOTS (default docs/bench).
+func plotTree(t *testing.T, res treeResult) {
+	pcts := func(p pct) benchplot.Percentiles { return benchplot.Percentiles{P50: p.P50, P99: p.P99, N: p.N} }
+	tr := benchplot.TreeResults{When: res.When, Commit: res.Commit, Subscribers: res.Subscribers}
+	for _, ph := range res.Phases {
+		p := benchplot.TreePhase{Name: ph.Name}
+		for _, r := range ph.Relays {
+			p.Relays = append(p.Relays, benchplot.TreeRelay{Name: r.Name, Subscribers: r.Subscribers, Hop1: pcts(r.Hop1), Hop2: pcts(r.Hop2)})
+		}
+		tr.Phases = append(tr.Phases, p)
+	}
+	path, err := benchplot.Tree(tr, envString("OP_REPLICATOR_BENCH_PLOTS", filepath.Join("..", "docs", "bench")))
+	require.NoError(t, err)
+	t.Logf("plot: %s", path)
 }
 
 // firstArrivals returns, for blocks from..to, the first arrival of each at any subscriber.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,13 +44,14 @@ type halter struct {
 	// rewindFailures and rewindRetryAt back a failing rewind off.
 	rewindFailures int
 	rewindRetryAt  time.Time
-	// identityAt is when the rewinder's identity was last checked; identityBusy while a check runs (on a goroutine
-	// of its own, off the round's path, joined by wait); rewindEpoch counts rewinds, so that a check that straddles
-	// one is not believed.
-	identityAt   time.Time
-	identityBusy atomic.Bool
-	identityWG   sync.WaitGroup
-	rewindEpoch  atomic.Uint64
+	// identityAt is when the rewinder's identity was last checked; identityBusy while a check is queued or runs (on
+	// the checker's goroutine, off the round's path: identityChecks, identityDone; ended by wait); rewindEpoch counts
+	// rewinds, so that a check that straddles one is not believed.
+	identityAt     time.Time
+	identityBusy   atomic.Bool
+	identityChecks chan func()
+	identityDone   chan struct{}
+	rewindEpoch    atomic.Uint64
 }
 
 // rewinder rewinds the execution engine's own chain to the safe head (engineRewinder). engineHead is the latest
@@ -168,6 +168,9 @@ func (h *halter) rewind(ctx context.Context) (eth.L2BlockRef, error) {
 
 // checkIdentity has the rewinder check, at most every identityCheckEvery and on a goroutine of its own, that it
 // reaches the engine op-node drives: one that is found not to refuses every rewind, and replicator_status says so.
+// The goroutine is started by the first check and kept for the next ones (until wait): a check goes three RPC calls
+// deep, and a goroutine started for each grew its stack to that depth every second (~a third of a check's CPU in
+// W5's profiles, docs/benchmarks.md).
 func (h *halter) checkIdentity(ctx context.Context) {
 	c, ok := h.rewinder.(identityChecker)
 	if !ok || h.clock.Since(h.identityAt) < identityCheckEvery || !h.identityBusy.CompareAndSwap(false, true) {
@@ -177,9 +180,18 @@ func (h *halter) checkIdentity(ctx context.Context) {
 	h.identityAt = now
 	epoch := h.rewindEpoch.Load()
 	ctx = context.WithoutCancel(ctx)
-	h.identityWG.Add(1)
-	go func() {
-		defer h.identityWG.Done()
+	if h.identityChecks == nil {
+		checks, done := make(chan func(), 1), make(chan struct{})
+		h.identityChecks, h.identityDone = checks, done
+		go func() {
+			defer close(done)
+			for check := range checks {
+				check()
+			}
+		}()
+	}
+	// Never blocks: identityBusy admits one check at a time, queued or running.
+	h.identityChecks <- func() {
 		defer h.identityBusy.Store(false)
 		still := func() bool { return h.rewindEpoch.Load() == epoch && !h.Halted() }
 		if err := c.CheckIdentity(ctx, h.l2, now, still); err != nil {
@@ -187,11 +199,19 @@ func (h *halter) checkIdentity(ctx context.Context) {
 			h.board.publish(func(s *snapshot) { s.l2RPCErr = err.Error() })
 			h.log.Error("--"+driverhook.L2RPCFlagName+" is not this node's op-geth: a halt will not rewind it", "err", err)
 		}
-	}()
+	}
 }
 
-// wait joins the identity check in progress, if any.
-func (h *halter) wait() { h.identityWG.Wait() }
+// wait joins the identity check in progress, if any, and ends the checker's goroutine (the next check starts
+// another).
+func (h *halter) wait() {
+	if h.identityChecks == nil {
+		return
+	}
+	close(h.identityChecks)
+	<-h.identityDone
+	h.identityChecks, h.identityDone = nil, nil
+}
 
 // checkRewound reads the head of op-node's own engine (--l2) back after the rewinder rewound op-geth. It runs in
 // rewindEngine, under the engine controller's lock, where nothing inserts a block: derivation, which goes on right

@@ -94,7 +94,9 @@ func newEngineRewinder(rawURL string, timeout time.Duration) (*engineRewinder, e
 	// Lazy: rpc.DialOptions connects http(s) on the first call; ws(s) and IPC connect now, and Check reports it.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := rpc.DialOptions(ctx, rawURL)
+	// Over http(s), the sources' client: op-geth compresses every answer to a client that accepts gzip, and a
+	// reader of gzip costs more to set up than these answers (a block number, a header) cost to read.
+	c, err := rpc.DialOptions(ctx, rawURL, rpc.WithHTTPClient(source.NewHTTPClient()))
 	if err != nil {
 		return nil, fmt.Errorf("--%s %s: %w", driverhook.L2RPCFlagName, source.RedactURL(rawURL), err)
 	}

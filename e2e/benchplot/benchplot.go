@@ -1,6 +1,7 @@
 // Package benchplot draws the benchmarks' sweeps (`make bench`, e2e/bench_*_test.go) from the results they write as
 // JSON: blocks/s and head lag against block weight (TestBenchWeight), delivery spread against subscribers
-// (TestBenchRelayFanout), and catch-up against backlog depth (TestBenchBacklog). The benches call it at their end; cmd/benchplot redraws from the JSON files.
+// (TestBenchRelayFanout), catch-up against backlog depth (TestBenchBacklog), and the latency each hop of a relay tree
+// adds (TestBenchRelayTree). The benches call it at their end; cmd/benchplot redraws from the JSON files.
 package benchplot
 
 import (
@@ -119,7 +120,38 @@ type BacklogRate struct {
 	BlocksPerSec float64 `json:"blocks_per_s"`
 }
 
-// Read decodes a results file into v (a *WeightResults, *FanoutResults or *BacklogResults).
+// TreeResults is what the tree plot reads of TestBenchRelayTree's output (tree.json).
+type TreeResults struct {
+	When        string      `json:"when"`
+	Commit      string      `json:"commit"`
+	Subscribers int         `json:"subscribers"`
+	Phases      []TreePhase `json:"phases"`
+}
+
+// TreePhase is one phase of the tree bench: "probes" (one subscriber on each relay) or "tree" (the subscribers spread
+// over the second tier).
+type TreePhase struct {
+	Name   string      `json:"name"`
+	Relays []TreeRelay `json:"relays"` // the sequencer's first, then the second tier
+}
+
+// TreeRelay is one relay of a phase. Hop 1 (the sequencer's relay to this one) is measured for the second tier only;
+// hop 2 is the spread of this relay's subscribers after its first.
+type TreeRelay struct {
+	Name        string      `json:"name"`
+	Subscribers int         `json:"subscribers"`
+	Hop1        Percentiles `json:"hop1_ms"`
+	Hop2        Percentiles `json:"hop2_spread_ms"`
+}
+
+// Percentiles of a latency, in milliseconds, over N blocks (or deliveries).
+type Percentiles struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	N   int     `json:"n"`
+}
+
+// Read decodes a results file into v (a *WeightResults, *FanoutResults, *BacklogResults or *TreeResults).
 func Read(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -399,6 +431,82 @@ func Backlog(res BacklogResults, dir string) (string, error) {
 	}
 	p.Legend.Top, p.Legend.Left = false, true
 	out := filepath.Join(dir, "backlog.png")
+	return out, save(p, out)
+}
+
+// treeTarget is issue 28's target for what each hop of a relay tree adds at p50.
+const treeTarget = 2.0 // ms
+
+// Tree draws res into dir/tree.png: for each second-tier relay, the latency hop 1 (the sequencer's relay to it) and
+// hop 2 (its subscribers after its first) add, p50 (filled) and p99 (ring), one colour per phase, on a log scale,
+// with the 2 ms p50 target. It returns the file's path.
+func Tree(res TreeResults, dir string) (string, error) {
+	var names []string
+	for _, ph := range res.Phases {
+		for _, r := range ph.Relays[min(1, len(ph.Relays)):] {
+			for _, hop := range []string{"hop 1", "hop 2"} {
+				if name := r.Name + ", " + hop; !slices.Contains(names, name) {
+					names = append(names, name)
+				}
+			}
+		}
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("no second-tier relay to plot")
+	}
+	p := newPlot(fmt.Sprintf("Relay tree: what each hop adds (%s, %s, %d subscribers)", day(res.When), res.Commit, res.Subscribers),
+		"", "ms (log scale)")
+	p.NominalX(names...)
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.X.Tick.Label.Font.Size = vg.Points(7)
+	target, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: treeTarget}, {X: float64(len(names)) - 0.5, Y: treeTarget}})
+	if err != nil {
+		return "", err
+	}
+	target.Color, target.Dashes = palette[5], []vg.Length{vg.Points(5), vg.Points(3)}
+	p.Add(target)
+	p.Legend.Add("target: 2 ms p50 per hop", target)
+	lowest := treeTarget
+	for i, ph := range res.Phases {
+		offset := (float64(i) - float64(len(res.Phases)-1)/2) * 0.2
+		var p50, p99 plotter.XYs
+		for _, r := range ph.Relays[min(1, len(ph.Relays)):] {
+			for _, hop := range []struct {
+				name string
+				pct  Percentiles
+			}{{"hop 1", r.Hop1}, {"hop 2", r.Hop2}} {
+				// A log scale has no zero: a hop under 10 µs is drawn at 10 µs.
+				if hop.pct.N == 0 {
+					continue
+				}
+				x := float64(slices.Index(names, r.Name+", "+hop.name)) + offset
+				p50 = append(p50, plotter.XY{X: x, Y: max(hop.pct.P50, 0.01)})
+				p99 = append(p99, plotter.XY{X: x, Y: max(hop.pct.P99, 0.01)})
+				lowest = min(lowest, max(hop.pct.P50, 0.01))
+			}
+		}
+		c := palette[i%(len(palette)-1)]
+		for _, pts := range []struct {
+			xys   plotter.XYs
+			shape draw.GlyphDrawer
+			what  string
+		}{{p50, draw.CircleGlyph{}, "p50"}, {p99, draw.RingGlyph{}, "p99"}} {
+			if len(pts.xys) == 0 {
+				continue
+			}
+			sc, err := plotter.NewScatter(pts.xys)
+			if err != nil {
+				return "", err
+			}
+			sc.Color, sc.Shape, sc.Radius = c, pts.shape, vg.Points(3.5)
+			p.Add(sc)
+			p.Legend.Add(fmt.Sprintf("%s, %s", ph.Name, pts.what), sc)
+		}
+	}
+	p.Y.Min = lowest / 2
+	p.Legend.Top, p.Legend.Left = true, true
+	out := filepath.Join(dir, "tree.png")
 	return out, save(p, out)
 }
 

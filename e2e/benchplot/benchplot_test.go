@@ -36,8 +36,16 @@ func TestPlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths = append(paths, path)
-	if len(paths) != 4 {
-		t.Fatalf("%d files, want 4: %v", len(paths), paths)
+	var tr TreeResults
+	if err := Read(filepath.Join("testdata", "tree.json"), &tr); err != nil {
+		t.Fatal(err)
+	}
+	if path, err = Tree(tr, dir); err != nil {
+		t.Fatal(err)
+	}
+	paths = append(paths, path)
+	if len(paths) != 5 {
+		t.Fatalf("%d files, want 5: %v", len(paths), paths)
 	}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
@@ -57,5 +65,8 @@ func TestPlots(t *testing.T) {
 	}
 	if _, err := Backlog(BacklogResults{}, dir); err == nil {
 		t.Error("no depths: no error")
+	}
+	if _, err := Tree(TreeResults{Phases: []TreePhase{{Name: "probes", Relays: []TreeRelay{{Name: "sequencer"}}}}}, dir); err == nil {
+		t.Error("no second-tier relay: no error")
 	}
 }

@@ -3,7 +3,6 @@ package source
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -74,7 +73,7 @@ func newRPCSource(lgr log.Logger, rawURL string, cfg *rollup.Config, timeout, po
 	u, _ := url.Parse(rawURL)
 	switch {
 	case u != nil && (u.Scheme == "http" || u.Scheme == "https"):
-		httpClient := &http.Client{Transport: limitedTransport{next: sourceTransport(), limit: maxSourceResponse}}
+		httpClient := NewHTTPClient()
 		opts = append(opts, client.WithGethRPCOptions(rpc.WithHTTPClient(httpClient)))
 		rawFetch = &rawBlockHTTP{client: httpClient, url: rawURL}
 	case u != nil && (u.Scheme == "ws" || u.Scheme == "wss"):

@@ -28,6 +28,12 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// NewHTTPClient is the client of an http(s) source: responses bounded by maxSourceResponse, sourceTransport's
+// connections, no gzip. The replicator's other clients of op-geth (--replicator.l2.rpc) use one too.
+func NewHTTPClient() *http.Client {
+	return &http.Client{Transport: limitedTransport{next: sourceTransport(), limit: maxSourceResponse}}
+}
+
 // sourceTransport is http.DefaultTransport keeping as many idle connections to the source as a prefetcher has
 // requests in flight (the default keeps 2), so that catching up does not open and close connections per block, and
 // not asking for gzip: go-ethereum's http server compresses every answer a client accepts gzip for, which costs

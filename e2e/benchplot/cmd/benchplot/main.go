@@ -1,6 +1,6 @@
 // Command benchplot redraws the benchmarks' plots from their JSON results: benchplot [results dir [plots dir]]
-// (defaults build/bench and docs/bench, from the repository's root). Each of weight.json, fanout.json and backlog.json
-// found is drawn.
+// (defaults build/bench and docs/bench, from the repository's root). Each of weight.json, fanout.json, backlog.json
+// and tree.json found is drawn.
 package main
 
 import (
@@ -67,8 +67,20 @@ func run(in, out string) error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
+	var tr benchplot.TreeResults
+	switch err := benchplot.Read(filepath.Join(in, "tree.json"), &tr); {
+	case err == nil:
+		p, err := benchplot.Tree(tr, out)
+		if err != nil {
+			return err
+		}
+		fmt.Println(p)
+		drawn++
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
 	if drawn == 0 {
-		return fmt.Errorf("none of weight.json, fanout.json and backlog.json in %s", in)
+		return fmt.Errorf("none of weight.json, fanout.json, backlog.json and tree.json in %s", in)
 	}
 	return nil
 }
