@@ -467,7 +467,7 @@ func Tree(res TreeResults, dir string) (string, error) {
 	target.Color, target.Dashes = palette[5], []vg.Length{vg.Points(5), vg.Points(3)}
 	p.Add(target)
 	p.Legend.Add("target: 2 ms p50 per hop", target)
-	lowest := treeTarget
+	lowest, highest := treeTarget, treeTarget
 	for i, ph := range res.Phases {
 		offset := (float64(i) - float64(len(res.Phases)-1)/2) * 0.2
 		var p50, p99 plotter.XYs
@@ -483,7 +483,7 @@ func Tree(res TreeResults, dir string) (string, error) {
 				x := float64(slices.Index(names, r.Name+", "+hop.name)) + offset
 				p50 = append(p50, plotter.XY{X: x, Y: max(hop.pct.P50, 0.01)})
 				p99 = append(p99, plotter.XY{X: x, Y: max(hop.pct.P99, 0.01)})
-				lowest = min(lowest, max(hop.pct.P50, 0.01))
+				lowest, highest = min(lowest, max(hop.pct.P50, 0.01)), max(highest, hop.pct.P99)
 			}
 		}
 		c := palette[i%(len(palette)-1)]
@@ -504,8 +504,8 @@ func Tree(res TreeResults, dir string) (string, error) {
 			p.Legend.Add(fmt.Sprintf("%s, %s", ph.Name, pts.what), sc)
 		}
 	}
-	p.Y.Min = lowest / 2
-	p.Legend.Top, p.Legend.Left = true, true
+	// Room above the highest point for the legend (a log scale: a factor).
+	p.Y.Min, p.Y.Max = lowest/2, highest*8
 	out := filepath.Join(dir, "tree.png")
 	return out, save(p, out)
 }
