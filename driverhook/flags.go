@@ -231,7 +231,8 @@ func CLIFlags(envPrefix string, category string) []cli.Flag {
 		&cli.IntFlag{
 			Name: RelayMaxConnsPerClientFlagName,
 			Usage: "Most open TCP connections (idle or not: HTTP, websockets) from one client: an IPv4 address or " +
-				"an IPv6 /64; more are closed as soon as they are accepted.",
+				"an IPv6 /64; more are closed as soon as they are accepted. A replicator following this relay holds two " +
+				"(its subscription and its calls).",
 			Value:    DefaultRelayMaxConnsPerClient,
 			EnvVars:  envVars(envPrefix, "RELAY_MAX_CONNS_PER_CLIENT"),
 			Category: category,

@@ -76,14 +76,15 @@ func subscribeRelay(ctx context.Context, d *wsdial.Dialer, from uint64, timeout,
 	if err == nil {
 		err = json.Unmarshal(msg, &answer)
 	}
+	// Not ErrBadInput, which is a block's: the relay's answer failing ends this attempt, which is retried.
 	switch {
 	case err != nil:
-	case string(answer.ID) != "1":
-		err = fmt.Errorf("%w: an answer to request %s, not to the subscribe call", ErrBadInput, answer.ID)
-	case answer.Error != nil:
+	case answer.Error != nil: // the relay refused (full, say), or could not read the call (then without an id)
 		err = fmt.Errorf("%s (code %d)", answer.Error.Message, answer.Error.Code)
+	case string(answer.ID) != "1":
+		err = fmt.Errorf("an answer to request %s, not to the subscribe call", answer.ID)
 	case answer.Result == "":
-		err = fmt.Errorf("%w: no subscription ID", ErrBadInput)
+		err = errors.New("no subscription ID in the answer")
 	}
 	if err != nil {
 		s.Close()

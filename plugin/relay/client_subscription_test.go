@@ -73,19 +73,28 @@ func TestSubscriptionRefusesBadNotifications(t *testing.T) {
 	require.NotErrorIs(t, err, ErrBadInput)
 }
 
-// A subscribe call the relay refuses (full, say) fails with the relay's message; an answer without an ID is bad input.
+// A subscribe call the relay refuses (full, say) fails with the relay's message, whatever its id; an answer without a
+// subscription ID fails too. Neither is a bad block (ErrBadInput).
 func TestSubscriptionRefused(t *testing.T) {
 	url := fakeRelayWS(t, `{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"relay full (limit 4)"}}`)
 	d, err := wsdial.New(url, subscriptionReadLimit)
 	require.NoError(t, err)
 	_, err = subscribeRelay(context.Background(), d, 1, time.Second, time.Second)
 	require.ErrorContains(t, err, "relay full (limit 4) (code -32000)")
+	require.NotErrorIs(t, err, ErrBadInput)
+
+	url = fakeRelayWS(t, `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}`)
+	d, err = wsdial.New(url, subscriptionReadLimit)
+	require.NoError(t, err)
+	_, err = subscribeRelay(context.Background(), d, 1, time.Second, time.Second)
+	require.ErrorContains(t, err, "parse error (code -32700)")
 
 	url = fakeRelayWS(t, `{"jsonrpc":"2.0","id":1,"result":""}`)
 	d, err = wsdial.New(url, subscriptionReadLimit)
 	require.NoError(t, err)
 	_, err = subscribeRelay(context.Background(), d, 1, time.Second, time.Second)
-	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "no subscription ID")
+	require.NotErrorIs(t, err, ErrBadInput)
 }
 
 // Ending the subscribing context closes the subscription's connection: Next returns at once.
