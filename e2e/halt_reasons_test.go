@@ -94,6 +94,10 @@ func TestConflictingChainHaltsWithHeadMismatch(t *testing.T) {
 	sys.StartTxLoad(seq) // the second sequencer gets none of these: its blocks differ
 
 	rep.WaitReplicating(seq, 10)
+	// Batching stops, so that the safe heads stand still: the replicator's head then moves away from them, and the
+	// second sequencer's own blocks above its safe head stay its own. With batching on, the safe heads trailed the
+	// unsafe ones by as few as 3 blocks for the whole wait below on a busy machine (a CI run), short of its margin.
+	sys.SetBatching(false)
 	// The second sequencer's own blocks: those above its safe head that the first sequencer does not have.
 	var equivocated []common.Hash
 	sys.WaitFor(dsl.ReplicationTimeout, "the second sequencer to have blocks of its own at the replicator's height",
