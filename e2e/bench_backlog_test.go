@@ -85,6 +85,10 @@ type backlogDepth struct {
 	RelayNote  string        `json:"relay_note,omitempty"`
 	WSRatio    float64       `json:"ws_vs_ceiling"`
 	RelayRatio float64       `json:"relay_vs_ceiling,omitempty"`
+	// Each catch-up against the per-32 ceiling of its own round (measured just before it), averaged over the rounds.
+	WSPaired    float64 `json:"ws_vs_round_ceiling"`
+	RelayPaired float64 `json:"relay_vs_round_ceiling,omitempty"`
+	DiskPaired  float64 `json:"disk_relay_vs_round_ceiling,omitempty"`
 	// The relaying replicator with its window on disk (OP_REPLICATOR_BENCH_BACKLOG_DISK): catch-ups from it, and its
 	// op-node's memory and window at the same two moments as the sequencer's.
 	DiskRelay        []backlogRate `json:"disk_relay,omitempty"`
@@ -227,16 +231,11 @@ func TestBenchBacklog(t *testing.T) {
 		t.Logf("depth %d: fetched %d payloads in %s", depth, len(envs), time.Since(fetchStart).Round(time.Millisecond))
 		d.TxBytesPerBlock, d.JSONBytesPerBlock, d.GasPerBlock, d.TxsPerBlock = payloadSizes(t, envs[stopped:])
 
-		perBlock, per32 := ceilingsOf(t, sys, envs, rounds)
-		envs = nil
-		for i, r := range perBlock {
-			d.CeilingFCU = append(d.CeilingFCU, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
-		}
-		for i, r := range per32 {
-			d.Ceiling32 = append(d.Ceiling32, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
-		}
-		_, d.Anchor = replayRates(per32)
-
+		// The rounds are interleaved: each round replays the ceilings, then catches up once from each source, so that
+		// every catch-up has a ceiling measured minutes before it; the machine's speed drifts by up to a third within
+		// the hour a deep backlog takes, and ceilings measured all first would anchor the last catch-ups on another
+		// machine speed.
+		var perBlock, per32 []devnet.ReplayResult
 		var ws, relay, fromDisk []catchUpResult
 		// source is a catching-up node's options: its source, and OP_REPLICATOR_BENCH_CLIENT_WINDOW.
 		source := func(url string) []devnet.FollowerOption {
@@ -247,27 +246,31 @@ func TestBenchBacklog(t *testing.T) {
 			return opts
 		}
 		for round := range rounds {
+			fcu1, fcu32 := ceilingRound(t, sys, envs, round+1)
+			perBlock, per32 = append(perBlock, fcu1), append(per32, fcu32)
 			ws = append(ws, measureCatchUp(t, sys, fmt.Sprintf("rep-ws-%d-%d", depth, round+1), "replicator, sequencer op-geth over ws",
 				devnet.RoleReplicator, d.Target, want, profile, source(seq.EL.WS)...))
-		}
-		for round := range rounds {
-			head := seq.EL.NumberAt(rpc.LatestBlockNumber)
-			if head-stopped >= relayWindow {
+			if head := seq.EL.NumberAt(rpc.LatestBlockNumber); head-stopped >= relayWindow {
 				d.RelayNote = fmt.Sprintf("skipped: the sequencer's head %d is a window (%d) above the safe head %d", head, relayWindow, stopped)
 				t.Log(d.RelayNote)
-				break
+				continue
 			}
 			relay = append(relay, measureCatchUp(t, sys, fmt.Sprintf("rep-relay-%d-%d", depth, round+1), "replicator, the sequencer's relay",
 				devnet.RoleReplicator, d.Target, want, profile, source(dsl.RelaySource(relayPort))...))
-		}
-		for round := range rounds {
-			if disk == nil || seq.EL.NumberAt(rpc.LatestBlockNumber)-stopped >= relayWindow {
-				break
+			if disk != nil {
+				fromDisk = append(fromDisk, measureCatchUp(t, sys, fmt.Sprintf("rep-relaydisk-%d-%d", depth, round+1),
+					"replicator, a relay with its window on disk", devnet.RoleReplicator, d.Target, want, profile,
+					source(dsl.RelaySource(diskPort))...))
 			}
-			fromDisk = append(fromDisk, measureCatchUp(t, sys, fmt.Sprintf("rep-relaydisk-%d-%d", depth, round+1),
-				"replicator, a relay with its window on disk", devnet.RoleReplicator, d.Target, want, profile,
-				source(dsl.RelaySource(diskPort))...))
 		}
+		envs = nil
+		for i, r := range perBlock {
+			d.CeilingFCU = append(d.CeilingFCU, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+		}
+		for i, r := range per32 {
+			d.Ceiling32 = append(d.Ceiling32, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+		}
+		_, d.Anchor = replayRates(per32)
 		// A few of the relay's messages, as a subscriber gets them (encoded once, then held with the block).
 		for _, n := range []uint64{stopped + 1, stopped + depth/4, stopped + depth/2, stopped + 3*depth/4, d.Target} {
 			if raw, err := relayClient.EnvelopeByNumberRaw(t.Context(), n); err == nil {
@@ -298,6 +301,8 @@ func TestBenchBacklog(t *testing.T) {
 		if len(d.Relay) > 0 {
 			d.RelayRatio = meanRate(d.Relay) / d.Anchor
 		}
+		d.WSPaired, d.RelayPaired, d.DiskPaired = pairedRatio(d.WS, d.Ceiling32), pairedRatio(d.Relay, d.Ceiling32),
+			pairedRatio(d.DiskRelay, d.Ceiling32)
 
 		var out strings.Builder
 		out.WriteString(benchHeading(fmt.Sprintf("Catch-up through an unsafe-only backlog of %d blocks", depth), depth, rate))
@@ -329,6 +334,8 @@ func TestBenchBacklog(t *testing.T) {
 				float64(d.DiskAtDepth.DirBytes)/(1<<20), memLine(d.DiskAfterRelayed.backlogMemory),
 				d.DiskAfterRelayed.MemoryBytes/(1<<20), d.DiskAfterRelayed.DiskBytes/(1<<20), d.DiskAfterRelayed.DiskErrors)
 		}
+		fmt.Fprintf(&out, "\nEach catch-up against its own round's per-32 ceiling (the rounds interleave ceilings and catch-ups), "+
+			"averaged: ws %.2f×, relay %.2f×, relay with its window on disk %.2f×.\n", d.WSPaired, d.RelayPaired, d.DiskPaired)
 		cpuLines(&out, perBlock, per32, append(append([][]catchUpResult{ws}, nonEmpty(relay)...), nonEmpty(fromDisk)...)...)
 		report(t, out.String())
 		res.Depths = append(res.Depths, d)
@@ -424,6 +431,24 @@ func nonEmpty(rs []catchUpResult) [][]catchUpResult {
 		return nil
 	}
 	return [][]catchUpResult{rs}
+}
+
+// pairedRatio is the mean, over rs's rounds, of each round's rate over the ceiling of the same round (0 if rs is
+// empty).
+func pairedRatio(rs, ceiling []backlogRate) float64 {
+	var sum float64
+	var n int
+	for _, r := range rs {
+		for _, c := range ceiling {
+			if c.Round == r.Round && c.BlocksPerSec > 0 {
+				sum, n = sum+r.BlocksPerSec/c.BlocksPerSec, n+1
+			}
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 func meanRate(rs []backlogRate) float64 {

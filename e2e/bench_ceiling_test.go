@@ -33,15 +33,18 @@ func ceilings(t *testing.T, sys *dsl.System, target uint64, rounds int) (perBloc
 func ceilingsOf(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvelope, rounds int) (perBlock, per32 []devnet.ReplayResult) {
 	t.Helper()
 	for round := range rounds {
-		for _, every := range []int{1, 32} {
-			res := replayCeiling(t, sys, envs, every, fmt.Sprintf("ceiling-fcu%d-%d", every, round+1))
-			if every == 1 {
-				perBlock = append(perBlock, res)
-			} else {
-				per32 = append(per32, res)
-			}
-		}
+		fcu1, fcu32 := ceilingRound(t, sys, envs, round+1)
+		perBlock, per32 = append(perBlock, fcu1), append(per32, fcu32)
 	}
+	return perBlock, per32
+}
+
+// ceilingRound replays envs once with a forkchoice update per block, then once with one per 32 blocks, each into a
+// fresh op-geth.
+func ceilingRound(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvelope, round int) (perBlock, per32 devnet.ReplayResult) {
+	t.Helper()
+	perBlock = replayCeiling(t, sys, envs, 1, fmt.Sprintf("ceiling-fcu1-%d", round))
+	per32 = replayCeiling(t, sys, envs, 32, fmt.Sprintf("ceiling-fcu32-%d", round))
 	return perBlock, per32
 }
 
