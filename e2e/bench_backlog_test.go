@@ -29,7 +29,8 @@ import (
 // Backlog depth (issue 28): a fresh node catching up through unsafe-only backlogs of several depths, in one devnet
 // run, from the sequencer's op-geth (ws) and from the sequencer's relay with its window (--replicator.relay.window)
 // sized to hold the deepest backlog, each against the per-32 engine ceiling measured on the same blocks at that
-// depth; and what the relay's window costs in memory. Settings: OP_REPLICATOR_BENCH_BACKLOG (the depths, default
+// depth, over the same steady part (from a tenth of the way), in rounds that each replay the ceilings and then catch
+// up once from each source; and what the relay's window costs in memory. Settings: OP_REPLICATOR_BENCH_BACKLOG (the depths, default
 // 1000,3600: one hour of 1 s blocks for the deepest, in real time), OP_REPLICATOR_BENCH_RELAY_WINDOW (default the
 // deepest + 1,800: what the sequencer produces while the deepest is measured must not push its first block out),
 // OP_REPLICATOR_BENCH_TX_RATE (default 60), OP_REPLICATOR_BENCH_ROUNDS (default 2), OP_REPLICATOR_BENCH_REPORT,
@@ -65,7 +66,8 @@ type diskWindow struct {
 type backlogRate struct {
 	Round        int     `json:"round"`
 	BlocksPerSec float64 `json:"blocks_per_s"`
-	// From the node's process start to the target (catch-ups only).
+	// BlocksPerSec is over the steady part (from a tenth of the way); TotalBlocksPerSec over the whole run: a
+	// catch-up's from its node's process start, a ceiling's from its fresh engine's first block.
 	TotalBlocksPerSec float64 `json:"total_blocks_per_s,omitempty"`
 	OpNodeCPUSeconds  float64 `json:"op_node_cpu_s,omitempty"`
 	CPU               string  `json:"cpu,omitempty"`
@@ -264,13 +266,17 @@ func TestBenchBacklog(t *testing.T) {
 			}
 		}
 		envs = nil
+		// The ceilings are counted over the same steady part as the catch-ups (from a tenth of the way), not from
+		// the fresh engine's first block.
 		for i, r := range perBlock {
-			d.CeilingFCU = append(d.CeilingFCU, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+			d.CeilingFCU = append(d.CeilingFCU, backlogRate{Round: i + 1, BlocksPerSec: r.SteadyBlocksPerSecond(),
+				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
 		}
 		for i, r := range per32 {
-			d.Ceiling32 = append(d.Ceiling32, backlogRate{Round: i + 1, BlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+			d.Ceiling32 = append(d.Ceiling32, backlogRate{Round: i + 1, BlocksPerSec: r.SteadyBlocksPerSecond(),
+				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
 		}
-		_, d.Anchor = replayRates(per32)
+		d.Anchor = meanRate(d.Ceiling32)
 		// A few of the relay's messages, as a subscriber gets them (encoded once, then held with the block).
 		for _, n := range []uint64{stopped + 1, stopped + depth/4, stopped + depth/2, stopped + 3*depth/4, d.Target} {
 			if raw, err := relayClient.EnvelopeByNumberRaw(t.Context(), n); err == nil {
@@ -315,7 +321,7 @@ func TestBenchBacklog(t *testing.T) {
 			d.TxBytesPerBlock/1e3, d.JSONBytesPerBlock/1e3, d.RelayMessageBytes)
 		fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean) | notes |")
 		fmt.Fprintln(&out, "|---|---|---|---|")
-		ceilingRows(&out, perBlock, per32)
+		backlogCeilingRows(&out, d.CeilingFCU, d.Ceiling32, perBlock[0].Blocks)
 		catchUpRow(&out, ws, d.Anchor, 0, "")
 		if len(relay) > 0 {
 			catchUpRow(&out, relay, d.Anchor, 0, "")
@@ -431,6 +437,25 @@ func nonEmpty(rs []catchUpResult) [][]catchUpResult {
 		return nil
 	}
 	return [][]catchUpResult{rs}
+}
+
+// backlogCeilingRows writes the ceilings' rows: their steady rates, with their whole replays' beside them.
+func backlogCeilingRows(out *strings.Builder, perBlock, per32 []backlogRate, blocks int) {
+	list := func(rs []backlogRate, total bool) string {
+		var v []string
+		for _, r := range rs {
+			if total {
+				v = append(v, fmt.Sprintf("%.1f", r.TotalBlocksPerSec))
+			} else {
+				v = append(v, fmt.Sprintf("%.1f", r.BlocksPerSec))
+			}
+		}
+		return strings.Join(v, ", ")
+	}
+	fmt.Fprintf(out, "| engine ceiling: prefetched, `newPayload` + forkchoice update per block | %s | %.2f× | over all %d blocks from genesis: %s; each round a fresh op-geth |\n",
+		list(perBlock, false), meanRate(perBlock)/meanRate(per32), blocks, list(perBlock, true))
+	fmt.Fprintf(out, "| engine ceiling: prefetched, one forkchoice update per 32 blocks | %s | 1.00× (anchor) | over all blocks: %s |\n",
+		list(per32, false), list(per32, true))
 }
 
 // pairedRatio is the mean, over rs's rounds, of each round's rate over the ceiling of the same round (0 if rs is

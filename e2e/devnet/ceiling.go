@@ -162,12 +162,21 @@ type ReplayResult struct {
 	Blocks int
 	// Elapsed runs from the first engine_newPayload call to the answer of the last engine_forkchoiceUpdated.
 	Elapsed time.Duration
+	// SteadyBlocks and SteadyElapsed are the replay's steady part, as a catch-up's is counted: from the block a tenth
+	// of the way (its engine_newPayload call) to the end, past the fresh engine's first blocks.
+	SteadyBlocks  int
+	SteadyElapsed time.Duration
 	// CPU is free text for the caller: where the machine's CPU went during the replay.
 	CPU string
 }
 
 // BlocksPerSecond is the replay rate.
 func (r ReplayResult) BlocksPerSecond() float64 { return float64(r.Blocks) / r.Elapsed.Seconds() }
+
+// SteadyBlocksPerSecond is the rate over the replay's steady part.
+func (r ReplayResult) SteadyBlocksPerSecond() float64 {
+	return float64(r.SteadyBlocks) / r.SteadyElapsed.Seconds()
+}
 
 // Replay executes envs (consecutive blocks on the engine's head) with engine_newPayload, one after the other, and
 // makes the last of every fcuEvery blocks (and the last block) the head with engine_forkchoiceUpdated (head only:
@@ -277,10 +286,14 @@ func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.Execut
 	if fcuEvery < 1 {
 		fcuEvery = 1
 	}
-	res := ReplayResult{Blocks: n}
+	res := ReplayResult{Blocks: n, SteadyBlocks: n - n/10}
 	start := time.Now()
+	steadyStart := start
 	pending := 0
 	for i := range n {
+		if i == n/10 {
+			steadyStart = time.Now()
+		}
 		env, err := get(i)
 		if err != nil {
 			return res, fmt.Errorf("%s: block %d of the replay: %w", e.Name, i, err)
@@ -307,6 +320,6 @@ func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.Execut
 		}
 		pending = 0
 	}
-	res.Elapsed = time.Since(start)
+	res.Elapsed, res.SteadyElapsed = time.Since(start), time.Since(steadyStart)
 	return res, nil
 }
