@@ -264,7 +264,9 @@ func (r *Replicator) round(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	srcHead, err := r.source.Head(ctx)
-	if err != nil {
+	if errors.Is(err, relay.ErrNoBlockYet) {
+		return false, fmt.Errorf("%w: %w", errWait, err) // a relay source still subscribing: its first block wakes us
+	} else if err != nil {
 		return false, fmt.Errorf("%w: head: %w", errSource, err)
 	}
 	r.board.publish(func(s *snapshot) { s.sourceHead = srcHead })

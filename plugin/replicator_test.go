@@ -3,19 +3,23 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/log"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ethereum-optimism/optimism/op-node/rollup/derive"
 	"github.com/ethereum-optimism/optimism/op-node/rollup/engine"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
 	"github.com/op-replicator/op-replicator/plugin/api"
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 )
 
 func TestReplicatesUpToSourceHead(t *testing.T) {
@@ -347,4 +351,26 @@ func TestAnnouncedHeadMismatchIsAskedAgainBeforeItHalts(t *testing.T) {
 	require.Equal(t, 2, src.forgot)
 	h.round()
 	h.requireHalted(api.ReasonHeadMismatch)
+}
+
+// A relay source still making its first subscription has no head yet (relay.ErrNoBlockYet): a node starting up asks
+// before the relay could answer. The round waits for it, its first block wakes the loop, and nothing is counted or
+// logged as a failure; a relay that failed is still counted.
+func TestRelayWithNoBlockYetIsWaitedFor(t *testing.T) {
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 4, 0, 0)
+	m := &countingMetrics{}
+	h := newHarness(t, driverhook.HaltManual, blocks, withMetrics(m))
+	h.source.Set(blocks, 4, fmt.Errorf("%w: relay: subscribing", relay.ErrNoBlockYet))
+	require.Equal(t, time.Second, h.round(), "waits for the poll interval, or the relay's first block")
+	h.requireRunning()
+	require.Zero(t, m.source.Load(), "a relay still subscribing is no source failure")
+	require.Nil(t, h.logs.FindLog(testlog.NewLevelFilter(log.LevelWarn), testlog.NewMessageContainsFilter("Replication round failed")))
+
+	h.source.Set(blocks, 4, nil)
+	h.round()
+	require.Equal(t, blocks[3].Ref, h.engine.head())
+
+	h.source.Set(blocks, 4, fmt.Errorf("%w: relay: no block received yet", relay.ErrUnavailable))
+	h.round()
+	require.Equal(t, int64(1), m.source.Load(), "a relay that failed is counted")
 }

@@ -53,6 +53,7 @@ type Client struct {
 
 	heads  chan struct{}
 	head   atomic.Uint64 // highest verified height received
+	tried  atomic.Bool   // the first subscription attempt ended: from then on, no block received is a failure
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -97,10 +98,14 @@ func (c *Client) Name() string { return c.cfg.Name }
 func (c *Client) NewHeads() <-chan struct{} { return c.heads }
 
 // Head is the highest verified block received from the relay. At or below the safe head it is the safe head
-// itself: L1 settled those heights, so no relay has a say there.
+// itself: L1 settled those heights, so no relay has a say there. Before any block, it is ErrNoBlockYet while the
+// first subscription attempt lasts (a node starting up asks before the relay could answer), ErrUnavailable after.
 func (c *Client) Head() (eth.BlockID, error) {
 	n := c.head.Load()
 	if n == 0 {
+		if !c.tried.Load() {
+			return eth.BlockID{}, fmt.Errorf("%w: %s: subscribing", ErrNoBlockYet, c.cfg.Name)
+		}
 		return eth.BlockID{}, fmt.Errorf("%w: %s: no block received yet", ErrUnavailable, c.cfg.Name)
 	}
 	if safe, ok := c.store.Settled(n); ok {
@@ -216,6 +221,7 @@ func (c *Client) follow(ctx context.Context) {
 	backoff := retry.Exponential()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		err := c.subscribe(ctx, func() { attempt = 0 })
+		c.tried.Store(true)
 		if ctx.Err() != nil {
 			return
 		}

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -238,4 +240,36 @@ func newTestClient(t *testing.T, lgr log.Logger, url string, signers Signers, st
 	require.NoError(t, c.Start(context.Background()))
 	t.Cleanup(func() { require.NoError(t, c.Stop(context.Background())) })
 	return c
+}
+
+// Before its first block the client has no head: while its first subscription attempt lasts that is no failure
+// (ErrNoBlockYet: a node starting up asks before the relay could answer); once the attempt failed, it is
+// (ErrUnavailable).
+func TestClientHeadBeforeFirstBlock(t *testing.T) {
+	// A relay that takes the connection and never answers: the first attempt lasts until its timeout.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+		}
+	}()
+	c := NewClient(testlog.Logger(t, log.LevelDebug), ClientConfig{Name: "silent", URL: "ws://" + ln.Addr().String(),
+		Rollup: testRollup, Signers: &testkit.Signers{Current: testkit.Addr(1)}, Timeout: time.Second,
+		ReadTimeout: time.Second}, newTestStore(8), NewEvidenceLog(), NoopMetrics{}, clock.SystemClock)
+	_, err = c.Head()
+	require.ErrorIs(t, err, ErrNoBlockYet, "not started yet")
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, c.Stop(context.Background())) })
+	_, err = c.Head()
+	require.ErrorIs(t, err, ErrNoBlockYet, "still dialing")
+	require.Eventually(t, func() bool { _, err := c.Head(); return errors.Is(err, ErrUnavailable) }, 5*time.Second,
+		10*time.Millisecond, "the first attempt failed")
+	_, err = c.Head()
+	require.NotErrorIs(t, err, ErrNoBlockYet)
 }

@@ -12,6 +12,9 @@ var (
 	ErrBadSignature = errors.New("not signed by the unsafe-block signer")
 	// ErrUnavailable: the relay could not be reached, failed, or fell silent (retried with backoff).
 	ErrUnavailable = errors.New("relay unavailable")
+	// ErrNoBlockYet: the client's first subscription is still being made, or has not delivered its first block: the
+	// relay has no head to report yet, and has not failed either (a node starting up). Not a failure, not counted.
+	ErrNoBlockYet = errors.New("no block from the relay yet")
 )
 
 // Why the store refuses a verified signed block.

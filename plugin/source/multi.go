@@ -16,6 +16,7 @@ import (
 	"github.com/ethereum/go-ethereum/log"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/op-replicator/op-replicator/plugin/api"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 )
@@ -146,6 +147,9 @@ func (m *Multi) record(i int, head *eth.BlockID, err error) {
 	defer m.mu.Unlock()
 	h := &m.health[i]
 	now := m.clock.Now()
+	if errors.Is(err, relay.ErrNoBlockYet) {
+		return // a relay still making its first subscription: neither a failure nor an answer
+	}
 	if err != nil && !errors.Is(err, ethereum.NotFound) {
 		h.Errors++
 		h.LastError, h.failedAt = err.Error(), now
@@ -254,6 +258,13 @@ func (m *Multi) Head(ctx context.Context) (eth.BlockID, error) {
 	if !ok {
 		if len(errs) == 0 {
 			return eth.BlockID{}, errors.New("no source answered: every source is set aside or still busy with an earlier request")
+		}
+		// A relay with no block yet (relay.ErrNoBlockYet) says why only when no source failed: the caller waits for
+		// it, but not when another source's failure is the answer.
+		if failed := slices.DeleteFunc(slices.Clone(errs), func(err error) bool {
+			return errors.Is(err, relay.ErrNoBlockYet)
+		}); len(failed) > 0 {
+			errs = failed
 		}
 		return eth.BlockID{}, errors.Join(errs...)
 	}

@@ -3,12 +3,14 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ethereum-optimism/optimism/op-service/clock"
 	"github.com/ethereum/go-ethereum"
 	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
+	"github.com/op-replicator/op-replicator/plugin/relay"
 	"github.com/stretchr/testify/require"
 )
 
@@ -68,4 +70,27 @@ func TestCancelledRequestIsNoSourceFailure(t *testing.T) {
 	b.Mu.Lock()
 	defer b.Mu.Unlock()
 	require.Zero(t, b.Calls, "the request went on to the next source")
+}
+
+// A relay still making its first subscription (relay.ErrNoBlockYet) is neither a failure nor an answer: Head says
+// so when it is all there is, and another source's failure beside it is what Head returns.
+func TestMultiRelayWithNoBlockYet(t *testing.T) {
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 3, 0, 0)
+	starting, down := testkit.NewSource(blocks), testkit.NewSource(blocks)
+	starting.Set(blocks, 3, fmt.Errorf("%w: relay: subscribing", relay.ErrNoBlockYet))
+	down.Set(blocks, 3, errors.New("connection refused"))
+	ctx := context.Background()
+
+	m := NewMulti([]Source{starting}, noopMetrics{}, clock.SystemClock)
+	defer func() { require.NoError(t, m.Stop(ctx)) }()
+	_, err := m.Head(ctx)
+	require.ErrorIs(t, err, relay.ErrNoBlockYet)
+	require.Zero(t, m.Health()[0].Errors, "no failure counted")
+	require.Nil(t, m.Health()[0].LastOK, "no answer either")
+
+	both := NewMulti([]Source{starting, down}, noopMetrics{}, clock.SystemClock)
+	defer func() { require.NoError(t, both.Stop(ctx)) }()
+	_, err = both.Head(ctx)
+	require.ErrorContains(t, err, "connection refused")
+	require.NotErrorIs(t, err, relay.ErrNoBlockYet, "a failure is not waited for")
 }
