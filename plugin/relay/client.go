@@ -118,8 +118,9 @@ func (c *Client) Head() (eth.BlockID, error) {
 }
 
 // Envelope returns the verified block at a height: held already (from any source; the latest arrived wins), or
-// asked of the relay: by range below what the subscription replays (client_range.go), else by number. Heights at or below the safe head are not asked for: whatever a relay has there is a
-// replay the store drops.
+// asked of the relay: by range below what the subscription replays (client_range.go), else by number. Heights at or
+// below the safe head are not asked for: whatever a relay has there is a replay the store drops. Not connected, it
+// is ErrNoBlockYet while the first subscription attempt lasts, ErrUnavailable after (as Head).
 func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	if safe, ok := c.store.Settled(n); ok {
 		return nil, fmt.Errorf("relay %s: block %d is at or below the safe head %d: %w", c.cfg.Name, n, safe.Number, ethereum.NotFound)
@@ -131,6 +132,9 @@ func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	client := c.client
 	c.mu.Unlock()
 	if client == nil {
+		if !c.tried.Load() { // as Head: a node starting up asks before the relay could answer
+			return nil, fmt.Errorf("%w: %s: subscribing", ErrNoBlockYet, c.cfg.Name)
+		}
 		return nil, fmt.Errorf("%w: %s: not connected", ErrUnavailable, c.cfg.Name)
 	}
 	if n < c.subFrom.Load() && !c.noRange.Load() {

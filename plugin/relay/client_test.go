@@ -268,8 +268,13 @@ func TestClientHeadBeforeFirstBlock(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, c.Stop(context.Background())) })
 	_, err = c.Head()
 	require.ErrorIs(t, err, ErrNoBlockYet, "still dialing")
+	_, err = c.Envelope(context.Background(), 1)
+	require.ErrorIs(t, err, ErrNoBlockYet, "a block asked for while still dialing")
 	require.Eventually(t, func() bool { _, err := c.Head(); return errors.Is(err, ErrUnavailable) }, 5*time.Second,
 		10*time.Millisecond, "the first attempt failed")
 	_, err = c.Head()
+	require.NotErrorIs(t, err, ErrNoBlockYet)
+	_, err = c.Envelope(context.Background(), 1)
+	require.ErrorIs(t, err, ErrUnavailable, "a block asked for once the first attempt failed")
 	require.NotErrorIs(t, err, ErrNoBlockYet)
 }

@@ -73,7 +73,8 @@ func TestCancelledRequestIsNoSourceFailure(t *testing.T) {
 }
 
 // A relay still making its first subscription (relay.ErrNoBlockYet) is neither a failure nor an answer: Head says
-// so when it is all there is, and another source's failure beside it is what Head returns.
+// so when it is all there is, and another source's failure beside it is what Head returns; a block asked for goes
+// on to the next source without a failure counted.
 func TestMultiRelayWithNoBlockYet(t *testing.T) {
 	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 3, 0, 0)
 	starting, down := testkit.NewSource(blocks), testkit.NewSource(blocks)
@@ -93,4 +94,14 @@ func TestMultiRelayWithNoBlockYet(t *testing.T) {
 	_, err = both.Head(ctx)
 	require.ErrorContains(t, err, "connection refused")
 	require.NotErrorIs(t, err, relay.ErrNoBlockYet, "a failure is not waited for")
+
+	// Asked for a block while another source gave the head: the next source answers, and nothing is counted.
+	up := testkit.NewSource(blocks)
+	up.Set(blocks, 3, nil)
+	either := NewMulti([]Source{starting, up}, noopMetrics{}, clock.SystemClock)
+	defer func() { require.NoError(t, either.Stop(ctx)) }()
+	env, err := either.Payload(ctx, 2)
+	require.NoError(t, err)
+	require.Equal(t, blocks[1].Env.ExecutionPayload.BlockHash, env.ExecutionPayload.BlockHash)
+	require.Zero(t, either.Health()[0].Errors, "no failure counted for the relay still subscribing")
 }
