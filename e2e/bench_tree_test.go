@@ -41,9 +41,14 @@ import (
 // the subscribers' own count of what they received from it is beside it.
 
 type treeRelayStats struct {
-	Name             string  `json:"name"`
-	Subscribers      int     `json:"subscribers"`
-	Hop1             pct     `json:"hop1_ms"`           // sequencer-relay probe → first arrival here (tier-2 only)
+	Name        string `json:"name"`
+	Subscribers int    `json:"subscribers"`
+	Hop1        pct    `json:"hop1_ms"` // sequencer-relay probe → first arrival here (tier-2 only)
+	// AtRelay is the relay's own relay_forward_seconds over the phase: from a block's arrival at this relay to its
+	// write to each live subscriber (p50 and p99 estimated within the histogram's buckets); AtRelayWithin2ms is the
+	// share of those writes within 2 ms (a bucket bound: exact).
+	AtRelay          pct     `json:"at_relay_ms"`
+	AtRelayWithin2ms float64 `json:"at_relay_within_2ms"`
 	Hop2             pct     `json:"hop2_spread_ms"`    // after the first arrival here
 	EndToEnd         pct     `json:"end_to_end_ms"`     // after the sequencer-relay probe
 	AfterHeads       pct     `json:"after_newheads_ms"` // after the sequencer op-geth's newHeads
@@ -105,26 +110,30 @@ func TestBenchRelayTree(t *testing.T) {
 	limits := []string{"--replicator.relay.max-subscribers", limit, "--replicator.relay.max-subscribers-per-ip", limit,
 		"--replicator.relay.max-conns-per-client", limit, "--replicator.relay.max-conns", limit,
 		"--replicator.relay.rate-limit", "100000"}
-	seqPort := dsl.FreePort(t)
-	sys := dsl.Start(t, devnet.Config{SequencerArgs: dsl.RelayArgs(seqPort, limits...)})
+	seqPort, seqMetrics := dsl.FreePort(t), dsl.FreePort(t)
+	sys := dsl.Start(t, devnet.Config{SequencerArgs: append(dsl.RelayArgs(seqPort, limits...),
+		"--metrics.enabled", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(seqMetrics))})
 	seq := sys.Sequencer
 	startBenchLoad(sys, rate)
 	heads := newHeadTimes(t, seq.EL.WS)
 	waitSequencer(sys, 5, false)
 
 	type relayNode struct {
-		name   string
-		url    string
-		opNode *devnet.Process
-		opGeth *devnet.Process
+		name    string
+		url     string
+		metrics string // its op-node's metrics endpoint
+		opNode  *devnet.Process
+		opGeth  *devnet.Process
 	}
-	relays := []relayNode{{name: "sequencer", url: "ws://127.0.0.1:" + strconv.Itoa(seqPort), opNode: seq.OpNode}}
+	relays := []relayNode{{name: "sequencer", url: "ws://127.0.0.1:" + strconv.Itoa(seqPort),
+		metrics: "http://127.0.0.1:" + strconv.Itoa(seqMetrics) + "/metrics", opNode: seq.OpNode}}
 	for i := range tier2 {
 		port := sys.FreePort()
 		name := fmt.Sprintf("relay-%d", i+1)
 		n := sys.AddFollower(name, devnet.RoleReplicator, devnet.WithSource(dsl.RelaySource(seqPort)),
-			devnet.WithNodeArgs(dsl.RelayArgs(port, limits...)...))
-		relays = append(relays, relayNode{name: name, url: "ws://127.0.0.1:" + strconv.Itoa(port), opNode: n.OpNode, opGeth: n.OpGeth})
+			devnet.WithNodeArgs(dsl.RelayArgs(port, limits...)...), devnet.WithMetrics())
+		relays = append(relays, relayNode{name: name, url: "ws://127.0.0.1:" + strconv.Itoa(port), metrics: n.MetricsURL,
+			opNode: n.OpNode, opGeth: n.OpGeth})
 		client := sys.DialRelay(port)
 		sys.WaitFor(3*time.Minute, name+" to relay the sequencer's head", func(ctx context.Context) (bool, error) {
 			h, err := client.Head(ctx)
@@ -159,6 +168,7 @@ func TestBenchRelayTree(t *testing.T) {
 		type sample struct {
 			cpu, geth time.Duration
 			wchar     uint64
+			forward   devnet.Histogram
 		}
 		snap := func() []sample {
 			out := make([]sample, len(relays))
@@ -172,6 +182,10 @@ func TestBenchRelayTree(t *testing.T) {
 					out[i].geth = g
 				}
 				out[i].wchar = wcharOf(t, r.opNode.Pid())
+				m, err := devnet.ScrapeMetrics(t.Context(), r.metrics)
+				require.NoError(t, err)
+				out[i].forward, err = m.Histogram(dsl.MetricRelayForward)
+				require.NoError(t, err)
 			}
 			return out
 		}
@@ -220,15 +234,20 @@ func TestBenchRelayTree(t *testing.T) {
 				st.OpGethCPUms = ms((s1[i].geth - s0[i].geth) / time.Duration(blocks))
 			}
 			st.OpNodeCPUms = ms((s1[i].cpu - s0[i].cpu) / time.Duration(blocks))
+			if fwd := s1[i].forward.Since(s0[i].forward); fwd.Count > 0 { // else NaN, which JSON has not
+				st.AtRelay = pct{P50: fwd.Quantile(0.5) * 1e3, P90: fwd.Quantile(0.9) * 1e3, P99: fwd.Quantile(0.99) * 1e3, N: int(fwd.Count)}
+				st.AtRelayWithin2ms = fwd.Within(0.002)
+			}
 			st.WriteBytesPerSec = float64(s1[i].wchar-s0[i].wchar) / wall
 			st.RecvBytesPerSec = float64(countRecv(i)-recv0[i]) / wall
 			if r, err := r.opNode.Resources(); err == nil {
 				st.RSS = r.RSS
 			}
 			p.Relays = append(p.Relays, st)
-			t.Logf("%s, %s (%d subscribers): hop 1 %s, hop 2 (spread) %s, end to end %s, after newHeads %s, missing %d, "+
-				"op-node CPU %.1f ms/block, op-geth %.1f ms/block, op-node wrote %.0f KB/s, subscribers received %.0f KB/s, RSS %d MiB",
-				name, r.name, perRelay[i], st.Hop1, st.Hop2, st.EndToEnd, st.AfterHeads, st.Missing, st.OpNodeCPUms, st.OpGethCPUms,
+			t.Logf("%s, %s (%d subscribers): hop 1 %s, at the relay %s (%.0f%% within 2 ms), hop 2 (spread) %s, end to end %s, "+
+				"after newHeads %s, missing %d, op-node CPU %.1f ms/block, op-geth %.1f ms/block, op-node wrote %.0f KB/s, "+
+				"subscribers received %.0f KB/s, RSS %d MiB",
+				name, r.name, perRelay[i], st.Hop1, st.AtRelay, 100*st.AtRelayWithin2ms, st.Hop2, st.EndToEnd, st.AfterHeads, st.Missing, st.OpNodeCPUms, st.OpGethCPUms,
 				st.WriteBytesPerSec/1e3, st.RecvBytesPerSec/1e3, st.RSS>>20)
 		}
 		subs[0].mu.Lock()
@@ -266,13 +285,15 @@ func TestBenchRelayTree(t *testing.T) {
 		"Two phases of %d blocks: one probe subscriber per relay, then the %d subscribers spread over the second tier (the probe "+
 		"among them). Hop 1: the first arrival at any subscriber of a second-tier relay after the arrival at the probe of the "+
 		"sequencer's relay. Hop 2: each subscriber's arrival after its relay's first (the fan-out spread). End to end: after the "+
-		"sequencer-relay probe. Relay CPU: the op-node's CPU per block (its op-geth's beside it); \"beyond probes\" is the tree "+
+		"sequencer-relay probe. At the relay: the relay's own `relay_forward_seconds` over the phase, from a block's arrival "+
+		"there (read off its source's websocket; on the sequencer, signed) to its write to each subscriber, p50 / p99 estimated "+
+		"within the histogram's buckets (0.5, 1, 2, 5, 10, 20, 50 ms …), and the share within 2 ms (exact: a bucket bound). Relay CPU: the op-node's CPU per block (its op-geth's beside it); \"beyond probes\" is the tree "+
 		"phase minus the probe phase. Bytes/s: what the op-node wrote (/proc wchar: sockets, its engine calls and logs), and what "+
 		"its subscribers received. Test process (the subscribers; the tx generator): %.1f ms per block with probes, %.1f ms in "+
 		"the tree: the subscribers' own cost is %.1f ms per block. Messages %d bytes.\n\n", blocks, total, idle.ClientCPUms,
 		res.Phases[1].ClientCPUms, res.Phases[1].ClientCPUms-idle.ClientCPUms, res.Phases[1].MsgBytes)
-	fmt.Fprintln(&out, "| phase | relay | subscribers | hop 1 p50 / p99 | hop 2 (spread) p50 / p99 | end to end p50 / p99 | after newHeads p50 / p99 | missing | op-node CPU per block (beyond probes) | op-geth CPU per block | op-node writes | subscribers received | RSS |")
-	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&out, "| phase | relay | subscribers | hop 1 p50 / p99 | at the relay p50 / p99 (within 2 ms) | hop 2 (spread) p50 / p99 | end to end p50 / p99 | after newHeads p50 / p99 | missing | op-node CPU per block (beyond probes) | op-geth CPU per block | op-node writes | subscribers received | RSS |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, ph := range res.Phases {
 		for i, r := range ph.Relays {
 			beyond := ""
@@ -283,8 +304,8 @@ func TestBenchRelayTree(t *testing.T) {
 			if i > 0 {
 				geth = fmt.Sprintf("%.1f ms", r.OpGethCPUms)
 			}
-			fmt.Fprintf(&out, "| %s | %s | %d | %s | %s | %s | %s | %d | %.1f ms%s | %s | %.0f KB/s | %.0f KB/s | %d MiB |\n", ph.Name, r.Name,
-				r.Subscribers, r.Hop1, r.Hop2, r.EndToEnd, r.AfterHeads, r.Missing, r.OpNodeCPUms, beyond, geth,
+			fmt.Fprintf(&out, "| %s | %s | %d | %s | %s (%.0f%%) | %s | %s | %s | %d | %.1f ms%s | %s | %.0f KB/s | %.0f KB/s | %d MiB |\n", ph.Name, r.Name,
+				r.Subscribers, r.Hop1, r.AtRelay, 100*r.AtRelayWithin2ms, r.Hop2, r.EndToEnd, r.AfterHeads, r.Missing, r.OpNodeCPUms, beyond, geth,
 				r.WriteBytesPerSec/1e3, r.RecvBytesPerSec/1e3, r.RSS>>20)
 		}
 	}

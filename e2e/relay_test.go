@@ -66,7 +66,8 @@ func requireReplicatedSigned(t *testing.T, sys *dsl.System, rep *dsl.Replicator)
 func TestRelayChainDeliversSignedBlocks(t *testing.T) {
 	sys, seqRelay := startRelayDevnet(t)
 	rPort := sys.FreePort()
-	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(rPort)...))
+	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(rPort)...),
+		devnet.WithMetrics())
 	sentryPort := sys.FreePort()
 	sys.AddFollower("sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(dsl.RelayArgs(sentryPort)...))
 	d1 := sys.AddReplicator("downstream-1", devnet.WithSource(dsl.RelaySource(rPort)))
@@ -74,6 +75,10 @@ func TestRelayChainDeliversSignedBlocks(t *testing.T) {
 	for _, n := range []*dsl.Replicator{r, d1, d2} {
 		requireReplicatedSigned(t, sys, n)
 	}
+	// relay-r counts the time each block spent with it before its write to each live downstream subscriber.
+	sys.WaitFor(dsl.ReplicationTimeout, "relay-r's forwards counted", r.HistogramIs(func(h devnet.Histogram) bool {
+		return h.Count > 0
+	}, dsl.MetricRelayForward))
 }
 
 // TestBlockStatusTiesUnsafeBlocksToL1 checks sub-finality on a replicator following a relay: its latest block is
@@ -183,7 +188,8 @@ func TestReplicatorFailsOverWhenItsRelayDies(t *testing.T) {
 	sys, seqRelay := startRelayDevnet(t)
 	seq := sys.Sequencer.EL
 	rPort := sys.FreePort()
-	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(rPort)...))
+	r := sys.AddReplicator("relay-r", devnet.WithSource(dsl.RelaySource(seqRelay)), devnet.WithNodeArgs(dsl.RelayArgs(rPort)...),
+		devnet.WithMetrics())
 	sentryPort := sys.FreePort()
 	sys.AddFollower("sentry", devnet.RoleGossipFollower, devnet.WithNodeArgs(dsl.RelayArgs(sentryPort)...))
 	rep := sys.AddReplicator("downstream", devnet.WithSource(dsl.RelaySource(rPort)+","+dsl.RelaySource(sentryPort)))

@@ -49,6 +49,7 @@ type metrics struct {
 	relayRefused     *prometheus.CounterVec
 	relayDropped     prometheus.Counter
 	relayOversized   prometheus.Counter
+	relayForward     prometheus.Histogram
 	relayWindowBytes *prometheus.GaugeVec
 	relayWindowDisk  prometheus.Counter
 
@@ -139,6 +140,12 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 			Name: "relay_oversized_total",
 			Help: "Signed blocks not relayed because they exceed the message size limit.",
 		}),
+		relayForward: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name:    "relay_forward_seconds",
+			Help:    "Time a signed block spends at this relay before its write to each live subscriber: from its arrival (read from the relay's source, before decoding and the signature check, or handed on by op-node) to the write. One observation per subscriber and block; a new subscription's replay is not counted.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}),
 		relayWindowBytes: f.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "relay_window_bytes",
@@ -224,6 +231,8 @@ func (m *metrics) RecordRelayRefused(limit string) { m.relayRefused.WithLabelVal
 func (m *metrics) RecordRelayDropped() { m.relayDropped.Inc() }
 
 func (m *metrics) RecordRelayOversized() { m.relayOversized.Inc() }
+
+func (m *metrics) RecordRelayForward(d time.Duration) { m.relayForward.Observe(d.Seconds()) }
 
 func (m *metrics) RecordRelayWindowBytes(where string, bytes int64) {
 	m.relayWindowBytes.WithLabelValues(where).Set(float64(bytes))

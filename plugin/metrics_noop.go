@@ -25,6 +25,7 @@ func (NoopMetrics) RecordRelaySubscribers(int)                {}
 func (NoopMetrics) RecordRelayRefused(string)                 {}
 func (NoopMetrics) RecordRelayDropped()                       {}
 func (NoopMetrics) RecordRelayOversized()                     {}
+func (NoopMetrics) RecordRelayForward(time.Duration)          {}
 func (NoopMetrics) RecordRelayWindowBytes(string, int64)      {}
 func (NoopMetrics) RecordRelayWindowDiskError()               {}
 func (NoopMetrics) RecordSourceHead(string, uint64)           {}

@@ -1,6 +1,7 @@
 package devnet
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -35,4 +36,49 @@ func seriesStrings(ss []Series) []string {
 		out = append(out, s.String())
 	}
 	return out
+}
+
+func TestMetricsHistogram(t *testing.T) {
+	scrape := func(text string) Metrics {
+		var parser expfmt.TextParser
+		families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+		require.NoError(t, err)
+		return Metrics(families)
+	}
+	const before = `# TYPE forward_seconds histogram
+forward_seconds_bucket{le="0.001"} 1
+forward_seconds_bucket{le="0.002"} 2
+forward_seconds_bucket{le="0.005"} 2
+forward_seconds_bucket{le="+Inf"} 2
+forward_seconds_sum 0.002
+forward_seconds_count 2
+`
+	const after = `# TYPE forward_seconds histogram
+forward_seconds_bucket{le="0.001"} 3
+forward_seconds_bucket{le="0.002"} 7
+forward_seconds_bucket{le="0.005"} 11
+forward_seconds_bucket{le="+Inf"} 12
+forward_seconds_sum 0.05
+forward_seconds_count 12
+`
+	h0, err := scrape(before).Histogram("forward_seconds")
+	require.NoError(t, err)
+	h1, err := scrape(after).Histogram("forward_seconds")
+	require.NoError(t, err)
+	h := h1.Since(h0)
+	require.Equal(t, uint64(10), h.Count)
+	require.InDelta(t, 0.048, h.Sum, 1e-12)
+	require.Equal(t, []Bucket{{0.001, 2}, {0.002, 5}, {0.005, 9}, {math.Inf(1), 10}}, h.Buckets)
+	require.InDelta(t, 0.5, h.Within(0.002), 1e-12, "5 of 10 within 2 ms")
+	require.InDelta(t, 0.9, h.Within(0.003), 1e-12, "read at the next bound")
+	// The median, rank 5, is the 0.001–0.002 bucket's top; the 0.7-quantile, rank 7, half way into 0.002–0.005.
+	require.InDelta(t, 0.002, h.Quantile(0.5), 1e-12)
+	require.InDelta(t, 0.0035, h.Quantile(0.7), 1e-12)
+	require.InDelta(t, 0.005, h.Quantile(0.99), 1e-12, "in +Inf: the highest finite bound")
+	require.True(t, math.IsNaN(Histogram{}.Quantile(0.5)))
+
+	_, err = scrape(after).Value("forward_seconds")
+	require.Error(t, err, "a histogram is not a single value")
+	_, err = scrape("# TYPE up gauge\nup 1\n").Histogram("up")
+	require.ErrorContains(t, err, "not a histogram")
 }

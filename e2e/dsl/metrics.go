@@ -8,6 +8,7 @@ const (
 	MetricBlocksReplicated   = "op_node_default_replicator_blocks_replicated_total"
 	MetricRelaySubscribers   = "op_node_default_replicator_relay_subscribers"
 	MetricRelayRefused       = "op_node_default_replicator_relay_refused_total"
+	MetricRelayForward       = "op_node_default_replicator_relay_forward_seconds"
 	MetricGoroutines         = "go_goroutines"
 	MetricPrefix             = "op_node_default_replicator_"
 	ErrorKindBadSignature    = "bad-signature"

@@ -88,6 +88,19 @@ func (n *Node) Metric(name string, labels ...string) float64 {
 	return v
 }
 
+// HistogramIs is a wait condition: the histogram (devnet.Metrics.Histogram) satisfies ok. A histogram without a
+// matching series yet is not an error: it waits.
+func (n *Node) HistogramIs(ok func(h devnet.Histogram) bool, name string, labels ...string) func(ctx context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		m, err := n.ScrapeMetrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		h, err := m.Histogram(name, labels...)
+		return err == nil && ok(h), nil
+	}
+}
+
 // MetricIs is a wait condition: the metric (as Metric) satisfies ok. A metric without a matching series yet is not
 // an error: it waits.
 func (n *Node) MetricIs(ok func(v float64) bool, name string, labels ...string) func(ctx context.Context) (bool, error) {

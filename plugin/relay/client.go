@@ -163,7 +163,7 @@ func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
 		return nil, c.refuse(fmt.Errorf("%w: relay %s answered block %d for %d", ErrBadInput, c.cfg.Name, got, n))
 	}
-	held, err := c.accept(signed)
+	held, err := c.accept(signed, c.clock.Now())
 	if errors.Is(err, ErrBelowWindow) {
 		// Older than every height held (we are far behind): verified, handed on without holding it.
 		return NewHeld(signed, c.cfg.Name, c.clock.Now()), nil
@@ -171,13 +171,13 @@ func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	return held, err
 }
 
-// accept verifies a block from the relay and holds it. A block the store refuses (ErrReplay, ErrHeightFull,
-// ErrBelowWindow; counted and logged there) is not held and never evidence.
-func (c *Client) accept(signed *opsigner.SignedExecutionPayloadEnvelope) (*Held, error) {
+// accept verifies a block from the relay that arrived (was read whole) at arrived, and holds it. A block the store
+// refuses (ErrReplay, ErrHeightFull, ErrBelowWindow; counted and logged there) is not held and never evidence.
+func (c *Client) accept(signed *opsigner.SignedExecutionPayloadEnvelope, arrived time.Time) (*Held, error) {
 	if err := VerifySigned(c.cfg.Rollup, c.cfg.Signers, signed); err != nil {
 		return nil, c.refuse(err)
 	}
-	held, _, conflicts, err := c.store.Add(signed, c.cfg.Name, c.clock.Now())
+	held, _, conflicts, err := c.store.Add(signed, c.cfg.Name, arrived)
 	if err != nil {
 		return nil, err
 	}
@@ -280,6 +280,7 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 	if err != nil {
 		return err
 	}
+	sub.now = c.clock.Now
 	defer sub.Close()
 	c.subFrom.Store(from)
 	c.noRange.Store(false) // a new connection: perhaps to a relay upgraded meanwhile
@@ -294,7 +295,9 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 			return err
 		}
 		onMessage()
-		if _, err := c.accept(signed); err == nil {
+		// Arrived when read, before it was decoded and its signature checked: a relay that forwards it counts
+		// from there (relay_forward_seconds), so that its figure is all this node adds to the hop.
+		if _, err := c.accept(signed, sub.received); err == nil {
 			select {
 			case c.heads <- struct{}{}:
 			default:

@@ -187,7 +187,7 @@ func (c *Client) verifyFetched(msg []byte, n uint64) (*Held, error) {
 	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
 		return nil, c.refuse(fmt.Errorf("%w: relay %s answered block %d for %d", ErrBadInput, c.cfg.Name, got, n))
 	}
-	held, err := c.accept(signed)
+	held, err := c.accept(signed, c.clock.Now())
 	if errors.Is(err, ErrBelowWindow) {
 		// Older than every height held (we are far behind): verified, handed on without holding it.
 		return NewHeld(signed, c.cfg.Name, c.clock.Now()), nil

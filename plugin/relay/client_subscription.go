@@ -39,6 +39,9 @@ type subscription struct {
 	readTimeout time.Duration // how long the relay may stay silent
 	buf         bytes.Buffer  // the message being read, reused
 	stop        func() bool   // ends the closing of conn with the subscribing context
+	// received is when the last message had been read whole, on now (the client's clock; time.Now by default).
+	received time.Time
+	now      func() time.Time
 }
 
 // subscribeRelay subscribes to the relay's blocks from height from on: the request and its answer within timeout.
@@ -50,7 +53,7 @@ func subscribeRelay(ctx context.Context, d *wsdial.Dialer, from uint64, timeout,
 	if err != nil {
 		return nil, err
 	}
-	s := &subscription{conn: conn, readTimeout: readTimeout,
+	s := &subscription{conn: conn, readTimeout: readTimeout, now: time.Now,
 		stop: context.AfterFunc(ctx, func() { _ = conn.Close() })}
 	req, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": api.MethodRelaySubscribe,
 		"params": []any{api.RelayEnvelopes, hexutil.Uint64(from)}})
@@ -139,6 +142,7 @@ func (s *subscription) read(deadline time.Time) ([]byte, error) {
 	if _, err := s.buf.ReadFrom(r); err != nil {
 		return nil, err
 	}
+	s.received = s.now()
 	return s.buf.Bytes(), nil
 }
 

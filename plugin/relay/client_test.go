@@ -56,7 +56,7 @@ func TestRelaySource(t *testing.T) {
 
 	// Another validly signed block at a held height is equivocation evidence.
 	other := signedChain(t, 1, 5, 7)
-	_, err = src.accept(other[1])
+	_, err = src.accept(other[1], src.clock.Now())
 	require.NoError(t, err)
 	evs := evidence.All()
 	require.Len(t, evs, 1)
@@ -112,7 +112,7 @@ func TestRelaySourceDropsReplays(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			replays := counts.replays.Load()
-			held, err := src.accept(tc.block)
+			held, err := src.accept(tc.block, src.clock.Now())
 			if tc.replay {
 				require.ErrorIs(t, err, ErrReplay)
 				require.Nil(t, held)

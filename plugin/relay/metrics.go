@@ -24,6 +24,9 @@ type Metricer interface {
 	RecordRelayRefused(limit string)
 	RecordRelayDropped()
 	RecordRelayOversized()
+	// RecordRelayForward is how long a block was at this relay before it was written to a live subscriber: from
+	// its arrival (read from the relay's source, or handed on by op-node) to the write, once per subscriber.
+	RecordRelayForward(d time.Duration)
 	// RecordReplayDropped counts signed blocks the store took as replays: refused at or below the safe head
 	// (ErrReplay), or held as history beside another block at their height (never evidence).
 	RecordReplayDropped()
@@ -48,6 +51,7 @@ func (NoopMetrics) RecordRelaySubscribers(int)                {}
 func (NoopMetrics) RecordRelayRefused(string)                 {}
 func (NoopMetrics) RecordRelayDropped()                       {}
 func (NoopMetrics) RecordRelayOversized()                     {}
+func (NoopMetrics) RecordRelayForward(time.Duration)          {}
 func (NoopMetrics) RecordReplayDropped()                      {}
 func (NoopMetrics) RecordSourceRequest(string, time.Duration) {}
 func (NoopMetrics) RecordClientError(error)                   {}

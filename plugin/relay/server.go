@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/log"
@@ -200,7 +201,9 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 	defer r.release(ip)
 	defer r.store.Unsubscribe(sink)
 	lgr := r.log.New("subscriber", ip, "subscription", sub.ID)
-	send := func(h *Held) error {
+	// send writes a block to the subscriber; a live one (queued as it arrived, not the subscription's replay) counts
+	// its time at this relay (RecordRelayForward).
+	send := func(h *Held, live bool) error {
 		msg, err := h.JSON()
 		if errors.Is(err, ErrNotHeld) { // spilled, and unreadable or evicted since: not held, as a gap
 			lgr.Debug("Not relaying a block no longer held", "block", h.ID(), "err", err)
@@ -220,7 +223,13 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 		} else if err != nil {
 			return err
 		}
-		return notifier.Notify(sub.ID, result)
+		if err := notifier.Notify(sub.ID, result); err != nil {
+			return err
+		}
+		if live {
+			r.metrics.RecordRelayForward(time.Since(h.Arrived))
+		}
+		return nil
 	}
 	// overflowed reports (and drops the subscriber) once a block could not be queued for it. It is checked before
 	// every send: what is still queued comes after the block it missed, and a select that also has a ready queue
@@ -239,7 +248,7 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 		if overflowed() {
 			return
 		}
-		if err := send(h); err != nil {
+		if err := send(h, false); err != nil {
 			lgr.Debug("Relay subscriber gone", "err", err)
 			return
 		}
@@ -250,7 +259,7 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 		}
 		select {
 		case h := <-sink.queue:
-			if err := send(h); err != nil {
+			if err := send(h, true); err != nil {
 				lgr.Debug("Relay subscriber gone", "err", err)
 				return
 			}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,4 +245,56 @@ func TestRelayMessageSizeLimit(t *testing.T) {
 	got, err := client.EnvelopeByNumber(context.Background(), 2)
 	require.NoError(t, err)
 	require.Equal(t, blocks[1].ExecutionPayload.BlockHash, got.Envelope.ExecutionPayload.BlockHash)
+}
+
+// forwards records the relay's forward times (RecordRelayForward).
+type forwards struct {
+	NoopMetrics
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (f *forwards) RecordRelayForward(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.d = append(f.d, d)
+}
+
+func (f *forwards) all() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.d)
+}
+
+// A block written to a live subscriber counts its time at the relay, from its arrival, once per subscriber; a new
+// subscription's replay of the blocks held is not counted (they arrived before anyone asked).
+func TestRelayForwardCountsLiveDeliveries(t *testing.T) {
+	blocks := buildChain(3, 0, 0)
+	m := &forwards{}
+	r, store := startRelayMetered(t, driverhook.RelayConfig{MaxSubscribers: 4, MaxSubscribersPerIP: 4, SendQueue: 16}, m)
+	for _, b := range blocks[:2] {
+		store.Add(signed(b), "gossip", time.Now().Add(-time.Minute))
+	}
+	var chans []chan *opsigner.SignedExecutionPayloadEnvelope
+	for range 2 {
+		ch, sub, err := subscribe(t, r, 1)
+		require.NoError(t, err)
+		t.Cleanup(sub.Unsubscribe)
+		for range 2 {
+			receive(t, ch) // the replay
+		}
+		chans = append(chans, ch)
+	}
+	const held = 50 * time.Millisecond // as if it arrived that long ago
+	store.Add(signed(blocks[2]), "gossip", time.Now().Add(-held))
+	for _, ch := range chans {
+		require.Equal(t, blocks[2].ExecutionPayload.BlockHash, receive(t, ch).Envelope.ExecutionPayload.BlockHash)
+	}
+	require.Eventually(t, func() bool { return len(m.all()) >= 2 }, 5*time.Second, time.Millisecond)
+	got := m.all()
+	require.Len(t, got, 2, "one per subscriber for the live block, none for the replays (held a minute)")
+	for _, d := range got {
+		require.GreaterOrEqual(t, d, held)
+		require.Less(t, d, time.Minute, "the replay's blocks are not counted")
+	}
 }
