@@ -130,9 +130,15 @@ func BenchmarkReceive(b *testing.B) {
 // receiveBlock is an Ecotone block (as the gossip topic v3 carries) of txs opaque transactions of size bytes each.
 func receiveBlock(b *testing.B, txs, size int) *eth.ExecutionPayloadEnvelope {
 	b.Helper()
+	return opaqueBlock(b, 100, txs, size)
+}
+
+// opaqueBlock is receiveBlock's block at height n.
+func opaqueBlock(tb testing.TB, n uint64, txs, size int) *eth.ExecutionPayloadEnvelope {
+	tb.Helper()
 	beacon := common.Hash{0xbe}
 	var zero hexutil.Uint64
-	p := &eth.ExecutionPayload{ParentHash: common.Hash{0x9e}, BlockNumber: 100, StateRoot: eth.Bytes32{0x22},
+	p := &eth.ExecutionPayload{ParentHash: common.Hash{0x9e}, BlockNumber: eth.Uint64Quantity(n), StateRoot: eth.Bytes32{0x22},
 		Timestamp: eth.Uint64Quantity(chainStart), GasLimit: 30_000_000, GasUsed: 20_000_000,
 		Withdrawals: &types.Withdrawals{}, BlobGasUsed: (*eth.Uint64Quantity)(&zero), ExcessBlobGas: (*eth.Uint64Quantity)(&zero)}
 	for range txs {
@@ -143,6 +149,6 @@ func receiveBlock(b *testing.B, txs, size int) *eth.ExecutionPayloadEnvelope {
 	}
 	env := &eth.ExecutionPayloadEnvelope{ParentBeaconBlockRoot: &beacon, ExecutionPayload: p}
 	env.ExecutionPayload.BlockHash, _ = env.CheckBlockHash()
-	require.NotEmpty(b, fmt.Sprint(env.ID()))
+	require.NotEmpty(tb, fmt.Sprint(env.ID()))
 	return env
 }

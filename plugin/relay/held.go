@@ -102,7 +102,7 @@ func (h *Held) result() (*encodedResult, error) {
 func (h *Held) encode() {
 	h.encodeOnce.Do(func() {
 		if h.encoded, h.encodeErr = json.Marshal(h.signed); h.encodeErr == nil {
-			h.prepared, h.encodeErr = newEncodedResult(h.encoded)
+			h.prepared = marshaledResult(h.encoded)
 		}
 	})
 }

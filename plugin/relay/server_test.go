@@ -260,6 +260,12 @@ func (f *forwards) RecordRelayForward(d time.Duration) {
 	f.d = append(f.d, d)
 }
 
+func (f *forwards) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.d = nil
+}
+
 func (f *forwards) all() []time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -23,6 +23,7 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/testlog"
 
 	"github.com/op-replicator/op-replicator/driverhook"
+	"github.com/op-replicator/op-replicator/plugin/internal/testkit"
 )
 
 // notifyingAPI is a relay namespace whose subscription sends results, as they are (json.RawMessage, as the relay
@@ -317,4 +318,26 @@ func TestCodecFrames(t *testing.T) {
 	require.Greater(t, frames[1].length, len(block))
 	require.Equal(t, []frame{{false, websocket.TextMessage, wsWriteBuffer}, {false, 0, frames[3].length}, {true, 0, frames[4].length}},
 		frames[2:], "the larger one, in frames of the write buffer")
+}
+
+// spacedMarshaler's MarshalJSON is neither compact nor HTML-escaped: json.Marshal makes it both.
+type spacedMarshaler struct{}
+
+func (spacedMarshaler) MarshalJSON() ([]byte, error) {
+	return []byte(`{ "a" : "<&>" , "b": [1, 2] }`), nil
+}
+
+// json.Marshal's output is what newEncodedResult would make of it, byte for byte: marshaledResult takes it as it is.
+func TestMarshaledResultIsEncodedResult(t *testing.T) {
+	for name, v := range map[string]any{
+		"light block": signed(buildChain(1, 0, 0)[0]),
+		"10x block":   sign(t, testkit.Key(1), opaqueBlock(t, 7, 470, 118)),
+		"strings":     map[string]any{"html": "<script>&</script>", "utf8": "\xff\u2028", "m": spacedMarshaler{}},
+	} {
+		msg, err := json.Marshal(v)
+		require.NoError(t, err, name)
+		enc, err := newEncodedResult(msg)
+		require.NoError(t, err, name)
+		require.Equal(t, string(enc.json), string(marshaledResult(msg).json), name)
+	}
 }
