@@ -323,7 +323,8 @@ func plotTree(t *testing.T, res treeResult) {
 	for _, ph := range res.Phases {
 		p := benchplot.TreePhase{Name: ph.Name}
 		for _, r := range ph.Relays {
-			p.Relays = append(p.Relays, benchplot.TreeRelay{Name: r.Name, Subscribers: r.Subscribers, Hop1: pcts(r.Hop1), Hop2: pcts(r.Hop2)})
+			p.Relays = append(p.Relays, benchplot.TreeRelay{Name: r.Name, Subscribers: r.Subscribers, Hop1: pcts(r.Hop1), Hop2: pcts(r.Hop2),
+				AtRelay: pcts(r.AtRelay)})
 		}
 		tr.Phases = append(tr.Phases, p)
 	}

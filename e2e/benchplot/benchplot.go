@@ -136,12 +136,29 @@ type TreePhase struct {
 }
 
 // TreeRelay is one relay of a phase. Hop 1 (the sequencer's relay to this one) is measured for the second tier only;
-// hop 2 is the spread of this relay's subscribers after its first.
+// hop 2 is the spread of this relay's subscribers after its first; at the relay is its own relay_forward_seconds,
+// from a block's arrival there to its write to each subscriber (none in runs before it was measured).
 type TreeRelay struct {
 	Name        string      `json:"name"`
 	Subscribers int         `json:"subscribers"`
 	Hop1        Percentiles `json:"hop1_ms"`
 	Hop2        Percentiles `json:"hop2_spread_ms"`
+	AtRelay     Percentiles `json:"at_relay_ms"`
+}
+
+// legs are the latencies the tree plot draws for a relay, by name: the sequencer's own part, or a second-tier
+// relay's hop 1, own part and hop 2; those not measured (N 0) left out.
+func (r TreeRelay) legs(sequencer bool) []treeLeg {
+	all := []treeLeg{{"hop 1", r.Hop1}, {"at the relay", r.AtRelay}, {"hop 2", r.Hop2}}
+	if sequencer {
+		all = all[1:2]
+	}
+	return slices.DeleteFunc(all, func(l treeLeg) bool { return l.pct.N == 0 })
+}
+
+type treeLeg struct {
+	name string
+	pct  Percentiles
 }
 
 // Percentiles of a latency, in milliseconds, over N blocks (or deliveries).
@@ -437,29 +454,43 @@ func Backlog(res BacklogResults, dir string) (string, error) {
 // treeTarget is issue 28's target for what each hop of a relay tree adds at p50.
 const treeTarget = 2.0 // ms
 
-// Tree draws res into dir/tree.png: for each second-tier relay, the latency hop 1 (the sequencer's relay to it) and
-// hop 2 (its subscribers after its first) add, p50 (filled) and p99 (ring), one colour per phase, on a log scale,
-// with the 2 ms p50 target. It returns the file's path.
+// Tree draws res into dir/tree.png: for each second-tier relay, the latency hop 1 (the sequencer's relay to it), its
+// own part (at the relay) and hop 2 (its subscribers after its first), and the sequencer relay's own part, p50
+// (filled) and p99 (ring), one colour per phase, on a log scale, with the 2 ms p50 target. It returns the file's path.
 func Tree(res TreeResults, dir string) (string, error) {
-	var names []string
+	// One column per relay and leg measured in any phase: relay by relay, each's legs in their order.
+	measured := map[string]bool{}
+	var relays []string
+	tier2 := false
 	for _, ph := range res.Phases {
-		for _, r := range ph.Relays[min(1, len(ph.Relays)):] {
-			for _, hop := range []string{"hop 1", "hop 2"} {
-				if name := r.Name + ", " + hop; !slices.Contains(names, name) {
-					names = append(names, name)
-				}
+		for i, r := range ph.Relays {
+			tier2 = tier2 || i > 0
+			if !slices.Contains(relays, r.Name) {
+				relays = append(relays, r.Name)
+			}
+			for _, leg := range r.legs(i == 0) {
+				measured[r.Name+", "+leg.name] = true
 			}
 		}
 	}
-	if len(names) == 0 {
+	var names []string
+	for _, r := range relays {
+		for _, leg := range []string{"hop 1", "at the relay", "hop 2"} {
+			if measured[r+", "+leg] {
+				names = append(names, r+", "+leg)
+			}
+		}
+	}
+	if !tier2 || len(names) == 0 {
 		return "", fmt.Errorf("no second-tier relay to plot")
 	}
-	p := newPlot(fmt.Sprintf("Relay tree: what each hop adds (%s, %s, %d subscribers)", day(res.When), res.Commit, res.Subscribers),
+	p := newPlot(fmt.Sprintf("Relay tree: what each hop and each relay adds (%s, %s, %d subscribers)", day(res.When), res.Commit, res.Subscribers),
 		"", "ms (log scale)")
 	p.NominalX(names...)
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.X.Tick.Label.Font.Size = vg.Points(7)
+	p.X.Tick.Label.Font.Size = vg.Points(6)
+	p.X.Tick.Label.Rotation, p.X.Tick.Label.XAlign, p.X.Tick.Label.YAlign = 0.5, draw.XRight, draw.YCenter
 	target, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: treeTarget}, {X: float64(len(names)) - 0.5, Y: treeTarget}})
 	if err != nil {
 		return "", err
@@ -471,15 +502,9 @@ func Tree(res TreeResults, dir string) (string, error) {
 	for i, ph := range res.Phases {
 		offset := (float64(i) - float64(len(res.Phases)-1)/2) * 0.2
 		var p50, p99 plotter.XYs
-		for _, r := range ph.Relays[min(1, len(ph.Relays)):] {
-			for _, hop := range []struct {
-				name string
-				pct  Percentiles
-			}{{"hop 1", r.Hop1}, {"hop 2", r.Hop2}} {
+		for j, r := range ph.Relays {
+			for _, hop := range r.legs(j == 0) {
 				// A log scale has no zero: a hop under 10 µs is drawn at 10 µs.
-				if hop.pct.N == 0 {
-					continue
-				}
 				x := float64(slices.Index(names, r.Name+", "+hop.name)) + offset
 				p50 = append(p50, plotter.XY{X: x, Y: max(hop.pct.P50, 0.01)})
 				p99 = append(p99, plotter.XY{X: x, Y: max(hop.pct.P99, 0.01)})
