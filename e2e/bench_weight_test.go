@@ -87,16 +87,17 @@ func TestBenchWeight(t *testing.T) {
 		"`newPayload` + forkchoice update. CPU: op-node CPU over the follow window against the gossip node's. Bytes: the block "+
 		"as RLP / gossip message (snappy, SSZ) / the relay's message / newHeads + `debug_getRawBlock` answer (JSON).")
 	fmt.Fprintln(&out)
-	fmt.Fprintln(&out, "| load | Mgas/block | txs/block | bytes/block: RLP / gossip / relay / ws | catch-up blocks/s: ceiling, stock, ws, relay | ws, relay vs ceiling | ws, relay vs stock | relay − gossip p50 / p99 | ws beyond insert p50 / p99 | op-node CPU vs gossip: ws, relay |")
+	fmt.Fprintln(&out, "| load | Mgas/block | txs/block | bytes/block: RLP / gossip / relay / ws | catch-up blocks/s: ceiling, stock, ws, relay | ws, relay vs ceiling (each round vs its own) | ws, relay vs stock | relay − gossip p50 / p99 | ws beyond insert p50 / p99 | op-node CPU vs gossip: ws, relay |")
 	fmt.Fprintln(&out, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res.Rows {
 		relay, relayCeil, relayStock := "–", "–", "–"
 		if r.Relay > 0 {
 			relay, relayCeil, relayStock = fmt.Sprintf("%.1f", r.Relay), fmt.Sprintf("%.2f×", r.Relay/r.Ceiling32), fmt.Sprintf("%.2f×", r.Relay/r.Stock)
 		}
-		fmt.Fprintf(&out, "| %s | %.1f | %.0f | %.1f / %.1f / %.1f / %.1f KB | %.1f, %.1f, %.1f, %s | %.2f×, %s | %.2f×, %s | %+.1f (%+.1f to %+.1f) / %+.1f (%+.1f to %+.1f) ms | %.1f / %.1f ms | %.2f×, %.2f× |\n",
+		fmt.Fprintf(&out, "| %s | %.1f | %.0f | %.1f / %.1f / %.1f / %.1f KB | %.1f, %.1f, %.1f, %s | %.2f×, %s (%s, %s) | %.2f×, %s | %+.1f (%+.1f to %+.1f) / %+.1f (%+.1f to %+.1f) ms | %.1f / %.1f ms | %.2f×, %.2f× |\n",
 			r.Load, r.GasPerBlock/1e6, r.TxsPerBlock, r.RLPBytes/1e3, r.GossipBytes/1e3, r.RelayBytes/1e3, r.WSBytes/1e3,
-			r.Ceiling32, r.Stock, r.WS, relay, r.WS/r.Ceiling32, relayCeil, r.WS/r.Stock, relayStock,
+			r.Ceiling32, r.Stock, r.WS, relay, r.WS/r.Ceiling32, relayCeil, ratioOrDash(r.WSVsRoundCeiling), ratioOrDash(r.RelayVsRoundCeiling),
+			r.WS/r.Stock, relayStock,
 			r.RelayVsGossipP50, r.RelayVsGossipP50Lo, r.RelayVsGossipP50Hi, r.RelayVsGossipP99, r.RelayVsGossipP99Lo, r.RelayVsGossipP99Hi,
 			r.WSBeyondInsertP50, r.WSBeyondInsertP99, r.WSCPURatio, r.RelayCPURatio)
 	}
@@ -221,6 +222,15 @@ func weightRun(t *testing.T, spec devnet.LoadSpec, blocks, catchUp uint64, round
 	}
 	_, row.Ceiling32 = replayRates(per32)
 	row.Stock, row.WS, row.Relay = meanSteady(stock), meanSteady(rep), meanSteady(relayRep)
+	row.WSVsRoundCeiling, row.RelayVsRoundCeiling = roundRatio(rep, per32), roundRatio(relayRep, per32)
+	for i := range per32 {
+		relayRate := "–"
+		if i < len(relayRep) {
+			relayRate = fmt.Sprintf("%.1f", relayRep[i].steadyRate())
+		}
+		t.Logf("%s: round %d: ceiling %.1f, stock %.1f, ws %.1f, relay %s blocks/s", spec.Name, i+1,
+			per32[i].SteadyBlocksPerSecond(), stock[i].steadyRate(), rep[i].steadyRate(), relayRate)
+	}
 	t.Logf("%s: catch-up to %d: ceiling %.1f, stock %.1f, ws %.1f, relay %.1f blocks/s; ceiling CPU: %s; ws steady CPU: %s",
 		spec.Name, target, row.Ceiling32, row.Stock, row.WS, row.Relay, per32[0].CPU, rep[0].cpuSteady)
 	return row
@@ -232,6 +242,22 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return a / b
+}
+
+// roundRatio is the mean, over rs's rounds, of each round's steady rate over that round's ceiling (rs[i] ran in
+// round i+1: a path skipped in a round is skipped in every later one); 0 without rounds.
+func roundRatio(rs []catchUpResult, ceilings []devnet.ReplayResult) float64 {
+	var sum float64
+	var n int
+	for i, r := range rs {
+		if i < len(ceilings) && ceilings[i].SteadyBlocksPerSecond() > 0 {
+			sum, n = sum+r.steadyRate()/ceilings[i].SteadyBlocksPerSecond(), n+1
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 func meanSteady(rs []catchUpResult) float64 {

@@ -48,6 +48,10 @@ type WeightRow struct {
 	Stock         float64 `json:"stock"`
 	WS            float64 `json:"ws"`
 	Relay         float64 `json:"relay,omitempty"`
+	// Each catch-up against the ceiling of its own round (replayed minutes before it), averaged over the rounds: a
+	// ceiling that drifts within the run weighs on the ratio of the means, not on these.
+	WSVsRoundCeiling    float64 `json:"ws_vs_round_ceiling,omitempty"`
+	RelayVsRoundCeiling float64 `json:"relay_vs_round_ceiling,omitempty"`
 	// Head lag: the gossip anchor's, the relay path's minus gossip's (paired by block, 95% bootstrap interval),
 	// each path's beyond its own insert.
 	GossipP50              float64 `json:"gossip_lag_p50_ms"`
