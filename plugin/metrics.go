@@ -143,7 +143,7 @@ func NewMetrics(registry prometheus.Registerer) Metricer {
 		relayForward: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name:    "relay_forward_seconds",
-			Help:    "Time a signed block spends at this relay before its write to each live subscriber: from its arrival (read from the relay's source, before decoding and the signature check, or handed on by op-node) to the write. One observation per subscriber and block; a new subscription's replay is not counted.",
+			Help:    "Time a signed block spends at this relay before its write to each live subscriber: from its arrival (a relay source's message read, before decoding and the signature check; a fetched block's answer received; or handed on by op-node) to the write. One observation per subscriber and block: its p50 with many subscribers is the median subscriber's place in the fan-out. The blocks a new subscription replays are not counted, but a block that arrives meanwhile waits behind them.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
 		}),
 		relayWindowBytes: f.NewGaugeVec(prometheus.GaugeOpts{

@@ -494,6 +494,7 @@ func Tree(res TreeResults, dir string) (string, error) {
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.X.Tick.Label.Font.Size = vg.Points(6)
+	// Labels turned ~30° (in radians), right-aligned under their column: a dozen of them fit.
 	p.X.Tick.Label.Rotation, p.X.Tick.Label.XAlign, p.X.Tick.Label.YAlign = 0.5, draw.XRight, draw.YCenter
 	target, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: treeTarget}, {X: float64(len(names)) - 0.5, Y: treeTarget}})
 	if err != nil {

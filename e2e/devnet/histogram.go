@@ -23,6 +23,9 @@ type Bucket struct {
 // Histogram returns the named histogram, the series whose labels include the given name-value pairs merged. It is an
 // error if the metric is not a histogram or no series matches.
 func (m Metrics) Histogram(name string, labels ...string) (Histogram, error) {
+	if len(labels)%2 != 0 {
+		return Histogram{}, fmt.Errorf("metric %s: labels %q are not name-value pairs", name, labels)
+	}
 	f, ok := m[name]
 	if !ok {
 		return Histogram{}, fmt.Errorf("no metric %s", name)
@@ -65,12 +68,19 @@ func (m Metrics) Histogram(name string, labels ...string) (Histogram, error) {
 	return h, nil
 }
 
-// Since is what was observed after prev, an earlier scrape of the same histogram.
+// Since is what was observed after prev, an earlier scrape of the same histogram. A count lower than prev's (the
+// process restarted in between) is a reset, as Prometheus takes it: everything h holds was observed since.
 func (h Histogram) Since(prev Histogram) Histogram {
 	out := Histogram{Count: h.Count - prev.Count, Sum: h.Sum - prev.Sum, Buckets: slices.Clone(h.Buckets)}
+	if h.Count < prev.Count {
+		return h
+	}
 	for i := range out.Buckets {
 		for _, p := range prev.Buckets {
 			if p.UpperBound == out.Buckets[i].UpperBound {
+				if out.Buckets[i].Count < p.Count {
+					return h
+				}
 				out.Buckets[i].Count -= p.Count
 			}
 		}

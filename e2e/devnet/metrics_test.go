@@ -77,6 +77,12 @@ forward_seconds_count 12
 	require.InDelta(t, 0.005, h.Quantile(0.99), 1e-12, "in +Inf: the highest finite bound")
 	require.True(t, math.IsNaN(Histogram{}.Quantile(0.5)))
 
+	restarted := h1
+	restarted.Count = 20 // an earlier scrape of a process that has restarted since
+	require.Equal(t, h1, h1.Since(restarted), "a reset: all of it is new")
+	_, err = scrape(after).Histogram("forward_seconds", "odd")
+	require.ErrorContains(t, err, "not name-value pairs")
+
 	_, err = scrape(after).Value("forward_seconds")
 	require.Error(t, err, "a histogram is not a single value")
 	_, err = scrape("# TYPE up gauge\nup 1\n").Histogram("up")

@@ -51,7 +51,8 @@ func benchHop(b *testing.B, txs, size int) {
 	}
 	ctx := context.Background()
 	quiet := log.NewLogger(log.DiscardHandler())
-	cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: driverhook.DefaultRelayWindow,
+	// A window of 16: the blocks a hop holds, not all b.N of them (1 MB blocks would take gigabytes).
+	cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: 16,
 		MaxSubscribers: 16, MaxSubscribersPerIP: 16, SendQueue: driverhook.DefaultRelaySendQueue,
 		MaxMessageSize: driverhook.DefaultRelayMaxMessageSize, MaxConnsPerClient: 16, MaxConns: 16, RateLimit: 100_000}
 	require.NoError(b, cfg.Check())
@@ -75,7 +76,7 @@ func benchHop(b *testing.B, txs, size int) {
 
 	dialer, err := wsdial.New(downstream.wsURL(), subscriptionReadLimit)
 	require.NoError(b, err)
-	sub, err := subscribeRelay(ctx, dialer, 1, 5*time.Second, time.Minute)
+	sub, err := subscribeRelay(ctx, dialer, 1, 5*time.Second, time.Minute, time.Now)
 	require.NoError(b, err)
 	b.Cleanup(sub.Close)
 	// next waits for block i at the subscriber: the time it was read.

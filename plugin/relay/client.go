@@ -149,26 +149,15 @@ func (c *Client) Envelope(ctx context.Context, n uint64) (*Held, error) {
 	defer cancel()
 	start := c.clock.Now()
 	msg, err := client.EnvelopeByNumberRaw(ctx, n)
-	c.metrics.RecordSourceRequest("relay_envelope", c.clock.Since(start))
+	arrived := c.clock.Now()
+	c.metrics.RecordSourceRequest("relay_envelope", arrived.Sub(start))
 	switch {
 	case errors.Is(err, ethereum.NotFound): // a gap in the relay's window
 		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, c.cfg.Name, err)
 	}
-	signed, err := DecodeEnvelope(msg)
-	if err != nil {
-		return nil, c.refuse(err)
-	}
-	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
-		return nil, c.refuse(fmt.Errorf("%w: relay %s answered block %d for %d", ErrBadInput, c.cfg.Name, got, n))
-	}
-	held, err := c.accept(signed, c.clock.Now())
-	if errors.Is(err, ErrBelowWindow) {
-		// Older than every height held (we are far behind): verified, handed on without holding it.
-		return NewHeld(signed, c.cfg.Name, c.clock.Now()), nil
-	}
-	return held, err
+	return c.verifyFetched(msg, n, arrived)
 }
 
 // accept verifies a block from the relay that arrived (was read whole) at arrived, and holds it. A block the store
@@ -276,11 +265,10 @@ func (c *Client) subscribe(ctx context.Context, onMessage func()) error {
 	if err != nil {
 		return err
 	}
-	sub, err := subscribeRelay(ctx, dialer, from, c.cfg.Timeout, c.cfg.ReadTimeout)
+	sub, err := subscribeRelay(ctx, dialer, from, c.cfg.Timeout, c.cfg.ReadTimeout, c.clock.Now)
 	if err != nil {
 		return err
 	}
-	sub.now = c.clock.Now
 	defer sub.Close()
 	c.subFrom.Store(from)
 	c.noRange.Store(false) // a new connection: perhaps to a relay upgraded meanwhile

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -155,7 +156,8 @@ func (c *Client) fetchRange(ctx context.Context, client *api.RelayClient, f *ran
 	defer cancel()
 	start := c.clock.Now()
 	msgs, err := client.EnvelopesByRangeRaw(ctx, f.from, f.to-f.from)
-	c.metrics.RecordSourceRequest("relay_envelopes", c.clock.Since(start))
+	arrived := c.clock.Now()
+	c.metrics.RecordSourceRequest("relay_envelopes", arrived.Sub(start))
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, c.cfg.Name, err)
@@ -165,7 +167,7 @@ func (c *Client) fetchRange(ctx context.Context, client *api.RelayClient, f *ran
 	got, gotErr := (*Held)(nil), fmt.Errorf("relay %s: block %d: %w", c.cfg.Name, n, ethereum.NotFound) // a gap, or the size limit
 	for i, msg := range msgs {
 		h := f.from + uint64(i)
-		held, err := c.verifyFetched(msg, h)
+		held, err := c.verifyFetched(msg, h, arrived)
 		switch {
 		case h == n:
 			got, gotErr = held, err
@@ -177,9 +179,9 @@ func (c *Client) fetchRange(ctx context.Context, client *api.RelayClient, f *ran
 	return got, gotErr
 }
 
-// verifyFetched decodes and verifies a block fetched for height n and holds it: in the store, or, below its window
-// (we are far behind), as a block of its own.
-func (c *Client) verifyFetched(msg []byte, n uint64) (*Held, error) {
+// verifyFetched decodes and verifies a block fetched for height n, whose answer arrived at arrived, and holds it: in
+// the store, or, below its window (we are far behind), as a block of its own.
+func (c *Client) verifyFetched(msg []byte, n uint64, arrived time.Time) (*Held, error) {
 	signed, err := DecodeEnvelope(msg)
 	if err != nil {
 		return nil, c.refuse(err)
@@ -187,10 +189,10 @@ func (c *Client) verifyFetched(msg []byte, n uint64) (*Held, error) {
 	if got := uint64(signed.Envelope.ExecutionPayload.BlockNumber); got != n {
 		return nil, c.refuse(fmt.Errorf("%w: relay %s answered block %d for %d", ErrBadInput, c.cfg.Name, got, n))
 	}
-	held, err := c.accept(signed, c.clock.Now())
+	held, err := c.accept(signed, arrived)
 	if errors.Is(err, ErrBelowWindow) {
 		// Older than every height held (we are far behind): verified, handed on without holding it.
-		return NewHeld(signed, c.cfg.Name, c.clock.Now()), nil
+		return NewHeld(signed, c.cfg.Name, arrived), nil
 	}
 	return held, err
 }

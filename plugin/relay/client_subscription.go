@@ -39,21 +39,21 @@ type subscription struct {
 	readTimeout time.Duration // how long the relay may stay silent
 	buf         bytes.Buffer  // the message being read, reused
 	stop        func() bool   // ends the closing of conn with the subscribing context
-	// received is when the last message had been read whole, on now (the client's clock; time.Now by default).
+	// received is when the last message had been read whole, on now (the client's clock).
 	received time.Time
 	now      func() time.Time
 }
 
 // subscribeRelay subscribes to the relay's blocks from height from on: the request and its answer within timeout.
-// The connection is closed when ctx ends or Close is called.
-func subscribeRelay(ctx context.Context, d *wsdial.Dialer, from uint64, timeout, readTimeout time.Duration) (*subscription, error) {
+// The connection is closed when ctx ends or Close is called. Each message's arrival is read on now.
+func subscribeRelay(ctx context.Context, d *wsdial.Dialer, from uint64, timeout, readTimeout time.Duration, now func() time.Time) (*subscription, error) {
 	dialCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := d.Dial(dialCtx)
 	if err != nil {
 		return nil, err
 	}
-	s := &subscription{conn: conn, readTimeout: readTimeout, now: time.Now,
+	s := &subscription{conn: conn, readTimeout: readTimeout, now: now,
 		stop: context.AfterFunc(ctx, func() { _ = conn.Close() })}
 	req, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": api.MethodRelaySubscribe,
 		"params": []any{api.RelayEnvelopes, hexutil.Uint64(from)}})

@@ -25,7 +25,8 @@ type Metricer interface {
 	RecordRelayDropped()
 	RecordRelayOversized()
 	// RecordRelayForward is how long a block was at this relay before it was written to a live subscriber: from
-	// its arrival (read from the relay's source, or handed on by op-node) to the write, once per subscriber.
+	// its arrival (Held.Arrived: read from the relay's source, or handed on by op-node) to the write, once per
+	// subscriber.
 	RecordRelayForward(d time.Duration)
 	// RecordReplayDropped counts signed blocks the store took as replays: refused at or below the safe head
 	// (ErrReplay), or held as history beside another block at their height (never evidence).

@@ -226,7 +226,7 @@ func (r *Server) serve(notifier *rpc.Notifier, sub *rpc.Subscription, ip string,
 		if err := notifier.Notify(sub.ID, result); err != nil {
 			return err
 		}
-		if live {
+		if live { // Arrived is on op-node's clock, the system's (monotonic: never negative)
 			r.metrics.RecordRelayForward(time.Since(h.Arrived))
 		}
 		return nil
