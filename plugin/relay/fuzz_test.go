@@ -22,7 +22,8 @@ import (
 // decodeEnvelope, then VerifySigned (block hash, sequencer's signature). With resign, the block of a decodable
 // message is re-hashed and signed by the sequencer first, so that what lies past the signature check is fuzzed too.
 // What is accepted hashes to its block hash, is signed by the sequencer's key, and is accepted again, unchanged, by
-// the next node it is relayed to.
+// the next node it is relayed to. Every decodable message's block is encoded by marshalSigned (as a relay holding it
+// encodes it) exactly as json.Marshal encodes it.
 func FuzzRelayEnvelope(f *testing.F) {
 	cfg := testRollup
 	sequencer := testkit.Key(1)
@@ -58,6 +59,12 @@ func FuzzRelayEnvelope(f *testing.F) {
 			return
 		}
 		require.NotNil(t, signed.Envelope.ExecutionPayload, "decoded without a block") // envelope() reads its number
+		// What a relay would hold of it is encoded as encoding/json encodes it.
+		want, err := json.Marshal(signed)
+		require.NoError(t, err)
+		got, err := marshalSigned(signed)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got), "marshalSigned differs from json.Marshal")
 		if err := VerifySigned(cfg, signers(), signed); err != nil {
 			require.True(t, errors.Is(err, ErrBadInput) || errors.Is(err, ErrBadSignature), "unexpected error: %v", err)
 			return
@@ -67,13 +74,13 @@ func FuzzRelayEnvelope(f *testing.F) {
 		require.True(t, ok, "accepted block %s hashes to %s", signed.ID(), actual)
 		require.Equal(t, seqAddr, signerOf(t, cfg, signed), "accepted a block the sequencer did not sign")
 
-		// Relayed on as the relay serves it (Held.json), the next node accepts it, and relays it unchanged.
-		relayed, err := json.Marshal(signed)
+		// Relayed on as the relay serves it (Held.JSON), the next node accepts it, and relays it unchanged.
+		relayed, err := marshalSigned(signed)
 		require.NoError(t, err)
 		again, err := DecodeEnvelope(relayed)
 		require.NoError(t, err, "the next node cannot decode a block this one accepted")
 		require.NoError(t, VerifySigned(cfg, signers(), again), "the next node refuses a block this one accepted")
-		relayedAgain, err := json.Marshal(again)
+		relayedAgain, err := marshalSigned(again)
 		require.NoError(t, err)
 		require.Equal(t, string(relayed), string(relayedAgain))
 	})

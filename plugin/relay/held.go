@@ -101,7 +101,7 @@ func (h *Held) result() (*encodedResult, error) {
 
 func (h *Held) encode() {
 	h.encodeOnce.Do(func() {
-		if h.encoded, h.encodeErr = json.Marshal(h.signed); h.encodeErr == nil {
+		if h.encoded, h.encodeErr = marshalSigned(h.signed); h.encodeErr == nil {
 			h.prepared = marshaledResult(h.encoded)
 		}
 	})

@@ -71,9 +71,10 @@ func newEncodedResult(msg json.RawMessage) (*encodedResult, error) {
 	return &encodedResult{json: enc}, nil
 }
 
-// marshaledResult prepares json.Marshal's output to be sent as a result, as it is: encoding/json writes its own
-// output unchanged (compact and HTML-escaped, MarshalJSON methods' output included), so newEncodedResult's pass
-// over it would only copy it, at more than json.Marshal's own cost (BenchmarkPrepareResult).
+// marshaledResult prepares json.Marshal's output (or marshalSigned's, the same bytes) to be sent as a result, as it
+// is: encoding/json writes its own output unchanged (compact and HTML-escaped, MarshalJSON methods' output
+// included), so newEncodedResult's pass over it would only copy it, at more than json.Marshal's own cost
+// (BenchmarkPrepareResult).
 func marshaledResult(msg json.RawMessage) *encodedResult { return &encodedResult{json: msg} }
 
 // resultMarker stands for an encodedResult while the notification around it is encoded: it is encoded as
