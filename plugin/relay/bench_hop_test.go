@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -30,7 +32,7 @@ import (
 //   - cpu-µs/block: this process' CPU time, every part of the hop included.
 //
 // Weights as BenchmarkReceive's: light (60 transactions, a 16 KB message), 10x (470, 115 KB) and 1 MB (8,000,
-// 2 MB). Run with e.g.
+// 2 MB). Each relay holds 16 blocks (--replicator.relay.window), or RELAY_HOP_WINDOW. Run with e.g.
 //
 //	GOWORK=$PWD/build/go.work go test -run '^$' -bench BenchmarkHop -benchtime 300x ./plugin/relay/
 func BenchmarkHop(b *testing.B) {
@@ -51,8 +53,15 @@ func benchHop(b *testing.B, txs, size int) {
 	}
 	ctx := context.Background()
 	quiet := log.NewLogger(log.DiscardHandler())
-	// A window of 16: the blocks a hop holds, not all b.N of them (1 MB blocks would take gigabytes).
-	cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: 16,
+	// A window of 16 by default: the blocks a hop holds, not all b.N of them (1 MB blocks would take gigabytes).
+	// RELAY_HOP_WINDOW sets another, to measure what holding more costs.
+	window := 16
+	if w := os.Getenv("RELAY_HOP_WINDOW"); w != "" {
+		var err error
+		window, err = strconv.Atoi(w)
+		require.NoError(b, err, "RELAY_HOP_WINDOW")
+	}
+	cfg := driverhook.RelayConfig{Enabled: true, Addr: "127.0.0.1", Window: window,
 		MaxSubscribers: 16, MaxSubscribersPerIP: 16, SendQueue: driverhook.DefaultRelaySendQueue,
 		MaxMessageSize: driverhook.DefaultRelayMaxMessageSize, MaxConnsPerClient: 16, MaxConns: 16, RateLimit: 100_000}
 	require.NoError(b, cfg.Check())
