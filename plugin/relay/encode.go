@@ -1,11 +1,12 @@
 package relay
 
 import (
-	"encoding"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 
-	"github.com/ethereum-optimism/optimism/op-service/eth"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+
 	opsigner "github.com/ethereum-optimism/optimism/op-service/signer"
 )
 
@@ -17,18 +18,23 @@ import (
 // escaping, so the output is what encoding/json writes, HTML escaping included.
 //
 // The fields are the pinned op-service's (ExecutionPayloadEnvelope, ExecutionPayload, SignedExecutionPayloadEnvelope):
-// TestMarshalSignedKnowsEveryField fails if a new release adds, removes or retypes one, and the encoder then needs
-// the same change. Withdrawals (none on an OP chain since Canyon; op-node refuses a block with any) are encoded by
-// encoding/json; a block without an envelope or payload is encoded wholly by json.Marshal.
+// TestMarshalSignedKnowsEveryField fails if a new release adds, removes or retypes one, or if one of the types
+// written here gains a MarshalJSON or changes its MarshalText; the encoder then needs the same change. Withdrawals
+// (an empty list in every block since Canyon: op-node refuses a block with any) are written as "[]" when empty and
+// by encoding/json otherwise; a block without an envelope or payload is encoded wholly by json.Marshal.
 func marshalSigned(s *opsigner.SignedExecutionPayloadEnvelope) ([]byte, error) {
 	if s == nil || s.Envelope == nil || s.Envelope.ExecutionPayload == nil {
 		return json.Marshal(s)
 	}
 	p := s.Envelope.ExecutionPayload
 	var withdrawals []byte
-	if p.Withdrawals != nil {
+	switch w := p.Withdrawals; {
+	case w == nil: // left out (omitempty)
+	case *w != nil && len(*w) == 0:
+		withdrawals = []byte("[]")
+	default:
 		var err error
-		if withdrawals, err = json.Marshal(p.Withdrawals); err != nil {
+		if withdrawals, err = json.Marshal(w); err != nil {
 			return nil, err
 		}
 	}
@@ -44,12 +50,16 @@ func marshalSigned(s *opsigner.SignedExecutionPayloadEnvelope) ([]byte, error) {
 	b = appendHex(append(b, `,"receiptsRoot":`...), p.ReceiptsRoot[:])
 	b = appendHex(append(b, `,"logsBloom":`...), p.LogsBloom[:])
 	b = appendHex(append(b, `,"prevRandao":`...), p.PrevRandao[:])
-	b = appendText(append(b, `,"blockNumber":`...), p.BlockNumber)
-	b = appendText(append(b, `,"gasLimit":`...), p.GasLimit)
-	b = appendText(append(b, `,"gasUsed":`...), p.GasUsed)
-	b = appendText(append(b, `,"timestamp":`...), p.Timestamp)
+	b = appendUint64(append(b, `,"blockNumber":`...), p.BlockNumber)
+	b = appendUint64(append(b, `,"gasLimit":`...), p.GasLimit)
+	b = appendUint64(append(b, `,"gasUsed":`...), p.GasUsed)
+	b = appendUint64(append(b, `,"timestamp":`...), p.Timestamp)
 	b = appendHex(append(b, `,"extraData":`...), p.ExtraData)
-	b = appendText(append(b, `,"baseFeePerGas":`...), p.BaseFeePerGas)
+	baseFee, err := p.BaseFeePerGas.MarshalText()
+	if err != nil {
+		return nil, err
+	}
+	b = append(append(append(b, `,"baseFeePerGas":"`...), baseFee...), '"')
 	b = appendHex(append(b, `,"blockHash":`...), p.BlockHash[:])
 	b = append(b, `,"transactions":`...)
 	if p.Transactions == nil {
@@ -68,10 +78,10 @@ func marshalSigned(s *opsigner.SignedExecutionPayloadEnvelope) ([]byte, error) {
 		b = append(append(b, `,"withdrawals":`...), withdrawals...)
 	}
 	if p.BlobGasUsed != nil {
-		b = appendText(append(b, `,"blobGasUsed":`...), *p.BlobGasUsed)
+		b = appendUint64(append(b, `,"blobGasUsed":`...), *p.BlobGasUsed)
 	}
 	if p.ExcessBlobGas != nil {
-		b = appendText(append(b, `,"excessBlobGas":`...), *p.ExcessBlobGas)
+		b = appendUint64(append(b, `,"excessBlobGas":`...), *p.ExcessBlobGas)
 	}
 	if p.WithdrawalsRoot != nil {
 		b = appendHex(append(b, `,"withdrawalsRoot":`...), p.WithdrawalsRoot[:])
@@ -80,11 +90,12 @@ func marshalSigned(s *opsigner.SignedExecutionPayloadEnvelope) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// encodedSize is marshalSigned's output size, but for the quantities' hex digits (a few bytes each): the fixed
-// fields, each transaction in hex, and the withdrawals' JSON.
+// encodedSize is an upper bound on marshalSigned's output, so that appending never reallocates: 2048 bytes cover
+// everything of a fixed size (at most ~1.7 KB: keys, hashes, the bloom, the signature, quantities at their
+// maximum); extra data, transactions and withdrawals are counted exactly.
 func encodedSize(s *opsigner.SignedExecutionPayloadEnvelope, withdrawals int) int {
 	p := s.Envelope.ExecutionPayload
-	n := 2048 + 2*len(p.ExtraData) + withdrawals // keys, hashes, the bloom, the signature, quantities (~1.6 KB)
+	n := 2048 + 2*len(p.ExtraData) + withdrawals
 	for _, tx := range p.Transactions {
 		n += 2*len(tx) + 5 // "0x…",
 	}
@@ -99,15 +110,9 @@ func appendHex(b, data []byte) []byte {
 	return append(b, '"')
 }
 
-// appendText appends a quantity's MarshalText as a JSON string: hex, nothing to escape.
-func appendText(b []byte, q encoding.TextMarshaler) []byte {
-	text, _ := q.MarshalText() // hexutil.Uint64 and hexutil.U256 never fail
-	b = append(b, '"')
-	b = append(b, text...)
+// appendUint64 appends a quantity as a JSON string, as hexutil.Uint64's MarshalText writes it ("0x" and lowercase
+// hex without leading zeros).
+func appendUint64(b []byte, q hexutil.Uint64) []byte {
+	b = strconv.AppendUint(append(b, `"0x`...), uint64(q), 16)
 	return append(b, '"')
 }
-
-var (
-	_ encoding.TextMarshaler = eth.Uint64Quantity(0)
-	_ encoding.TextMarshaler = eth.Uint256Quantity{}
-)
