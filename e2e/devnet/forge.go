@@ -36,7 +36,7 @@ type Forger struct {
 	engine *sources.EngineAPIClient
 	rollup *rollup.Config
 
-	mu    sync.Mutex
+	mu    sync.Mutex                  // held while a block is forged (Forge)
 	roots map[common.Hash]common.Hash // forged block hash before the root was fixed → the executed state root
 }
 
@@ -98,16 +98,17 @@ func (f *Forger) Forge(ctx context.Context, header *types.Header, txs sources.Ra
 	}
 	header.TxHash = types.DeriveSha(out, trie.NewStackTrie(nil))
 	unfixed := header.Hash()
+	// One block at a time: the scratch engine remembers a block it refused, and answers the same block sent again
+	// with "links to previously rejected block" instead of naming its root. Two replicators asking the proxy for the
+	// same block at once must not both send it: the second waits here and takes the root the first found.
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	root, known := f.roots[unfixed]
-	f.mu.Unlock()
 	if !known {
 		if root, err = f.stateRoot(ctx, header, out); err != nil {
 			return nil, false, fmt.Errorf("block %d: %w", header.Number, err)
 		}
-		f.mu.Lock()
 		f.roots[unfixed] = root
-		f.mu.Unlock()
 	}
 	header.Root = root
 	return out, redirected, nil
