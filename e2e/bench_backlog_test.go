@@ -43,7 +43,12 @@ import (
 // OP_REPLICATOR_BENCH_CLIENT_WINDOW (default: op-node's, 1,024): the catching-up nodes' --replicator.relay.window,
 // the heights of signed blocks they hold (a backlog deeper than it, at a depth that takes less than an hour to make);
 // OP_REPLICATOR_BENCH_RELAY_RATE (default: op-node's, 50): both relays' --replicator.relay.rate-limit, which paces a
-// follower's by-number fetches of the blocks below its window (one call per block).
+// follower's by-number fetches of the blocks below its window (one call per block);
+// OP_REPLICATOR_BENCH_NICE_OTHERS (default: unset, every process at the test's own nice value): a nice value (e.g.
+// 19) set, before each depth's rounds, on every devnet process then running: the L1 geth, the sequencer, the
+// op-batcher and the relay with its window on disk. The engines of the ceilings and the catching-up nodes start
+// later, at the test's own. On a replica's own machine the L1 node and the source are elsewhere; here they share 2
+// cores with the engine measured, and at nice 19 they run only on a core nothing else wants.
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
 type backlogMemory struct {
@@ -118,6 +123,7 @@ type backlogResult struct {
 	CPUs            int            `json:"cpus"`
 	TxRate          uint64         `json:"tx_rate"`
 	Rounds          int            `json:"rounds"`
+	NiceOthers      string         `json:"nice_others,omitempty"` // OP_REPLICATOR_BENCH_NICE_OTHERS
 	RelayWindow     uint64         `json:"relay_window"`
 	SequencingWin   uint64         `json:"sequencing_window_l1_blocks"`
 	Stopped         uint64         `json:"safe_head_batcher_stopped"`
@@ -162,7 +168,7 @@ func TestBenchBacklog(t *testing.T) {
 	time.Sleep(4 * devnet.L1BlockTime) // whatever the batcher had in flight lands
 	stopped := seq.EL.NumberAt(rpc.SafeBlockNumber)
 	res := backlogResult{When: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(), Host: hostname(), CPUs: runtimeCPUs(),
-		TxRate: rate, Rounds: rounds, RelayWindow: relayWindow, SequencingWin: seqWindow, Stopped: stopped}
+		TxRate: rate, Rounds: rounds, NiceOthers: envString("OP_REPLICATOR_BENCH_NICE_OTHERS", ""), RelayWindow: relayWindow, SequencingWin: seqWindow, Stopped: stopped}
 	profile := os.Getenv("OP_REPLICATOR_BENCH_PPROF") != ""
 	if profile {
 		require.NoError(t, os.MkdirAll(os.Getenv("OP_REPLICATOR_BENCH_PPROF"), 0o755))
@@ -233,6 +239,19 @@ func TestBenchBacklog(t *testing.T) {
 		require.NoError(t, err)
 		t.Logf("depth %d: fetched %d payloads in %s", depth, len(envs), time.Since(fetchStart).Round(time.Millisecond))
 		d.TxBytesPerBlock, d.JSONBytesPerBlock, d.GasPerBlock, d.TxsPerBlock = payloadSizes(t, envs[stopped:])
+
+		if res.NiceOthers != "" {
+			nice, err := strconv.Atoi(res.NiceOthers)
+			require.NoError(t, err, "OP_REPLICATOR_BENCH_NICE_OTHERS")
+			var names []string
+			for _, p := range sys.Net.Processes() {
+				if p.Running() {
+					require.NoError(t, p.SetNice(nice))
+					names = append(names, p.Name)
+				}
+			}
+			t.Logf("depth %d: nice %d set on %s", depth, nice, strings.Join(names, ", "))
+		}
 
 		// The rounds are interleaved: each round replays the ceilings, then catches up once from each source, so that
 		// every catch-up has a ceiling measured minutes before it; the machine's speed drifts by up to a third within
@@ -321,10 +340,10 @@ func TestBenchBacklog(t *testing.T) {
 		out.WriteString(benchHeading(fmt.Sprintf("Catch-up through an unsafe-only backlog of %d blocks", depth), depth, rate))
 		fmt.Fprintf(&out, "Batcher stopped with the safe head at block %d; sequencing window %d L1 blocks; the sequencer's relay "+
 			"window %d heights; a fresh node's target is block %d. The sequencer was at %d when the last measurement ended. %d "+
-			"rounds, one value per round; the catching-up nodes' window %q (empty: 1,024); rates over the steady part (from a tenth of the way); the ceilings replay blocks 1 → %d. "+
+			"rounds, one value per round; the catching-up nodes' window %q (empty: 1,024); the devnet's other processes at nice %q (empty: the test's); rates over the steady part (from a tenth of the way); the ceilings replay blocks 1 → %d. "+
 			"The backlog's blocks: %.0f transactions, %.0f gas, %.1f KB of transactions, %.1f KB as the envelope's JSON, per block; "+
 			"relay messages sampled: %v bytes.\n\n",
-			stopped, seqWindow, relayWindow, d.Target, d.HeadAtEnd, rounds, envString("OP_REPLICATOR_BENCH_CLIENT_WINDOW", ""), d.Target, d.TxsPerBlock, d.GasPerBlock,
+			stopped, seqWindow, relayWindow, d.Target, d.HeadAtEnd, rounds, envString("OP_REPLICATOR_BENCH_CLIENT_WINDOW", ""), res.NiceOthers, d.Target, d.TxsPerBlock, d.GasPerBlock,
 			d.TxBytesPerBlock/1e3, d.JSONBytesPerBlock/1e3, d.RelayMessageBytes)
 		fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean) | notes |")
 		fmt.Fprintln(&out, "|---|---|---|---|")

@@ -28,11 +28,7 @@ type cpuSnapshot struct {
 
 func snapshotCPU(t *testing.T, d *devnet.Devnet, extra ...*devnet.Process) cpuSnapshot {
 	s := cpuSnapshot{at: time.Now(), procs: make(map[string]time.Duration)}
-	procs := append([]*devnet.Process{d.L1.Process, d.Batcher}, extra...)
-	for _, n := range d.Nodes() {
-		procs = append(procs, n.OpGeth, n.OpNode)
-	}
-	for _, p := range procs {
+	for _, p := range append(d.Processes(), extra...) {
 		if cpu, err := p.CPUTime(); err == nil {
 			s.procs[p.Name] = cpu
 		}

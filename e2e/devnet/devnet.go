@@ -310,6 +310,15 @@ func (d *Devnet) Nodes() []*Node {
 	return append([]*Node(nil), d.nodes...)
 }
 
+// Processes returns the L1 geth, the op-batcher and every L2 node's op-geth and op-node, running or not.
+func (d *Devnet) Processes() []*Process {
+	procs := []*Process{d.L1.Process, d.Batcher}
+	for _, n := range d.Nodes() {
+		procs = append(procs, n.OpGeth, n.OpNode)
+	}
+	return procs
+}
+
 // Err returns the first fault: a process that exited on its own, or an L1 stall.
 func (d *Devnet) Err() error {
 	d.mu.Lock()
