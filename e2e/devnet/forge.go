@@ -3,7 +3,6 @@ package devnet
 import (
 	"context"
 	"crypto/ecdsa"
-	"errors"
 	"fmt"
 	"regexp"
 	"sync"
@@ -103,43 +102,56 @@ func (f *Forger) Forge(ctx context.Context, header *types.Header, txs sources.Ra
 	// same block at once must not both send it: the second waits here and takes the root the first found.
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	root, known := f.roots[unfixed]
-	if !known {
-		if root, err = f.stateRoot(ctx, header, out); err != nil {
-			return nil, false, fmt.Errorf("block %d: %w", header.Number, err)
-		}
-		f.roots[unfixed] = root
+	if err := f.execute(ctx, header, out, unfixed); err != nil {
+		return nil, false, fmt.Errorf("block %d: %w", header.Number, err)
 	}
-	header.Root = root
 	return out, redirected, nil
 }
 
-// stateRoot executes the block on the scratch engine and returns the state root it computes: the engine refuses the
-// block naming its own root, or accepts it (the root was right). Once fixed, the block must execute VALID.
-func (f *Forger) stateRoot(ctx context.Context, header *types.Header, txs sources.RawTransactions) (common.Hash, error) {
-	for attempt := 0; attempt < 2; attempt++ {
+// execute sets the header's state root to the one the scratch engine computes and has the engine keep the fixed
+// block (the parent of the next forged one), which must execute VALID. The first time a block (unfixed, its hash
+// before the root is set) comes, the engine refuses it naming its root, which is kept at once: a request cut off
+// after that answer (its context cancelled) and asked again must not send the refused block a second time. A block
+// whose root is kept is sent fixed, again: the engine answers VALID at once for a block it has, and executes one
+// whose fixed version never reached it.
+func (f *Forger) execute(ctx context.Context, header *types.Header, txs sources.RawTransactions, unfixed common.Hash) error {
+	if root, known := f.roots[unfixed]; known {
+		header.Root = root
+	} else {
 		status, err := f.newPayload(ctx, header, txs)
 		if err != nil {
-			return common.Hash{}, err
+			return err
 		}
 		switch {
-		case status.Status == eth.ExecutionValid:
-			return header.Root, nil
-		case status.Status == eth.ExecutionInvalid && status.ValidationError != nil && attempt == 0:
+		case status.Status == eth.ExecutionValid: // the root was right
+			f.roots[unfixed] = header.Root
+			return nil
+		case status.Status == eth.ExecutionInvalid && status.ValidationError != nil:
 			m := invalidRoot.FindStringSubmatch(*status.ValidationError)
 			if m == nil {
-				return common.Hash{}, fmt.Errorf("scratch engine refused the forged block: %s", *status.ValidationError)
+				return fmt.Errorf("scratch engine refused the forged block: %s", *status.ValidationError)
 			}
 			header.Root = common.HexToHash(m[2])
+			f.roots[unfixed] = header.Root
 		default:
-			msg := ""
-			if status.ValidationError != nil {
-				msg = *status.ValidationError
-			}
-			return common.Hash{}, fmt.Errorf("scratch engine answered %s for the forged block: %s", status.Status, msg)
+			return fmt.Errorf("scratch engine answered %s for the forged block: %s", status.Status, validationError(status))
 		}
 	}
-	return common.Hash{}, errors.New("unreachable")
+	status, err := f.newPayload(ctx, header, txs)
+	if err != nil {
+		return err
+	}
+	if status.Status != eth.ExecutionValid {
+		return fmt.Errorf("scratch engine answered %s for the forged block with its root fixed: %s", status.Status, validationError(status))
+	}
+	return nil
+}
+
+func validationError(status *eth.PayloadStatusV1) string {
+	if status.ValidationError == nil {
+		return ""
+	}
+	return *status.ValidationError
 }
 
 func (f *Forger) newPayload(ctx context.Context, header *types.Header, txs sources.RawTransactions) (*eth.PayloadStatusV1, error) {
