@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
@@ -37,7 +38,12 @@ type Forger struct {
 
 	mu    sync.Mutex                  // held while a block is forged (Forge)
 	roots map[common.Hash]common.Hash // forged block hash before the root was fixed → the executed state root
+	held  map[common.Hash]bool        // the same hashes: the fixed block was answered VALID (the engine has it)
 }
+
+// forgeTimeout bounds a block's exchange with the scratch engine, which a proxy request's cancellation does not cut
+// short (Forger.execute).
+const forgeTimeout = 30 * time.Second
 
 // NewForger forges with the keys of the accounts whose transfers it may redirect, executing on engine (an op-geth's
 // engine API: Node.EngineURL, Node.JWT).
@@ -46,7 +52,7 @@ func NewForger(ctx context.Context, engineURL string, jwt [32]byte, cfg *rollup.
 	if err != nil {
 		return nil, fmt.Errorf("dial scratch engine %s: %w", engineURL, err)
 	}
-	f := &Forger{keys: make(map[common.Address]*ecdsa.PrivateKey), rollup: cfg, roots: make(map[common.Hash]common.Hash),
+	f := &Forger{keys: make(map[common.Address]*ecdsa.PrivateKey), rollup: cfg, roots: make(map[common.Hash]common.Hash), held: make(map[common.Hash]bool),
 		engine: sources.NewEngineAPIClient(client.NewBaseRPCClient(c), log.Root(), cfg)}
 	for _, k := range keys {
 		f.keys[crypto.PubkeyToAddress(k.PublicKey)] = k
@@ -99,7 +105,7 @@ func (f *Forger) Forge(ctx context.Context, header *types.Header, txs sources.Ra
 	unfixed := header.Hash()
 	// One block at a time: the scratch engine remembers a block it refused, and answers the same block sent again
 	// with "links to previously rejected block" instead of naming its root. Two replicators asking the proxy for the
-	// same block at once must not both send it: the second waits here and takes the root the first found.
+	// same block at once must not both send it: the second waits here and takes what the first found.
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.execute(ctx, header, out, unfixed); err != nil {
@@ -109,12 +115,18 @@ func (f *Forger) Forge(ctx context.Context, header *types.Header, txs sources.Ra
 }
 
 // execute sets the header's state root to the one the scratch engine computes and has the engine keep the fixed
-// block (the parent of the next forged one), which must execute VALID. The first time a block (unfixed, its hash
-// before the root is set) comes, the engine refuses it naming its root, which is kept at once: a request cut off
-// after that answer (its context cancelled) and asked again must not send the refused block a second time. A block
-// whose root is kept is sent fixed, again: the engine answers VALID at once for a block it has, and executes one
-// whose fixed version never reached it.
+// block (the parent of the next forged one), which must execute VALID. The first time a block (unfixed: its hash
+// before the root is set) comes, the engine refuses it naming its root, or accepts it (the root was right). The
+// exchange is not cut short by the caller's context: a refusal whose answer never arrived would leave the engine
+// refusing the block again without naming the root. The root is kept as soon as it is named, and the fixed block
+// is sent again until the engine has answered VALID for it once.
 func (f *Forger) execute(ctx context.Context, header *types.Header, txs sources.RawTransactions, unfixed common.Hash) error {
+	if f.held[unfixed] {
+		header.Root = f.roots[unfixed]
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forgeTimeout)
+	defer cancel()
 	if root, known := f.roots[unfixed]; known {
 		header.Root = root
 	} else {
@@ -124,7 +136,7 @@ func (f *Forger) execute(ctx context.Context, header *types.Header, txs sources.
 		}
 		switch {
 		case status.Status == eth.ExecutionValid: // the root was right
-			f.roots[unfixed] = header.Root
+			f.roots[unfixed], f.held[unfixed] = header.Root, true
 			return nil
 		case status.Status == eth.ExecutionInvalid && status.ValidationError != nil:
 			m := invalidRoot.FindStringSubmatch(*status.ValidationError)
@@ -144,6 +156,7 @@ func (f *Forger) execute(ctx context.Context, header *types.Header, txs sources.
 	if status.Status != eth.ExecutionValid {
 		return fmt.Errorf("scratch engine answered %s for the forged block with its root fixed: %s", status.Status, validationError(status))
 	}
+	f.held[unfixed] = true
 	return nil
 }
 
