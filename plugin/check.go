@@ -19,13 +19,27 @@ import (
 // localHead is the local unsafe head. At the steady state op-node's view of it is the block we inserted last, and
 // the engine is not asked; otherwise (derivation, gossip or a reset moved it, or op-node's status has not caught up
 // with our last insert yet) the engine is.
+//
+// Except after op-node refused to extend the engine's head (r.refused) while op-geth's head is above op-node's: then
+// op-node's head is taken. op-geth keeps a canonical block as its head when a forkchoice update names one of its
+// ancestors, so derivation building from L1 a block we had already inserted above (its build began before our
+// batch went in) leaves op-node's unsafe head on that block and op-geth's head above it, for good: every block on
+// op-geth's head is refused, and nothing else moves either head. Going on from op-node's head re-inserts the
+// blocks between, which op-geth has (VALID at once), and the forkchoice update to the last brings both heads to it.
 func (r *Replicator) localHead(ctx context.Context, status *eth.SyncStatus) (eth.L2BlockRef, error) {
+	refused := r.refused
+	r.refused = false
 	if last := r.lastReplicated(); last != (eth.L2BlockRef{}) && status.UnsafeL2 == last {
 		return last, nil
 	}
 	head, err := r.l2.L2BlockRefByLabel(ctx, eth.Unsafe)
 	if err != nil {
 		return eth.L2BlockRef{}, fmt.Errorf("%w: local unsafe head: %w", errEngine, err)
+	}
+	if refused && head.Number > status.UnsafeL2.Number {
+		r.log.Info("op-geth's head is above op-node's unsafe head, going on from op-node's", "op_geth", head.ID(),
+			"op_node", status.UnsafeL2.ID())
+		return status.UnsafeL2, nil
 	}
 	return head, nil
 }

@@ -15,6 +15,9 @@ var (
 	errWait = errors.New("not yet verifiable")
 	// errStale: the local unsafe head moved while the block was prepared (gossip, derivation); start over.
 	errStale = errors.New("local unsafe head moved")
+	// errNotOnUnsafeHead (with errStale): op-node's engine controller refused a block whose parent is not its unsafe
+	// head. The next round starts from op-node's unsafe head, not op-geth's (localHead).
+	errNotOnUnsafeHead = errors.New("its parent is not op-node's unsafe head")
 	// errSource: no source answered (every one failed or timed out); retried with backoff.
 	errSource = errors.New("source unavailable")
 	// errL1: our own L1 view could not be read.

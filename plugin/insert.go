@@ -39,7 +39,7 @@ func (i *inserter) Insert(ctx context.Context, envs []*eth.ExecutionPayloadEnvel
 	case errors.Is(err, engine.ErrPayloadInvalid), errors.Is(err, engine.ErrPayloadDenied):
 		return n, disagree(api.ReasonInvalidPayload, "local engine refused block %s: %v", ref.ID(), err)
 	case errors.Is(err, engine.ErrStaleBuild):
-		return n, fmt.Errorf("%w: block %s no longer extends the unsafe head", errStale, ref.ID())
+		return n, fmt.Errorf("%w: block %s no longer extends the unsafe head: %w", errStale, ref.ID(), errNotOnUnsafeHead)
 	case errors.Is(err, engine.ErrUnsafeInputHeld):
 		return n, fmt.Errorf("%w: block %s not inserted: unsafe input is held", errStale, ref.ID())
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):

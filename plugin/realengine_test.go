@@ -497,3 +497,35 @@ func TestRealEngineRewindOfAnotherNodeFailsClosed(t *testing.T) {
 	h.gossip(blocks[6].Env)
 	require.Empty(t, h.el.inserted(newPayloads), "unsafe input not held")
 }
+
+// op-geth keeps a canonical block as its head when a forkchoice update names one of its ancestors (the fake EL does
+// the same). Derivation building from L1 a block the replicator had already inserted above (its build began before
+// the replicator's batch went in) leaves op-node's unsafe head on that block and op-geth's head above it. The
+// replicator goes on from op-node's head: the blocks between go in again (op-geth has them), and both heads follow
+// the source. Found in the backlog bench (B9): a fresh node stayed at block 12, op-geth at 13, for 13 minutes,
+// "running", every round refused as stale. (No fakeEngine version: the fake engine has one head.)
+func TestRealEngineOpGethHeadAboveOpNodesGoesOn(t *testing.T) {
+	blocks := testkit.BuildChain(t, testkit.RollupConfig(), 20, 0, 0)
+	h := newRealHarness(t, driverhook.HaltManual, blocks)
+	h.source.Set(blocks, 13, nil)
+	h.round()
+	h.settle()
+	h.requireHeads(blocks[12].Ref, "replicated")
+
+	h.consolidate(11)
+	h.derive(blocks[11]) // block 12, built again from L1 on block 11: op-node's unsafe head, not op-geth's
+	require.Equal(t, blocks[12].Ref, h.el.head(), "the EL moved its head back to an ancestor")
+	require.Equal(t, blocks[11].Ref, h.tracker.SyncStatus().UnsafeL2)
+
+	h.source.Set(blocks, 20, nil)
+	for i := 0; h.tracker.SyncStatus().UnsafeL2.Number < 20; i++ {
+		require.Less(t, i, 5, "op-node's unsafe head stays at %s, op-geth's at %s", h.tracker.SyncStatus().UnsafeL2.ID(),
+			h.el.head().ID())
+		h.round()
+		h.settle()
+		h.requireRunning()
+	}
+	h.requireHeads(blocks[19].Ref, "after going on from op-node's head")
+	h.requireChain(blocks)
+	h.requireNothingAtOrBelowSafe()
+}

@@ -61,6 +61,9 @@ type Replicator struct {
 	rechecked [2]eth.BlockID
 	// restored: lastReplicated comes from the state file and was not checked against the engine since the restart.
 	restored bool
+	// refused: the last round's insertion was refused because its block's parent was not op-node's unsafe head
+	// (errNotOnUnsafeHead); the next round's localHead does not take op-geth's head above op-node's.
+	refused bool
 
 	lifeMu sync.Mutex         // guards cancel and done
 	cancel context.CancelFunc // stops the loop
@@ -220,6 +223,7 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 	kind := errorKind(err)
 	r.metrics.RecordError(kind)
 	if kind == ErrKindStale {
+		r.refused = errors.Is(err, errNotOnUnsafeHead)
 		r.stale++
 		delay := min(r.cfg.PollInterval, staleBackoff<<min(r.stale-1, 16))
 		r.log.Debug("Unsafe head moved, starting over", "err", err, "retry_in", delay)
