@@ -25,6 +25,11 @@ import (
 // it doubles while the head keeps moving, up to the poll interval.
 const staleBackoff = 10 * time.Millisecond
 
+// staleWarnEvery is how many consecutive rounds found the unsafe head moved under them before a warning (and again
+// every as many after): at the poll interval of 500 ms about 25 s. A race with gossip or derivation ends within a
+// few rounds; a run this long means no round can go on, which only the stale count would show otherwise.
+const staleWarnEvery = 50
+
 // Replicator runs the pipeline, one round at a time, on one goroutine that owns every write to the engine:
 // source -> verify -> insert, with watch checks before each round and the halt around it. Its parts have one owner
 // each: the halt and its rewind (halter), the state file (persister), operators' requests (mailbox), what
@@ -226,7 +231,11 @@ func (r *Replicator) runRound(ctx context.Context) time.Duration {
 		r.refused = errors.Is(err, errNotOnUnsafeHead)
 		r.stale++
 		delay := min(r.cfg.PollInterval, staleBackoff<<min(r.stale-1, 16))
-		r.log.Debug("Unsafe head moved, starting over", "err", err, "retry_in", delay)
+		if r.stale%staleWarnEvery == 0 {
+			r.log.Warn("The unsafe head keeps moving under every round", "rounds", r.stale, "err", err)
+		} else {
+			r.log.Debug("Unsafe head moved, starting over", "err", err, "retry_in", delay)
+		}
 		return delay
 	}
 	delay := max(r.backoff.Duration(r.failures), r.cfg.PollInterval)

@@ -133,6 +133,12 @@ func TestStaleHeadIsNotADisagreement(t *testing.T) {
 	}
 	require.Equal(t, h.rep.cfg.PollInterval, h.round())
 	h.requireRunning()
+	// 23 rounds so far, each refused as stale; a run this long warns (it only showed as errors_total before).
+	require.Nil(t, h.logs.FindLog(testlog.NewMessageContainsFilter("keeps moving")), "warned before the %dth round", staleWarnEvery)
+	for range staleWarnEvery - 23 {
+		h.round()
+	}
+	require.NotNil(t, h.logs.FindLog(testlog.NewLevelFilter(log.LevelWarn), testlog.NewMessageContainsFilter("keeps moving under every round")))
 	h.engine.insertErr = nil
 	h.round()
 	require.Equal(t, blocks[3].Ref, h.engine.head())
