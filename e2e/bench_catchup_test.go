@@ -58,6 +58,10 @@ func (r catchUpResult) steadyRate() float64 {
 // catchUpSample is how often a catching-up node's heads are read.
 const catchUpSample = 50 * time.Millisecond
 
+// catchUpStall is how long a catching-up node's unsafe head may stay where it is before the catch-up fails: far
+// longer than any pause of a catch-up that goes on (a node's start, derivation walking L1 between batches).
+const catchUpStall = 2 * time.Minute
+
 // measureCatchUp adds a follower and measures how long it takes until its unsafe head is at target, whose hash must
 // be want; then it stops the follower (its CPU is not left to weigh on the next measurement).
 func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role devnet.Role, target uint64, want common.Hash,
@@ -86,10 +90,19 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 	var steadyAt time.Time
 	var steadyCPU cpuSnapshot
 	deadline := time.After(time.Duration(target)*time.Second + 2*time.Minute)
+	var best uint64            // the highest unsafe head seen
+	lastProgress := time.Now() // when it last rose
 	for {
 		require.NoError(t, sys.Net.Err(), "devnet fault during %s's catch-up", name)
 		st, err := n.CL.SyncStatus(t.Context())
 		if err == nil {
+			if st.UnsafeL2.Number > best {
+				best, lastProgress = st.UnsafeL2.Number, time.Now()
+			} else if time.Since(lastProgress) > catchUpStall {
+				// A stalled catch-up fails now rather than at the deadline, an hour away at the deepest backlog.
+				t.Fatalf("%s stalled: its unsafe head %s has not moved for %s (safe %s, target %d)", name, st.UnsafeL2.ID(),
+					catchUpStall, st.SafeL2.ID(), target)
+			}
 			if steadyAt.IsZero() && st.UnsafeL2.Number >= res.steadyFrom {
 				steadyAt, res.steadyFrom = time.Now(), st.UnsafeL2.Number
 				steadyCPU = snapshotCPU(t, sys.Net)
