@@ -48,7 +48,11 @@ import (
 // 19) set, before each depth's rounds, on every devnet process then running: the L1 geth, the sequencer, the
 // op-batcher and the relay with its window on disk. The engines of the ceilings and the catching-up nodes start
 // later, at the test's own. On a replica's own machine the L1 node and the source are elsewhere; here they share 2
-// cores with the engine measured, and at nice 19 they run only on a core nothing else wants.
+// cores with the engine measured, and at nice 19 they run only on a core nothing else wants;
+// OP_REPLICATOR_BENCH_ENGINE_METRICS (default unset; 1 enables): op-geth's metrics (--metrics) on every engine
+// measured, so that the table of where each block's time went has op-geth's own share beside the caller's;
+// OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT (default unset; 1 enables): a third ceiling each round, per 32 blocks on
+// geth's default HTTP client (4 KiB writes), as every ceiling was replayed before 2026-12-08.
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
 type backlogMemory struct {
@@ -77,6 +81,74 @@ type backlogRate struct {
 	OpNodeCPUSeconds  float64 `json:"op_node_cpu_s,omitempty"`
 	CPU               string  `json:"cpu,omitempty"`
 	InsertSteps       string  `json:"insert_steps,omitempty"` // the replicator's insert_seconds over the catch-up
+	// Time is where each block's time went over the steady part (with devnet.Config.EngineMetrics, op-geth's own
+	// share too: OP_REPLICATOR_BENCH_ENGINE_METRICS).
+	Time *blockTime `json:"time_per_block,omitempty"`
+}
+
+// blockTime is where the time per block of a replay or a catch-up went over its steady part, in milliseconds: Wall
+// is the elapsed time over the blocks; NewPayload and Forkchoice the caller's time in its engine_newPayload calls
+// (the mean, one call a block) and in its engine_forkchoiceUpdated calls (over the blocks), from sending each to
+// its answer, on the caller's clock (the replayer's; op-node's engine-api client metrics); Between is the rest: the
+// caller's own time between its calls. The Engine fields are op-geth's own medians over the same part (nil without
+// op-geth's metrics): its time serving engine_newPayload, the block's insertion within it and the EVM's part of
+// that. A caller's time in newPayload above op-geth's serving time is the transport and the encoding and decoding
+// on the caller's side.
+type blockTime struct {
+	Wall, NewPayload, Forkchoice, Between float64
+	// NewPayloadMedian is the median of the caller's newPayload calls: the replayer's only (op-node's histogram
+	// buckets are too coarse for one).
+	NewPayloadMedian               *float64 `json:",omitempty"`
+	EngineNewPayload, EngineInsert *float64 `json:",omitempty"`
+	EngineExecution                *float64 `json:",omitempty"`
+}
+
+// newBlockTime is a blockTime over blocks taking wall, calls newPayload calls, with engine's medians if not nil.
+func newBlockTime(blocks uint64, wall time.Duration, calls engineCalls, engine *devnet.EngineTimes) *blockTime {
+	if blocks == 0 || calls.NewPayloadCalls == 0 {
+		return nil
+	}
+	bt := &blockTime{Wall: ms(wall) / float64(blocks), NewPayload: ms(calls.NewPayload) / float64(calls.NewPayloadCalls),
+		Forkchoice: ms(calls.Forkchoice) / float64(calls.NewPayloadCalls)}
+	bt.Between = bt.Wall - bt.NewPayload - bt.Forkchoice
+	if engine != nil {
+		np, ins, ex := ms(engine.NewPayload), ms(engine.Insert), ms(engine.Execution)
+		bt.EngineNewPayload, bt.EngineInsert, bt.EngineExecution = &np, &ins, &ex
+	}
+	return bt
+}
+
+func replayTime(r devnet.ReplayResult) *blockTime {
+	bt := newBlockTime(uint64(r.SteadyBlocks), r.SteadyElapsed, engineCalls{NewPayload: r.SteadyNewPayload,
+		Forkchoice: r.SteadyForkchoice, NewPayloadCalls: uint64(r.SteadyBlocks)}, r.Engine)
+	if bt != nil {
+		m := ms(r.SteadyNewPayloadMedian)
+		bt.NewPayloadMedian = &m
+	}
+	return bt
+}
+
+func catchUpTime(r catchUpResult) *blockTime {
+	return newBlockTime(r.blocks-r.steadyFrom, r.steady, r.calls, r.engine)
+}
+
+// blockTimeRows writes a table of where each block's time went, a row per run (name → its blockTime).
+func blockTimeRows(out *strings.Builder, names []string, times []*blockTime) {
+	opt := func(v *float64) string {
+		if v == nil {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", *v)
+	}
+	fmt.Fprintln(out, "| run | wall | in newPayload (caller, mean) | (caller, median) | in forkchoiceUpdated | between the calls | op-geth: newPayload (median) | insert (median) | execution (median) |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|")
+	for i, bt := range times {
+		if bt == nil {
+			continue
+		}
+		fmt.Fprintf(out, "| %s | %.2f | %.2f | %s | %.2f | %.2f | %s | %s | %s |\n", names[i], bt.Wall, bt.NewPayload,
+			opt(bt.NewPayloadMedian), bt.Forkchoice, bt.Between, opt(bt.EngineNewPayload), opt(bt.EngineInsert), opt(bt.EngineExecution))
+	}
 }
 
 type backlogDepth struct {
@@ -86,6 +158,9 @@ type backlogDepth struct {
 	HeadAtEnd  uint64        `json:"head_at_end"`
 	CeilingFCU []backlogRate `json:"ceiling_fcu_per_block"`
 	Ceiling32  []backlogRate `json:"ceiling_per_32"`
+	// Ceiling32Default is the per-32 ceiling on geth's default HTTP client (OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT),
+	// as every ceiling was replayed before 2026-12-08.
+	Ceiling32Default []backlogRate `json:"ceiling_per_32_default_client,omitempty"`
 	Anchor     float64       `json:"anchor_blocks_per_s"` // the per-32 ceiling's mean
 	WS         []backlogRate `json:"ws"`
 	Relay      []backlogRate `json:"relay"`
@@ -160,7 +235,8 @@ func TestBenchBacklog(t *testing.T) {
 	args := dsl.RelayArgs(relayPort, "--replicator.relay.window", strconv.FormatUint(relayWindow, 10),
 		"--pprof.enabled", "--pprof.addr", "127.0.0.1", "--pprof.port", strconv.Itoa(pprofPort))
 	args = append(args, rateLimit...)
-	sys := dsl.Start(t, devnet.Config{SequencerWindowSize: seqWindow, SequencerArgs: args})
+	sys := dsl.Start(t, devnet.Config{SequencerWindowSize: seqWindow, SequencerArgs: args,
+		EngineMetrics: envString("OP_REPLICATOR_BENCH_ENGINE_METRICS", "") == "1"})
 	seq := sys.Sequencer
 	startBenchLoad(sys, rate)
 	waitSequencer(sys, 10, true)
@@ -268,9 +344,14 @@ func TestBenchBacklog(t *testing.T) {
 			}
 			return opts
 		}
+		var per32Default []devnet.ReplayResult
 		for round := range rounds {
 			fcu1, fcu32 := ceilingRound(t, sys, envs, round+1)
 			perBlock, per32 = append(perBlock, fcu1), append(per32, fcu32)
+			if envString("OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT", "") == "1" {
+				per32Default = append(per32Default, replayCeilingOn(t, sys, envs, 32,
+					fmt.Sprintf("ceiling-fcu32-default-client-%d", round+1), true))
+			}
 			ws = append(ws, measureCatchUp(t, sys, fmt.Sprintf("rep-ws-%d-%d", depth, round+1), "replicator, sequencer op-geth over ws",
 				devnet.RoleReplicator, d.Target, want, profile, source(seq.EL.WS)...))
 			if head := seq.EL.NumberAt(rpc.LatestBlockNumber); head-stopped >= relayWindow {
@@ -296,11 +377,15 @@ func TestBenchBacklog(t *testing.T) {
 		// the fresh engine's first block.
 		for i, r := range perBlock {
 			d.CeilingFCU = append(d.CeilingFCU, backlogRate{Round: i + 1, BlocksPerSec: r.SteadyBlocksPerSecond(),
-				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU, Time: replayTime(r)})
 		}
 		for i, r := range per32 {
 			d.Ceiling32 = append(d.Ceiling32, backlogRate{Round: i + 1, BlocksPerSec: r.SteadyBlocksPerSecond(),
-				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU})
+				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU, Time: replayTime(r)})
+		}
+		for i, r := range per32Default {
+			d.Ceiling32Default = append(d.Ceiling32Default, backlogRate{Round: i + 1, BlocksPerSec: r.SteadyBlocksPerSecond(),
+				TotalBlocksPerSec: r.BlocksPerSecond(), CPU: r.CPU, Time: replayTime(r)})
 		}
 		d.Anchor = meanRate(d.Ceiling32)
 		// A few of the relay's messages, as a subscriber gets them (encoded once, then held with the block).
@@ -316,15 +401,15 @@ func TestBenchBacklog(t *testing.T) {
 
 		for i, r := range ws {
 			d.WS = append(d.WS, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
-				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps})
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps, Time: catchUpTime(r)})
 		}
 		for i, r := range relay {
 			d.Relay = append(d.Relay, backlogRate{Round: relayRounds[i], BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
-				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps})
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps, Time: catchUpTime(r)})
 		}
 		for i, r := range fromDisk {
 			d.DiskRelay = append(d.DiskRelay, backlogRate{Round: diskRounds[i], BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
-				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps})
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps, Time: catchUpTime(r)})
 		}
 		if len(d.DiskRelay) > 0 {
 			d.DiskRatio = meanRate(d.DiskRelay) / d.Anchor
@@ -348,6 +433,11 @@ func TestBenchBacklog(t *testing.T) {
 		fmt.Fprintln(&out, "| path | blocks/s | vs per-32 ceiling (mean) | notes |")
 		fmt.Fprintln(&out, "|---|---|---|---|")
 		backlogCeilingRows(&out, d.CeilingFCU, d.Ceiling32, perBlock[0].Blocks)
+		if len(d.Ceiling32Default) > 0 {
+			list, mean := rates(rateValues(d.Ceiling32Default))
+			fmt.Fprintf(&out, "| engine ceiling, one forkchoice update per 32 blocks, on geth's default HTTP client | %s | %.2f× | as every ceiling before 2026-12-08 |\n",
+				list, mean/d.Anchor)
+		}
 		catchUpRow(&out, ws, d.Anchor, 0, "")
 		if len(relay) > 0 {
 			catchUpRow(&out, relay, d.Anchor, 0, "")
@@ -370,6 +460,20 @@ func TestBenchBacklog(t *testing.T) {
 			"averaged: ws %s, relay %s, relay with its window on disk %s.\n", ratioOrDash(d.WSPaired), ratioOrDash(d.RelayPaired),
 			ratioOrDash(d.DiskPaired))
 		cpuLines(&out, perBlock, per32, append(append([][]catchUpResult{ws}, nonEmpty(relay)...), nonEmpty(fromDisk)...)...)
+		fmt.Fprintf(&out, "\nWhere each block's time went over the steady part, in ms per block (the caller's clock: the replayer's, "+
+			"or op-node's engine-api client metrics; op-geth's own medians with OP_REPLICATOR_BENCH_ENGINE_METRICS=%q):\n\n",
+			envString("OP_REPLICATOR_BENCH_ENGINE_METRICS", ""))
+		var names []string
+		var times []*blockTime
+		for _, rs := range []struct {
+			name  string
+			rates []backlogRate
+		}{{"ceiling, per block", d.CeilingFCU}, {"ceiling, per 32", d.Ceiling32}, {"ceiling, per 32, default client", d.Ceiling32Default}, {"ws", d.WS}, {"relay", d.Relay}, {"relay on disk", d.DiskRelay}} {
+			for _, r := range rs.rates {
+				names, times = append(names, fmt.Sprintf("%s, round %d", rs.name, r.Round)), append(times, r.Time)
+			}
+		}
+		blockTimeRows(&out, names, times)
 		report(t, out.String())
 		res.Depths = append(res.Depths, d)
 		saveBenchJSON(t, "backlog.json", res) // after each depth: a run stopped later keeps what it measured
@@ -509,6 +613,14 @@ func pairedRatio(rs, ceiling []backlogRate) float64 {
 		return 0
 	}
 	return sum / float64(n)
+}
+
+func rateValues(rs []backlogRate) []float64 {
+	var out []float64
+	for _, r := range rs {
+		out = append(out, r.BlocksPerSec)
+	}
+	return out
 }
 
 func meanRate(rs []backlogRate) float64 {

@@ -48,6 +48,59 @@ type catchUpResult struct {
 	cpuSteady string
 	// insertSteps is where the replicator's insert stage spent its time over the whole catch-up (insert_seconds).
 	insertSteps string
+	// calls is op-node's time in its engine API calls over the steady part, and engine where its op-geth's own time
+	// went (devnet.Config.EngineMetrics; nil without).
+	calls  engineCalls
+	engine *devnet.EngineTimes
+}
+
+// engineCalls is a client's time in its engine API calls: the sum over the calls, from sending each to its answer.
+type engineCalls struct {
+	NewPayload, Forkchoice           time.Duration
+	NewPayloadCalls, ForkchoiceCalls uint64
+}
+
+func (c engineCalls) minus(o engineCalls) engineCalls {
+	return engineCalls{NewPayload: c.NewPayload - o.NewPayload, Forkchoice: c.Forkchoice - o.Forkchoice,
+		NewPayloadCalls: c.NewPayloadCalls - o.NewPayloadCalls, ForkchoiceCalls: c.ForkchoiceCalls - o.ForkchoiceCalls}
+}
+
+// opNodeEngineCalls reads op-node's own timing of its engine API calls (its RPC client's request_duration_seconds
+// for the engine-api client).
+func opNodeEngineCalls(t *testing.T, n *dsl.Node) engineCalls {
+	t.Helper()
+	m, err := n.ScrapeMetrics(t.Context())
+	require.NoError(t, err)
+	var c engineCalls
+	for _, series := range m["op_node_default_rpc_client_request_duration_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range series.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["rpc"] != "engine-api" {
+			continue
+		}
+		h := series.GetHistogram()
+		d := time.Duration(h.GetSampleSum() * float64(time.Second))
+		switch {
+		case strings.HasPrefix(labels["method"], "engine_newPayload"):
+			c.NewPayload, c.NewPayloadCalls = c.NewPayload+d, c.NewPayloadCalls+h.GetSampleCount()
+		case strings.HasPrefix(labels["method"], "engine_forkchoiceUpdated"):
+			c.Forkchoice, c.ForkchoiceCalls = c.Forkchoice+d, c.ForkchoiceCalls+h.GetSampleCount()
+		}
+	}
+	return c
+}
+
+// engineTimes reads the op-geth's engine timers, if it has them (devnet.Config.EngineMetrics), which restarts them.
+func engineTimes(t *testing.T, el *devnet.EL) *devnet.EngineTimes {
+	t.Helper()
+	if el.MetricsURL == "" {
+		return nil
+	}
+	et, err := el.EngineTimes(t.Context())
+	require.NoError(t, err)
+	return &et
 }
 
 func (r catchUpResult) totalRate() float64 { return float64(r.blocks) / r.total.Seconds() }
@@ -89,6 +142,7 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 	defer ticker.Stop()
 	var steadyAt time.Time
 	var steadyCPU cpuSnapshot
+	var steadyCalls engineCalls
 	deadline := time.After(time.Duration(target)*time.Second + 2*time.Minute)
 	var best uint64            // the highest unsafe head seen
 	lastProgress := time.Now() // when it last rose
@@ -106,11 +160,19 @@ func measureCatchUp(t *testing.T, parent *dsl.System, name, label string, role d
 			if steadyAt.IsZero() && st.UnsafeL2.Number >= res.steadyFrom {
 				steadyAt, res.steadyFrom = time.Now(), st.UnsafeL2.Number
 				steadyCPU = snapshotCPU(t, sys.Net)
+				if role == devnet.RoleReplicator {
+					steadyCalls = opNodeEngineCalls(t, n)
+				}
+				engineTimes(t, n.EL.EL) // restarts op-geth's timers for the steady part
 			}
 			if st.UnsafeL2.Number >= target {
 				res.total, res.steady, res.safeAtTarget = time.Since(started), time.Since(steadyAt), st.SafeL2.Number
 				res.blocks = st.UnsafeL2.Number
 				res.cpuSteady = cpuSince(steadyCPU, snapshotCPU(t, sys.Net))
+				if role == devnet.RoleReplicator {
+					res.calls = opNodeEngineCalls(t, n).minus(steadyCalls)
+				}
+				res.engine = engineTimes(t, n.EL.EL)
 				stopGethProfile()
 				break
 			}

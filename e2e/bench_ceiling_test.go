@@ -52,10 +52,20 @@ func ceilingRound(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnv
 // its head, stops it and returns the replay's rate and where the machine's CPU went meanwhile.
 func replayCeiling(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvelope, every int, name string) devnet.ReplayResult {
 	t.Helper()
+	return replayCeilingOn(t, sys, envs, every, name, false)
+}
+
+// replayCeilingOn is replayCeiling, on geth's default HTTP client if defaultClient (Engine.ReplayDefaultClient).
+func replayCeilingOn(t *testing.T, sys *dsl.System, envs []*eth.ExecutionPayloadEnvelope, every int, name string, defaultClient bool) devnet.ReplayResult {
+	t.Helper()
 	e := sys.StartEngine(name)
 	before := snapshotCPU(t, sys.Net, e.OpGeth)
 	stopGethProfile := gethProfile(t, e.EL.EL, name)
-	res, err := e.Replay(t.Context(), envs, every)
+	replay := e.Replay
+	if defaultClient {
+		replay = e.ReplayDefaultClient
+	}
+	res, err := replay(t.Context(), envs, every)
 	stopGethProfile()
 	require.NoError(t, err)
 	res.CPU = cpuSince(before, snapshotCPU(t, sys.Net, e.OpGeth))

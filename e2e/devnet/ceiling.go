@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ import (
 	"github.com/ethereum-optimism/optimism/op-service/client"
 	"github.com/ethereum-optimism/optimism/op-service/eth"
 	"github.com/ethereum-optimism/optimism/op-service/sources"
+
+	"github.com/op-replicator/op-replicator/driverhook"
 )
 
 // The engine ceiling: how fast an op-geth of this devnet, started fresh from the same genesis with the same flags
@@ -39,10 +42,11 @@ type Engine struct {
 	// EL is the op-geth's user RPC.
 	EL *EL
 	// API is an engine API client of the op-geth (JWT-authenticated), with the devnet's rollup config choosing
-	// the method versions.
-	API *sources.EngineAPIClient
+	// the method versions, on the HTTP client a replicating op-node uses (driverhook.EngineHTTPClient); DefaultAPI is
+	// the same on geth's default HTTP client, as the replays used before 2026-12-08 (ReplayDefaultClient).
+	API, DefaultAPI *sources.EngineAPIClient
 
-	rpc client.RPC
+	rpc, defaultRPC client.RPC
 }
 
 // StartEngine initialises a fresh op-geth from the devnet's L2 genesis, named name (unique in the devnet; it names
@@ -73,10 +77,14 @@ func (d *Devnet) StartEngine(ctx context.Context, name string) (*Engine, error) 
 	if ports.gethP2P, err = portPool.next(); err != nil {
 		return nil, err
 	}
+	if err := d.engineMetricsPort(&ports); err != nil {
+		return nil, err
+	}
 	el, err := newEL(httpURL(ports.http), wsURL(ports.ws))
 	if err != nil {
 		return nil, err
 	}
+	el.setMetrics(ports.gethMetrics)
 	e := &Engine{
 		Name:   name,
 		OpGeth: newProcess(name+"/op-geth", gethLog, d.bin("geth"), d.opGethArgs(spec, gethDir, jwtPath, ports), d.processExited),
@@ -92,17 +100,29 @@ func (d *Devnet) StartEngine(ctx context.Context, name string) (*Engine, error) 
 		return nil, errors.Join(err, e.Stop())
 	}
 	auth := rpc.WithHTTPAuth(gethnode.NewJWTAuth(secret))
-	if e.rpc, err = client.NewRPC(ctx, log.NewLogger(log.DiscardHandler()), httpURL(ports.auth), client.WithGethRPCOptions(auth)); err != nil {
+	// The HTTP client a replicating op-node calls its engine with (a write buffer that holds a whole newPayload
+	// request): with geth's default client a request goes out in 4 KiB writes, which on this machine cost the
+	// replayer more per call than op-geth's own time serving it, and the ceiling would carry a cost no replicator has.
+	hc := driverhook.EngineHTTPClient(driverhook.CLIConfig{Enabled: true})
+	if e.rpc, err = client.NewRPC(ctx, log.NewLogger(log.DiscardHandler()), httpURL(ports.auth),
+		client.WithGethRPCOptions(auth, rpc.WithHTTPClient(hc))); err != nil {
 		return nil, errors.Join(fmt.Errorf("dial engine API of %s: %w", name, err), e.Stop())
 	}
 	e.API = sources.NewEngineAPIClient(e.rpc, log.NewLogger(log.DiscardHandler()), d.L2.Rollup)
+	if e.defaultRPC, err = client.NewRPC(ctx, log.NewLogger(log.DiscardHandler()), httpURL(ports.auth),
+		client.WithGethRPCOptions(auth)); err != nil {
+		return nil, errors.Join(fmt.Errorf("dial engine API of %s: %w", name, err), e.Stop())
+	}
+	e.DefaultAPI = sources.NewEngineAPIClient(e.defaultRPC, log.NewLogger(log.DiscardHandler()), d.L2.Rollup)
 	return e, nil
 }
 
 // Stop stops the op-geth. Its data directory stays.
 func (e *Engine) Stop() error {
-	if e.rpc != nil {
-		e.rpc.Close()
+	for _, c := range []client.RPC{e.rpc, e.defaultRPC} {
+		if c != nil {
+			c.Close()
+		}
 	}
 	return e.OpGeth.Stop()
 }
@@ -168,6 +188,13 @@ type ReplayResult struct {
 	SteadyElapsed time.Duration
 	// CPU is free text for the caller: where the machine's CPU went during the replay.
 	CPU string
+	// SteadyNewPayload and SteadyForkchoice are the replayer's time in its engine_newPayload and
+	// engine_forkchoiceUpdated calls over the steady part, from sending each to its answer.
+	SteadyNewPayload, SteadyForkchoice time.Duration
+	// SteadyNewPayloadMedian is the median of the replayer's engine_newPayload calls over the steady part.
+	SteadyNewPayloadMedian time.Duration
+	// Engine is where op-geth's own time went over the steady part, when it has metrics (Config.EngineMetrics).
+	Engine *EngineTimes
 }
 
 // BlocksPerSecond is the replay rate.
@@ -182,7 +209,13 @@ func (r ReplayResult) SteadyBlocksPerSecond() float64 {
 // makes the last of every fcuEvery blocks (and the last block) the head with engine_forkchoiceUpdated (head only:
 // safe and finalized unchanged). Every payload must be VALID.
 func (e *Engine) Replay(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, fcuEvery int) (ReplayResult, error) {
-	return e.replay(ctx, len(envs), func(i int) (*eth.ExecutionPayloadEnvelope, error) { return envs[i], nil }, fcuEvery)
+	return e.replay(ctx, e.API, len(envs), func(i int) (*eth.ExecutionPayloadEnvelope, error) { return envs[i], nil }, fcuEvery)
+}
+
+// ReplayDefaultClient is Replay on geth's default HTTP client (DefaultAPI), whose 4 KiB write buffer sends a
+// newPayload request in several writes: what the transport alone costs a caller.
+func (e *Engine) ReplayDefaultClient(ctx context.Context, envs []*eth.ExecutionPayloadEnvelope, fcuEvery int) (ReplayResult, error) {
+	return e.replay(ctx, e.DefaultAPI, len(envs), func(i int) (*eth.ExecutionPayloadEnvelope, error) { return envs[i], nil }, fcuEvery)
 }
 
 // ReplayFetching is Replay of blocks from..to of src, fetched while they are replayed as a replicator with an
@@ -235,7 +268,7 @@ func (d *Devnet) ReplayFetching(ctx context.Context, e *Engine, src *EL, from, t
 			}()
 		}
 	}()
-	return e.replay(ctx, len(slots), func(i int) (*eth.ExecutionPayloadEnvelope, error) {
+	return e.replay(ctx, e.API, len(slots), func(i int) (*eth.ExecutionPayloadEnvelope, error) {
 		select {
 		case <-slots[i].done:
 			<-ahead
@@ -282,7 +315,7 @@ func fetchRawPayload(ctx context.Context, hc *http.Client, url string, n uint64,
 }
 
 // replay executes the n blocks get returns, in order, as Replay.
-func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.ExecutionPayloadEnvelope, error), fcuEvery int) (ReplayResult, error) {
+func (e *Engine) replay(ctx context.Context, api *sources.EngineAPIClient, n int, get func(i int) (*eth.ExecutionPayloadEnvelope, error), fcuEvery int) (ReplayResult, error) {
 	if fcuEvery < 1 {
 		fcuEvery = 1
 	}
@@ -290,16 +323,36 @@ func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.Execut
 	start := time.Now()
 	steadyStart := start
 	pending := 0
+	steady := false
+	// timed runs a call, counting its time into *sum over the steady part, and into *each if not nil.
+	var newPayloads []time.Duration
+	timed := func(sum *time.Duration, each *[]time.Duration, call func()) {
+		start := time.Now()
+		call()
+		if steady {
+			d := time.Since(start)
+			*sum += d
+			if each != nil {
+				*each = append(*each, d)
+			}
+		}
+	}
 	for i := range n {
 		if i == n/10 {
-			steadyStart = time.Now()
+			if e.EL.MetricsURL != "" {
+				if _, err := e.EL.EngineTimes(ctx); err != nil { // restarts op-geth's timers for the steady part
+					return res, err
+				}
+			}
+			steadyStart, steady = time.Now(), true
 		}
 		env, err := get(i)
 		if err != nil {
 			return res, fmt.Errorf("%s: block %d of the replay: %w", e.Name, i, err)
 		}
 		p := env.ExecutionPayload
-		status, err := e.API.NewPayload(ctx, p, env.ParentBeaconBlockRoot)
+		var status *eth.PayloadStatusV1
+		timed(&res.SteadyNewPayload, &newPayloads, func() { status, err = api.NewPayload(ctx, p, env.ParentBeaconBlockRoot) })
 		if err != nil {
 			return res, fmt.Errorf("%s: engine_newPayload of block %d: %w", e.Name, uint64(p.BlockNumber), err)
 		}
@@ -311,7 +364,8 @@ func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.Execut
 			continue
 		}
 		fc := &eth.ForkchoiceState{HeadBlockHash: p.BlockHash, SafeBlockHash: common.Hash{}, FinalizedBlockHash: common.Hash{}}
-		upd, err := e.API.ForkchoiceUpdate(ctx, fc, nil)
+		var upd *eth.ForkchoiceUpdatedResult
+		timed(&res.SteadyForkchoice, nil, func() { upd, err = api.ForkchoiceUpdate(ctx, fc, nil) })
 		if err != nil {
 			return res, fmt.Errorf("%s: engine_forkchoiceUpdated to block %d: %w", e.Name, uint64(p.BlockNumber), err)
 		}
@@ -321,5 +375,16 @@ func (e *Engine) replay(ctx context.Context, n int, get func(i int) (*eth.Execut
 		pending = 0
 	}
 	res.Elapsed, res.SteadyElapsed = time.Since(start), time.Since(steadyStart)
+	if len(newPayloads) > 0 {
+		slices.Sort(newPayloads)
+		res.SteadyNewPayloadMedian = newPayloads[len(newPayloads)/2]
+	}
+	if e.EL.MetricsURL != "" {
+		t, err := e.EL.EngineTimes(ctx)
+		if err != nil {
+			return res, err
+		}
+		res.Engine = &t
+	}
 	return res, nil
 }

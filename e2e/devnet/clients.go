@@ -26,6 +26,8 @@ type EL struct {
 	RPC *rpc.Client
 	// HTTP and WS are the engine's user RPC endpoints.
 	HTTP, WS string
+	// MetricsURL is op-geth's Prometheus endpoint (Config.EngineMetrics); empty without one.
+	MetricsURL string
 }
 
 // DialEL returns a client of the user RPC at url (HTTP only), e.g. of a Proxy, to see what it serves.

@@ -50,6 +50,10 @@ type Config struct {
 	L2GenesisAge time.Duration
 	// BatcherStopped starts the op-batcher stopped (SetBatching(true) starts it).
 	BatcherStopped bool
+	// EngineMetrics enables op-geth's metrics server (--metrics) on every replicator's op-geth and every engine
+	// StartEngine starts, for benchmarks that read where the engine's time goes (EL.EngineTimes). Off by default:
+	// op-geth then runs as operators run it.
+	EngineMetrics bool
 }
 
 // Devnet is a running devnet. Its exported fields are set by New and not changed afterwards.

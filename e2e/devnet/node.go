@@ -129,6 +129,16 @@ func (s nodeSpec) stateScheme() string {
 	return "hash"
 }
 
+// engineMetricsPort gives ports an op-geth metrics port when the devnet runs its engines with metrics.
+func (d *Devnet) engineMetricsPort(ports *nodePorts) error {
+	if !d.cfg.EngineMetrics {
+		return nil
+	}
+	var err error
+	ports.gethMetrics, err = portPool.next()
+	return err
+}
+
 // nodePorts are the ports of one L2 node.
 type nodePorts struct {
 	http, ws, auth int // op-geth: user RPC over HTTP and WS, engine API
@@ -136,6 +146,7 @@ type nodePorts struct {
 	rpc            int // op-node RPC
 	p2p            int // op-node libp2p; 0 without P2P
 	metrics        int // op-node metrics; 0 without metrics
+	gethMetrics    int // op-geth metrics; 0 without them (Config.EngineMetrics)
 }
 
 // newNode creates the node's directories and processes and initialises its op-geth; it does not start it.
@@ -178,10 +189,16 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 		}
 		metricsURL = httpURL(ports.metrics) + "/metrics"
 	}
+	if spec.role == RoleReplicator {
+		if err := d.engineMetricsPort(&ports); err != nil {
+			return nil, err
+		}
+	}
 	el, err := newEL(httpURL(ports.http), wsURL(ports.ws))
 	if err != nil {
 		return nil, err
 	}
+	el.setMetrics(ports.gethMetrics)
 	cl, err := newCL(httpURL(ports.rpc))
 	if err != nil {
 		return nil, err
@@ -216,6 +233,9 @@ func (d *Devnet) opGethArgs(spec nodeSpec, dataDir, jwtPath string, ports nodePo
 		"--ipcdisable", "--nodiscover", "--maxpeers", "0", "--port", strconv.Itoa(ports.gethP2P), "--nat", "none",
 		"--rollup.disabletxpoolgossip",
 		"--verbosity", "3",
+	}
+	if ports.gethMetrics != 0 {
+		args = append(args, "--metrics", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(ports.gethMetrics))
 	}
 	if !spec.defaultEngine() {
 		// Every block's state is written through to disk, so an op-geth killed with SIGKILL restarts where it
