@@ -98,9 +98,13 @@ type blockTime struct {
 	Wall, NewPayload, Forkchoice, Between float64
 	// NewPayloadMedian is the median of the caller's newPayload calls: the replayer's only (op-node's histogram
 	// buckets are too coarse for one).
-	NewPayloadMedian               *float64 `json:",omitempty"`
-	EngineNewPayload, EngineInsert *float64 `json:",omitempty"`
-	EngineExecution                *float64 `json:",omitempty"`
+	NewPayloadMedian *float64 `json:",omitempty"`
+	// OtherCalls is the caller's other calls to op-geth's engine endpoint per block (op-node's reads of its L2
+	// blocks), Other their time per block.
+	OtherCalls, Other                        float64
+	EngineNewPayload, EngineInsert           *float64 `json:",omitempty"`
+	EngineNewPayloadP95, EngineNewPayloadP99 *float64 `json:",omitempty"`
+	EngineExecution                          *float64 `json:",omitempty"`
 }
 
 // newBlockTime is a blockTime over blocks taking wall, calls newPayload calls, with engine's medians if not nil.
@@ -110,10 +114,13 @@ func newBlockTime(blocks uint64, wall time.Duration, calls engineCalls, engine *
 	}
 	bt := &blockTime{Wall: ms(wall) / float64(blocks), NewPayload: ms(calls.NewPayload) / float64(calls.NewPayloadCalls),
 		Forkchoice: ms(calls.Forkchoice) / float64(calls.NewPayloadCalls)}
+	bt.OtherCalls, bt.Other = float64(calls.OtherCalls)/float64(calls.NewPayloadCalls), ms(calls.Other)/float64(calls.NewPayloadCalls)
 	bt.Between = bt.Wall - bt.NewPayload - bt.Forkchoice
 	if engine != nil {
 		np, ins, ex := ms(engine.NewPayload), ms(engine.Insert), ms(engine.Execution)
+		p95, p99 := ms(engine.NewPayloadP95), ms(engine.NewPayloadP99)
 		bt.EngineNewPayload, bt.EngineInsert, bt.EngineExecution = &np, &ins, &ex
+		bt.EngineNewPayloadP95, bt.EngineNewPayloadP99 = &p95, &p99
 	}
 	return bt
 }
@@ -140,14 +147,15 @@ func blockTimeRows(out *strings.Builder, names []string, times []*blockTime) {
 		}
 		return fmt.Sprintf("%.2f", *v)
 	}
-	fmt.Fprintln(out, "| run | wall | in newPayload (caller, mean) | (caller, median) | in forkchoiceUpdated | between the calls | op-geth: newPayload (median) | insert (median) | execution (median) |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| run | wall | in newPayload (caller, mean) | (caller, median) | in forkchoiceUpdated | between the calls | other calls to op-geth (calls, ms) | op-geth: newPayload median / p95 / p99 | insert (median) | execution (median) |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|")
 	for i, bt := range times {
 		if bt == nil {
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %.2f | %.2f | %s | %.2f | %.2f | %s | %s | %s |\n", names[i], bt.Wall, bt.NewPayload,
-			opt(bt.NewPayloadMedian), bt.Forkchoice, bt.Between, opt(bt.EngineNewPayload), opt(bt.EngineInsert), opt(bt.EngineExecution))
+		fmt.Fprintf(out, "| %s | %.2f | %.2f | %s | %.2f | %.2f | %.3f, %.2f | %s / %s / %s | %s | %s |\n", names[i], bt.Wall, bt.NewPayload,
+			opt(bt.NewPayloadMedian), bt.Forkchoice, bt.Between, bt.OtherCalls, bt.Other, opt(bt.EngineNewPayload),
+			opt(bt.EngineNewPayloadP95), opt(bt.EngineNewPayloadP99), opt(bt.EngineInsert), opt(bt.EngineExecution))
 	}
 }
 
@@ -161,12 +169,12 @@ type backlogDepth struct {
 	// Ceiling32Default is the per-32 ceiling on geth's default HTTP client (OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT),
 	// as every ceiling was replayed before 2026-12-08.
 	Ceiling32Default []backlogRate `json:"ceiling_per_32_default_client,omitempty"`
-	Anchor     float64       `json:"anchor_blocks_per_s"` // the per-32 ceiling's mean
-	WS         []backlogRate `json:"ws"`
-	Relay      []backlogRate `json:"relay"`
-	RelayNote  string        `json:"relay_note,omitempty"`
-	WSRatio    float64       `json:"ws_vs_ceiling"`
-	RelayRatio float64       `json:"relay_vs_ceiling,omitempty"`
+	Anchor           float64       `json:"anchor_blocks_per_s"` // the per-32 ceiling's mean
+	WS               []backlogRate `json:"ws"`
+	Relay            []backlogRate `json:"relay"`
+	RelayNote        string        `json:"relay_note,omitempty"`
+	WSRatio          float64       `json:"ws_vs_ceiling"`
+	RelayRatio       float64       `json:"relay_vs_ceiling,omitempty"`
 	// Each catch-up against the per-32 ceiling of its own round (measured at the round's start), averaged over the
 	// rounds; 0 without catch-ups from that source.
 	WSPaired    float64 `json:"ws_vs_round_ceiling"`

@@ -55,14 +55,16 @@ type catchUpResult struct {
 }
 
 // engineCalls is a client's time in its engine API calls: the sum over the calls, from sending each to its answer.
+// Other counts the client's other calls to the same endpoint (op-node reads its L2 blocks there too).
 type engineCalls struct {
-	NewPayload, Forkchoice           time.Duration
-	NewPayloadCalls, ForkchoiceCalls uint64
+	NewPayload, Forkchoice, Other                time.Duration
+	NewPayloadCalls, ForkchoiceCalls, OtherCalls uint64
 }
 
 func (c engineCalls) minus(o engineCalls) engineCalls {
-	return engineCalls{NewPayload: c.NewPayload - o.NewPayload, Forkchoice: c.Forkchoice - o.Forkchoice,
-		NewPayloadCalls: c.NewPayloadCalls - o.NewPayloadCalls, ForkchoiceCalls: c.ForkchoiceCalls - o.ForkchoiceCalls}
+	return engineCalls{NewPayload: c.NewPayload - o.NewPayload, Forkchoice: c.Forkchoice - o.Forkchoice, Other: c.Other - o.Other,
+		NewPayloadCalls: c.NewPayloadCalls - o.NewPayloadCalls, ForkchoiceCalls: c.ForkchoiceCalls - o.ForkchoiceCalls,
+		OtherCalls: c.OtherCalls - o.OtherCalls}
 }
 
 // opNodeEngineCalls reads op-node's own timing of its engine API calls (its RPC client's request_duration_seconds
@@ -87,6 +89,8 @@ func opNodeEngineCalls(t *testing.T, n *dsl.Node) engineCalls {
 			c.NewPayload, c.NewPayloadCalls = c.NewPayload+d, c.NewPayloadCalls+h.GetSampleCount()
 		case strings.HasPrefix(labels["method"], "engine_forkchoiceUpdated"):
 			c.Forkchoice, c.ForkchoiceCalls = c.Forkchoice+d, c.ForkchoiceCalls+h.GetSampleCount()
+		default:
+			c.Other, c.OtherCalls = c.Other+d, c.OtherCalls+h.GetSampleCount()
 		}
 	}
 	return c

@@ -18,6 +18,8 @@ type EngineTimes struct {
 	// (rpc/duration); Insert the part of it inserting the block (chain/inserts: execution, validation and the
 	// write); Execution the EVM's part of that (chain/execution).
 	NewPayload, Insert, Execution time.Duration
+	// NewPayloadP95 and NewPayloadP99 are the tail of op-geth's time serving engine_newPayloadV4.
+	NewPayloadP95, NewPayloadP99 time.Duration
 	// ForkchoiceUpdated is op-geth's time serving one engine_forkchoiceUpdatedV3.
 	ForkchoiceUpdated time.Duration
 	// Blocks is how many blocks op-geth inserted (chain/inserts' count), Calls how many engine_newPayloadV4 it
@@ -26,8 +28,8 @@ type EngineTimes struct {
 }
 
 func (t EngineTimes) String() string {
-	return fmt.Sprintf("%d blocks (%d newPayload calls), medians: newPayload %s, insert %s, execution %s, forkchoiceUpdated %s",
-		t.Blocks, t.Calls, t.NewPayload, t.Insert, t.Execution, t.ForkchoiceUpdated)
+	return fmt.Sprintf("%d blocks (%d newPayload calls), medians: newPayload %s (p95 %s, p99 %s), insert %s, execution %s, forkchoiceUpdated %s",
+		t.Blocks, t.Calls, t.NewPayload, t.NewPayloadP95, t.NewPayloadP99, t.Insert, t.Execution, t.ForkchoiceUpdated)
 }
 
 // setMetrics records the op-geth's metrics endpoint, if it has one (port 0: none).
@@ -56,15 +58,23 @@ func (e *EL) EngineTimes(ctx context.Context) (EngineTimes, error) {
 	}
 	// op-geth's exposition writes a timer as "name_count N" and "name {quantile="0.5"} ns" (with the space, which
 	// the Prometheus text parser does not take everywhere op-geth writes it): read just those lines.
-	medians, counts := map[string]float64{}, map[string]float64{}
+	medians, p95s, p99s, counts := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
-		case len(f) == 3 && f[1] == `{quantile="0.5"}`:
+		case len(f) == 3 && strings.HasPrefix(f[1], `{quantile="`):
 			v, err := strconv.ParseFloat(f[2], 64)
-			if err == nil {
+			if err != nil {
+				continue
+			}
+			switch f[1] {
+			case `{quantile="0.5"}`:
 				medians[f[0]] = v
+			case `{quantile="0.95"}`:
+				p95s[f[0]] = v
+			case `{quantile="0.99"}`:
+				p99s[f[0]] = v
 			}
 		case len(f) == 2 && strings.HasSuffix(f[0], "_count"):
 			v, err := strconv.ParseFloat(f[1], 64)
@@ -80,6 +90,7 @@ func (e *EL) EngineTimes(ctx context.Context) (EngineTimes, error) {
 	ns := func(name string) time.Duration { return time.Duration(medians[name]) }
 	return EngineTimes{
 		NewPayload: ns(newPayload), Insert: ns("chain_inserts"), Execution: ns("chain_execution"),
+		NewPayloadP95: time.Duration(p95s[newPayload]), NewPayloadP99: time.Duration(p99s[newPayload]),
 		ForkchoiceUpdated: ns(forkchoice),
 		Blocks:            int64(counts["chain_inserts"]), Calls: int64(counts[newPayload]),
 	}, nil

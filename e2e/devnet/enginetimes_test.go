@@ -29,6 +29,9 @@ rpc_duration_engine_newPayloadV4_success_count 901
 
 # TYPE rpc_duration_engine_newPayloadV4_success summary
 rpc_duration_engine_newPayloadV4_success {quantile="0.5"} 8e+06
+rpc_duration_engine_newPayloadV4_success {quantile="0.75"} 9e+06
+rpc_duration_engine_newPayloadV4_success {quantile="0.95"} 1.5e+07
+rpc_duration_engine_newPayloadV4_success {quantile="0.99"} 4e+07
 
 # TYPE rpc_duration_engine_forkchoiceUpdatedV3_success summary
 rpc_duration_engine_forkchoiceUpdatedV3_success {quantile="0.5"} 1.2e+06
@@ -46,7 +49,7 @@ func TestEngineTimesReadsOpGethsTimers(t *testing.T) {
 	el := &EL{HTTP: "http://op-geth", MetricsURL: srv.URL + "/debug/metrics/prometheus"}
 	got, err := el.EngineTimes(t.Context())
 	require.NoError(t, err)
-	require.Equal(t, EngineTimes{NewPayload: 8 * time.Millisecond, Insert: 7500 * time.Microsecond, Execution: 4250 * time.Microsecond,
+	require.Equal(t, EngineTimes{NewPayload: 8 * time.Millisecond, NewPayloadP95: 15 * time.Millisecond, NewPayloadP99: 40 * time.Millisecond, Insert: 7500 * time.Microsecond, Execution: 4250 * time.Microsecond,
 		ForkchoiceUpdated: 1200 * time.Microsecond, Blocks: 900, Calls: 901}, got)
 
 	_, err = (&EL{HTTP: "http://op-geth"}).EngineTimes(t.Context())
