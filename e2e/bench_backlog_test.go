@@ -51,7 +51,9 @@ import (
 // cores with the engine measured, and at nice 19 they run only on a core nothing else wants;
 // OP_REPLICATOR_BENCH_ENGINE_METRICS (default unset; 1 enables): op-geth's metrics (--metrics) on every engine
 // measured, so that the table of where each block's time went has op-geth's own share beside the caller's;
-// OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT (default unset; 1 enables): a third ceiling each round, per 32 blocks on
+// OP_REPLICATOR_BENCH_NODE_GOMAXPROCS (default unset: Go's, the machine's cores): GOMAXPROCS of the catching-up
+// nodes' op-node, to see whether its Go runtime taking every core at once (a batch's decoding and checks, its GC)
+// delays the engine beside it; OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT (default unset; 1 enables): a third ceiling each round, per 32 blocks on
 // geth's default HTTP client (4 KiB writes), as every ceiling was replayed before 2026-12-08.
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
@@ -347,6 +349,9 @@ func TestBenchBacklog(t *testing.T) {
 		// source is a catching-up node's options: its source, and OP_REPLICATOR_BENCH_CLIENT_WINDOW.
 		source := func(url string) []devnet.FollowerOption {
 			opts := []devnet.FollowerOption{devnet.WithSource(url)}
+			if v := envString("OP_REPLICATOR_BENCH_NODE_GOMAXPROCS", ""); v != "" {
+				opts = append(opts, devnet.WithNodeEnv("GOMAXPROCS="+v))
+			}
 			if w := envString("OP_REPLICATOR_BENCH_CLIENT_WINDOW", ""); w != "" {
 				opts = append(opts, devnet.WithNodeArgs("--replicator.relay.window", w))
 			}

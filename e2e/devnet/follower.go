@@ -22,6 +22,7 @@ type followerConfig struct {
 	archive      bool
 	hashScheme   bool
 	nodeArgs     []string
+	nodeEnv      []string
 }
 
 // WithSource sets --replicator.source (default: the sequencer's op-geth HTTP RPC). Replicators only.
@@ -82,6 +83,12 @@ func WithArchiveEngine() FollowerOption {
 // legacy datadir runs: it keeps the state of its last 128 blocks only, and cannot roll back further.
 func WithHashSchemeEngine() FollowerOption {
 	return func(c *followerConfig) { c.hashScheme = true }
+}
+
+// WithNodeEnv sets environment variables (KEY=VALUE) of the op-node process, on top of the test's own (e.g.
+// GOMAXPROCS=1, for a bench that limits the cores op-node's Go runtime runs on).
+func WithNodeEnv(kv ...string) FollowerOption {
+	return func(c *followerConfig) { c.nodeEnv = append(c.nodeEnv, kv...) }
 }
 
 // WithNodeArgs appends arguments to the op-node command line.
@@ -151,7 +158,8 @@ func (d *Devnet) followerSpec(ctx context.Context, name string, role Role, opts 
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics, archive: cfg.archive, hashScheme: cfg.hashScheme}
+	spec := nodeSpec{name: name, role: role, l1: cfg.l1, metrics: cfg.metrics, archive: cfg.archive, hashScheme: cfg.hashScheme,
+		nodeEnv: cfg.nodeEnv}
 	switch role {
 	case RoleReplicator:
 		spec.p2p = cfg.p2p

@@ -107,8 +107,9 @@ type nodeSpec struct {
 	l1 string
 	// metrics enables the op-node's metrics server.
 	metrics bool
-	// extraArgs are appended to the op-node command line.
+	// extraArgs are appended to the op-node command line; nodeEnv is added to the op-node's environment.
 	extraArgs []string
+	nodeEnv   []string
 	// archive runs a replicator's op-geth as an archive node (hash scheme, --gcmode archive), as every other node's
 	// is; a replicator's op-geth otherwise runs with op-geth's defaults, as operators run it.
 	archive bool
@@ -203,13 +204,15 @@ func (d *Devnet) newNode(spec nodeSpec) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	opNode := newProcess(spec.name+"/op-node", d.logPath(spec.name+"-op-node"), d.bin("op-node"),
+		d.opNodeArgs(spec, dir, jwtPath, ports), d.processExited)
+	opNode.env = spec.nodeEnv
 	return &Node{
 		Name: spec.name,
 		Role: spec.role,
 		OpGeth: newProcess(spec.name+"/op-geth", gethLog, d.bin("geth"),
 			d.opGethArgs(spec, gethDir, jwtPath, ports), d.processExited),
-		OpNode: newProcess(spec.name+"/op-node", d.logPath(spec.name+"-op-node"), d.bin("op-node"),
-			d.opNodeArgs(spec, dir, jwtPath, ports), d.processExited),
+		OpNode:     opNode,
 		EL:         el,
 		CL:         cl,
 		MetricsURL: metricsURL,

@@ -26,6 +26,7 @@ type Process struct {
 
 	bin    string
 	args   []string
+	env    []string // KEY=VALUE on top of the test's own environment
 	onExit func(p *Process, err error)
 
 	mu       sync.Mutex
@@ -68,6 +69,9 @@ func (p *Process) Start() error {
 	fmt.Fprintf(logFile, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
 
 	cmd := exec.Command(p.bin, p.args...)
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = childProcAttr()

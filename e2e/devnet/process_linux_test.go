@@ -36,6 +36,21 @@ func TestSetNiceSetsEveryThread(t *testing.T) {
 	require.Error(t, newProcess("idle", "", os.Args[0], nil, nil).SetNice(7), "a process that is not running")
 }
 
+// A process's env reaches the child on top of the test's own environment (/proc/<pid>/environ).
+func TestProcessEnvReachesTheChild(t *testing.T) {
+	t.Setenv("DEVNET_ENV_INHERITED", "yes")
+	p := newProcess("helper", filepath.Join(t.TempDir(), "helper.log"), os.Args[0], nil, nil)
+	p.env = []string{"DEVNET_SET_NICE_HELPER=1", "GOMAXPROCS=1"}
+	require.NoError(t, p.Start())
+	t.Cleanup(func() { _ = p.Kill() })
+	environ, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.Pid()), "environ"))
+	require.NoError(t, err)
+	vars := strings.Split(string(environ), "\x00")
+	require.Contains(t, vars, "GOMAXPROCS=1")
+	require.Contains(t, vars, "DEVNET_SET_NICE_HELPER=1")
+	require.Contains(t, vars, "DEVNET_ENV_INHERITED=yes")
+}
+
 // TestMain makes this test binary TestSetNiceSetsEveryThread's child process when asked: it then blocks until killed.
 func TestMain(m *testing.M) {
 	if os.Getenv("DEVNET_SET_NICE_HELPER") == "1" {
