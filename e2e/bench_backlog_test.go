@@ -53,7 +53,8 @@ import (
 // measured, so that the table of where each block's time went has op-geth's own share beside the caller's;
 // OP_REPLICATOR_BENCH_NODE_GOMAXPROCS (default unset: Go's, the machine's cores): GOMAXPROCS of the catching-up
 // nodes' op-node, to see whether its Go runtime taking every core at once (a batch's decoding and checks, its GC)
-// delays the engine beside it; OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT (default unset; 1 enables): a third ceiling each round, per 32 blocks on
+// delays the engine beside it; OP_REPLICATOR_BENCH_NODE_GOMAXPROCS_AB (default unset): a GOMAXPROCS for a second
+// catch-up from op-geth and from the relay in each round, beside the default ones, for a comparison on one machine; OP_REPLICATOR_BENCH_CEILING_DEFAULT_CLIENT (default unset; 1 enables): a third ceiling each round, per 32 blocks on
 // geth's default HTTP client (4 KiB writes), as every ceiling was replayed before 2026-12-08.
 
 // backlogMemory is the sequencer's op-node (which holds the relay's window) at one moment.
@@ -182,6 +183,11 @@ type backlogDepth struct {
 	WSPaired    float64 `json:"ws_vs_round_ceiling"`
 	RelayPaired float64 `json:"relay_vs_round_ceiling,omitempty"`
 	DiskPaired  float64 `json:"disk_relay_vs_round_ceiling,omitempty"`
+	// The catch-ups with their op-node at OP_REPLICATOR_BENCH_NODE_GOMAXPROCS_AB, and each against its round's ceiling.
+	WSAB          []backlogRate `json:"ws_gomaxprocs_ab,omitempty"`
+	RelayAB       []backlogRate `json:"relay_gomaxprocs_ab,omitempty"`
+	WSABPaired    float64       `json:"ws_gomaxprocs_ab_vs_round_ceiling,omitempty"`
+	RelayABPaired float64       `json:"relay_gomaxprocs_ab_vs_round_ceiling,omitempty"`
 	// The relaying replicator with its window on disk (OP_REPLICATOR_BENCH_BACKLOG_DISK): catch-ups from it, and its
 	// op-node's memory and window at the same two moments as the sequencer's.
 	DiskRelay        []backlogRate `json:"disk_relay,omitempty"`
@@ -357,6 +363,15 @@ func TestBenchBacklog(t *testing.T) {
 			}
 			return opts
 		}
+		// OP_REPLICATOR_BENCH_NODE_GOMAXPROCS_AB: a second catch-up from op-geth and from the relay in each round, its
+		// op-node at that GOMAXPROCS, beside the default one, so that both meet the same machine.
+		abProcs := envString("OP_REPLICATOR_BENCH_NODE_GOMAXPROCS_AB", "")
+		var wsAB, relayAB []catchUpResult
+		var relayABRounds []int
+		measureAB := func(name, label, url string, round int) catchUpResult {
+			return measureCatchUp(t, sys, fmt.Sprintf("%s-gomaxprocs%s-%d-%d", name, abProcs, depth, round), label+", op-node at GOMAXPROCS="+abProcs,
+				devnet.RoleReplicator, d.Target, want, profile, append(source(url), devnet.WithNodeEnv("GOMAXPROCS="+abProcs))...)
+		}
 		var per32Default []devnet.ReplayResult
 		for round := range rounds {
 			fcu1, fcu32 := ceilingRound(t, sys, envs, round+1)
@@ -367,6 +382,9 @@ func TestBenchBacklog(t *testing.T) {
 			}
 			ws = append(ws, measureCatchUp(t, sys, fmt.Sprintf("rep-ws-%d-%d", depth, round+1), "replicator, sequencer op-geth over ws",
 				devnet.RoleReplicator, d.Target, want, profile, source(seq.EL.WS)...))
+			if abProcs != "" {
+				wsAB = append(wsAB, measureAB("rep-ws", "replicator, sequencer op-geth over ws", seq.EL.WS, round+1))
+			}
 			if head := seq.EL.NumberAt(rpc.LatestBlockNumber); head-stopped >= relayWindow {
 				d.RelayNote = fmt.Sprintf("skipped: the sequencer's head %d is a window (%d) above the safe head %d", head, relayWindow, stopped)
 				t.Log(d.RelayNote)
@@ -375,6 +393,10 @@ func TestBenchBacklog(t *testing.T) {
 			relayRounds = append(relayRounds, round+1)
 			relay = append(relay, measureCatchUp(t, sys, fmt.Sprintf("rep-relay-%d-%d", depth, round+1), "replicator, the sequencer's relay",
 				devnet.RoleReplicator, d.Target, want, profile, source(dsl.RelaySource(relayPort))...))
+			if abProcs != "" {
+				relayABRounds = append(relayABRounds, round+1)
+				relayAB = append(relayAB, measureAB("rep-relay", "replicator, the sequencer's relay", dsl.RelaySource(relayPort), round+1))
+			}
 			if head := seq.EL.NumberAt(rpc.LatestBlockNumber); disk != nil && head-stopped >= relayWindow {
 				t.Logf("round %d: no catch-up from the relay on disk: the sequencer's head %d is a window (%d) above the safe head %d",
 					round+1, head, relayWindow, stopped)
@@ -424,6 +446,15 @@ func TestBenchBacklog(t *testing.T) {
 			d.DiskRelay = append(d.DiskRelay, backlogRate{Round: diskRounds[i], BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
 				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps, Time: catchUpTime(r)})
 		}
+		for i, r := range wsAB {
+			d.WSAB = append(d.WSAB, backlogRate{Round: i + 1, BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps, Time: catchUpTime(r)})
+		}
+		for i, r := range relayAB {
+			d.RelayAB = append(d.RelayAB, backlogRate{Round: relayABRounds[i], BlocksPerSec: r.steadyRate(), TotalBlocksPerSec: r.totalRate(),
+				OpNodeCPUSeconds: r.cpu.Seconds(), CPU: r.cpuSteady, InsertSteps: r.insertSteps, Time: catchUpTime(r)})
+		}
+		d.WSABPaired, d.RelayABPaired = pairedRatio(d.WSAB, d.Ceiling32), pairedRatio(d.RelayAB, d.Ceiling32)
 		if len(d.DiskRelay) > 0 {
 			d.DiskRatio = meanRate(d.DiskRelay) / d.Anchor
 		}
@@ -460,6 +491,12 @@ func TestBenchBacklog(t *testing.T) {
 		if len(fromDisk) > 0 {
 			catchUpRow(&out, fromDisk, d.Anchor, 0, "")
 		}
+		if len(wsAB) > 0 {
+			catchUpRow(&out, wsAB, d.Anchor, 0, "")
+		}
+		if len(relayAB) > 0 {
+			catchUpRow(&out, relayAB, d.Anchor, 0, "")
+		}
 		fmt.Fprintf(&out, "\nThe sequencer's op-node (its relay holds the window): at batcher stop %s; at depth %s; after the relay "+
 			"catch-ups (each block also held as its JSON) %s.\n", memLine(res.BaselineMemory), memLine(d.AtDepth), memLine(d.AfterRelayed))
 		if d.DiskAtDepth != nil {
@@ -472,6 +509,10 @@ func TestBenchBacklog(t *testing.T) {
 		fmt.Fprintf(&out, "\nEach catch-up against its own round's per-32 ceiling (the rounds interleave ceilings and catch-ups), "+
 			"averaged: ws %s, relay %s, relay with its window on disk %s.\n", ratioOrDash(d.WSPaired), ratioOrDash(d.RelayPaired),
 			ratioOrDash(d.DiskPaired))
+		if abProcs != "" {
+			fmt.Fprintf(&out, "With their op-node at GOMAXPROCS=%s, in the same rounds: ws %s, relay %s.\n", abProcs,
+				ratioOrDash(d.WSABPaired), ratioOrDash(d.RelayABPaired))
+		}
 		cpuLines(&out, perBlock, per32, append(append([][]catchUpResult{ws}, nonEmpty(relay)...), nonEmpty(fromDisk)...)...)
 		fmt.Fprintf(&out, "\nWhere each block's time went over the steady part, in ms per block (the caller's clock: the replayer's, "+
 			"or op-node's engine-api client metrics; op-geth's own medians with OP_REPLICATOR_BENCH_ENGINE_METRICS=%q):\n\n",
@@ -481,7 +522,8 @@ func TestBenchBacklog(t *testing.T) {
 		for _, rs := range []struct {
 			name  string
 			rates []backlogRate
-		}{{"ceiling, per block", d.CeilingFCU}, {"ceiling, per 32", d.Ceiling32}, {"ceiling, per 32, default client", d.Ceiling32Default}, {"ws", d.WS}, {"relay", d.Relay}, {"relay on disk", d.DiskRelay}} {
+		}{{"ceiling, per block", d.CeilingFCU}, {"ceiling, per 32", d.Ceiling32}, {"ceiling, per 32, default client", d.Ceiling32Default}, {"ws", d.WS}, {"relay", d.Relay}, {"relay on disk", d.DiskRelay},
+			{"ws, GOMAXPROCS=" + abProcs, d.WSAB}, {"relay, GOMAXPROCS=" + abProcs, d.RelayAB}} {
 			for _, r := range rs.rates {
 				names, times = append(names, fmt.Sprintf("%s, round %d", rs.name, r.Round)), append(times, r.Time)
 			}
